@@ -1,0 +1,205 @@
+//! Streaming base64 decoding of attachment content: size and SHA-256, nothing kept.
+
+use base64_simd::AsOut;
+use memchr::memchr3;
+use sha2::{Digest, Sha256};
+
+use crate::values::Sha256Digest;
+
+/// Significant characters decoded at a time (a multiple of 4).
+const BLOCK: usize = 64 * 1024;
+
+/// Why attachment content is not valid base64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Base64Problem {
+    /// The text is not base64; the reason says where.
+    Invalid(String),
+    /// The decoded size passed the limit.
+    TooLarge,
+}
+
+/// Decodes base64 text arriving in arbitrary pieces, hashing the decoded bytes as it goes.
+///
+/// Whitespace (line breaks every 76 characters, as many encoders write) is skipped. Memory
+/// stays at one block whatever the attachment's size.
+pub(crate) struct Base64Stream {
+    staging: Vec<u8>,
+    out: Vec<u8>,
+    hasher: Sha256,
+    size: u64,
+    chars: u64,
+    padded: bool,
+    max_size: u64,
+}
+
+impl Base64Stream {
+    pub(crate) fn new(max_size: u64) -> Self {
+        Base64Stream {
+            staging: Vec::new(),
+            out: Vec::new(),
+            hasher: Sha256::new(),
+            size: 0,
+            chars: 0,
+            padded: false,
+            max_size,
+        }
+    }
+
+    /// Feeds a piece of the element's text.
+    pub(crate) fn push(&mut self, mut text: &[u8]) -> Result<(), Base64Problem> {
+        while !text.is_empty() {
+            let end = memchr3(b'\n', b'\r', b' ', text).unwrap_or(text.len());
+            let mut segment = &text[..end];
+            // Tabs are rare; split on them here rather than slowing the common path.
+            while let Some(tab) = memchr::memchr(b'\t', segment) {
+                self.push_segment(&segment[..tab])?;
+                segment = &segment[tab + 1..];
+            }
+            self.push_segment(segment)?;
+            text = &text[end..];
+            let skip = text
+                .iter()
+                .position(|b| !matches!(b, b'\n' | b'\r' | b' ' | b'\t'))
+                .unwrap_or(text.len());
+            text = &text[skip..];
+        }
+        Ok(())
+    }
+
+    fn push_segment(&mut self, mut segment: &[u8]) -> Result<(), Base64Problem> {
+        if segment.is_empty() {
+            return Ok(());
+        }
+        if self.staging.is_empty() {
+            let direct = segment.len() - segment.len() % 4;
+            for block in segment[..direct].chunks(BLOCK) {
+                self.decode(block, base64_simd::STANDARD)?;
+            }
+            segment = &segment[direct..];
+        }
+        while !segment.is_empty() {
+            let take = (BLOCK - self.staging.len()).min(segment.len());
+            self.staging.extend_from_slice(&segment[..take]);
+            segment = &segment[take..];
+            if self.staging.len() == BLOCK {
+                let block = std::mem::take(&mut self.staging);
+                let result = self.decode(&block, base64_simd::STANDARD);
+                self.staging = block;
+                self.staging.clear();
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, block: &[u8], engine: base64_simd::Base64) -> Result<(), Base64Problem> {
+        if self.padded {
+            return Err(Base64Problem::Invalid(format!(
+                "text continues after '=' padding at character {}",
+                self.chars
+            )));
+        }
+        self.out.resize(block.len() / 4 * 3 + 3, 0);
+        let decoded = engine
+            .decode(block, self.out.as_mut_slice().as_out())
+            .map_err(|_| Base64Problem::Invalid(describe_invalid(block, self.chars)))?;
+        self.hasher.update(&*decoded);
+        self.size += decoded.len() as u64;
+        self.chars += block.len() as u64;
+        self.padded = block.last() == Some(&b'=');
+        if self.size > self.max_size {
+            return Err(Base64Problem::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// Ends the content; returns the decoded size and digest.
+    pub(crate) fn finish(mut self) -> Result<(u64, Sha256Digest), Base64Problem> {
+        let rest = std::mem::take(&mut self.staging);
+        let whole = rest.len() - rest.len() % 4;
+        if whole > 0 {
+            self.decode(&rest[..whole], base64_simd::STANDARD)?;
+        }
+        match rest.len() % 4 {
+            0 => {}
+            // Unpadded final group: some encoders omit the padding; accept it.
+            2 | 3 => self.decode(&rest[whole..], base64_simd::STANDARD_NO_PAD)?,
+            _ => {
+                return Err(Base64Problem::Invalid(format!(
+                    "{} characters is not a whole number of base64 groups",
+                    self.chars + rest.len() as u64
+                )))
+            }
+        }
+        Ok((self.size, Sha256Digest(self.hasher.finalize().into())))
+    }
+}
+
+fn describe_invalid(block: &[u8], before: u64) -> String {
+    let bad = block
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='));
+    match bad {
+        Some(i) => format!(
+            "invalid character {:?} at character {}",
+            char::from(block[i]),
+            before + i as u64
+        ),
+        None => format!("misplaced '=' padding near character {before}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(pieces: &[&[u8]]) -> Result<(u64, Sha256Digest), Base64Problem> {
+        let mut s = Base64Stream::new(u64::MAX);
+        for p in pieces {
+            s.push(p)?;
+        }
+        s.finish()
+    }
+
+    #[test]
+    fn decodes_across_pieces_and_whitespace() {
+        let expected = (11, Sha256Digest::of(b"hello world"));
+        assert_eq!(run(&[b"aGVsbG8gd29ybGQ="]), Ok(expected));
+        assert_eq!(
+            run(&[b"aGVs", b"bG8g\r\n", b"d29y\tbGQ", b"="]),
+            Ok(expected)
+        );
+        assert_eq!(run(&[b"a", b"G", b"V", b"s", b"bG8gd29ybGQ"]), Ok(expected));
+        assert_eq!(run(&[b" \r\n "]), Ok((0, Sha256Digest::of(b""))));
+    }
+
+    #[test]
+    fn large_content_matches_a_one_shot_digest() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let text = base64_simd::STANDARD.encode_to_string(&data);
+        let wrapped: Vec<u8> = text
+            .as_bytes()
+            .chunks(76)
+            .flat_map(|line| line.iter().copied().chain(*b"\r\n"))
+            .collect();
+        for piece in [1usize, 1000, 65_537, wrapped.len()] {
+            let pieces: Vec<&[u8]> = wrapped.chunks(piece).collect();
+            assert_eq!(
+                run(&pieces),
+                Ok((data.len() as u64, Sha256Digest::of(&data)))
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_invalid_text() {
+        assert!(
+            matches!(run(&[b"!!!not*base64!!!"]), Err(Base64Problem::Invalid(m)) if m.contains("'!'"))
+        );
+        assert!(matches!(run(&[b"aGVsbG8="]).map(|r| r.0), Ok(5)));
+        assert!(run(&[b"aGVsbG8=", b"aGVs"]).is_err());
+        assert!(run(&[b"aGVsb"]).is_err());
+        let mut s = Base64Stream::new(4);
+        assert_eq!(s.push(b"aGVsbG8gd29ybGQ="), Err(Base64Problem::TooLarge));
+    }
+}

@@ -233,6 +233,18 @@ pub struct DocumentHeader {
     pub attachments: Vec<Attachment>,
 }
 
+impl DocumentHeader {
+    /// The document a revocation, update or replacement acts on: `Bussiness/DocumentId`
+    /// when given, else the package's own `DocumentId` (producers that omit the former
+    /// repeat the original id in the latter).
+    pub fn affected_document_id(&self) -> Option<&DocumentId> {
+        self.business
+            .document_id
+            .as_ref()
+            .or(self.document_id.as_ref())
+    }
+}
+
 /// The header of a status package (`Status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusHeader {

@@ -236,7 +236,7 @@ mod tests {
             assert_eq!(c.level(), None);
             assert_eq!(c.parent(), None);
         }
-        assert!(OrgCode::parse(&"a.".repeat(17).trim_end_matches('.').to_owned()).is_ok());
+        assert!(OrgCode::parse("a.".repeat(17).trim_end_matches('.')).is_ok());
     }
 
     #[test]

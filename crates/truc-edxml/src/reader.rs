@@ -894,7 +894,7 @@ impl Extractor {
         };
         if business.doc_type != BusinessDocType::New && business.document_id.is_none() {
             self.warnings.push(
-                "Bussiness/DocumentId is missing: the affected document is taken to be this one"
+                "Bussiness/DocumentId is missing: the MessageHeader DocumentId is taken as the affected document"
                     .into(),
             );
         }

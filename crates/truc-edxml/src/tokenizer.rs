@@ -141,7 +141,7 @@ impl Tokenizer {
         }
         if !self.root_seen {
             return match self.state {
-                State::Content => Err(EdxmlError::Empty),
+                State::Content if !self.seen_anything => Err(EdxmlError::Empty),
                 _ => Err(EdxmlError::malformed(
                     self.offset,
                     "the package ends before its root element",

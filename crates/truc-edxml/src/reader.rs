@@ -994,8 +994,8 @@ impl Sink for Extractor {
             self.frames.push(Frame::Other);
             return Ok(());
         }
-        let parent = self.path.clone();
-        self.path_lens.push(self.path.len());
+        let parent_len = self.path.len();
+        self.path_lens.push(parent_len);
         if !self.path.is_empty() {
             self.path.push('/');
         }
@@ -1003,7 +1003,7 @@ impl Sink for Extractor {
             self.path.push_str(local);
         } else {
             let misplaced_known = matches!(
-                (parent.as_str(), local),
+                (&self.path[..parent_len], local),
                 ("", "edXMLEnvelope")
                     | ("edXMLEnvelope", "edXMLHeader")
                     | ("edXMLEnvelope/edXMLHeader", "MessageHeader" | "Status")
@@ -1027,7 +1027,7 @@ impl Sink for Extractor {
             } else {
                 Frame::Other
             }
-        } else if local == "Signature" && (is_edxml || is_dsig) && is_signature_place(&parent) {
+        } else if local == "Signature" && (is_edxml || is_dsig) && is_signature_place(&self.path[..parent_len]) {
             self.signature = Some(SignatureInfo::default());
             Frame::Signature
         } else {

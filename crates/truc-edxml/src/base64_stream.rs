@@ -22,14 +22,24 @@ pub(crate) enum Base64Problem {
 ///
 /// Whitespace (line breaks every 76 characters, as many encoders write) is skipped. Memory
 /// stays at one block whatever the attachment's size.
+///
+/// Problems are reported at deterministic points whatever the chunking of the input: the size
+/// limit as soon as the characters received could not decode within it, invalid text only
+/// when the content ends (decoding stops at the first problem, counting does not). This keeps
+/// the reader's answer the same for a package fed whole or in any pieces.
 pub(crate) struct Base64Stream {
     staging: Vec<u8>,
     out: Vec<u8>,
     hasher: Sha256,
     size: u64,
+    /// Significant characters decoded so far.
     chars: u64,
+    /// Significant characters received so far.
+    received: u64,
     padded: bool,
+    invalid: Option<String>,
     max_size: u64,
+    max_chars: u64,
 }
 
 impl Base64Stream {
@@ -40,8 +50,11 @@ impl Base64Stream {
             hasher: Sha256::new(),
             size: 0,
             chars: 0,
+            received: 0,
             padded: false,
+            invalid: None,
             max_size,
+            max_chars: (max_size.saturating_add(2) / 3).saturating_mul(4),
         }
     }
 
@@ -70,10 +83,17 @@ impl Base64Stream {
         if segment.is_empty() {
             return Ok(());
         }
+        self.received += segment.len() as u64;
+        if self.received > self.max_chars {
+            return Err(Base64Problem::TooLarge);
+        }
+        if self.invalid.is_some() {
+            return Ok(());
+        }
         if self.staging.is_empty() {
             let direct = segment.len() - segment.len() % 4;
             for block in segment[..direct].chunks(BLOCK) {
-                self.decode(block, base64_simd::STANDARD)?;
+                self.decode(block, base64_simd::STANDARD);
             }
             segment = &segment[direct..];
         }
@@ -83,34 +103,36 @@ impl Base64Stream {
             segment = &segment[take..];
             if self.staging.len() == BLOCK {
                 let block = std::mem::take(&mut self.staging);
-                let result = self.decode(&block, base64_simd::STANDARD);
+                self.decode(&block, base64_simd::STANDARD);
                 self.staging = block;
                 self.staging.clear();
-                result?;
             }
         }
         Ok(())
     }
 
-    fn decode(&mut self, block: &[u8], engine: base64_simd::Base64) -> Result<(), Base64Problem> {
+    /// Decodes one block; the first problem is recorded and stops further decoding.
+    fn decode(&mut self, block: &[u8], engine: base64_simd::Base64) {
+        if self.invalid.is_some() {
+            return;
+        }
         if self.padded {
-            return Err(Base64Problem::Invalid(format!(
+            self.invalid = Some(format!(
                 "text continues after '=' padding at character {}",
                 self.chars
-            )));
+            ));
+            return;
         }
         self.out.resize(block.len() / 4 * 3 + 3, 0);
-        let decoded = engine
-            .decode(block, self.out.as_mut_slice().as_out())
-            .map_err(|_| Base64Problem::Invalid(describe_invalid(block, self.chars)))?;
-        self.hasher.update(&*decoded);
-        self.size += decoded.len() as u64;
-        self.chars += block.len() as u64;
-        self.padded = block.last() == Some(&b'=');
-        if self.size > self.max_size {
-            return Err(Base64Problem::TooLarge);
+        match engine.decode(block, self.out.as_mut_slice().as_out()) {
+            Ok(decoded) => {
+                self.hasher.update(&*decoded);
+                self.size += decoded.len() as u64;
+                self.chars += block.len() as u64;
+                self.padded = block.last() == Some(&b'=');
+            }
+            Err(_) => self.invalid = Some(describe_invalid(block, self.chars)),
         }
-        Ok(())
     }
 
     /// Ends the content; returns the decoded size and digest.
@@ -118,18 +140,25 @@ impl Base64Stream {
         let rest = std::mem::take(&mut self.staging);
         let whole = rest.len() - rest.len() % 4;
         if whole > 0 {
-            self.decode(&rest[..whole], base64_simd::STANDARD)?;
+            self.decode(&rest[..whole], base64_simd::STANDARD);
         }
         match rest.len() % 4 {
             0 => {}
             // Unpadded final group: some encoders omit the padding; accept it.
-            2 | 3 => self.decode(&rest[whole..], base64_simd::STANDARD_NO_PAD)?,
-            _ => {
-                return Err(Base64Problem::Invalid(format!(
+            2 | 3 => self.decode(&rest[whole..], base64_simd::STANDARD_NO_PAD),
+            _ if self.invalid.is_none() => {
+                self.invalid = Some(format!(
                     "{} characters is not a whole number of base64 groups",
                     self.chars + rest.len() as u64
-                )))
+                ))
             }
+            _ => {}
+        }
+        if let Some(reason) = self.invalid {
+            return Err(Base64Problem::Invalid(reason));
+        }
+        if self.size > self.max_size {
+            return Err(Base64Problem::TooLarge);
         }
         Ok((self.size, Sha256Digest(self.hasher.finalize().into())))
     }

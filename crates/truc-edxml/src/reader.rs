@@ -1027,7 +1027,10 @@ impl Sink for Extractor {
             } else {
                 Frame::Other
             }
-        } else if local == "Signature" && (is_edxml || is_dsig) && is_signature_place(&self.path[..parent_len]) {
+        } else if local == "Signature"
+            && (is_edxml || is_dsig)
+            && is_signature_place(&self.path[..parent_len])
+        {
             self.signature = Some(SignatureInfo::default());
             Frame::Signature
         } else {

@@ -116,22 +116,20 @@ impl Base64Stream {
         if self.invalid.is_some() {
             return;
         }
-        if self.padded {
-            self.invalid = Some(format!(
-                "text continues after '=' padding at character {}",
-                self.chars
-            ));
-            return;
-        }
         self.out.resize(block.len() / 4 * 3 + 3, 0);
-        match engine.decode(block, self.out.as_mut_slice().as_out()) {
-            Ok(decoded) => {
+        let decoded = if self.padded {
+            None
+        } else {
+            engine.decode(block, self.out.as_mut_slice().as_out()).ok()
+        };
+        match decoded {
+            Some(decoded) => {
                 self.hasher.update(&*decoded);
                 self.size += decoded.len() as u64;
                 self.chars += block.len() as u64;
                 self.padded = block.last() == Some(&b'=');
             }
-            Err(_) => self.invalid = Some(describe_invalid(block, self.chars)),
+            None => self.invalid = Some(first_problem(block, self.chars, self.padded)),
         }
     }
 
@@ -164,18 +162,69 @@ impl Base64Stream {
     }
 }
 
-fn describe_invalid(block: &[u8], before: u64) -> String {
-    let bad = block
-        .iter()
-        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='));
-    match bad {
-        Some(i) => format!(
-            "invalid character {:?} at character {}",
-            char::from(block[i]),
-            before + i as u64
-        ),
-        None => format!("misplaced '=' padding near character {before}"),
+/// The value of a base64 character, or `None`.
+fn sextet(b: u8) -> Option<u8> {
+    match b {
+        b'A'..=b'Z' => Some(b - b'A'),
+        b'a'..=b'z' => Some(b - b'a' + 26),
+        b'0'..=b'9' => Some(b - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
     }
+}
+
+/// Describes the first problem of a block the decoder refused, by its position in the whole
+/// content (`offset` characters came before, a multiple of 4), so the message is the same
+/// however the content was split.
+fn first_problem(block: &[u8], offset: u64, padded_before: bool) -> String {
+    let mut padded = padded_before;
+    let mut pending_pad = false;
+    for (j, &b) in block.iter().enumerate() {
+        let i = offset + j as u64;
+        if padded {
+            return format!("text continues after '=' padding at character {i}");
+        }
+        let quad_pos = i % 4;
+        if b == b'=' {
+            match quad_pos {
+                0 | 1 => return format!("misplaced '=' padding at character {i}"),
+                2 => {
+                    if j.checked_sub(1)
+                        .and_then(|k| block.get(k))
+                        .and_then(|&c| sextet(c))
+                        .is_some_and(|v| v & 0x0F != 0)
+                    {
+                        return format!("non-zero bits before '=' padding at character {}", i - 1);
+                    }
+                    pending_pad = true;
+                }
+                _ => {
+                    if !pending_pad
+                        && j.checked_sub(1)
+                            .and_then(|k| block.get(k))
+                            .and_then(|&c| sextet(c))
+                            .is_some_and(|v| v & 0x03 != 0)
+                    {
+                        return format!("non-zero bits before '=' padding at character {}", i - 1);
+                    }
+                    pending_pad = false;
+                    padded = true;
+                }
+            }
+            continue;
+        }
+        if pending_pad {
+            return format!("misplaced '=' padding at character {}", i - 1);
+        }
+        if sextet(b).is_none() {
+            return format!("invalid character {:?} at character {i}", char::from(b));
+        }
+    }
+    format!(
+        "invalid base64 in characters {offset} to {}",
+        offset + block.len() as u64
+    )
 }
 
 #[cfg(test)]

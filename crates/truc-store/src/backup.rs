@@ -1,0 +1,279 @@
+//! Consistent backups while running, and restore.
+//!
+//! A backup holds the store's write lock while it copies every database record into one
+//! checksummed file and links (or copies) the blob files, so the snapshot is exactly the
+//! state between two operations. Intake pauses for that time (measured and reported in
+//! `docs/benchmarks.md`); reads continue.
+//!
+//! Layout: `manifest.json` (format, time, counts, SHA-256 of `records.bin`), `records.bin`
+//! (length-prefixed key/value pairs), `blobs/<2 hex>/<64 hex>`.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use truc_edxml::Sha256Digest;
+
+use crate::blob::sync_dir;
+use crate::error::StoreError;
+use crate::sled_store::SledStore;
+use crate::types::{BackupReport, Timestamp};
+use crate::Result;
+
+const BACKUP_FORMAT: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    created_at: Timestamp,
+    records: u64,
+    blobs: u64,
+    records_sha256: Sha256Digest,
+}
+
+fn empty_or_absent(dir: &Path) -> Result<()> {
+    if dir.exists()
+        && fs::read_dir(dir)
+            .map_err(StoreError::from_io)?
+            .next()
+            .is_some()
+    {
+        return Err(StoreError::Backup(format!(
+            "{} is not empty; give a new directory",
+            dir.display()
+        )));
+    }
+    fs::create_dir_all(dir).map_err(StoreError::from_io)
+}
+
+/// Hashes what it writes.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<BackupReport> {
+    empty_or_absent(dir)?;
+    let records_path = dir.join("records.bin");
+    let (records, records_sha256, mut bytes, blobs) = {
+        let _paused = store.lock_for_backup();
+        let file = File::create(&records_path).map_err(StoreError::from_io)?;
+        let mut w = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let mut records = 0u64;
+        for kv in store.db().iter() {
+            let (k, v) = kv?;
+            for part in [&k[..], &v[..]] {
+                w.write_all(&(part.len() as u32).to_be_bytes())
+                    .and_then(|()| w.write_all(part))
+                    .map_err(StoreError::from_io)?;
+            }
+            records += 1;
+        }
+        w.flush().map_err(StoreError::from_io)?;
+        let bytes = w.bytes;
+        let sha = Sha256Digest(w.hasher.finalize().into());
+        let file = w
+            .inner
+            .into_inner()
+            .map_err(|e| StoreError::from_io(e.into_error()))?;
+        file.sync_all().map_err(StoreError::from_io)?;
+
+        let mut blobs = 0u64;
+        let blob_root = store.blob_dir().root();
+        let target_root = dir.join("blobs");
+        for i in 0..=255u8 {
+            let sub = format!("{i:02x}");
+            let entries = match fs::read_dir(blob_root.join(&sub)) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::from_io(e)),
+            };
+            let target = target_root.join(&sub);
+            fs::create_dir_all(&target).map_err(StoreError::from_io)?;
+            for entry in entries {
+                let entry = entry.map_err(StoreError::from_io)?;
+                let dest = target.join(entry.file_name());
+                // Blob files are immutable: a hard link is a consistent copy. Across file
+                // systems, copy.
+                let linked = fs::hard_link(entry.path(), &dest).or_else(|_| {
+                    fs::copy(entry.path(), &dest).and_then(|_| File::open(&dest)?.sync_all())
+                });
+                match linked {
+                    Ok(()) => blobs += 1,
+                    // Deleted by retention after the snapshot no longer referenced it.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::from_io(e)),
+                }
+            }
+            sync_dir(&target)?;
+        }
+        (records, sha, bytes, blobs)
+    };
+    let manifest = Manifest {
+        format: BACKUP_FORMAT,
+        created_at: now,
+        records,
+        blobs,
+        records_sha256,
+    };
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Codec {
+        what: "backup manifest",
+        reason: e.to_string(),
+    })?;
+    bytes += manifest_bytes.len() as u64;
+    let mut f = File::create(dir.join("manifest.json")).map_err(StoreError::from_io)?;
+    f.write_all(&manifest_bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(StoreError::from_io)?;
+    sync_dir(dir)?;
+    store.record_backup(dir, now)?;
+    Ok(BackupReport {
+        path: dir.to_owned(),
+        records,
+        blobs,
+        bytes,
+    })
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    /// Records restored.
+    pub records: u64,
+    /// Blob files restored.
+    pub blobs: u64,
+}
+
+impl SledStore {
+    /// Restores the backup in `backup` into a new store directory `target` (which must be
+    /// empty or absent), checking every checksum. Open it with [`SledStore::open`] after.
+    pub fn restore(backup: &Path, target: &Path) -> Result<RestoreReport> {
+        let manifest: Manifest =
+            serde_json::from_slice(&fs::read(backup.join("manifest.json")).map_err(|e| {
+                StoreError::Backup(format!(
+                    "{} is not a truc backup (manifest.json: {e})",
+                    backup.display()
+                ))
+            })?)
+            .map_err(|e| StoreError::Backup(format!("manifest.json is unreadable: {e}")))?;
+        if manifest.format != BACKUP_FORMAT {
+            return Err(StoreError::Backup(format!(
+                "backup format {} is not supported",
+                manifest.format
+            )));
+        }
+        // Verify the records file before touching the target.
+        let mut hasher = Sha256::new();
+        let mut f = File::open(backup.join("records.bin")).map_err(StoreError::from_io)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(StoreError::from_io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if Sha256Digest(hasher.finalize().into()) != manifest.records_sha256 {
+            return Err(StoreError::Backup(
+                "records.bin does not match its checksum: the backup is damaged".into(),
+            ));
+        }
+
+        empty_or_absent(target)?;
+        let db = sled::Config::new().path(target.join("db")).open()?;
+        let mut reader = BufReader::with_capacity(
+            1 << 20,
+            File::open(backup.join("records.bin")).map_err(StoreError::from_io)?,
+        );
+        let mut records = 0u64;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        while let Some(k) = read_part(&mut reader)? {
+            let v = read_part(&mut reader)?
+                .ok_or_else(|| StoreError::Backup("records.bin ends inside a record".into()))?;
+            batch.insert(k, v);
+            records += 1;
+            in_batch += 1;
+            if in_batch == 10_000 {
+                db.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        db.apply_batch(batch)?;
+        if records != manifest.records {
+            return Err(StoreError::Backup(format!(
+                "records.bin holds {records} records, the manifest says {}",
+                manifest.records
+            )));
+        }
+        db.flush()?;
+        drop(db);
+
+        let mut blobs = 0u64;
+        let source_root = backup.join("blobs");
+        let target_root = target.join("blobs");
+        for i in 0..=255u8 {
+            let sub = format!("{i:02x}");
+            let target_dir = target_root.join(&sub);
+            fs::create_dir_all(&target_dir).map_err(StoreError::from_io)?;
+            let entries = match fs::read_dir(source_root.join(&sub)) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::from_io(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(StoreError::from_io)?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let data = fs::read(entry.path()).map_err(StoreError::from_io)?;
+                if Sha256Digest::of(&data).to_hex() != name {
+                    return Err(StoreError::Backup(format!(
+                        "blob {name} does not match its checksum: the backup is damaged"
+                    )));
+                }
+                let dest = target_dir.join(&name);
+                let mut out = File::create(&dest).map_err(StoreError::from_io)?;
+                out.write_all(&data)
+                    .and_then(|()| out.sync_all())
+                    .map_err(StoreError::from_io)?;
+                blobs += 1;
+            }
+            sync_dir(&target_dir)?;
+        }
+        fs::create_dir_all(target_root.join("tmp")).map_err(StoreError::from_io)?;
+        sync_dir(&target_root)?;
+        SledStore::write_restored_meta(target, manifest.created_at)?;
+        Ok(RestoreReport { records, blobs })
+    }
+}
+
+fn read_part(r: &mut impl Read) -> Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(StoreError::from_io(e)),
+    }
+    let mut part = vec![0u8; u32::from_be_bytes(len) as usize];
+    r.read_exact(&mut part)
+        .map_err(|e| StoreError::Backup(format!("records.bin is truncated: {e}")))?;
+    Ok(Some(part))
+}

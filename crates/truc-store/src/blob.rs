@@ -1,0 +1,209 @@
+//! Large payloads as content-addressed files beside the database.
+//!
+//! A package of hundreds of megabytes does not belong in the database's log. It is written
+//! to a temporary file while it arrives, fsynced, then renamed to its SHA-256 name; the
+//! directory entry is made durable by the store's group commit before the message that
+//! references it is acknowledged. Identical packages share one file (reference counted in
+//! the database).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use truc_edxml::Sha256Digest;
+
+use crate::error::StoreError;
+
+/// The blob directory: `blobs/<2 hex>/<64 hex>`, with `blobs/tmp/` for files being written.
+#[derive(Debug, Clone)]
+pub(crate) struct BlobDir {
+    root: PathBuf,
+}
+
+impl BlobDir {
+    /// Opens (creating) the blob directory and removes temporary files left by a crash.
+    pub(crate) fn open(root: PathBuf) -> Result<Self, StoreError> {
+        fs::create_dir_all(root.join("tmp")).map_err(StoreError::from_io)?;
+        for entry in fs::read_dir(root.join("tmp")).map_err(StoreError::from_io)? {
+            let entry = entry.map_err(StoreError::from_io)?;
+            let _ = fs::remove_file(entry.path());
+        }
+        let mut created = false;
+        for i in 0..=255u8 {
+            let dir = root.join(format!("{i:02x}"));
+            if !dir.exists() {
+                fs::create_dir(&dir).map_err(StoreError::from_io)?;
+                created = true;
+            }
+        }
+        if created {
+            sync_dir(&root)?;
+        }
+        Ok(BlobDir { root })
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with this digest lives.
+    pub(crate) fn path_of(&self, sha: &Sha256Digest) -> PathBuf {
+        let hex = sha.to_hex();
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    /// The directory holding the blob with this digest (fsynced at commit).
+    pub(crate) fn dir_of(&self, sha: &Sha256Digest) -> PathBuf {
+        self.root.join(&sha.to_hex()[..2])
+    }
+
+    /// Starts a new temporary blob.
+    pub(crate) fn writer(&self) -> Result<BlobWriter, StoreError> {
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{}.part", ulid::Ulid::new()));
+        let file = File::create(&path).map_err(StoreError::from_io)?;
+        Ok(BlobWriter {
+            file: Some(file),
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Moves a staged payload to its content address (or drops it if identical content is
+    /// already there). The caller makes the directory durable before acknowledging.
+    pub(crate) fn install(&self, staged: StagedPayload) -> Result<PathBuf, StoreError> {
+        let target = self.path_of(&staged.sha256);
+        if target.exists() {
+            staged.discard();
+            return Ok(target);
+        }
+        fs::rename(&staged.path, &target).map_err(StoreError::from_io)?;
+        staged.forget();
+        Ok(target)
+    }
+
+    /// Writes bytes held in memory as a blob (data fsynced; the directory at commit).
+    pub(crate) fn write_bytes(&self, bytes: &[u8]) -> Result<StagedPayload, StoreError> {
+        let mut w = self.writer()?;
+        w.write(bytes)?;
+        w.finish()
+    }
+
+    /// Deletes a blob file; returns the bytes freed.
+    pub(crate) fn remove(&self, sha: &Sha256Digest) -> Result<u64, StoreError> {
+        let path = self.path_of(sha);
+        match fs::metadata(&path) {
+            Ok(meta) => {
+                fs::remove_file(&path).map_err(StoreError::from_io)?;
+                Ok(meta.len())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(StoreError::from_io(e)),
+        }
+    }
+}
+
+/// Makes a directory's entries (a rename, a new file) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::from_io)
+}
+
+/// Writes a payload to a temporary file as it arrives, hashing it.
+///
+/// Dropping a writer without [`finish`](Self::finish) removes the file, so an interrupted
+/// upload leaves nothing behind.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: Option<File>,
+    path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl BlobWriter {
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let file = self.file.as_mut().ok_or(StoreError::Closed)?;
+        file.write_all(bytes).map_err(StoreError::from_io)?;
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Flushes the data to disk and returns the staged payload.
+    pub fn finish(mut self) -> Result<StagedPayload, StoreError> {
+        let file = self.file.take().ok_or(StoreError::Closed)?;
+        file.sync_all().map_err(StoreError::from_io)?;
+        drop(file);
+        let staged = StagedPayload {
+            path: std::mem::take(&mut self.path),
+            sha256: Sha256Digest(std::mem::take(&mut self.hasher).finalize().into()),
+            size: self.size,
+            armed: true,
+        };
+        Ok(staged)
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A payload on disk (data fsynced) under a temporary name, waiting to be submitted.
+/// Dropped without being submitted, its file is removed.
+#[derive(Debug)]
+pub struct StagedPayload {
+    path: PathBuf,
+    sha256: Sha256Digest,
+    size: u64,
+    armed: bool,
+}
+
+impl StagedPayload {
+    /// SHA-256 of the bytes written.
+    pub fn sha256(&self) -> Sha256Digest {
+        self.sha256
+    }
+
+    /// Bytes written.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The temporary file (to parse it before submitting).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn discard(mut self) {
+        let _ = fs::remove_file(&self.path);
+        self.armed = false;
+    }
+
+    fn forget(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for StagedPayload {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}

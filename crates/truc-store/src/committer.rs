@@ -1,0 +1,140 @@
+//! Group commit: many writers, one fsync.
+//!
+//! A writer applies its changes to the database in memory, then asks the committer to make
+//! them durable and waits. The committer thread takes every request waiting at that moment,
+//! makes the touched blob directories durable, flushes the database once (sled writes its
+//! log and fsyncs), and answers them all. A request is answered only by a flush that started
+//! after it was made, so its writes are covered. Under load, one fsync serves dozens of
+//! submissions; alone, a submission waits for exactly one.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use crate::blob::sync_dir;
+use crate::error::StoreError;
+
+/// A failure, shared by every request of a batch.
+#[derive(Debug, Clone)]
+struct Failure {
+    full: bool,
+    message: String,
+}
+
+impl From<Failure> for StoreError {
+    fn from(f: Failure) -> Self {
+        let e = std::io::Error::other(f.message);
+        if f.full {
+            StoreError::Full(e)
+        } else {
+            StoreError::Io(e)
+        }
+    }
+}
+
+struct Request {
+    dirs: Vec<PathBuf>,
+    done: oneshot::Sender<Result<(), Failure>>,
+}
+
+/// Counters of the committer, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Flushes performed.
+    pub flushes: AtomicU64,
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Total flush time, in microseconds.
+    pub flush_micros: AtomicU64,
+}
+
+pub(crate) struct Committer {
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+    pub(crate) stats: Arc<CommitStats>,
+}
+
+impl Committer {
+    pub(crate) fn start(db: sled::Db) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let stats = Arc::new(CommitStats::default());
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("truc-store-commit".into())
+            .spawn(move || run(db, rx, &thread_stats))
+            .map_err(StoreError::Io)?;
+        Ok(Committer {
+            tx: Some(tx),
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// Waits until everything written before this call (and the renames in `dirs`) is on
+    /// disk.
+    pub(crate) async fn commit(&self, dirs: Vec<PathBuf>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(Request { dirs, done })
+            .map_err(|_| StoreError::Closed)?;
+        match wait.await {
+            Ok(result) => result.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(db: sled::Db, rx: mpsc::Receiver<Request>, stats: &CommitStats) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let dirs: BTreeSet<PathBuf> = batch.iter().flat_map(|r| r.dirs.iter().cloned()).collect();
+        let started = std::time::Instant::now();
+        let result = flush(&db, &dirs);
+        stats
+            .flush_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if let Err(f) = &result {
+            tracing::error!(error = %f.message, "store flush failed; submissions in this batch are refused");
+        }
+        for request in batch {
+            let _ = request.done.send(result.clone());
+        }
+    }
+}
+
+fn flush(db: &sled::Db, dirs: &BTreeSet<PathBuf>) -> Result<(), Failure> {
+    for dir in dirs {
+        sync_dir(dir).map_err(failure)?;
+    }
+    db.flush().map_err(|e| failure(StoreError::from(e)))?;
+    Ok(())
+}
+
+fn failure(e: StoreError) -> Failure {
+    Failure {
+        full: matches!(e, StoreError::Full(_)),
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,1432 @@
+//! The [`Store`] on sled 0.34, with large payloads as blob files.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sled::Batch;
+use truc_edxml::{DocumentId, OrgCode, PackageKind, Sha256Digest};
+
+use crate::blob::{BlobDir, BlobWriter};
+use crate::committer::{CommitStats, Committer};
+use crate::error::StoreError;
+use crate::retry::RetryPolicy;
+use crate::types::*;
+use crate::{Result, Store};
+
+/// Settings of a [`SledStore`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    /// Payloads up to this size live in the database; larger ones in blob files
+    /// (default 256 KiB).
+    pub inline_threshold: usize,
+    /// Retry and dead-letter policy.
+    pub retry: RetryPolicy,
+    /// sled's page cache, in bytes (default 64 MiB).
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            inline_threshold: 256 * 1024,
+            retry: RetryPolicy::default(),
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The store's own metadata, in `truc-store.json` beside the database: it survives damage
+/// to the database and tells the operator where the last good backup is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoreMeta {
+    format: u32,
+    created_at: Timestamp,
+    #[serde(default)]
+    last_backup: Option<LastBackup>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LastBackup {
+    path: PathBuf,
+    at: Timestamp,
+}
+
+const FORMAT: u32 = 1;
+const META_FILE: &str = "truc-store.json";
+
+/// Key prefixes of the one sled tree. Every index is a key with an empty value, so each
+/// state change is one atomic batch.
+mod keys {
+    pub const MESSAGE: u8 = b'M';
+    pub const DELIVERY: u8 = b'D';
+    pub const QUEUE: u8 = b'Q';
+    pub const LEASE: u8 = b'L';
+    pub const HELD: u8 = b'H';
+    pub const DEAD: u8 = b'X';
+    pub const DEDUPE: u8 = b'K';
+    pub const UPSTREAM: u8 = b'U';
+    pub const IDEMPOTENCY: u8 = b'I';
+    pub const PAYLOAD: u8 = b'P';
+    pub const PAYLOAD_REF: u8 = b'R';
+    pub const EVENT: u8 = b'E';
+    pub const STATUS: u8 = b'T';
+    pub const BY_DOCUMENT: u8 = b'N';
+    pub const COMPLETED: u8 = b'C';
+    pub const AUDIT: u8 = b'A';
+    pub const SYSTEM: u8 = b'S';
+
+    pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+        k.push(prefix);
+        for p in parts {
+            k.extend_from_slice(p);
+        }
+        k
+    }
+}
+
+use keys::key;
+
+/// Reference count of a stored payload.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct PayloadRef {
+    refs: u32,
+    size: u64,
+    inline: bool,
+}
+
+/// The head of the audit chain.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct AuditHead {
+    seq: u64,
+    hash: Sha256Digest,
+}
+
+/// The [`Store`] on sled.
+///
+/// Layout of a store directory: `truc-store.json` (format, last backup), `db/` (sled),
+/// `blobs/` (payloads over the inline threshold, by SHA-256).
+///
+/// Guarantee: when [`submit`](Store::submit), [`ack`](Store::ack), [`nack`](Store::nack),
+/// [`requeue`](Store::requeue), [`drop_delivery`](Store::drop_delivery),
+/// [`record_status`](Store::record_status), [`audit`](Store::audit) or
+/// [`release_held`](Store::release_held) return `Ok`, the change is on disk: blob file data
+/// was fsynced by its writer, blob directory entries and the database log were fsynced by a
+/// group commit that started after the change was applied. A crash (even SIGKILL or power
+/// loss, given a disk that honours fsync) afterwards cannot lose it. Claims are not made
+/// durable; on open, every claim left by a previous process is released.
+pub struct SledStore {
+    dir: PathBuf,
+    db: sled::Db,
+    blobs: BlobDir,
+    config: StoreConfig,
+    /// Serialises read-modify-write sections (in memory, microseconds); fsyncs happen
+    /// outside it, in the committer.
+    lock: Mutex<()>,
+    committer: Committer,
+    event_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").field("dir", &self.dir).finish()
+    }
+}
+
+fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Codec {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Codec {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn write_meta(dir: &Path, meta: &StoreMeta) -> Result<()> {
+    let tmp = dir.join(format!("{META_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| StoreError::Codec {
+        what: "store metadata",
+        reason: e.to_string(),
+    })?;
+    {
+        let mut f = fs::File::create(&tmp).map_err(StoreError::from_io)?;
+        std::io::Write::write_all(&mut f, &bytes).map_err(StoreError::from_io)?;
+        f.sync_all().map_err(StoreError::from_io)?;
+    }
+    fs::rename(&tmp, dir.join(META_FILE)).map_err(StoreError::from_io)?;
+    crate::blob::sync_dir(dir)
+}
+
+fn read_meta(dir: &Path) -> Result<Option<StoreMeta>> {
+    match fs::read(dir.join(META_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: dir.to_owned(),
+                reason: format!("{META_FILE} is unreadable: {e}"),
+                hint: "restore the store from a backup".into(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::from_io(e)),
+    }
+}
+
+fn restore_hint(meta: Option<&StoreMeta>) -> String {
+    match meta.and_then(|m| m.last_backup.as_ref()) {
+        Some(b) => format!(
+            "restore the last good backup, {} (taken {}), with `trucctl store restore {} <new store dir>`, then point the relay at the new directory",
+            b.path.display(),
+            b.at,
+            b.path.display()
+        ),
+        None => "no backup of this store is recorded: restore from your own copy of the store directory, or keep this directory for investigation and start a new store elsewhere".into(),
+    }
+}
+
+impl SledStore {
+    /// Opens the store in `dir`, creating it if the directory is empty or absent.
+    ///
+    /// Refuses a directory that holds something else, and refuses to start empty when the
+    /// store's database is damaged or missing: the error says how to restore.
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(StoreError::from_io)?;
+        let meta = read_meta(dir)?;
+        let db_path = dir.join("db");
+        let is_new = match &meta {
+            Some(_) => false,
+            None => {
+                let non_empty = fs::read_dir(dir)
+                    .map_err(StoreError::from_io)?
+                    .next()
+                    .is_some();
+                if non_empty {
+                    return Err(StoreError::NotAStore {
+                        path: dir.to_owned(),
+                    });
+                }
+                true
+            }
+        };
+        if !is_new && !db_path.is_dir() {
+            return Err(StoreError::Corrupt {
+                path: dir.to_owned(),
+                reason: "its database directory `db` is missing".into(),
+                hint: restore_hint(meta.as_ref()),
+            });
+        }
+        let db = sled::Config::new()
+            .path(&db_path)
+            .cache_capacity(config.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if crate::error::is_full(&io) => StoreError::Full(io),
+                sled::Error::Io(io) => StoreError::Io(io),
+                other => StoreError::Corrupt {
+                    path: dir.to_owned(),
+                    reason: format!("the database does not open: {other}"),
+                    hint: restore_hint(meta.as_ref()),
+                },
+            })?;
+        let format_key = key(keys::SYSTEM, &[b"format"]);
+        if is_new {
+            db.insert(&format_key, &FORMAT.to_be_bytes()[..])?;
+            db.flush()?;
+            write_meta(
+                dir,
+                &StoreMeta {
+                    format: FORMAT,
+                    created_at: Timestamp::now(),
+                    last_backup: None,
+                },
+            )?;
+        } else {
+            match db.get(&format_key)? {
+                Some(v) if v.as_ref() == FORMAT.to_be_bytes() => {}
+                Some(v) => {
+                    return Err(StoreError::Corrupt {
+                        path: dir.to_owned(),
+                        reason: format!("unknown store format {:?}", v.as_ref()),
+                        hint: "use the truc version that wrote this store".into(),
+                    })
+                }
+                None => {
+                    return Err(StoreError::Corrupt {
+                        path: dir.to_owned(),
+                        reason: "the database is empty although the store was initialised (lost or replaced files?)".into(),
+                        hint: restore_hint(meta.as_ref()),
+                    })
+                }
+            }
+        }
+        let blobs = BlobDir::open(dir.join("blobs"))?;
+        let committer = Committer::start(db.clone())?;
+        let store = SledStore {
+            dir: dir.to_owned(),
+            db,
+            blobs,
+            config,
+            lock: Mutex::new(()),
+            committer,
+            event_seq: AtomicU64::new(0),
+        };
+        let released = store.release_leases(u64::MAX, Timestamp::now())?;
+        if released > 0 {
+            tracing::info!(released, "released the claims of the previous process");
+        }
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Group-commit counters (flushes, requests, time).
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.committer.stats
+    }
+
+    /// Bytes used on disk by the database and blob files.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        let mut total = self.db.size_on_disk()?;
+        total += dir_size(self.blobs.root())?;
+        Ok(total)
+    }
+
+    /// The retry policy in force.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.config.retry
+    }
+
+    fn guard(&self) -> MutexGuard<'_, ()> {
+        // A panic while holding the lock leaves no partial batch (batches apply atomically),
+        // so the lock stays usable.
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get<T: DeserializeOwned>(&self, what: &'static str, k: &[u8]) -> Result<Option<T>> {
+        match self.db.get(k)? {
+            Some(v) => decode(what, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn load_message(&self, id: MessageId) -> Result<MessageRecord> {
+        self.get("message", &key(keys::MESSAGE, &[&id.bytes()]))?
+            .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
+    }
+
+    fn load_delivery(&self, k: &DeliveryKey) -> Result<Delivery> {
+        self.get("delivery", &key(keys::DELIVERY, &[&k.bytes()]))?
+            .ok_or_else(|| StoreError::NotFound(format!("delivery {k}")))
+    }
+
+    fn put<T: Serialize>(
+        batch: &mut Batch,
+        what: &'static str,
+        k: Vec<u8>,
+        value: &T,
+    ) -> Result<()> {
+        batch.insert(k, encode(what, value)?);
+        Ok(())
+    }
+
+    fn put_delivery(batch: &mut Batch, d: &Delivery) -> Result<()> {
+        Self::put(batch, "delivery", key(keys::DELIVERY, &[&d.key.bytes()]), d)
+    }
+
+    fn queue_key(d: &Delivery) -> Vec<u8> {
+        key(
+            keys::QUEUE,
+            &[&d.destination.key(), &[0], &d.ready_at.be(), &d.key.bytes()],
+        )
+    }
+
+    fn lease_key(d: &Delivery) -> Vec<u8> {
+        key(keys::LEASE, &[&d.ready_at.be(), &d.key.bytes()])
+    }
+
+    fn held_key(d: &Delivery) -> Vec<u8> {
+        key(
+            keys::HELD,
+            &[d.key.recipient.as_str().as_bytes(), &[0], &d.key.bytes()],
+        )
+    }
+
+    fn dead_key(k: &DeliveryKey) -> Vec<u8> {
+        key(keys::DEAD, &[&k.bytes()])
+    }
+
+    fn event(
+        &self,
+        batch: &mut Batch,
+        at: Timestamp,
+        message_id: MessageId,
+        recipient: Option<&OrgCode>,
+        kind: EventKind,
+        detail: impl Into<String>,
+    ) -> Result<()> {
+        let seq = self.event_seq.fetch_add(1, Ordering::Relaxed);
+        let e = Event {
+            at,
+            message_id,
+            recipient: recipient.cloned(),
+            kind,
+            detail: detail.into(),
+        };
+        Self::put(
+            batch,
+            "event",
+            key(
+                keys::EVENT,
+                &[&message_id.bytes(), &at.be(), &seq.to_be_bytes()],
+            ),
+            &e,
+        )
+    }
+
+    /// Removes a delivery from whatever index its current state puts it in.
+    fn unindex(batch: &mut Batch, d: &Delivery) {
+        match d.state {
+            DeliveryState::Queued => batch.remove(Self::queue_key(d)),
+            DeliveryState::Claimed => batch.remove(Self::lease_key(d)),
+            DeliveryState::Held => batch.remove(Self::held_key(d)),
+            DeliveryState::Dead => batch.remove(Self::dead_key(&d.key)),
+            DeliveryState::Delivered | DeliveryState::Acknowledged | DeliveryState::Dropped => {}
+        }
+    }
+
+    /// Adds a delivery to the index of its (new) state.
+    fn index(batch: &mut Batch, d: &Delivery) {
+        match d.state {
+            DeliveryState::Queued => batch.insert(Self::queue_key(d), &[][..]),
+            DeliveryState::Claimed => batch.insert(Self::lease_key(d), d.destination.key()),
+            DeliveryState::Held => batch.insert(Self::held_key(d), &[][..]),
+            DeliveryState::Dead => batch.insert(Self::dead_key(&d.key), &[][..]),
+            DeliveryState::Delivered | DeliveryState::Acknowledged | DeliveryState::Dropped => {}
+        }
+    }
+
+    fn deliveries_of(&self, id: MessageId) -> Result<Vec<Delivery>> {
+        self.db
+            .scan_prefix(key(keys::DELIVERY, &[&id.bytes()]))
+            .map(|kv| {
+                let (_, v) = kv?;
+                decode("delivery", &v)
+            })
+            .collect()
+    }
+
+    /// After `changed` reached a final state: if every delivery of its message is final,
+    /// marks the message complete (retention counts from here).
+    fn complete_if_done(
+        &self,
+        batch: &mut Batch,
+        changed: &Delivery,
+        now: Timestamp,
+    ) -> Result<()> {
+        let id = changed.key.message_id;
+        let all_final = self.deliveries_of(id)?.iter().all(|d| {
+            if d.key == changed.key {
+                changed.state.is_final()
+            } else {
+                d.state.is_final()
+            }
+        });
+        if all_final {
+            let mut m = self.load_message(id)?;
+            if m.completed_at.is_none() {
+                m.completed_at = Some(now);
+                Self::put(batch, "message", key(keys::MESSAGE, &[&id.bytes()]), &m)?;
+                batch.insert(key(keys::COMPLETED, &[&now.be(), &id.bytes()]), &[][..]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes completion when a delivery becomes live again (requeue).
+    fn reopen_message(&self, batch: &mut Batch, id: MessageId) -> Result<()> {
+        let mut m = self.load_message(id)?;
+        if let Some(at) = m.completed_at.take() {
+            batch.remove(key(keys::COMPLETED, &[&at.be(), &id.bytes()]));
+            Self::put(batch, "message", key(keys::MESSAGE, &[&id.bytes()]), &m)?;
+        }
+        Ok(())
+    }
+
+    fn append_audit(
+        &self,
+        batch: &mut Batch,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<AuditEntry> {
+        let head_key = key(keys::SYSTEM, &[b"audit_head"]);
+        let head: AuditHead = self.get("audit head", &head_key)?.unwrap_or(AuditHead {
+            seq: 0,
+            hash: Sha256Digest([0; 32]),
+        });
+        let mut entry = AuditEntry {
+            seq: head.seq + 1,
+            at: now,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail: detail.to_owned(),
+            prev_hash: head.hash,
+            hash: Sha256Digest([0; 32]),
+        };
+        entry.hash = audit_hash(&entry);
+        Self::put(
+            batch,
+            "audit entry",
+            key(keys::AUDIT, &[&entry.seq.to_be_bytes()]),
+            &entry,
+        )?;
+        Self::put(
+            batch,
+            "audit head",
+            head_key,
+            &AuditHead {
+                seq: entry.seq,
+                hash: entry.hash,
+            },
+        )?;
+        Ok(entry)
+    }
+
+    /// Claimed deliveries whose lease ends at or before `until` go back to their queue.
+    fn release_leases(&self, until: u64, now: Timestamp) -> Result<usize> {
+        let _g = self.guard();
+        let mut batch = Batch::default();
+        let mut n = 0;
+        let end = key(keys::LEASE, &[&until.to_be_bytes(), &[0xFF]]);
+        for kv in self.db.range(vec![keys::LEASE]..end) {
+            let (k, _) = kv?;
+            let Some(dk) = DeliveryKey::from_bytes(&k[9..]) else {
+                batch.remove(k);
+                continue;
+            };
+            let mut d = self.load_delivery(&dk)?;
+            batch.remove(k);
+            if d.state != DeliveryState::Claimed {
+                continue;
+            }
+            d.state = DeliveryState::Queued;
+            d.lease = None;
+            // Ready at once: no later than its queue time, whatever clock the caller uses.
+            d.ready_at = now.min(d.queued_at);
+            Self::index(&mut batch, &d);
+            Self::put_delivery(&mut batch, &d)?;
+            self.event(
+                &mut batch,
+                now,
+                dk.message_id,
+                Some(&dk.recipient),
+                EventKind::LeaseExpired,
+                "",
+            )?;
+            n += 1;
+        }
+        self.db.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    fn check_lease(&self, token: &ClaimToken) -> Result<Delivery> {
+        let d = match self.load_delivery(&token.key) {
+            Ok(d) => d,
+            Err(StoreError::NotFound(_)) => {
+                return Err(StoreError::LeaseLost(token.key.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
+        if d.state != DeliveryState::Claimed || d.lease != Some(token.lease) {
+            return Err(StoreError::LeaseLost(token.key.to_string()));
+        }
+        Ok(d)
+    }
+
+    /// The dedupe key: sender, DocumentId, business type and content.
+    fn content_key(m: &NewMessage) -> Vec<u8> {
+        let mut h = Sha256::new();
+        h.update(m.sender.as_str());
+        h.update([0]);
+        h.update(m.document_id.as_ref().map(DocumentId::as_str).unwrap_or(""));
+        h.update([0, m.business_doc_type.code(), 0]);
+        h.update(m.kind.as_str());
+        h.update([0]);
+        h.update(m.sha256.0);
+        key(keys::DEDUPE, &[&h.finalize()])
+    }
+
+    fn find_duplicate(&self, m: &NewMessage) -> Result<Option<MessageRecord>> {
+        let mut candidates = vec![Self::content_key(m)];
+        if let Source::NationalAxis { doc_id } = &m.source {
+            candidates.push(key(keys::UPSTREAM, &[doc_id.as_bytes()]));
+        }
+        if let Some(k) = &m.idempotency_key {
+            candidates.push(key(
+                keys::IDEMPOTENCY,
+                &[m.sender.as_str().as_bytes(), &[0], k.as_bytes()],
+            ));
+        }
+        for k in candidates {
+            if let Some(id) = self.db.get(&k)? {
+                if let Some(id) = MessageId::from_bytes(&id) {
+                    return self.load_message(id).map(Some);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Backs up under the write lock (for [`crate::backup`]).
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    pub(crate) fn blob_dir(&self) -> &BlobDir {
+        &self.blobs
+    }
+
+    pub(crate) fn lock_for_backup(&self) -> MutexGuard<'_, ()> {
+        self.guard()
+    }
+
+    pub(crate) fn record_backup(&self, path: &Path, at: Timestamp) -> Result<()> {
+        let mut meta = read_meta(&self.dir)?.unwrap_or(StoreMeta {
+            format: FORMAT,
+            created_at: at,
+            last_backup: None,
+        });
+        meta.last_backup = Some(LastBackup {
+            path: path.to_owned(),
+            at,
+        });
+        write_meta(&self.dir, &meta)
+    }
+
+    /// Creates the metadata file of a store restored from a backup.
+    pub(crate) fn write_restored_meta(dir: &Path, created_at: Timestamp) -> Result<()> {
+        write_meta(
+            dir,
+            &StoreMeta {
+                format: FORMAT,
+                created_at,
+                last_backup: None,
+            },
+        )
+    }
+}
+
+/// The hash chaining an audit entry to the previous one. Fields are length-prefixed so no
+/// two different entries hash alike.
+fn audit_hash(e: &AuditEntry) -> Sha256Digest {
+    let mut h = Sha256::new();
+    h.update(e.prev_hash.0);
+    h.update(e.seq.to_be_bytes());
+    h.update(e.at.0.to_be_bytes());
+    for field in [&e.actor, &e.action, &e.target, &e.detail] {
+        h.update((field.len() as u64).to_be_bytes());
+        h.update(field.as_bytes());
+    }
+    Sha256Digest(h.finalize().into())
+}
+
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).map_err(StoreError::from_io)? {
+        let entry = entry.map_err(StoreError::from_io)?;
+        let meta = entry.metadata().map_err(StoreError::from_io)?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn stage_payload(&self) -> Result<BlobWriter> {
+        self.blobs.writer()
+    }
+
+    async fn submit(&self, mut m: NewMessage) -> Result<SubmitOutcome> {
+        // Large payloads go to disk before taking the lock.
+        let payload = std::mem::replace(&mut m.payload, PayloadInput::Bytes(bytes::Bytes::new()));
+        let (inline, staged, size) = match payload {
+            PayloadInput::Bytes(b) if b.len() <= self.config.inline_threshold => {
+                let size = b.len() as u64;
+                (Some(b), None, size)
+            }
+            PayloadInput::Bytes(b) => {
+                let staged = self.blobs.write_bytes(&b)?;
+                let size = staged.size();
+                (None, Some(staged), size)
+            }
+            PayloadInput::Staged(s) => {
+                let size = s.size();
+                (None, Some(s), size)
+            }
+        };
+        if let Some(s) = &staged {
+            if s.sha256() != m.sha256 {
+                return Err(StoreError::Codec {
+                    what: "payload",
+                    reason: format!(
+                        "its SHA-256 {} is not the message's {}",
+                        s.sha256(),
+                        m.sha256
+                    ),
+                });
+            }
+        }
+
+        let mut dirs = Vec::new();
+        let outcome = {
+            let _g = self.guard();
+            if let Some(original) = self.find_duplicate(&m)? {
+                SubmitOutcome::Duplicate(original)
+            } else {
+                let id = MessageId::new(m.received_at);
+                let now = m.received_at;
+                let mut batch = Batch::default();
+                let record = MessageRecord {
+                    id,
+                    kind: m.kind,
+                    sender: m.sender.clone(),
+                    recipients: m.routes.iter().map(|r| r.recipient.clone()).collect(),
+                    document_id: m.document_id.clone(),
+                    business_doc_type: m.business_doc_type,
+                    sha256: m.sha256,
+                    size,
+                    received_at: now,
+                    source: m.source.clone(),
+                    summary: m.summary.clone(),
+                    idempotency_key: m.idempotency_key.clone(),
+                    completed_at: None,
+                    payload_purged: false,
+                };
+
+                // Payload, shared by content.
+                let ref_key = key(keys::PAYLOAD_REF, &[&m.sha256.0]);
+                let existing: Option<PayloadRef> = self.get("payload ref", &ref_key)?;
+                let payload_ref = match existing {
+                    Some(mut r) => {
+                        r.refs += 1;
+                        r
+                    }
+                    None => {
+                        if let Some(bytes) = &inline {
+                            batch.insert(key(keys::PAYLOAD, &[&m.sha256.0]), bytes.as_ref());
+                            PayloadRef {
+                                refs: 1,
+                                size,
+                                inline: true,
+                            }
+                        } else {
+                            PayloadRef {
+                                refs: 1,
+                                size,
+                                inline: false,
+                            }
+                        }
+                    }
+                };
+                if !payload_ref.inline {
+                    if let Some(s) = staged {
+                        self.blobs.install(s)?;
+                        dirs.push(self.blobs.dir_of(&m.sha256));
+                    }
+                }
+                Self::put(&mut batch, "payload ref", ref_key, &payload_ref)?;
+
+                let mid = id.bytes();
+                Self::put(&mut batch, "message", key(keys::MESSAGE, &[&mid]), &record)?;
+                batch.insert(Self::content_key(&m), &mid[..]);
+                if let Source::NationalAxis { doc_id } = &m.source {
+                    batch.insert(key(keys::UPSTREAM, &[doc_id.as_bytes()]), &mid[..]);
+                }
+                if let Some(k) = &m.idempotency_key {
+                    batch.insert(
+                        key(
+                            keys::IDEMPOTENCY,
+                            &[m.sender.as_str().as_bytes(), &[0], k.as_bytes()],
+                        ),
+                        &mid[..],
+                    );
+                }
+                if let Some(doc) = &m.document_id {
+                    batch.insert(
+                        key(keys::BY_DOCUMENT, &[doc.as_str().as_bytes(), &[0], &mid]),
+                        &[][..],
+                    );
+                }
+                let source = match &m.source {
+                    Source::Adapter { unit, .. } => format!("from the adapter of {unit}"),
+                    Source::NationalAxis { doc_id } => {
+                        format!("from the national axis, docId {doc_id}")
+                    }
+                    Source::Operator { actor } => format!("injected by {actor}"),
+                };
+                self.event(&mut batch, now, id, None, EventKind::Accepted, source)?;
+
+                // Status packages enter the timeline of the document they answer.
+                if m.kind == PackageKind::Status {
+                    if let (Some(doc), Some(code)) = (&m.summary.answers, &m.summary.status_code) {
+                        let entry = StatusEntry {
+                            document_id: doc.clone(),
+                            code: code.clone(),
+                            from: m.sender.clone(),
+                            at: now,
+                            message_id: Some(id),
+                            description: String::new(),
+                        };
+                        Self::put(
+                            &mut batch,
+                            "status",
+                            key(
+                                keys::STATUS,
+                                &[doc.as_str().as_bytes(), &[0], &now.be(), &mid],
+                            ),
+                            &entry,
+                        )?;
+                    }
+                }
+
+                for route in &m.routes {
+                    let d = Delivery {
+                        key: DeliveryKey {
+                            message_id: id,
+                            recipient: route.recipient.clone(),
+                        },
+                        destination: route.destination.clone(),
+                        state: if route.held {
+                            DeliveryState::Held
+                        } else {
+                            DeliveryState::Queued
+                        },
+                        attempts: 0,
+                        queued_at: now,
+                        ready_at: now,
+                        lease: None,
+                        last_error: None,
+                        completed_at: None,
+                        dead_reason: None,
+                        upstream_doc_id: None,
+                    };
+                    Self::index(&mut batch, &d);
+                    Self::put_delivery(&mut batch, &d)?;
+                    let (kind, detail) = if route.held {
+                        (
+                            EventKind::Held,
+                            format!("held in {} until the unit is active", route.destination),
+                        )
+                    } else {
+                        (
+                            EventKind::Routed,
+                            format!("queued in {}", route.destination),
+                        )
+                    };
+                    self.event(&mut batch, now, id, Some(&route.recipient), kind, detail)?;
+                }
+                self.db.apply_batch(batch)?;
+                SubmitOutcome::Stored(record)
+            }
+        };
+        // Duplicates wait too: the original may have been applied but not yet flushed.
+        self.committer.commit(dirs).await?;
+        Ok(outcome)
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<MessageRecord>> {
+        self.get("message", &key(keys::MESSAGE, &[&id.bytes()]))
+    }
+
+    async fn find_by_upstream_id(&self, doc_id: &str) -> Result<Option<MessageId>> {
+        Ok(self
+            .db
+            .get(key(keys::UPSTREAM, &[doc_id.as_bytes()]))?
+            .and_then(|v| MessageId::from_bytes(&v)))
+    }
+
+    async fn find_by_document(&self, document_id: &DocumentId) -> Result<Vec<MessageRecord>> {
+        let prefix = key(keys::BY_DOCUMENT, &[document_id.as_str().as_bytes(), &[0]]);
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            if let Some(id) = MessageId::from_bytes(&k[prefix.len()..]) {
+                out.push(self.load_message(id)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn payload(&self, id: MessageId) -> Result<Payload> {
+        let m = self.load_message(id)?;
+        if m.payload_purged {
+            return Err(StoreError::Purged(id.to_string()));
+        }
+        let r: PayloadRef = self
+            .get("payload ref", &key(keys::PAYLOAD_REF, &[&m.sha256.0]))?
+            .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
+        if r.inline {
+            let bytes = self
+                .db
+                .get(key(keys::PAYLOAD, &[&m.sha256.0]))?
+                .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
+            Ok(Payload::Inline(bytes::Bytes::copy_from_slice(&bytes)))
+        } else {
+            let path = self.blobs.path_of(&m.sha256);
+            if !path.is_file() {
+                return Err(StoreError::NotFound(format!(
+                    "blob file of {id} ({})",
+                    path.display()
+                )));
+            }
+            Ok(Payload::File { path, size: r.size })
+        }
+    }
+
+    async fn deliveries(&self, id: MessageId) -> Result<Vec<Delivery>> {
+        self.deliveries_of(id)
+    }
+
+    async fn claim(
+        &self,
+        destination: &Destination,
+        max: usize,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Claim>> {
+        let _g = self.guard();
+        let prefix = key(keys::QUEUE, &[&destination.key(), &[0]]);
+        let mut batch = Batch::default();
+        let mut claims = Vec::new();
+        let mut messages: HashMap<MessageId, MessageRecord> = HashMap::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            if claims.len() >= max {
+                break;
+            }
+            let (k, _) = kv?;
+            let rest = &k[prefix.len()..];
+            let ready =
+                u64::from_be_bytes(rest[..8].try_into().map_err(|_| StoreError::Codec {
+                    what: "queue key",
+                    reason: "short".into(),
+                })?);
+            if ready > now.0 {
+                break;
+            }
+            let Some(dk) = DeliveryKey::from_bytes(&rest[8..]) else {
+                batch.remove(k);
+                continue;
+            };
+            let mut d = self.load_delivery(&dk)?;
+            batch.remove(k);
+            if d.state != DeliveryState::Queued {
+                continue;
+            }
+            d.state = DeliveryState::Claimed;
+            d.attempts += 1;
+            d.lease = Some(fastrand::u64(..));
+            d.ready_at = now.plus(lease);
+            Self::index(&mut batch, &d);
+            Self::put_delivery(&mut batch, &d)?;
+            self.event(
+                &mut batch,
+                now,
+                dk.message_id,
+                Some(&dk.recipient),
+                EventKind::Claimed,
+                format!("attempt {}", d.attempts),
+            )?;
+            let message = match messages.get(&dk.message_id) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = self.load_message(dk.message_id)?;
+                    messages.insert(dk.message_id, m.clone());
+                    m
+                }
+            };
+            claims.push(Claim {
+                token: ClaimToken {
+                    key: dk,
+                    lease: d.lease.unwrap_or_default(),
+                },
+                delivery: d,
+                message,
+            });
+        }
+        self.db.apply_batch(batch)?;
+        Ok(claims)
+    }
+
+    async fn ack(
+        &self,
+        token: &ClaimToken,
+        completion: Completion,
+        now: Timestamp,
+    ) -> Result<Delivery> {
+        let d = {
+            let _g = self.guard();
+            let mut d = self.check_lease(token)?;
+            let mut batch = Batch::default();
+            Self::unindex(&mut batch, &d);
+            let (state, kind, detail) = match completion {
+                Completion::Acknowledged => (
+                    DeliveryState::Acknowledged,
+                    EventKind::Acknowledged,
+                    String::new(),
+                ),
+                Completion::Delivered { upstream_doc_id } => {
+                    let detail = upstream_doc_id
+                        .as_ref()
+                        .map(|id| format!("national axis docId {id}"))
+                        .unwrap_or_default();
+                    d.upstream_doc_id = upstream_doc_id;
+                    (DeliveryState::Delivered, EventKind::Delivered, detail)
+                }
+            };
+            d.state = state;
+            d.lease = None;
+            d.completed_at = Some(now);
+            Self::put_delivery(&mut batch, &d)?;
+            self.event(
+                &mut batch,
+                now,
+                d.key.message_id,
+                Some(&d.key.recipient),
+                kind,
+                detail,
+            )?;
+            self.complete_if_done(&mut batch, &d, now)?;
+            self.db.apply_batch(batch)?;
+            d
+        };
+        self.committer.commit(Vec::new()).await?;
+        Ok(d)
+    }
+
+    async fn nack(&self, token: &ClaimToken, error: &str, now: Timestamp) -> Result<NackOutcome> {
+        let outcome = {
+            let _g = self.guard();
+            let mut d = self.check_lease(token)?;
+            let mut batch = Batch::default();
+            Self::unindex(&mut batch, &d);
+            d.lease = None;
+            d.last_error = Some(error.to_owned());
+            let policy = self.config.retry;
+            let deadline = d.queued_at.plus(policy.max_age);
+            let outcome = if now >= deadline {
+                let reason = format!(
+                    "gave up after {} attempts over {} s: {error}",
+                    d.attempts,
+                    now.since(d.queued_at).as_secs()
+                );
+                d.state = DeliveryState::Dead;
+                d.dead_reason = Some(reason.clone());
+                d.completed_at = Some(now);
+                self.event(
+                    &mut batch,
+                    now,
+                    d.key.message_id,
+                    Some(&d.key.recipient),
+                    EventKind::DeadLettered,
+                    reason.clone(),
+                )?;
+                self.complete_if_done(&mut batch, &d, now)?;
+                NackOutcome::Dead(reason)
+            } else {
+                let at = now.plus(policy.delay(d.attempts)).min(deadline);
+                d.state = DeliveryState::Queued;
+                d.ready_at = at;
+                self.event(
+                    &mut batch,
+                    now,
+                    d.key.message_id,
+                    Some(&d.key.recipient),
+                    EventKind::RetryScheduled,
+                    format!("attempt {} failed: {error}; next at {at}", d.attempts),
+                )?;
+                NackOutcome::RetryAt(at)
+            };
+            Self::index(&mut batch, &d);
+            Self::put_delivery(&mut batch, &d)?;
+            self.db.apply_batch(batch)?;
+            outcome
+        };
+        self.committer.commit(Vec::new()).await?;
+        Ok(outcome)
+    }
+
+    async fn release_expired(&self, now: Timestamp) -> Result<usize> {
+        self.release_leases(now.0, now)
+    }
+
+    async fn release_held(&self, recipient: &OrgCode, now: Timestamp) -> Result<usize> {
+        let n = {
+            let _g = self.guard();
+            let prefix = key(keys::HELD, &[recipient.as_str().as_bytes(), &[0]]);
+            let mut batch = Batch::default();
+            let mut n = 0;
+            for kv in self.db.scan_prefix(&prefix) {
+                let (k, _) = kv?;
+                batch.remove(k.clone());
+                let Some(dk) = DeliveryKey::from_bytes(&k[prefix.len()..]) else {
+                    continue;
+                };
+                let mut d = self.load_delivery(&dk)?;
+                if d.state != DeliveryState::Held {
+                    continue;
+                }
+                d.state = DeliveryState::Queued;
+                d.ready_at = now;
+                d.queued_at = now;
+                Self::index(&mut batch, &d);
+                Self::put_delivery(&mut batch, &d)?;
+                self.event(
+                    &mut batch,
+                    now,
+                    dk.message_id,
+                    Some(&dk.recipient),
+                    EventKind::Released,
+                    format!("queued in {}", d.destination),
+                )?;
+                n += 1;
+            }
+            self.db.apply_batch(batch)?;
+            n
+        };
+        self.committer.commit(Vec::new()).await?;
+        Ok(n)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([keys::DEAD]).take(limit) {
+            let (k, _) = kv?;
+            if let Some(dk) = DeliveryKey::from_bytes(&k[1..]) {
+                out.push(self.load_delivery(&dk)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn requeue(&self, key_: &DeliveryKey, actor: &str, now: Timestamp) -> Result<Delivery> {
+        let d = {
+            let _g = self.guard();
+            let mut d = self.load_delivery(key_)?;
+            if d.state != DeliveryState::Dead {
+                return Err(StoreError::WrongState {
+                    key: key_.to_string(),
+                    state: d.state.as_str(),
+                    action: "requeue",
+                });
+            }
+            let mut batch = Batch::default();
+            Self::unindex(&mut batch, &d);
+            d.state = DeliveryState::Queued;
+            d.queued_at = now;
+            d.ready_at = now;
+            d.dead_reason = None;
+            d.completed_at = None;
+            Self::index(&mut batch, &d);
+            Self::put_delivery(&mut batch, &d)?;
+            self.reopen_message(&mut batch, key_.message_id)?;
+            self.event(
+                &mut batch,
+                now,
+                key_.message_id,
+                Some(&key_.recipient),
+                EventKind::Requeued,
+                format!("by {actor}"),
+            )?;
+            self.append_audit(&mut batch, actor, "requeue", &key_.to_string(), "", now)?;
+            self.db.apply_batch(batch)?;
+            d
+        };
+        self.committer.commit(Vec::new()).await?;
+        Ok(d)
+    }
+
+    async fn drop_delivery(
+        &self,
+        key_: &DeliveryKey,
+        actor: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Delivery> {
+        let d = {
+            let _g = self.guard();
+            let mut d = self.load_delivery(key_)?;
+            if matches!(
+                d.state,
+                DeliveryState::Delivered | DeliveryState::Acknowledged | DeliveryState::Dropped
+            ) {
+                return Err(StoreError::WrongState {
+                    key: key_.to_string(),
+                    state: d.state.as_str(),
+                    action: "drop",
+                });
+            }
+            let mut batch = Batch::default();
+            Self::unindex(&mut batch, &d);
+            d.state = DeliveryState::Dropped;
+            d.lease = None;
+            d.dead_reason = Some(format!("dropped by {actor}: {reason}"));
+            d.completed_at = Some(now);
+            Self::put_delivery(&mut batch, &d)?;
+            self.event(
+                &mut batch,
+                now,
+                key_.message_id,
+                Some(&key_.recipient),
+                EventKind::Dropped,
+                format!("by {actor}: {reason}"),
+            )?;
+            self.complete_if_done(&mut batch, &d, now)?;
+            self.append_audit(&mut batch, actor, "drop", &key_.to_string(), reason, now)?;
+            self.db.apply_batch(batch)?;
+            d
+        };
+        self.committer.commit(Vec::new()).await?;
+        Ok(d)
+    }
+
+    async fn record_status(&self, entry: StatusEntry) -> Result<()> {
+        let k = key(
+            keys::STATUS,
+            &[
+                entry.document_id.as_str().as_bytes(),
+                &[0],
+                &entry.at.be(),
+                &entry.message_id.map(MessageId::bytes).unwrap_or([0; 16]),
+                entry.code.as_str().as_bytes(),
+            ],
+        );
+        self.db.insert(k, encode("status", &entry)?)?;
+        self.committer.commit(Vec::new()).await
+    }
+
+    async fn trace(&self, document_id: &DocumentId) -> Result<DocumentTrace> {
+        let messages = self.find_by_document(document_id).await?;
+        let mut trace = DocumentTrace::default();
+        for m in &messages {
+            trace.deliveries.extend(self.deliveries_of(m.id)?);
+            trace.events.extend(self.events(m.id).await?);
+        }
+        trace.events.sort_by_key(|e| e.at);
+        let prefix = key(keys::STATUS, &[document_id.as_str().as_bytes(), &[0]]);
+        for kv in self.db.scan_prefix(&prefix) {
+            let (_, v) = kv?;
+            trace.statuses.push(decode("status", &v)?);
+        }
+        trace.messages = messages;
+        Ok(trace)
+    }
+
+    async fn events(&self, id: MessageId) -> Result<Vec<Event>> {
+        self.db
+            .scan_prefix(key(keys::EVENT, &[&id.bytes()]))
+            .map(|kv| {
+                let (_, v) = kv?;
+                decode("event", &v)
+            })
+            .collect()
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<AuditEntry> {
+        let entry = {
+            let _g = self.guard();
+            let mut batch = Batch::default();
+            let entry = self.append_audit(&mut batch, actor, action, target, detail, now)?;
+            self.db.apply_batch(batch)?;
+            entry
+        };
+        self.committer.commit(Vec::new()).await?;
+        Ok(entry)
+    }
+
+    async fn audit_log(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.db
+            .range(key(keys::AUDIT, &[&from.to_be_bytes()])..vec![keys::AUDIT + 1])
+            .take(limit)
+            .map(|kv| {
+                let (_, v) = kv?;
+                decode("audit entry", &v)
+            })
+            .collect()
+    }
+
+    async fn verify_audit(&self) -> Result<AuditReport> {
+        let mut prev = Sha256Digest([0; 32]);
+        let mut entries = 0u64;
+        for kv in self.db.scan_prefix([keys::AUDIT]) {
+            let (_, v) = kv?;
+            entries += 1;
+            let ok = match decode::<AuditEntry>("audit entry", &v) {
+                Ok(e) => {
+                    let ok = e.seq == entries && e.prev_hash == prev && audit_hash(&e) == e.hash;
+                    prev = e.hash;
+                    ok
+                }
+                Err(_) => false,
+            };
+            if !ok {
+                return Ok(AuditReport {
+                    entries,
+                    first_bad: Some(entries),
+                });
+            }
+        }
+        let head: Option<AuditHead> =
+            self.get("audit head", &key(keys::SYSTEM, &[b"audit_head"]))?;
+        let head_ok = match head {
+            Some(h) => h.seq == entries && h.hash == prev,
+            None => entries == 0,
+        };
+        Ok(AuditReport {
+            entries,
+            first_bad: (!head_ok).then_some(entries + 1),
+        })
+    }
+
+    async fn queue_depth(&self, destination: &Destination, now: Timestamp) -> Result<QueueDepth> {
+        let prefix = key(keys::QUEUE, &[&destination.key(), &[0]]);
+        let mut depth = QueueDepth {
+            destination: destination.clone(),
+            ready: 0,
+            waiting: 0,
+            claimed: 0,
+            oldest: None,
+        };
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let rest = &k[prefix.len()..];
+            let ready = rest
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if ready <= now.0 {
+                depth.ready += 1;
+            } else {
+                depth.waiting += 1;
+            }
+            if let Some(dk) = DeliveryKey::from_bytes(&rest[8..]) {
+                let d = self.load_delivery(&dk)?;
+                depth.oldest = Some(depth.oldest.map_or(d.queued_at, |o| o.min(d.queued_at)));
+            }
+        }
+        let dest_key = destination.key();
+        for kv in self.db.scan_prefix([keys::LEASE]) {
+            let (_, v) = kv?;
+            if v.as_ref() == dest_key.as_slice() {
+                depth.claimed += 1;
+            }
+        }
+        Ok(depth)
+    }
+
+    async fn purge(&self, now: Timestamp, retention: Duration) -> Result<PurgeReport> {
+        let cutoff = now.minus(retention);
+        let mut report = PurgeReport::default();
+        let mut delete_blobs = Vec::new();
+        let mut refs: HashMap<Sha256Digest, Option<PayloadRef>> = HashMap::new();
+        {
+            let _g = self.guard();
+            let mut batch = Batch::default();
+            let end = key(keys::COMPLETED, &[&cutoff.be()]);
+            for kv in self.db.range(vec![keys::COMPLETED]..end) {
+                let (k, _) = kv?;
+                batch.remove(k.clone());
+                let Some(id) = MessageId::from_bytes(&k[9..]) else {
+                    continue;
+                };
+                let mut m = self.load_message(id)?;
+                if m.payload_purged {
+                    continue;
+                }
+                let ref_key = key(keys::PAYLOAD_REF, &[&m.sha256.0]);
+                // Several messages of this pass may share a payload: count down in memory,
+                // since the batch is not visible to reads until applied.
+                let current = match refs.get(&m.sha256) {
+                    Some(r) => *r,
+                    None => self.get::<PayloadRef>("payload ref", &ref_key)?,
+                };
+                if let Some(mut r) = current {
+                    r.refs = r.refs.saturating_sub(1);
+                    if r.refs == 0 {
+                        batch.remove(ref_key);
+                        report.bytes += r.size;
+                        if r.inline {
+                            batch.remove(key(keys::PAYLOAD, &[&m.sha256.0]));
+                        } else {
+                            delete_blobs.push(m.sha256);
+                        }
+                        refs.insert(m.sha256, None);
+                    } else {
+                        Self::put(&mut batch, "payload ref", ref_key, &r)?;
+                        refs.insert(m.sha256, Some(r));
+                    }
+                }
+                m.payload_purged = true;
+                Self::put(
+                    &mut batch,
+                    "message",
+                    key(keys::MESSAGE, &[&id.bytes()]),
+                    &m,
+                )?;
+                self.event(
+                    &mut batch,
+                    now,
+                    id,
+                    None,
+                    EventKind::PayloadPurged,
+                    format!("retention {} days", retention.as_secs() / 86_400),
+                )?;
+                report.messages += 1;
+            }
+            self.db.apply_batch(batch)?;
+        }
+        // The records no longer point at the files once this is durable; only then delete.
+        self.committer.commit(Vec::new()).await?;
+        for sha in delete_blobs {
+            if self.blobs.remove(&sha)? > 0 {
+                report.blob_files += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn backup(&self, dir: &Path) -> Result<BackupReport> {
+        crate::backup::backup(self, dir, Timestamp::now())
+    }
+}

@@ -1,0 +1,629 @@
+//! The records the store keeps, independent of the storage engine.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use truc_edxml::{
+    BusinessDocType, CalendarDate, DocumentId, OrgCode, PackageKind, Sha256Digest, StatusCode,
+};
+
+/// Milliseconds since the Unix epoch.
+///
+/// The store never reads the clock itself: every operation is given `now`, so retries,
+/// leases and retention are deterministic in tests and consistent across relay nodes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// The system clock, now.
+    pub fn now() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+
+    /// This time plus `d` (saturating).
+    pub fn plus(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_add(d.as_millis() as u64))
+    }
+
+    /// This time minus `d` (saturating at the epoch).
+    pub fn minus(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_sub(d.as_millis() as u64))
+    }
+
+    /// How long after `earlier` this is (zero if before).
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+
+    pub(crate) fn be(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // RFC 3339 in UTC, computed without a time zone library.
+        let secs = self.0 / 1000;
+        let ms = self.0 % 1000;
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+}
+
+/// The relay's own id of a message: a ULID, so ids sort by arrival time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(pub ulid::Ulid);
+
+impl MessageId {
+    /// A new id for a message received at `at`.
+    pub fn new(at: Timestamp) -> Self {
+        MessageId(ulid::Ulid::from_parts(at.0, fastrand::u128(..)))
+    }
+
+    pub(crate) fn bytes(self) -> [u8; 16] {
+        self.0 .0.to_be_bytes()
+    }
+
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<Self> {
+        let arr: [u8; 16] = b.get(..16)?.try_into().ok()?;
+        Some(MessageId(ulid::Ulid(u128::from_be_bytes(arr))))
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ulid::Ulid::from_string(s)
+            .map(MessageId)
+            .map_err(|e| format!("{s:?} is not a message id: {e}"))
+    }
+}
+
+/// Where deliveries wait: a level-2 unit's inbox, or the outbox to the national axis.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "unit")]
+pub enum Destination {
+    /// The inbox of a level-2 unit (its adapter reads it for the unit and its level-3
+    /// children).
+    Inbox(OrgCode),
+    /// The national axis.
+    NationalAxis,
+}
+
+impl Destination {
+    pub(crate) fn key(&self) -> Vec<u8> {
+        match self {
+            Destination::Inbox(code) => {
+                let mut k = b"i:".to_vec();
+                k.extend_from_slice(code.as_str().as_bytes());
+                k
+            }
+            Destination::NationalAxis => b"axis".to_vec(),
+        }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Inbox(code) => write!(f, "inbox {code}"),
+            Destination::NationalAxis => f.write_str("national axis"),
+        }
+    }
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Source {
+    /// Submitted by the adapter of a level-2 unit.
+    Adapter {
+        /// The unit the adapter's certificate maps to.
+        unit: OrgCode,
+        /// SHA-256 fingerprint of the client certificate, hex.
+        certificate: Option<String>,
+    },
+    /// Received from the national axis.
+    NationalAxis {
+        /// The axis's transport id (`docId`).
+        doc_id: String,
+    },
+    /// Injected by an operator or a tool (demo, tests).
+    Operator {
+        /// Who.
+        actor: String,
+    },
+}
+
+/// What the relay read from the package and keeps for queries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Subject (trích yếu), documents only.
+    #[serde(default)]
+    pub subject: String,
+    /// Processing deadline, documents only.
+    #[serde(default)]
+    pub due_date: Option<CalendarDate>,
+    /// Priority 0-4, documents only.
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// The status code, status packages only.
+    #[serde(default)]
+    pub status_code: Option<StatusCode>,
+    /// The document a status answers, or a revocation/update/replacement acts on.
+    #[serde(default)]
+    pub answers: Option<DocumentId>,
+}
+
+/// One recipient of a new message and where its delivery waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The final recipient (a level-3 unit keeps its own code here).
+    pub recipient: OrgCode,
+    /// The queue that carries it.
+    pub destination: Destination,
+    /// Held (the unit is registered but pending or suspended): waits without being offered.
+    pub held: bool,
+}
+
+/// The package bytes of a new message.
+#[derive(Debug)]
+pub enum PayloadInput {
+    /// Bytes in memory (stored inline up to the threshold, else as a blob file).
+    Bytes(bytes::Bytes),
+    /// A payload already written to disk with [`crate::Store::stage_payload`].
+    Staged(crate::blob::StagedPayload),
+}
+
+/// A message to store.
+#[derive(Debug)]
+pub struct NewMessage {
+    /// Document or status.
+    pub kind: PackageKind,
+    /// Sender (`From/OrganId`).
+    pub sender: OrgCode,
+    /// The package's DocumentId (documents) or the answered one (statuses).
+    pub document_id: Option<DocumentId>,
+    /// Business type.
+    pub business_doc_type: BusinessDocType,
+    /// SHA-256 of the package bytes.
+    pub sha256: Sha256Digest,
+    /// Where it came from.
+    pub source: Source,
+    /// When the relay received it.
+    pub received_at: Timestamp,
+    /// One route per recipient.
+    pub routes: Vec<Route>,
+    /// Fields kept for queries.
+    pub summary: Summary,
+    /// The client's idempotency key, if it gave one (dedupe per sender).
+    pub idempotency_key: Option<String>,
+    /// The bytes.
+    pub payload: PayloadInput,
+}
+
+/// A stored message: the relay's record, not the package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// Relay id.
+    pub id: MessageId,
+    /// Document or status.
+    pub kind: PackageKind,
+    /// Sender.
+    pub sender: OrgCode,
+    /// Final recipients, in order.
+    pub recipients: Vec<OrgCode>,
+    /// DocumentId (documents) or the answered one (statuses).
+    pub document_id: Option<DocumentId>,
+    /// Business type.
+    pub business_doc_type: BusinessDocType,
+    /// SHA-256 of the package bytes.
+    pub sha256: Sha256Digest,
+    /// Package size in bytes.
+    pub size: u64,
+    /// Receipt time.
+    pub received_at: Timestamp,
+    /// Origin.
+    pub source: Source,
+    /// Query fields.
+    pub summary: Summary,
+    /// Client idempotency key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// When every delivery reached a final state.
+    #[serde(default)]
+    pub completed_at: Option<Timestamp>,
+    /// The payload was removed by retention (metadata and timeline remain).
+    #[serde(default)]
+    pub payload_purged: bool,
+}
+
+/// Identifies one delivery: a message to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeliveryKey {
+    /// The message.
+    pub message_id: MessageId,
+    /// The final recipient.
+    pub recipient: OrgCode,
+}
+
+impl DeliveryKey {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        let mut k = self.message_id.bytes().to_vec();
+        k.extend_from_slice(self.recipient.as_str().as_bytes());
+        k
+    }
+
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<Self> {
+        let message_id = MessageId::from_bytes(b)?;
+        let recipient = OrgCode::parse(std::str::from_utf8(b.get(16..)?).ok()?).ok()?;
+        Some(DeliveryKey {
+            message_id,
+            recipient,
+        })
+    }
+}
+
+impl fmt::Display for DeliveryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.message_id, self.recipient)
+    }
+}
+
+impl FromStr for DeliveryKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (id, recipient) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not MESSAGE_ID/RECIPIENT"))?;
+        Ok(DeliveryKey {
+            message_id: id.parse()?,
+            recipient: OrgCode::parse(recipient).map_err(|e| format!("{recipient:?}: {e}"))?,
+        })
+    }
+}
+
+/// Where a delivery is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting to be offered (also: waiting for its retry time).
+    Queued,
+    /// Waiting for its unit to become active; not offered.
+    Held,
+    /// Offered to a worker or adapter under a lease.
+    Claimed,
+    /// Handed to the national axis, which took responsibility for it.
+    Delivered,
+    /// Acknowledged by the recipient's adapter.
+    Acknowledged,
+    /// Given up on; waits for an operator (`requeue` or `drop`).
+    Dead,
+    /// Dropped by an operator.
+    Dropped,
+}
+
+impl DeliveryState {
+    /// Whether nothing more will happen to it without an operator.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Delivered
+                | DeliveryState::Acknowledged
+                | DeliveryState::Dead
+                | DeliveryState::Dropped
+        )
+    }
+
+    /// Snake-case name, for APIs and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Queued => "queued",
+            DeliveryState::Held => "held",
+            DeliveryState::Claimed => "claimed",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Acknowledged => "acknowledged",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Dropped => "dropped",
+        }
+    }
+}
+
+/// One delivery and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Which message to which recipient.
+    pub key: DeliveryKey,
+    /// The queue carrying it.
+    pub destination: Destination,
+    /// State.
+    pub state: DeliveryState,
+    /// How many times it was claimed.
+    pub attempts: u32,
+    /// When it was (last) queued: the retry age counts from here.
+    pub queued_at: Timestamp,
+    /// When it may next be offered (queued), or when its lease ends (claimed).
+    pub ready_at: Timestamp,
+    /// The current lease, when claimed.
+    #[serde(default)]
+    pub lease: Option<u64>,
+    /// The last failure, if any.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When it became delivered or acknowledged.
+    #[serde(default)]
+    pub completed_at: Option<Timestamp>,
+    /// Why it is dead or dropped.
+    #[serde(default)]
+    pub dead_reason: Option<String>,
+    /// The national axis's transport id, once sent there.
+    #[serde(default)]
+    pub upstream_doc_id: Option<String>,
+}
+
+/// Proof of a claim: needed to acknowledge or fail a delivery. A claim that outlived its
+/// lease (and was offered again) can no longer be used.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClaimToken {
+    /// The delivery.
+    pub key: DeliveryKey,
+    /// The lease, random per claim.
+    pub lease: u64,
+}
+
+/// A delivery handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// To acknowledge or fail it.
+    pub token: ClaimToken,
+    /// The delivery (state `Claimed`).
+    pub delivery: Delivery,
+    /// Its message.
+    pub message: MessageRecord,
+}
+
+/// How a claimed delivery ended well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// The recipient's adapter acknowledged it.
+    Acknowledged,
+    /// The national axis accepted it, under this transport id.
+    Delivered {
+        /// The axis's `DocId`.
+        upstream_doc_id: Option<String>,
+    },
+}
+
+/// What a failed attempt led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NackOutcome {
+    /// Offered again at this time.
+    RetryAt(Timestamp),
+    /// Too old: dead-lettered, with the reason.
+    Dead(String),
+}
+
+/// Whether a submission was new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// Stored now, durably.
+    Stored(MessageRecord),
+    /// Already stored earlier: the original record (deduplicated, nothing written).
+    Duplicate(MessageRecord),
+}
+
+impl SubmitOutcome {
+    /// The record, new or original.
+    pub fn record(&self) -> &MessageRecord {
+        match self {
+            SubmitOutcome::Stored(r) | SubmitOutcome::Duplicate(r) => r,
+        }
+    }
+
+    /// Whether it was a duplicate.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, SubmitOutcome::Duplicate(_))
+    }
+}
+
+/// A package's bytes, for delivery.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Small: in memory.
+    Inline(bytes::Bytes),
+    /// Large: a read-only blob file to stream from.
+    File {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Its size.
+        size: u64,
+    },
+}
+
+impl Payload {
+    /// Reads the whole payload (for small packages and tests).
+    pub fn read_all(&self) -> std::io::Result<bytes::Bytes> {
+        match self {
+            Payload::Inline(b) => Ok(b.clone()),
+            Payload::File { path, .. } => std::fs::read(path).map(bytes::Bytes::from),
+        }
+    }
+}
+
+/// What happened to a message, as the relay saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When.
+    pub at: Timestamp,
+    /// Which message.
+    pub message_id: MessageId,
+    /// Which recipient, for delivery events.
+    pub recipient: Option<OrgCode>,
+    /// What.
+    pub kind: EventKind,
+    /// Details (error text, actor, queue).
+    pub detail: String,
+}
+
+/// Kinds of [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Stored durably.
+    Accepted,
+    /// Queued for a recipient.
+    Routed,
+    /// Held for a recipient that is not active.
+    Held,
+    /// Offered under a lease.
+    Claimed,
+    /// A lease ran out (or the process restarted): offered again.
+    LeaseExpired,
+    /// Handed to the national axis.
+    Delivered,
+    /// Acknowledged by the recipient's adapter.
+    Acknowledged,
+    /// An attempt failed; retried later.
+    RetryScheduled,
+    /// Given up on.
+    DeadLettered,
+    /// Queued again by an operator.
+    Requeued,
+    /// Dropped by an operator.
+    Dropped,
+    /// A held delivery was released to its queue.
+    Released,
+    /// The payload was removed by retention.
+    PayloadPurged,
+}
+
+/// A processing status of a document (from a status package, or recorded by the relay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEntry {
+    /// The document.
+    pub document_id: DocumentId,
+    /// The status.
+    pub code: StatusCode,
+    /// Who reported it.
+    pub from: OrgCode,
+    /// When the relay recorded it.
+    pub at: Timestamp,
+    /// The status package, when it came as one.
+    pub message_id: Option<MessageId>,
+    /// Description.
+    pub description: String,
+}
+
+/// Everything known about a document: its messages, deliveries, events and statuses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DocumentTrace {
+    /// Messages carrying the document (the original, revocations, statuses answering it).
+    pub messages: Vec<MessageRecord>,
+    /// Their deliveries.
+    pub deliveries: Vec<Delivery>,
+    /// Their events, by time.
+    pub events: Vec<Event>,
+    /// Its statuses, by time.
+    pub statuses: Vec<StatusEntry>,
+}
+
+/// An entry of the tamper-evident audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// When.
+    pub at: Timestamp,
+    /// Who (operator name, adapter unit, `system`).
+    pub actor: String,
+    /// What (`requeue`, `drop`, `unit.add`, `permission_denied`...).
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// Details.
+    pub detail: String,
+    /// Hash of the previous entry (zeros for the first).
+    pub prev_hash: Sha256Digest,
+    /// Hash of this entry, chaining it to the previous one.
+    pub hash: Sha256Digest,
+}
+
+/// The result of verifying the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReport {
+    /// Entries checked.
+    pub entries: u64,
+    /// The first entry whose hash or link does not match, if any.
+    pub first_bad: Option<u64>,
+}
+
+/// Depth of one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    /// The queue.
+    pub destination: Destination,
+    /// Deliveries ready now.
+    pub ready: u64,
+    /// Deliveries waiting for a retry time.
+    pub waiting: u64,
+    /// Deliveries under a lease.
+    pub claimed: u64,
+    /// Queue time of the oldest ready or waiting delivery.
+    pub oldest: Option<Timestamp>,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeReport {
+    /// Messages whose payload was removed.
+    pub messages: u64,
+    /// Payload bytes freed (inline and blob files).
+    pub bytes: u64,
+    /// Blob files deleted.
+    pub blob_files: u64,
+}
+
+/// What a backup wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupReport {
+    /// The backup directory.
+    pub path: std::path::PathBuf,
+    /// Records copied.
+    pub records: u64,
+    /// Blob files copied.
+    pub blobs: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}

@@ -1,0 +1,756 @@
+//! The store's behaviour: queues, leases, retries, dead letters, dedupe, timelines, audit,
+//! retention, backup and restore, and refusal to start on damaged data.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use truc_edxml::{DocumentId, StatusCode};
+use truc_store::{
+    Completion, DeliveryState, Destination, EventKind, NackOutcome, Payload, SledStore,
+    StatusEntry, Store, StoreConfig, StoreError,
+};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn open(dir: &std::path::Path) -> SledStore {
+    SledStore::open(dir, fast_config()).expect("open store")
+}
+
+#[tokio::test]
+async fn a_document_to_two_units_is_stored_once_and_delivered_to_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let m = document(
+        "000.00.05.G04",
+        &[
+            ("000.00.07.G04", inbox("000.00.07.G04")),
+            ("000.03.09.G04", inbox("000.00.09.G04")),
+        ],
+        1,
+        b"<edXML>one</edXML>",
+    );
+    let record = store.submit(m).await.expect("submit");
+    assert!(!record.is_duplicate());
+    let id = record.record().id;
+
+    let a = store
+        .claim(&inbox("000.00.07.G04"), 10, LEASE, T0)
+        .await
+        .expect("claim");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].message.id, id);
+    assert_eq!(a[0].delivery.attempts, 1);
+    let b = store
+        .claim(&inbox("000.00.09.G04"), 10, LEASE, T0)
+        .await
+        .expect("claim");
+    assert_eq!(b.len(), 1);
+    // The level-3 recipient keeps its own code inside its parent's queue.
+    assert_eq!(b[0].token.key.recipient.as_str(), "000.03.09.G04");
+    // Nothing more to claim while leased.
+    assert!(store
+        .claim(&inbox("000.00.07.G04"), 10, LEASE, T0)
+        .await
+        .expect("claim")
+        .is_empty());
+
+    assert_eq!(
+        store
+            .payload(id)
+            .await
+            .expect("payload")
+            .read_all()
+            .expect("read")
+            .as_ref(),
+        b"<edXML>one</edXML>"
+    );
+    store
+        .ack(&a[0].token, Completion::Acknowledged, T0)
+        .await
+        .expect("ack");
+    assert_eq!(
+        store
+            .message(id)
+            .await
+            .expect("get")
+            .expect("some")
+            .completed_at,
+        None
+    );
+    store
+        .ack(&b[0].token, Completion::Acknowledged, T0)
+        .await
+        .expect("ack");
+    assert_eq!(
+        store
+            .message(id)
+            .await
+            .expect("get")
+            .expect("some")
+            .completed_at,
+        Some(T0)
+    );
+    // A second ack with the same token is refused: the claim is over.
+    let again = store.ack(&a[0].token, Completion::Acknowledged, T0).await;
+    assert!(matches!(again, Err(StoreError::LeaseLost(_))), "{again:?}");
+
+    let kinds: Vec<EventKind> = store
+        .events(id)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::Acknowledged)
+            .count(),
+        2
+    );
+    assert_eq!(kinds[0], EventKind::Accepted);
+}
+
+#[tokio::test]
+async fn resubmitting_the_same_package_returns_the_original() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let route = [("000.00.07.G04", inbox("000.00.07.G04"))];
+    let first = store
+        .submit(document("000.00.05.G04", &route, 7, b"same"))
+        .await
+        .expect("submit");
+    let second = store
+        .submit(document("000.00.05.G04", &route, 7, b"same"))
+        .await
+        .expect("submit");
+    assert!(second.is_duplicate());
+    assert_eq!(second.record().id, first.record().id);
+    // Different bytes, same DocumentId: a different package.
+    let third = store
+        .submit(document("000.00.05.G04", &route, 7, b"other"))
+        .await
+        .expect("submit");
+    assert!(!third.is_duplicate());
+    // Only two deliveries wait.
+    let claims = store
+        .claim(&inbox("000.00.07.G04"), 10, LEASE, T0)
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 2);
+
+    // A national-axis transport id listed twice is stored once, whatever the bytes.
+    let mut from_axis = document("000.00.00.G12", &route, 9, b"axis-1");
+    from_axis.source = truc_store::Source::NationalAxis {
+        doc_id: "abc123".into(),
+    };
+    let a = store.submit(from_axis).await.expect("submit");
+    let mut again = document("000.00.00.G12", &route, 10, b"axis-2");
+    again.source = truc_store::Source::NationalAxis {
+        doc_id: "abc123".into(),
+    };
+    assert_eq!(
+        store.submit(again).await.expect("submit").record().id,
+        a.record().id
+    );
+    assert_eq!(
+        store.find_by_upstream_id("abc123").await.expect("find"),
+        Some(a.record().id)
+    );
+
+    // A client idempotency key dedupes per sender.
+    let mut k1 = document("000.00.05.G04", &route, 11, b"k1");
+    k1.idempotency_key = Some("req-1".into());
+    let r1 = store.submit(k1).await.expect("submit");
+    let mut k2 = document("000.00.05.G04", &route, 12, b"k2");
+    k2.idempotency_key = Some("req-1".into());
+    assert_eq!(
+        store.submit(k2).await.expect("submit").record().id,
+        r1.record().id
+    );
+}
+
+#[tokio::test]
+async fn failures_back_off_then_dead_letter_and_operators_requeue_or_drop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let route = [("000.00.07.G04", inbox("000.00.07.G04"))];
+    let id = store
+        .submit(document("000.00.05.G04", &route, 1, b"x"))
+        .await
+        .expect("submit")
+        .record()
+        .id;
+    let dest = inbox("000.00.07.G04");
+    let mut now = T0;
+    let mut retries = 0;
+    let reason = loop {
+        let claims = store.claim(&dest, 1, LEASE, now).await.expect("claim");
+        assert_eq!(claims.len(), 1, "ready again at {now}");
+        match store
+            .nack(&claims[0].token, "adapter unreachable", now)
+            .await
+            .expect("nack")
+        {
+            NackOutcome::RetryAt(at) => {
+                assert!(at > now);
+                // Not offered before its time.
+                assert!(
+                    store
+                        .claim(&dest, 1, LEASE, at.minus(Duration::from_millis(1)))
+                        .await
+                        .expect("claim")
+                        .is_empty()
+                        || at.0 - now.0 <= 1
+                );
+                now = at;
+                retries += 1;
+            }
+            NackOutcome::Dead(reason) => break reason,
+        }
+        assert!(retries < 1000);
+    };
+    assert!(reason.contains("adapter unreachable"), "{reason}");
+    assert!(retries >= 3, "backoff gave {retries} retries within 10 s");
+    let dead = store.dead_letters(10).await.expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].state, DeliveryState::Dead);
+    assert!(store
+        .message(id)
+        .await
+        .expect("get")
+        .expect("msg")
+        .completed_at
+        .is_some());
+
+    let requeued = store
+        .requeue(&dead[0].key, "operator:lan", now)
+        .await
+        .expect("requeue");
+    assert_eq!(requeued.state, DeliveryState::Queued);
+    assert!(store.dead_letters(10).await.expect("dead").is_empty());
+    assert_eq!(
+        store
+            .message(id)
+            .await
+            .expect("get")
+            .expect("msg")
+            .completed_at,
+        None
+    );
+    let claims = store.claim(&dest, 1, LEASE, now).await.expect("claim");
+    store
+        .ack(&claims[0].token, Completion::Acknowledged, now)
+        .await
+        .expect("ack");
+
+    // Requeue applies only to dead letters.
+    let err = store
+        .requeue(&dead[0].key, "operator:lan", now)
+        .await
+        .expect_err("not dead");
+    assert_eq!(err.code(), "STORE_WRONG_STATE");
+
+    // Drop: another message, dead, dropped.
+    let id2 = store
+        .submit(document("000.00.05.G04", &route, 2, b"y"))
+        .await
+        .expect("submit")
+        .record()
+        .id;
+    let key = store.deliveries(id2).await.expect("deliveries")[0]
+        .key
+        .clone();
+    let dropped = store
+        .drop_delivery(&key, "operator:lan", "unit closed", now)
+        .await
+        .expect("drop");
+    assert_eq!(dropped.state, DeliveryState::Dropped);
+    assert!(store
+        .claim(&dest, 10, LEASE, now)
+        .await
+        .expect("claim")
+        .is_empty());
+    // Both operator actions are in the audit log.
+    let log = store.audit_log(1, 10).await.expect("audit");
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["requeue", "drop"]);
+    assert_eq!(log[1].actor, "operator:lan");
+}
+
+#[tokio::test]
+async fn expired_leases_return_to_the_queue_and_stale_tokens_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let dest = inbox("000.00.07.G04");
+    store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest.clone())],
+            1,
+            b"x",
+        ))
+        .await
+        .expect("submit");
+    let first = store
+        .claim(&dest, 1, Duration::from_secs(5), T0)
+        .await
+        .expect("claim");
+    assert_eq!(
+        store
+            .release_expired(T0.plus(Duration::from_secs(4)))
+            .await
+            .expect("release"),
+        0
+    );
+    let later = T0.plus(Duration::from_secs(6));
+    assert_eq!(store.release_expired(later).await.expect("release"), 1);
+    let second = store.claim(&dest, 1, LEASE, later).await.expect("claim");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].delivery.attempts, 2);
+    let stale = store
+        .ack(&first[0].token, Completion::Acknowledged, later)
+        .await;
+    assert!(matches!(stale, Err(StoreError::LeaseLost(_))));
+    store
+        .ack(&second[0].token, Completion::Acknowledged, later)
+        .await
+        .expect("ack");
+}
+
+#[tokio::test]
+async fn reopening_releases_the_previous_process_claims() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = inbox("000.00.07.G04");
+    let id = {
+        let store = open(dir.path());
+        let id = store
+            .submit(document(
+                "000.00.05.G04",
+                &[("000.00.07.G04", dest.clone())],
+                1,
+                b"x",
+            ))
+            .await
+            .expect("submit")
+            .record()
+            .id;
+        assert_eq!(
+            store.claim(&dest, 1, LEASE, T0).await.expect("claim").len(),
+            1
+        );
+        id
+    };
+    let store = open(dir.path());
+    let claims = store.claim(&dest, 1, LEASE, T0).await.expect("claim");
+    assert_eq!(
+        claims.len(),
+        1,
+        "the claim of the closed store was released"
+    );
+    assert_eq!(claims[0].message.id, id);
+}
+
+#[tokio::test]
+async fn held_deliveries_wait_for_their_unit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let dest = inbox("000.00.11.G04");
+    let mut m = document("000.00.05.G04", &[("000.00.11.G04", dest.clone())], 1, b"x");
+    m.routes[0].held = true;
+    let id = store.submit(m).await.expect("submit").record().id;
+    assert_eq!(
+        store.deliveries(id).await.expect("d")[0].state,
+        DeliveryState::Held
+    );
+    assert!(store
+        .claim(&dest, 10, LEASE, T0)
+        .await
+        .expect("claim")
+        .is_empty());
+    assert_eq!(
+        store
+            .release_held(&code("000.00.11.G04"), T0)
+            .await
+            .expect("release"),
+        1
+    );
+    assert_eq!(
+        store
+            .claim(&dest, 10, LEASE, T0)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_document_timeline_has_routing_delivery_and_statuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let dest = inbox("000.00.07.G04");
+    let doc = store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest.clone())],
+            42,
+            b"doc",
+        ))
+        .await
+        .expect("submit");
+    let doc_id: DocumentId = doc.record().document_id.clone().expect("id");
+    let claim = store
+        .claim(&dest, 1, LEASE, T0)
+        .await
+        .expect("claim")
+        .remove(0);
+    let t1 = T0.plus(Duration::from_secs(1));
+    store
+        .ack(&claim.token, Completion::Acknowledged, t1)
+        .await
+        .expect("ack");
+    store
+        .record_status(StatusEntry {
+            document_id: doc_id.clone(),
+            code: StatusCode::new("01"),
+            from: code("000.00.07.G04"),
+            at: t1,
+            message_id: None,
+            description: "recorded by the relay on acknowledgement".into(),
+        })
+        .await
+        .expect("status");
+    for (i, s) in ["03", "06"].iter().enumerate() {
+        let at = T0.plus(Duration::from_secs(10 + i as u64));
+        store
+            .submit(status("000.00.07.G04", &doc_id, s, "000.00.05.G04", at))
+            .await
+            .expect("status");
+    }
+    let trace = store.trace(&doc_id).await.expect("trace");
+    assert_eq!(
+        trace.messages.len(),
+        3,
+        "the document and two status packages"
+    );
+    let codes: Vec<&str> = trace.statuses.iter().map(|s| s.code.as_str()).collect();
+    assert_eq!(codes, ["01", "03", "06"]);
+    assert!(trace.events.iter().any(|e| e.kind == EventKind::Routed));
+    assert!(trace
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::Acknowledged));
+    assert!(trace
+        .deliveries
+        .iter()
+        .any(|d| d.state == DeliveryState::Acknowledged));
+    assert!(trace.events.windows(2).all(|w| w[0].at <= w[1].at));
+}
+
+#[tokio::test]
+async fn the_audit_chain_verifies_and_detects_tampering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        for i in 0..5 {
+            store
+                .audit(
+                    "operator:an",
+                    "unit.suspend",
+                    &format!("000.00.{:02}.G04", i + 1),
+                    "maintenance",
+                    T0,
+                )
+                .await
+                .expect("audit");
+        }
+        let report = store.verify_audit().await.expect("verify");
+        assert_eq!(report.entries, 5);
+        assert_eq!(report.first_bad, None);
+    }
+    // Rewrite entry 3 behind the store's back, as an attacker with disk access might.
+    {
+        let db = sled::open(dir.path().join("db")).expect("raw open");
+        let mut k = vec![b'A'];
+        k.extend_from_slice(&3u64.to_be_bytes());
+        let v = db.get(&k).expect("get").expect("entry 3");
+        let mut entry: truc_store::AuditEntry = rmp_serde::from_slice(&v).expect("decode");
+        entry.actor = "someone-else".into();
+        db.insert(&k, rmp_serde::to_vec_named(&entry).expect("encode"))
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let store = open(dir.path());
+    let report = store.verify_audit().await.expect("verify");
+    assert_eq!(report.first_bad, Some(3));
+}
+
+#[tokio::test]
+async fn large_payloads_are_blob_files_shared_by_content_and_purged_after_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let dest = inbox("000.00.07.G04");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let a = store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest.clone())],
+            1,
+            &big,
+        ))
+        .await
+        .expect("submit");
+    // Same bytes under another DocumentId: a second message, one file.
+    let b = store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest.clone())],
+            2,
+            &big,
+        ))
+        .await
+        .expect("submit");
+    let blob_files = || {
+        let root = dir.path().join("blobs");
+        walk(&root)
+            .into_iter()
+            .filter(|p| !p.starts_with(root.join("tmp")))
+            .count()
+    };
+    assert_eq!(blob_files(), 1);
+    match store.payload(a.record().id).await.expect("payload") {
+        Payload::File { size, .. } => assert_eq!(size, big.len() as u64),
+        Payload::Inline(_) => panic!("3 MB must not be inline"),
+    }
+    // Small payloads too, to see inline bytes go.
+    for n in 3..40 {
+        store
+            .submit(document(
+                "000.00.05.G04",
+                &[("000.00.07.G04", dest.clone())],
+                n,
+                &vec![n as u8; 900],
+            ))
+            .await
+            .expect("submit");
+    }
+    let before = store.size_on_disk().expect("size");
+    for c in store.claim(&dest, 100, LEASE, T0).await.expect("claim") {
+        store
+            .ack(&c.token, Completion::Acknowledged, T0)
+            .await
+            .expect("ack");
+    }
+    // Not yet old enough.
+    let day = Duration::from_secs(86_400);
+    let report = store.purge(T0.plus(day), 7 * day).await.expect("purge");
+    assert_eq!(report.messages, 0);
+    let report = store.purge(T0.plus(8 * day), 7 * day).await.expect("purge");
+    assert_eq!(report.messages, 39);
+    assert_eq!(report.blob_files, 1);
+    assert!(report.bytes >= big.len() as u64 + 37 * 900);
+    assert_eq!(blob_files(), 0);
+    let after = store.size_on_disk().expect("size");
+    // The blob file is gone at once; sled reclaims its own pages lazily, so its part may
+    // even grow a little with the purge records.
+    assert!(after + 2_500_000 <= before, "disk use {before} -> {after}");
+    // Metadata and timeline remain; the payload is reported as purged.
+    let rec = store
+        .message(b.record().id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert!(rec.payload_purged);
+    assert_eq!(
+        store
+            .payload(b.record().id)
+            .await
+            .expect_err("purged")
+            .code(),
+        "STORE_PURGED"
+    );
+    assert!(store
+        .events(b.record().id)
+        .await
+        .expect("events")
+        .iter()
+        .any(|e| e.kind == EventKind::PayloadPurged));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn backup_while_running_then_restore_gives_the_same_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("store"));
+    let dest = inbox("000.00.07.G04");
+    let big = vec![7u8; 200_000];
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let bytes = if n == 0 {
+            big.clone()
+        } else {
+            format!("doc {n}").into_bytes()
+        };
+        let r = store
+            .submit(document(
+                "000.00.05.G04",
+                &[("000.00.07.G04", dest.clone())],
+                n,
+                &bytes,
+            ))
+            .await
+            .expect("submit");
+        ids.push(r.record().id);
+    }
+    store
+        .audit("operator:an", "backup", "", "", T0)
+        .await
+        .expect("audit");
+    let report = store
+        .backup(&dir.path().join("backup"))
+        .await
+        .expect("backup");
+    assert!(report.records > 20);
+    assert_eq!(report.blobs, 1);
+    // Changes after the backup are not in it.
+    store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest.clone())],
+            99,
+            b"late",
+        ))
+        .await
+        .expect("submit");
+    // A second backup into the same directory is refused.
+    assert_eq!(
+        store
+            .backup(&dir.path().join("backup"))
+            .await
+            .expect_err("non-empty")
+            .code(),
+        "STORE_BACKUP"
+    );
+
+    SledStore::restore(&dir.path().join("backup"), &dir.path().join("restored")).expect("restore");
+    let restored = open(&dir.path().join("restored"));
+    for id in &ids {
+        let a = store
+            .payload(*id)
+            .await
+            .expect("payload")
+            .read_all()
+            .expect("read");
+        let b = restored
+            .payload(*id)
+            .await
+            .expect("payload")
+            .read_all()
+            .expect("read");
+        assert_eq!(a, b);
+    }
+    assert_eq!(
+        restored
+            .claim(&dest, 100, LEASE, T0)
+            .await
+            .expect("claim")
+            .len(),
+        20
+    );
+    assert_eq!(restored.verify_audit().await.expect("verify").entries, 1);
+    // Restoring onto a non-empty directory is refused.
+    assert!(SledStore::restore(&dir.path().join("backup"), &dir.path().join("restored")).is_err());
+}
+
+#[tokio::test]
+async fn a_damaged_or_foreign_directory_is_never_opened_as_an_empty_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    {
+        let store = open(&path);
+        store
+            .submit(document(
+                "000.00.05.G04",
+                &[("000.00.07.G04", inbox("000.00.07.G04"))],
+                1,
+                b"x",
+            ))
+            .await
+            .expect("submit");
+        store
+            .backup(&dir.path().join("nightly"))
+            .await
+            .expect("backup");
+    }
+    // The database directory disappears (a bad restore, a wrong volume).
+    std::fs::rename(path.join("db"), dir.path().join("db.moved")).expect("move");
+    let err = SledStore::open(&path, StoreConfig::default()).expect_err("must refuse");
+    assert_eq!(err.code(), "STORE_CORRUPT");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("nightly"),
+        "the message names the last good backup: {msg}"
+    );
+    assert!(msg.contains("trucctl store restore"), "{msg}");
+    // The database is replaced by an empty one.
+    std::fs::create_dir(path.join("db")).expect("mkdir");
+    let err = SledStore::open(&path, StoreConfig::default()).expect_err("must refuse");
+    assert_eq!(err.code(), "STORE_CORRUPT", "{err}");
+
+    // A directory with other files is not taken over.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("notes.txt"), b"mine").expect("write");
+    assert_eq!(
+        SledStore::open(&other, StoreConfig::default())
+            .expect_err("refuse")
+            .code(),
+        "STORE_NOT_A_STORE"
+    );
+}
+
+#[tokio::test]
+async fn queue_depth_counts_ready_waiting_and_claimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let dest = inbox("000.00.07.G04");
+    for n in 0..5 {
+        store
+            .submit(document(
+                "000.00.05.G04",
+                &[("000.00.07.G04", dest.clone())],
+                n,
+                format!("{n}").as_bytes(),
+            ))
+            .await
+            .expect("submit");
+    }
+    let claims = store.claim(&dest, 2, LEASE, T0).await.expect("claim");
+    store
+        .nack(&claims[0].token, "busy", T0)
+        .await
+        .expect("nack");
+    let depth = store.queue_depth(&dest, T0).await.expect("depth");
+    assert_eq!((depth.ready, depth.waiting, depth.claimed), (3, 1, 1));
+    assert_eq!(depth.oldest, Some(T0));
+    let axis = store
+        .queue_depth(&Destination::NationalAxis, T0)
+        .await
+        .expect("depth");
+    assert_eq!((axis.ready, axis.waiting, axis.claimed), (0, 0, 0));
+}

@@ -147,7 +147,7 @@ impl Base64Stream {
             _ if self.invalid.is_none() => {
                 self.invalid = Some(format!(
                     "{} characters is not a whole number of base64 groups",
-                    self.chars + rest.len() as u64
+                    self.received
                 ))
             }
             _ => {}
@@ -279,5 +279,39 @@ mod tests {
         assert!(run(&[b"aGVsb"]).is_err());
         let mut s = Base64Stream::new(4);
         assert_eq!(s.push(b"aGVsbG8gd29ybGQ="), Err(Base64Problem::TooLarge));
+    }
+
+    #[test]
+    fn problems_are_named_by_position_whatever_the_split() {
+        let cases: [(&[u8], &str); 7] = [
+            (
+                b"QQ==QUFB",
+                "text continues after '=' padding at character 4",
+            ),
+            (b"QQ=AQUFB", "misplaced '=' padding at character 2"),
+            (b"Q===", "misplaced '=' padding at character 1"),
+            (b"QR==", "non-zero bits before '=' padding at character 1"),
+            (b"QUF=", "non-zero bits before '=' padding at character 2"),
+            (b"QUFB\xC3\xA9", "invalid character '\u{c3}' at character 4"),
+            (
+                b"QUFBQUFBQ",
+                "9 characters is not a whole number of base64 groups",
+            ),
+        ];
+        for (text, reason) in cases {
+            for piece in 1..=text.len() {
+                let pieces: Vec<&[u8]> = text.chunks(piece).collect();
+                assert_eq!(
+                    run(&pieces),
+                    Err(Base64Problem::Invalid(reason.into())),
+                    "{:?} in pieces of {piece}",
+                    String::from_utf8_lossy(text)
+                );
+            }
+        }
+        // Invalid text is reported when the content ends, not when it is seen.
+        let mut s = Base64Stream::new(u64::MAX);
+        assert_eq!(s.push(b"!!!!"), Ok(()));
+        assert!(s.finish().is_err());
     }
 }

@@ -473,7 +473,7 @@ async fn the_audit_chain_verifies_and_detects_tampering() {
     }
     // Rewrite entry 3 behind the store's back, as an attacker with disk access might.
     {
-        let db = sled::open(dir.path().join("db")).expect("raw open");
+        let db = sled::open(dir.path().join("db")).unwrap_or_else(|e| panic!("raw open: {e:?}"));
         let mut k = vec![b'A'];
         k.extend_from_slice(&3u64.to_be_bytes());
         let v = db.get(&k).expect("get").expect("entry 3");

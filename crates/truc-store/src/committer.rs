@@ -133,8 +133,18 @@ fn flush(db: &sled::Db, dirs: &BTreeSet<PathBuf>) -> Result<(), Failure> {
 }
 
 fn failure(e: StoreError) -> Failure {
-    Failure {
-        full: matches!(e, StoreError::Full(_)),
-        message: e.to_string(),
+    match e {
+        StoreError::Full(io) => Failure {
+            full: true,
+            message: io.to_string(),
+        },
+        StoreError::Io(io) => Failure {
+            full: false,
+            message: io.to_string(),
+        },
+        other => Failure {
+            full: false,
+            message: other.to_string(),
+        },
     }
 }

@@ -1,0 +1,338 @@
+//! Real processes, really killed: a child writes and acknowledges submissions over a pipe
+//! and is killed with SIGKILL at random moments; a child runs out of disk space. After
+//! each, the store must open, and every acknowledged submission must be there, intact.
+//!
+//! The child is this same test binary, re-run with an environment variable telling it
+//! which role to play. `TRUC_CRASH_KILLS` sets the number of kills (default 20);
+//! `scripts/chaos-store.sh` runs thousands.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use truc_store::{Completion, DeliveryState, SledStore, Store, Timestamp};
+
+const CHILD_ROLE: &str = "TRUC_STORE_TEST_CHILD";
+const CHILD_DIR: &str = "TRUC_STORE_TEST_DIR";
+const CHILD_START: &str = "TRUC_STORE_TEST_START";
+
+fn payload(n: u64) -> Vec<u8> {
+    // Some large enough to be blob files, most inline.
+    let len = if n % 10 == 3 {
+        300_000
+    } else {
+        200 + (n % 7) as usize * 1000
+    };
+    let mut v = format!("<edXML>document {n}</edXML>").into_bytes();
+    v.resize(len, (n % 251) as u8);
+    v
+}
+
+fn dest() -> truc_store::Destination {
+    inbox("000.00.07.G04")
+}
+
+/// The child: submits documents as fast as it can, printing `ACK n` once each submit
+/// returned, and acknowledges deliveries of earlier ones, printing `DONE n`.
+async fn child_writer(dir: &Path, start: u64) {
+    let store = SledStore::open(dir, fast_config()).expect("child opens the store");
+    // A newline first: the test harness may have printed "test NAME ... " without one.
+    println!("\nOPEN");
+    let mut n = start;
+    loop {
+        let mut m = document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest())],
+            n as u32,
+            &payload(n),
+        );
+        m.received_at = Timestamp::now();
+        match store.submit(m).await {
+            Ok(_) => println!("ACK {n}"),
+            Err(e) => {
+                println!("ERR {} {e}", e.code());
+                // The store must stay readable after the failure.
+                let readable = store
+                    .message(truc_store::MessageId::new(Timestamp::now()))
+                    .await
+                    .is_ok();
+                println!("READABLE {readable}");
+                return;
+            }
+        }
+        if n % 3 == 0 {
+            for c in store
+                .claim(&dest(), 2, Duration::from_secs(60), Timestamp::now())
+                .await
+                .expect("claim")
+            {
+                store
+                    .ack(&c.token, Completion::Acknowledged, Timestamp::now())
+                    .await
+                    .expect("ack");
+                let number = c
+                    .message
+                    .document_id
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default();
+                println!("DONE {number}");
+            }
+        }
+        n += 1;
+    }
+}
+
+fn maybe_child() -> bool {
+    let Ok(role) = std::env::var(CHILD_ROLE) else {
+        return false;
+    };
+    let dir = std::env::var(CHILD_DIR).expect("dir");
+    let start: u64 = std::env::var(CHILD_START)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match role.as_str() {
+        "writer" => rt.block_on(child_writer(Path::new(&dir), start)),
+        other => panic!("unknown role {other}"),
+    }
+    true
+}
+
+fn spawn_child(test: &str, dir: &Path, start: u64, wrapper: Option<&str>) -> Child {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = match wrapper {
+        Some(script) => {
+            let mut c = Command::new("bash");
+            c.arg("-c")
+                .arg(format!("{script}; exec \"$0\" \"$@\""))
+                .arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ROLE, "writer")
+        .env(CHILD_DIR, dir)
+        .env(CHILD_START, start.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child")
+}
+
+/// Kills the child if the test fails before it does, so no process outlives the test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads the child's lines on a thread, so the parent can kill it at any time.
+fn read_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[derive(Default)]
+struct Seen {
+    acked: BTreeSet<u64>,
+    done: BTreeSet<String>,
+    max: u64,
+}
+
+impl Seen {
+    fn take(&mut self, line: &str) {
+        if let Some(n) = line.strip_prefix("ACK ").and_then(|n| n.parse().ok()) {
+            self.acked.insert(n);
+            self.max = self.max.max(n);
+        } else if let Some(id) = line.strip_prefix("DONE ") {
+            self.done.insert(id.to_owned());
+        }
+    }
+}
+
+async fn verify(dir: &Path, seen: &Seen) -> usize {
+    let store = SledStore::open(dir, fast_config()).expect("the store opens after every kill");
+    let mut checked = 0;
+    for n in &seen.acked {
+        let doc = truc_edxml::DocumentId::new(&format!("000.00.05.G04,2026/11/21,{n}/TEST"));
+        let found = store.find_by_document(&doc).await.expect("find");
+        assert_eq!(
+            found.len(),
+            1,
+            "acknowledged document {n} is lost (or stored twice)"
+        );
+        let bytes = store
+            .payload(found[0].id)
+            .await
+            .expect("payload")
+            .read_all()
+            .expect("read");
+        assert_eq!(
+            bytes.as_ref(),
+            payload(*n).as_slice(),
+            "document {n} is damaged"
+        );
+        checked += 1;
+    }
+    for id in &seen.done {
+        let doc = truc_edxml::DocumentId::new(id);
+        let found = store.find_by_document(&doc).await.expect("find");
+        let deliveries = store.deliveries(found[0].id).await.expect("deliveries");
+        assert_eq!(
+            deliveries[0].state,
+            DeliveryState::Acknowledged,
+            "acknowledged delivery of {id} came back"
+        );
+    }
+    checked
+}
+
+#[test]
+fn sigkill_never_loses_an_acknowledged_submission() {
+    if maybe_child() {
+        return;
+    }
+    let kills: usize = std::env::var("TRUC_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut seen = Seen::default();
+    let mut start = 0;
+    for kill in 0..kills {
+        let mut child = KillOnDrop(spawn_child(
+            "sigkill_never_loses_an_acknowledged_submission",
+            dir.path(),
+            start,
+            None,
+        ));
+        let lines = read_lines(&mut child.0);
+        // Wait until it has the store open, then let it run a random while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) if l == "OPEN" => break,
+                Ok(l) => seen.take(&l),
+                Err(e) => panic!("kill {kill}: the child did not open the store: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(fastrand::u64(20..400)));
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().expect("reap");
+        while let Ok(l) = lines.recv_timeout(Duration::from_millis(500)) {
+            seen.take(&l);
+        }
+        let checked = rt.block_on(verify(dir.path(), &seen));
+        assert_eq!(checked, seen.acked.len());
+        // Resume numbering past anything possibly written, acknowledged or not.
+        start = seen.max + 1_000;
+    }
+    println!(
+        "crash summary: kills={kills} acknowledged={} delivered_acks={} lost=0",
+        seen.acked.len(),
+        seen.done.len()
+    );
+    assert!(
+        seen.acked.len() > kills,
+        "the child made progress between kills"
+    );
+}
+
+#[test]
+fn a_full_disk_refuses_submissions_clearly_and_loses_nothing() {
+    if maybe_child() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Create the store first, so the size limit only bites on new writes.
+    drop(SledStore::open(dir.path(), fast_config()).expect("create"));
+    // A file size limit (ulimit -f, in KiB) makes every write past 6 MiB fail with EFBIG,
+    // as a full disk fails with ENOSPC; SIGXFSZ is ignored so the write returns an error.
+    let mut child = KillOnDrop(spawn_child(
+        "a_full_disk_refuses_submissions_clearly_and_loses_nothing",
+        dir.path(),
+        0,
+        Some("trap '' XFSZ; ulimit -f 6144"),
+    ));
+    let lines = read_lines(&mut child.0);
+    let mut seen = Seen::default();
+    let mut error = None;
+    let mut readable = None;
+    while let Ok(l) = lines.recv_timeout(Duration::from_secs(120)) {
+        if let Some(e) = l.strip_prefix("ERR ") {
+            error = Some(e.to_owned());
+        } else if let Some(r) = l.strip_prefix("READABLE ") {
+            readable = Some(r == "true");
+        } else {
+            seen.take(&l);
+        }
+    }
+    let status = child.0.wait().expect("reap");
+    let error = error.unwrap_or_else(|| panic!("the child never failed (status {status})"));
+    assert!(
+        error.starts_with("STORE_FULL"),
+        "a clear out-of-space error, got: {error}"
+    );
+    assert_eq!(
+        readable,
+        Some(true),
+        "the store stays readable after the failure"
+    );
+    assert!(!seen.acked.is_empty());
+
+    // Space returns (no limit in this process): everything acknowledged is there, and the
+    // store accepts new work.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let checked = rt.block_on(verify(dir.path(), &seen));
+    assert_eq!(checked, seen.acked.len());
+    rt.block_on(async {
+        let store = SledStore::open(dir.path(), fast_config()).expect("reopen");
+        let n = seen.max + 1_000;
+        store
+            .submit(document(
+                "000.00.05.G04",
+                &[("000.00.07.G04", dest())],
+                n as u32,
+                &payload(n),
+            ))
+            .await
+            .expect("accepts again");
+    });
+    println!(
+        "disk full: acknowledged {} before {error}",
+        seen.acked.len()
+    );
+}

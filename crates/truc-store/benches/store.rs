@@ -1,2 +1,313 @@
-//! placeholder
-fn main() {}
+//! Store benchmarks, with the raw limits measured in the same run.
+//!
+//! ```text
+//! cargo bench -p truc-store --bench store -- submit  [--seconds 3]
+//! cargo bench -p truc-store --bench store -- backlog [--messages 1000000]
+//! ```
+//!
+//! `submit`: durable submissions per second with 1, 16 and 64 concurrent submitters for 8 KiB,
+//! 64 KiB and 1 MiB packages; beside each, plain sled `insert` + `flush_async` with the same
+//! concurrency and value size, and the disk's raw `write` + `fdatasync` rate.
+//!
+//! `backlog`: fills one queue with N messages, measures claim+ack throughput from it, and the
+//! time and peak memory for a fresh process to open the store with the backlog.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use truc_edxml::{BusinessDocType, DocumentId, OrgCode, PackageKind, Sha256Digest};
+use truc_store::{
+    Completion, Destination, NewMessage, PayloadInput, Route, SledStore, Source, Store,
+    StoreConfig, Summary, Timestamp,
+};
+
+fn code(s: &str) -> OrgCode {
+    OrgCode::parse(s).expect("code")
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn message(n: u64, size: usize) -> NewMessage {
+    let mut bytes = vec![(n % 251) as u8; size];
+    bytes[..8].copy_from_slice(&n.to_be_bytes());
+    NewMessage {
+        kind: PackageKind::Document,
+        sender: code("000.00.05.G04"),
+        document_id: Some(DocumentId::new(&format!(
+            "000.00.05.G04,2026/11/21,{n}/BENCH"
+        ))),
+        business_doc_type: BusinessDocType::New,
+        sha256: Sha256Digest::of(&bytes),
+        source: Source::Operator {
+            actor: "bench".into(),
+        },
+        received_at: Timestamp::now(),
+        routes: vec![Route {
+            recipient: code("000.00.07.G04"),
+            destination: Destination::Inbox(code("000.00.07.G04")),
+            held: false,
+        }],
+        summary: Summary::default(),
+        idempotency_key: None,
+        payload: PayloadInput::Bytes(bytes.into()),
+    }
+}
+
+/// Runs `tasks` concurrent loops of `op` for `secs`; returns operations per second.
+async fn rate<F, Fut>(tasks: usize, secs: f64, op: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let counter = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (op, counter, next) = (op.clone(), counter.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                op(n).await;
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    counter.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn raw_fsync_rate(dir: &Path, size: usize, threads: usize, secs: f64) -> f64 {
+    use std::io::Write;
+    let counter = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let counter = counter.clone();
+            let path = dir.join(format!("fsync-{t}"));
+            s.spawn(move || {
+                let mut f = std::fs::File::create(&path).expect("create");
+                let buf = vec![1u8; size];
+                while Instant::now() < deadline {
+                    f.write_all(&buf).expect("write");
+                    f.sync_data().expect("fdatasync");
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = std::fs::remove_file(&path);
+            });
+        }
+    });
+    counter.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn submit_matrix(secs: f64) {
+    println!("| payload | submitters | truc-store submits/s | sled insert+flush_async/s | ratio | raw write+fdatasync/s (same threads, max 16) | fsyncs per 100 submits |");
+    println!("|---|---|---|---|---|---|---|");
+    for size in [8 * 1024, 64 * 1024, 1024 * 1024] {
+        for tasks in [1usize, 16, 64] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = Arc::new(
+                SledStore::open(&dir.path().join("store"), StoreConfig::default()).expect("open"),
+            );
+            let s = store.clone();
+            let ours = rate(tasks, secs, move |n| {
+                let s = s.clone();
+                async move {
+                    s.submit(message(n, size)).await.expect("submit");
+                }
+            })
+            .await;
+            let stats = store.commit_stats();
+            let per100 = 100.0 * stats.flushes.load(Ordering::Relaxed) as f64
+                / stats.requests.load(Ordering::Relaxed).max(1) as f64;
+            drop(store);
+
+            let raw_dir = tempfile::tempdir().expect("tempdir");
+            let db = sled::Config::new()
+                .path(raw_dir.path().join("sled"))
+                .mode(sled::Mode::HighThroughput)
+                .cache_capacity(64 * 1024 * 1024)
+                .open()
+                .expect("sled");
+            let value = Arc::new(vec![7u8; size]);
+            let d = db.clone();
+            let raw = rate(tasks, secs, move |n| {
+                let (d, value) = (d.clone(), value.clone());
+                async move {
+                    d.insert(n.to_be_bytes(), value.as_slice()).expect("insert");
+                    d.flush_async().await.expect("flush");
+                }
+            })
+            .await;
+            drop(db);
+            let fsync = raw_fsync_rate(raw_dir.path(), size, tasks.min(16), secs.min(2.0));
+            println!(
+                "| {} KiB | {tasks} | {ours:.0} | {raw:.0} | {:.0} % | {fsync:.0} | {per100:.1} |",
+                size / 1024,
+                100.0 * ours / raw
+            );
+        }
+    }
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+async fn backlog(messages: u64, dir: PathBuf) {
+    let size = 1024;
+    let dest = Destination::Inbox(code("000.00.07.G04"));
+    {
+        let store = Arc::new(SledStore::open(&dir, StoreConfig::default()).expect("open"));
+        let s = store.clone();
+        let next = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let mut handles = Vec::new();
+        for _ in 0..64 {
+            let (s, next) = (s.clone(), next.clone());
+            handles.push(tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= messages {
+                        break;
+                    }
+                    s.submit(message(n, size)).await.expect("submit");
+                }
+            }));
+        }
+        for h in handles {
+            h.await.expect("task");
+        }
+        let fill = start.elapsed();
+        println!(
+            "filled {messages} messages of {size} B in {:.1} s ({:.0}/s); on disk {} MiB",
+            fill.as_secs_f64(),
+            messages as f64 / fill.as_secs_f64(),
+            store.size_on_disk().expect("size") / (1 << 20)
+        );
+    }
+    // A fresh process opens the store with the backlog.
+    let exe = std::env::current_exe().expect("exe");
+    let out = std::process::Command::new(exe)
+        .args(["open-only", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("child");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+
+    let store = Arc::new(SledStore::open(&dir, StoreConfig::default()).expect("open"));
+    let start = Instant::now();
+    let mut done = 0u64;
+    let sample = messages.min(200_000);
+    while done < sample {
+        let claims = store
+            .claim(&dest, 256, Duration::from_secs(60), Timestamp::now())
+            .await
+            .expect("claim");
+        if claims.is_empty() {
+            break;
+        }
+        let mut acks = Vec::new();
+        for c in claims {
+            let s = store.clone();
+            acks.push(tokio::spawn(async move {
+                s.ack(&c.token, Completion::Acknowledged, Timestamp::now())
+                    .await
+                    .expect("ack");
+            }));
+        }
+        for a in acks {
+            a.await.expect("ack task");
+            done += 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "claim+ack from a queue of {messages}: {done} in {:.1} s = {:.0}/s (batches of 256, acks concurrent)",
+        elapsed.as_secs_f64(),
+        done as f64 / elapsed.as_secs_f64()
+    );
+}
+
+fn open_only(dir: &Path) {
+    let start = Instant::now();
+    let store = SledStore::open(dir, StoreConfig::default()).expect("open");
+    let opened = start.elapsed();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let first = rt.block_on(store.claim(
+        &Destination::Inbox(code("000.00.07.G04")),
+        1,
+        Duration::from_secs(1),
+        Timestamp::now(),
+    ));
+    let ready = start.elapsed();
+    println!(
+        "fresh process: open {:.2} s, first claim served at {:.2} s ({} claimed), peak RSS {} MiB",
+        opened.as_secs_f64(),
+        ready.as_secs_f64(),
+        first.map(|c| c.len()).unwrap_or(0),
+        vm_hwm_kib() / 1024
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let secs: f64 = arg(&args, "--seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    if args.iter().any(|a| a == "open-only") {
+        open_only(Path::new(&arg(&args, "--dir").expect("--dir")));
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if args.iter().any(|a| a == "backlog") {
+        let messages = arg(&args, "--messages")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000);
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt.block_on(backlog(messages, dir.path().join("store")));
+        return;
+    }
+    if args.iter().any(|a| a == "submit") {
+        rt.block_on(submit_matrix(secs));
+        return;
+    }
+    // `cargo bench` without arguments (and `cargo test --benches`) runs a short smoke pass.
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SledStore::open(dir.path(), StoreConfig::default()).expect("open"));
+        let s = store.clone();
+        let r = rate(4, 0.2, move |n| {
+            let s = s.clone();
+            async move {
+                s.submit(message(n, 8192)).await.expect("submit");
+            }
+        })
+        .await;
+        println!("smoke: {r:.0} submits/s (run with `-- submit` or `-- backlog` for the real benchmarks)");
+    });
+}

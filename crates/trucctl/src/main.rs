@@ -5,6 +5,7 @@
 //! 2 bad usage, 3 a file or network error.
 
 mod doc;
+mod store;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,9 @@ enum Command {
     /// Inspect and build edXML packages (gói tin edXML).
     #[command(subcommand)]
     Doc(doc::DocCommand),
+    /// Offline operations on a store directory: restore a backup, check it.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// How a command ended, mapped to the documented exit codes.
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Doc(cmd) => doc::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
     };
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,

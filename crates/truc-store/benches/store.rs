@@ -6,7 +6,7 @@
 //! ```
 //!
 //! `submit`: durable submissions per second with 1, 16 and 64 concurrent submitters for 8 KiB,
-//! 64 KiB and 1 MiB packages; beside each, plain sled `insert` + `flush_async` with the same
+//! 64 KiB and 1 MiB packages; beside each, plain sled `insert` + `flush` with the same
 //! concurrency and value size, and the disk's raw `write` + `fdatasync` rate.
 //!
 //! `backlog`: fills one queue with N messages, measures claim+ack throughput from it, and the
@@ -111,11 +111,14 @@ fn raw_fsync_rate(dir: &Path, size: usize, threads: usize, secs: f64) -> f64 {
     counter.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn submit_matrix(secs: f64) {
-    println!("| payload | submitters | truc-store submits/s | sled insert+flush_async/s | ratio | raw write+fdatasync/s (same threads, max 16) | fsyncs per 100 submits |");
+async fn submit_matrix(secs: f64, only: Option<(usize, usize)>, no_raw: bool) {
+    println!("| payload | submitters | truc-store submits/s | sled insert+flush/s | ratio | raw write+fdatasync/s (same threads, max 16) | fsyncs per 100 submits |");
     println!("|---|---|---|---|---|---|---|");
     for size in [8 * 1024, 64 * 1024, 1024 * 1024] {
         for tasks in [1usize, 16, 64] {
+            if only.is_some_and(|o| o != (size / 1024, tasks)) {
+                continue;
+            }
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Arc::new(
                 SledStore::open(&dir.path().join("store"), StoreConfig::default()).expect("open"),
@@ -129,9 +132,21 @@ async fn submit_matrix(secs: f64) {
             })
             .await;
             let stats = store.commit_stats();
-            let per100 = 100.0 * stats.flushes.load(Ordering::Relaxed) as f64
-                / stats.requests.load(Ordering::Relaxed).max(1) as f64;
+            let flushes = stats.flushes.load(Ordering::Relaxed);
+            let per100 = 100.0 * flushes as f64 / stats.requests.load(Ordering::Relaxed).max(1) as f64;
+            eprintln!(
+                "  {} KiB x {tasks}: mean flush {:.0} us over {flushes} flushes",
+                size / 1024,
+                stats.flush_micros.load(Ordering::Relaxed) as f64 / flushes.max(1) as f64
+            );
             drop(store);
+            if no_raw {
+                println!(
+                    "| {} KiB | {tasks} | {ours:.0} | - | - | - | {per100:.1} |",
+                    size / 1024
+                );
+                continue;
+            }
 
             let raw_dir = tempfile::tempdir().expect("tempdir");
             let db = sled::Config::new()
@@ -142,11 +157,18 @@ async fn submit_matrix(secs: f64) {
                 .expect("sled");
             let value = Arc::new(vec![7u8; size]);
             let d = db.clone();
+            // `flush_async` deadlocks when called concurrently in sled 0.34 (sled issue #1308,
+            // reproduced here at 16 submitters), so the raw baseline is `flush` on a blocking
+            // thread per call, the same call the store's committer makes.
             let raw = rate(tasks, secs, move |n| {
                 let (d, value) = (d.clone(), value.clone());
                 async move {
-                    d.insert(n.to_be_bytes(), value.as_slice()).expect("insert");
-                    d.flush_async().await.expect("flush");
+                    tokio::task::spawn_blocking(move || {
+                        d.insert(n.to_be_bytes(), value.as_slice()).expect("insert");
+                        d.flush().expect("flush");
+                    })
+                    .await
+                    .expect("blocking");
                 }
             })
             .await;
@@ -293,7 +315,16 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "submit") {
-        rt.block_on(submit_matrix(secs));
+        // `--only KIB:SUBMITTERS` runs one cell (for profiling).
+        let only = arg(&args, "--only").and_then(|o| {
+            let (k, t) = o.split_once(':')?;
+            Some((k.parse().ok()?, t.parse().ok()?))
+        });
+        rt.block_on(submit_matrix(
+            secs,
+            only,
+            args.iter().any(|a| a == "--no-raw"),
+        ));
         return;
     }
     // `cargo bench` without arguments (and `cargo test --benches`) runs a short smoke pass.

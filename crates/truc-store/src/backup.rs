@@ -79,14 +79,20 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
             bytes: 0,
         };
         let mut records = 0u64;
-        for kv in store.db().iter() {
-            let (k, v) = kv?;
-            for part in [&k[..], &v[..]] {
-                w.write_all(&(part.len() as u32).to_be_bytes())
-                    .and_then(|()| w.write_all(part))
-                    .map_err(StoreError::from_io)?;
+        for (tree_id, tree) in [
+            (0u8, (**store.db()).clone()),
+            (1u8, store.payload_tree().clone()),
+        ] {
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                w.write_all(&[tree_id]).map_err(StoreError::from_io)?;
+                for part in [&k[..], &v[..]] {
+                    w.write_all(&(part.len() as u32).to_be_bytes())
+                        .and_then(|()| w.write_all(part))
+                        .map_err(StoreError::from_io)?;
+                }
+                records += 1;
             }
-            records += 1;
         }
         w.flush().map_err(StoreError::from_io)?;
         let bytes = w.bytes;
@@ -200,6 +206,7 @@ impl SledStore {
 
         empty_or_absent(target)?;
         let db = sled::Config::new().path(target.join("db")).open()?;
+        let payloads = db.open_tree(crate::sled_store::PAYLOAD_TREE)?;
         let mut reader = BufReader::with_capacity(
             1 << 20,
             File::open(backup.join("records.bin")).map_err(StoreError::from_io)?,
@@ -207,12 +214,31 @@ impl SledStore {
         let mut records = 0u64;
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
-        while let Some(k) = read_part(&mut reader)? {
-            let v = read_part(&mut reader)?
-                .ok_or_else(|| StoreError::Backup("records.bin ends inside a record".into()))?;
-            batch.insert(k, v);
+        let mut tree_id = [0u8; 1];
+        loop {
+            match reader.read_exact(&mut tree_id) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(StoreError::from_io(e)),
+            }
+            let truncated = || StoreError::Backup("records.bin ends inside a record".into());
+            let k = read_part(&mut reader)?.ok_or_else(truncated)?;
+            let v = read_part(&mut reader)?.ok_or_else(truncated)?;
+            match tree_id[0] {
+                0 => {
+                    batch.insert(k, v);
+                    in_batch += 1;
+                }
+                1 => {
+                    payloads.insert(k, v)?;
+                }
+                other => {
+                    return Err(StoreError::Backup(format!(
+                        "records.bin names an unknown tree {other}"
+                    )))
+                }
+            }
             records += 1;
-            in_batch += 1;
             if in_batch == 10_000 {
                 db.apply_batch(std::mem::take(&mut batch))?;
                 in_batch = 0;

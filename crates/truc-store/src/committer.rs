@@ -9,9 +9,10 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -56,28 +57,63 @@ pub(crate) struct Committer {
     tx: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
     pub(crate) stats: Arc<CommitStats>,
+    /// Writers between the start of their change and their commit request.
+    writers: Arc<AtomicUsize>,
 }
+
+/// A change in preparation: while any exist, the committer lets a batch wait a moment for
+/// them, so one flush serves them too. Dropped when the change asks to be committed (or
+/// gives up).
+pub(crate) struct Writing {
+    writers: Arc<AtomicUsize>,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.writers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The longest a batch waits for writers still preparing their change.
+const GATHER: Duration = Duration::from_micros(400);
 
 impl Committer {
     pub(crate) fn start(db: sled::Db) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let stats = Arc::new(CommitStats::default());
-        let thread_stats = stats.clone();
+        let writers = Arc::new(AtomicUsize::new(0));
+        let (thread_stats, thread_writers) = (stats.clone(), writers.clone());
         let thread = std::thread::Builder::new()
             .name("truc-store-commit".into())
-            .spawn(move || run(db, rx, &thread_stats))
+            .spawn(move || run(db, rx, &thread_stats, &thread_writers))
             .map_err(StoreError::Io)?;
         Ok(Committer {
             tx: Some(tx),
             thread: Some(thread),
             stats,
+            writers,
         })
+    }
+
+    /// Announces a change about to be made (call before taking the store's lock).
+    pub(crate) fn writing(&self) -> Writing {
+        self.writers.fetch_add(1, Ordering::AcqRel);
+        Writing {
+            writers: self.writers.clone(),
+        }
     }
 
     /// Waits until everything written before this call (and the renames in `dirs`) is on
     /// disk.
-    pub(crate) async fn commit(&self, dirs: Vec<PathBuf>) -> Result<(), StoreError> {
+    pub(crate) async fn commit(
+        &self,
+        dirs: Vec<PathBuf>,
+        writing: Option<Writing>,
+    ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
+        // No longer "preparing": the committer need not wait for this writer, whose request
+        // is in the channel from the next line on.
+        drop(writing);
         self.tx
             .as_ref()
             .ok_or(StoreError::Closed)?
@@ -99,11 +135,24 @@ impl Drop for Committer {
     }
 }
 
-fn run(db: sled::Db, rx: mpsc::Receiver<Request>, stats: &CommitStats) {
+fn run(db: sled::Db, rx: mpsc::Receiver<Request>, stats: &CommitStats, writers: &AtomicUsize) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+        let deadline = Instant::now() + GATHER;
+        loop {
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            // Alone, or everyone has asked: flush now. Otherwise give the writers still
+            // preparing a change a moment to join this flush.
+            let now = Instant::now();
+            if writers.load(Ordering::Acquire) == 0 || now >= deadline {
+                break;
+            }
+            match rx.recv_timeout(deadline - now) {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
         }
         let dirs: BTreeSet<PathBuf> = batch.iter().flat_map(|r| r.dirs.iter().cloned()).collect();
         let started = std::time::Instant::now();

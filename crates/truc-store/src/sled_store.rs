@@ -60,6 +60,8 @@ struct LastBackup {
 }
 
 const FORMAT: u32 = 1;
+/// Name of the sled tree holding inline payloads.
+pub(crate) const PAYLOAD_TREE: &[u8] = b"payloads";
 const META_FILE: &str = "truc-store.json";
 
 /// Key prefixes of the one sled tree. Every index is a key with an empty value, so each
@@ -74,7 +76,6 @@ mod keys {
     pub const DEDUPE: u8 = b'K';
     pub const UPSTREAM: u8 = b'U';
     pub const IDEMPOTENCY: u8 = b'I';
-    pub const PAYLOAD: u8 = b'P';
     pub const PAYLOAD_REF: u8 = b'R';
     pub const EVENT: u8 = b'E';
     pub const STATUS: u8 = b'T';
@@ -126,6 +127,9 @@ struct AuditHead {
 pub struct SledStore {
     dir: PathBuf,
     db: sled::Db,
+    /// Inline payloads, by SHA-256, in their own tree: large values would make every
+    /// update of the metadata tree's leaves copy them.
+    payloads: sled::Tree,
     blobs: BlobDir,
     config: StoreConfig,
     /// Serialises read-modify-write sections (in memory, microseconds); fsyncs happen
@@ -231,7 +235,9 @@ impl SledStore {
             .path(&db_path)
             .cache_capacity(config.cache_bytes)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(1000))
+            // Only the committer flushes: one flushing thread, never concurrent flushes
+            // (concurrent `flush_async` deadlocks in sled 0.34, sled issue #1308).
+            .flush_every_ms(None)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(io) if crate::error::is_full(&io) => StoreError::Full(io),
@@ -274,10 +280,12 @@ impl SledStore {
             }
         }
         let blobs = BlobDir::open(dir.join("blobs"))?;
+        let payloads = db.open_tree(PAYLOAD_TREE)?;
         let committer = Committer::start(db.clone())?;
         let store = SledStore {
             dir: dir.to_owned(),
             db,
+            payloads,
             blobs,
             config,
             lock: Mutex::new(()),
@@ -602,6 +610,10 @@ impl SledStore {
         &self.db
     }
 
+    pub(crate) fn payload_tree(&self) -> &sled::Tree {
+        &self.payloads
+    }
+
     pub(crate) fn blob_dir(&self) -> &BlobDir {
         &self.blobs
     }
@@ -671,6 +683,7 @@ impl Store for SledStore {
     }
 
     async fn submit(&self, mut m: NewMessage) -> Result<SubmitOutcome> {
+        let writing = self.committer.writing();
         // Large payloads go to disk before taking the lock.
         let payload = std::mem::replace(&mut m.payload, PayloadInput::Bytes(bytes::Bytes::new()));
         let (inline, staged, size) = match payload {
@@ -698,6 +711,14 @@ impl Store for SledStore {
                         m.sha256
                     ),
                 });
+            }
+        }
+
+        // Inline bytes are written before taking the lock (the common, costly part); under
+        // the lock their presence is only checked, against a concurrent purge.
+        if let Some(bytes) = &inline {
+            if !self.payloads.contains_key(m.sha256.0)? {
+                self.payloads.insert(m.sha256.0, bytes.as_ref())?;
             }
         }
 
@@ -737,7 +758,9 @@ impl Store for SledStore {
                     }
                     None => {
                         if let Some(bytes) = &inline {
-                            batch.insert(key(keys::PAYLOAD, &[&m.sha256.0]), bytes.as_ref());
+                            if !self.payloads.contains_key(m.sha256.0)? {
+                                self.payloads.insert(m.sha256.0, bytes.as_ref())?;
+                            }
                             PayloadRef {
                                 refs: 1,
                                 size,
@@ -781,15 +804,8 @@ impl Store for SledStore {
                         &[][..],
                     );
                 }
-                let source = match &m.source {
-                    Source::Adapter { unit, .. } => format!("from the adapter of {unit}"),
-                    Source::NationalAxis { doc_id } => {
-                        format!("from the national axis, docId {doc_id}")
-                    }
-                    Source::Operator { actor } => format!("injected by {actor}"),
-                };
-                self.event(&mut batch, now, id, None, EventKind::Accepted, source)?;
-
+                // `Accepted` and `Routed` are derived from the records (see `events`), not
+                // written: two fewer writes per submission.
                 // Status packages enter the timeline of the document they answer.
                 if m.kind == PackageKind::Status {
                     if let (Some(doc), Some(code)) = (&m.summary.answers, &m.summary.status_code) {
@@ -836,25 +852,23 @@ impl Store for SledStore {
                     };
                     Self::index(&mut batch, &d);
                     Self::put_delivery(&mut batch, &d)?;
-                    let (kind, detail) = if route.held {
-                        (
+                    if route.held {
+                        self.event(
+                            &mut batch,
+                            now,
+                            id,
+                            Some(&route.recipient),
                             EventKind::Held,
                             format!("held in {} until the unit is active", route.destination),
-                        )
-                    } else {
-                        (
-                            EventKind::Routed,
-                            format!("queued in {}", route.destination),
-                        )
-                    };
-                    self.event(&mut batch, now, id, Some(&route.recipient), kind, detail)?;
+                        )?;
+                    }
                 }
                 self.db.apply_batch(batch)?;
                 SubmitOutcome::Stored(record)
             }
         };
         // Duplicates wait too: the original may have been applied but not yet flushed.
-        self.committer.commit(dirs).await?;
+        self.committer.commit(dirs, Some(writing)).await?;
         Ok(outcome)
     }
 
@@ -891,8 +905,8 @@ impl Store for SledStore {
             .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
         if r.inline {
             let bytes = self
-                .db
-                .get(key(keys::PAYLOAD, &[&m.sha256.0]))?
+                .payloads
+                .get(m.sha256.0)?
                 .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
             Ok(Payload::Inline(bytes::Bytes::copy_from_slice(&bytes)))
         } else {
@@ -987,6 +1001,7 @@ impl Store for SledStore {
         completion: Completion,
         now: Timestamp,
     ) -> Result<Delivery> {
+        let writing = self.committer.writing();
         let d = {
             let _g = self.guard();
             let mut d = self.check_lease(token)?;
@@ -1023,11 +1038,12 @@ impl Store for SledStore {
             self.db.apply_batch(batch)?;
             d
         };
-        self.committer.commit(Vec::new()).await?;
+        self.committer.commit(Vec::new(), Some(writing)).await?;
         Ok(d)
     }
 
     async fn nack(&self, token: &ClaimToken, error: &str, now: Timestamp) -> Result<NackOutcome> {
+        let writing = self.committer.writing();
         let outcome = {
             let _g = self.guard();
             let mut d = self.check_lease(token)?;
@@ -1075,7 +1091,7 @@ impl Store for SledStore {
             self.db.apply_batch(batch)?;
             outcome
         };
-        self.committer.commit(Vec::new()).await?;
+        self.committer.commit(Vec::new(), Some(writing)).await?;
         Ok(outcome)
     }
 
@@ -1117,7 +1133,7 @@ impl Store for SledStore {
             self.db.apply_batch(batch)?;
             n
         };
-        self.committer.commit(Vec::new()).await?;
+        self.committer.commit(Vec::new(), None).await?;
         Ok(n)
     }
 
@@ -1165,7 +1181,7 @@ impl Store for SledStore {
             self.db.apply_batch(batch)?;
             d
         };
-        self.committer.commit(Vec::new()).await?;
+        self.committer.commit(Vec::new(), None).await?;
         Ok(d)
     }
 
@@ -1209,7 +1225,7 @@ impl Store for SledStore {
             self.db.apply_batch(batch)?;
             d
         };
-        self.committer.commit(Vec::new()).await?;
+        self.committer.commit(Vec::new(), None).await?;
         Ok(d)
     }
 
@@ -1225,7 +1241,7 @@ impl Store for SledStore {
             ],
         );
         self.db.insert(k, encode("status", &entry)?)?;
-        self.committer.commit(Vec::new()).await
+        self.committer.commit(Vec::new(), None).await
     }
 
     async fn trace(&self, document_id: &DocumentId) -> Result<DocumentTrace> {
@@ -1246,13 +1262,46 @@ impl Store for SledStore {
     }
 
     async fn events(&self, id: MessageId) -> Result<Vec<Event>> {
-        self.db
+        let stored: Vec<Event> = self
+            .db
             .scan_prefix(key(keys::EVENT, &[&id.bytes()]))
             .map(|kv| {
                 let (_, v) = kv?;
                 decode("event", &v)
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        let Some(m) = self.message(id).await? else {
+            return Ok(stored);
+        };
+        // `Accepted` and `Routed` follow from the message and its deliveries.
+        let source = match &m.source {
+            Source::Adapter { unit, .. } => format!("from the adapter of {unit}"),
+            Source::NationalAxis { doc_id } => format!("from the national axis, docId {doc_id}"),
+            Source::Operator { actor } => format!("injected by {actor}"),
+        };
+        let mut events = vec![Event {
+            at: m.received_at,
+            message_id: id,
+            recipient: None,
+            kind: EventKind::Accepted,
+            detail: source,
+        }];
+        for d in self.deliveries_of(id)? {
+            let held = stored.iter().any(|e| {
+                e.kind == EventKind::Held && e.recipient.as_ref() == Some(&d.key.recipient)
+            });
+            if !held {
+                events.push(Event {
+                    at: m.received_at,
+                    message_id: id,
+                    recipient: Some(d.key.recipient.clone()),
+                    kind: EventKind::Routed,
+                    detail: format!("queued in {}", d.destination),
+                });
+            }
+        }
+        events.extend(stored);
+        Ok(events)
     }
 
     async fn audit(
@@ -1270,7 +1319,7 @@ impl Store for SledStore {
             self.db.apply_batch(batch)?;
             entry
         };
-        self.committer.commit(Vec::new()).await?;
+        self.committer.commit(Vec::new(), None).await?;
         Ok(entry)
     }
 
@@ -1359,6 +1408,7 @@ impl Store for SledStore {
         let cutoff = now.minus(retention);
         let mut report = PurgeReport::default();
         let mut delete_blobs = Vec::new();
+        let mut delete_inline = Vec::new();
         let mut refs: HashMap<Sha256Digest, Option<PayloadRef>> = HashMap::new();
         {
             let _g = self.guard();
@@ -1387,7 +1437,7 @@ impl Store for SledStore {
                         batch.remove(ref_key);
                         report.bytes += r.size;
                         if r.inline {
-                            batch.remove(key(keys::PAYLOAD, &[&m.sha256.0]));
+                            delete_inline.push(m.sha256);
                         } else {
                             delete_blobs.push(m.sha256);
                         }
@@ -1416,11 +1466,23 @@ impl Store for SledStore {
             }
             self.db.apply_batch(batch)?;
         }
-        // The records no longer point at the files once this is durable; only then delete.
-        self.committer.commit(Vec::new()).await?;
-        for sha in delete_blobs {
-            if self.blobs.remove(&sha)? > 0 {
-                report.blob_files += 1;
+        // The records no longer point at the payloads once this is durable; only then
+        // delete them, under the lock, and only those no submission took up again meanwhile
+        // (a new submission of the same bytes recreates the reference under the lock).
+        self.committer.commit(Vec::new(), None).await?;
+        {
+            let _g = self.guard();
+            for sha in delete_inline {
+                if !self.db.contains_key(key(keys::PAYLOAD_REF, &[&sha.0]))? {
+                    self.payloads.remove(sha.0)?;
+                }
+            }
+            for sha in delete_blobs {
+                if !self.db.contains_key(key(keys::PAYLOAD_REF, &[&sha.0]))?
+                    && self.blobs.remove(&sha)? > 0
+                {
+                    report.blob_files += 1;
+                }
             }
         }
         Ok(report)

@@ -53,29 +53,25 @@ async fn child_writer(dir: &Path, start: u64) {
             &payload(n),
         );
         m.received_at = Timestamp::now();
-        match store.submit(m).await {
-            Ok(_) => println!("ACK {n}"),
-            Err(e) => {
-                println!("ERR {} {e}", e.code());
-                // The store must stay readable after the failure.
-                let readable = store
-                    .message(truc_store::MessageId::new(Timestamp::now()))
-                    .await
-                    .is_ok();
-                println!("READABLE {readable}");
-                return;
-            }
+        if let Err(e) = store.submit(m).await {
+            return report_failure(&store, e).await;
         }
+        println!("ACK {n}");
         if n % 3 == 0 {
-            for c in store
+            let claims = match store
                 .claim(&dest(), 2, Duration::from_secs(60), Timestamp::now())
                 .await
-                .expect("claim")
             {
-                store
+                Ok(c) => c,
+                Err(e) => return report_failure(&store, e).await,
+            };
+            for c in claims {
+                if let Err(e) = store
                     .ack(&c.token, Completion::Acknowledged, Timestamp::now())
                     .await
-                    .expect("ack");
+                {
+                    return report_failure(&store, e).await;
+                }
                 let number = c
                     .message
                     .document_id
@@ -87,6 +83,16 @@ async fn child_writer(dir: &Path, start: u64) {
         }
         n += 1;
     }
+}
+
+/// Prints the error the store gave, then whether the store can still be read.
+async fn report_failure(store: &SledStore, e: truc_store::StoreError) {
+    println!("ERR {} {e}", e.code());
+    let readable = store
+        .message(truc_store::MessageId::new(Timestamp::now()))
+        .await
+        .is_ok();
+    println!("READABLE {readable}");
 }
 
 fn maybe_child() -> bool {

@@ -133,7 +133,8 @@ async fn submit_matrix(secs: f64, only: Option<(usize, usize)>, no_raw: bool) {
             .await;
             let stats = store.commit_stats();
             let flushes = stats.flushes.load(Ordering::Relaxed);
-            let per100 = 100.0 * flushes as f64 / stats.requests.load(Ordering::Relaxed).max(1) as f64;
+            let per100 =
+                100.0 * flushes as f64 / stats.requests.load(Ordering::Relaxed).max(1) as f64;
             eprintln!(
                 "  {} KiB x {tasks}: mean flush {:.0} us over {flushes} flushes",
                 size / 1024,

@@ -67,21 +67,33 @@ const META_FILE: &str = "truc-store.json";
 /// Key prefixes of the one sled tree. Every index is a key with an empty value, so each
 /// state change is one atomic batch.
 mod keys {
+    /// A message and its deliveries.
     pub const MESSAGE: u8 = b'M';
-    pub const DELIVERY: u8 = b'D';
+    /// Ready index: destination, ready time, delivery.
     pub const QUEUE: u8 = b'Q';
+    /// Lease index: lease end, delivery → destination.
     pub const LEASE: u8 = b'L';
+    /// Held deliveries by recipient.
     pub const HELD: u8 = b'H';
+    /// Dead letters.
     pub const DEAD: u8 = b'X';
-    pub const DEDUPE: u8 = b'K';
+    /// Dedupe and by-document index: DocumentId, digest of sender/type/content → message.
+    pub const DOCUMENT: u8 = b'K';
+    /// National-axis transport id → message.
     pub const UPSTREAM: u8 = b'U';
+    /// Sender and client idempotency key → message.
     pub const IDEMPOTENCY: u8 = b'I';
-    pub const PAYLOAD_REF: u8 = b'R';
+    /// Reference count of a blob file, by SHA-256.
+    pub const BLOB_REF: u8 = b'R';
+    /// Events that are not derivable from the records.
     pub const EVENT: u8 = b'E';
+    /// Status timeline of a document.
     pub const STATUS: u8 = b'T';
-    pub const BY_DOCUMENT: u8 = b'N';
+    /// Completed messages by completion time (retention).
     pub const COMPLETED: u8 = b'C';
+    /// The audit log.
     pub const AUDIT: u8 = b'A';
+    /// Store metadata (format, audit head).
     pub const SYSTEM: u8 = b'S';
 
     pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -96,12 +108,11 @@ mod keys {
 
 use keys::key;
 
-/// Reference count of a stored payload.
+/// Reference count of a blob file: identical large packages share one file.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct PayloadRef {
+struct BlobRef {
     refs: u32,
     size: u64,
-    inline: bool,
 }
 
 /// The head of the audit chain.
@@ -334,206 +345,37 @@ impl SledStore {
         }
     }
 
-    fn load_message(&self, id: MessageId) -> Result<MessageRecord> {
-        self.get("message", &key(keys::MESSAGE, &[&id.bytes()]))?
+    fn load(&self, id: MessageId) -> Result<Option<StoredMessage>> {
+        self.get("message", &key(keys::MESSAGE, &[&id.bytes()]))
+    }
+
+    fn load_required(&self, id: MessageId) -> Result<StoredMessage> {
+        self.load(id)?
             .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
     }
 
-    fn load_delivery(&self, k: &DeliveryKey) -> Result<Delivery> {
-        self.get("delivery", &key(keys::DELIVERY, &[&k.bytes()]))?
-            .ok_or_else(|| StoreError::NotFound(format!("delivery {k}")))
-    }
-
-    fn put<T: Serialize>(
-        batch: &mut Batch,
-        what: &'static str,
-        k: Vec<u8>,
-        value: &T,
-    ) -> Result<()> {
-        batch.insert(k, encode(what, value)?);
-        Ok(())
-    }
-
-    fn put_delivery(batch: &mut Batch, d: &Delivery) -> Result<()> {
-        Self::put(batch, "delivery", key(keys::DELIVERY, &[&d.key.bytes()]), d)
-    }
-
-    fn queue_key(d: &Delivery) -> Vec<u8> {
-        key(
-            keys::QUEUE,
-            &[&d.destination.key(), &[0], &d.ready_at.be(), &d.key.bytes()],
-        )
-    }
-
-    fn lease_key(d: &Delivery) -> Vec<u8> {
-        key(keys::LEASE, &[&d.ready_at.be(), &d.key.bytes()])
-    }
-
-    fn held_key(d: &Delivery) -> Vec<u8> {
-        key(
-            keys::HELD,
-            &[d.key.recipient.as_str().as_bytes(), &[0], &d.key.bytes()],
-        )
-    }
-
-    fn dead_key(k: &DeliveryKey) -> Vec<u8> {
-        key(keys::DEAD, &[&k.bytes()])
-    }
-
-    fn event(
-        &self,
-        batch: &mut Batch,
-        at: Timestamp,
-        message_id: MessageId,
-        recipient: Option<&OrgCode>,
-        kind: EventKind,
-        detail: impl Into<String>,
-    ) -> Result<()> {
-        let seq = self.event_seq.fetch_add(1, Ordering::Relaxed);
-        let e = Event {
-            at,
-            message_id,
-            recipient: recipient.cloned(),
-            kind,
-            detail: detail.into(),
-        };
-        Self::put(
-            batch,
-            "event",
-            key(
-                keys::EVENT,
-                &[&message_id.bytes(), &at.be(), &seq.to_be_bytes()],
-            ),
-            &e,
-        )
-    }
-
-    /// Removes a delivery from whatever index its current state puts it in.
-    fn unindex(batch: &mut Batch, d: &Delivery) {
-        match d.state {
-            DeliveryState::Queued => batch.remove(Self::queue_key(d)),
-            DeliveryState::Claimed => batch.remove(Self::lease_key(d)),
-            DeliveryState::Held => batch.remove(Self::held_key(d)),
-            DeliveryState::Dead => batch.remove(Self::dead_key(&d.key)),
-            DeliveryState::Delivered | DeliveryState::Acknowledged | DeliveryState::Dropped => {}
+    fn txn(&self) -> Txn<'_> {
+        Txn {
+            store: self,
+            batch: Batch::default(),
+            messages: HashMap::new(),
+            dirty: Vec::new(),
         }
-    }
-
-    /// Adds a delivery to the index of its (new) state.
-    fn index(batch: &mut Batch, d: &Delivery) {
-        match d.state {
-            DeliveryState::Queued => batch.insert(Self::queue_key(d), &[][..]),
-            DeliveryState::Claimed => batch.insert(Self::lease_key(d), d.destination.key()),
-            DeliveryState::Held => batch.insert(Self::held_key(d), &[][..]),
-            DeliveryState::Dead => batch.insert(Self::dead_key(&d.key), &[][..]),
-            DeliveryState::Delivered | DeliveryState::Acknowledged | DeliveryState::Dropped => {}
-        }
-    }
-
-    fn deliveries_of(&self, id: MessageId) -> Result<Vec<Delivery>> {
-        self.db
-            .scan_prefix(key(keys::DELIVERY, &[&id.bytes()]))
-            .map(|kv| {
-                let (_, v) = kv?;
-                decode("delivery", &v)
-            })
-            .collect()
-    }
-
-    /// After `changed` reached a final state: if every delivery of its message is final,
-    /// marks the message complete (retention counts from here).
-    fn complete_if_done(
-        &self,
-        batch: &mut Batch,
-        changed: &Delivery,
-        now: Timestamp,
-    ) -> Result<()> {
-        let id = changed.key.message_id;
-        let all_final = self.deliveries_of(id)?.iter().all(|d| {
-            if d.key == changed.key {
-                changed.state.is_final()
-            } else {
-                d.state.is_final()
-            }
-        });
-        if all_final {
-            let mut m = self.load_message(id)?;
-            if m.completed_at.is_none() {
-                m.completed_at = Some(now);
-                Self::put(batch, "message", key(keys::MESSAGE, &[&id.bytes()]), &m)?;
-                batch.insert(key(keys::COMPLETED, &[&now.be(), &id.bytes()]), &[][..]);
-            }
-        }
-        Ok(())
-    }
-
-    /// Undoes completion when a delivery becomes live again (requeue).
-    fn reopen_message(&self, batch: &mut Batch, id: MessageId) -> Result<()> {
-        let mut m = self.load_message(id)?;
-        if let Some(at) = m.completed_at.take() {
-            batch.remove(key(keys::COMPLETED, &[&at.be(), &id.bytes()]));
-            Self::put(batch, "message", key(keys::MESSAGE, &[&id.bytes()]), &m)?;
-        }
-        Ok(())
-    }
-
-    fn append_audit(
-        &self,
-        batch: &mut Batch,
-        actor: &str,
-        action: &str,
-        target: &str,
-        detail: &str,
-        now: Timestamp,
-    ) -> Result<AuditEntry> {
-        let head_key = key(keys::SYSTEM, &[b"audit_head"]);
-        let head: AuditHead = self.get("audit head", &head_key)?.unwrap_or(AuditHead {
-            seq: 0,
-            hash: Sha256Digest([0; 32]),
-        });
-        let mut entry = AuditEntry {
-            seq: head.seq + 1,
-            at: now,
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            detail: detail.to_owned(),
-            prev_hash: head.hash,
-            hash: Sha256Digest([0; 32]),
-        };
-        entry.hash = audit_hash(&entry);
-        Self::put(
-            batch,
-            "audit entry",
-            key(keys::AUDIT, &[&entry.seq.to_be_bytes()]),
-            &entry,
-        )?;
-        Self::put(
-            batch,
-            "audit head",
-            head_key,
-            &AuditHead {
-                seq: entry.seq,
-                hash: entry.hash,
-            },
-        )?;
-        Ok(entry)
     }
 
     /// Claimed deliveries whose lease ends at or before `until` go back to their queue.
     fn release_leases(&self, until: u64, now: Timestamp) -> Result<usize> {
         let _g = self.guard();
-        let mut batch = Batch::default();
+        let mut txn = self.txn();
         let mut n = 0;
         let end = key(keys::LEASE, &[&until.to_be_bytes(), &[0xFF]]);
         for kv in self.db.range(vec![keys::LEASE]..end) {
             let (k, _) = kv?;
+            txn.batch.remove(k.clone());
             let Some(dk) = DeliveryKey::from_bytes(&k[9..]) else {
-                batch.remove(k);
                 continue;
             };
-            let mut d = self.load_delivery(&dk)?;
-            batch.remove(k);
+            let mut d = txn.delivery(&dk)?;
             if d.state != DeliveryState::Claimed {
                 continue;
             }
@@ -541,10 +383,8 @@ impl SledStore {
             d.lease = None;
             // Ready at once: no later than its queue time, whatever clock the caller uses.
             d.ready_at = now.min(d.queued_at);
-            Self::index(&mut batch, &d);
-            Self::put_delivery(&mut batch, &d)?;
-            self.event(
-                &mut batch,
+            txn.update(d)?;
+            txn.event(
                 now,
                 dk.message_id,
                 Some(&dk.recipient),
@@ -553,12 +393,12 @@ impl SledStore {
             )?;
             n += 1;
         }
-        self.db.apply_batch(batch)?;
+        txn.apply()?;
         Ok(n)
     }
 
-    fn check_lease(&self, token: &ClaimToken) -> Result<Delivery> {
-        let d = match self.load_delivery(&token.key) {
+    fn check_lease(txn: &mut Txn<'_>, token: &ClaimToken) -> Result<Delivery> {
+        let d = match txn.delivery(&token.key) {
             Ok(d) => d,
             Err(StoreError::NotFound(_)) => {
                 return Err(StoreError::LeaseLost(token.key.to_string()))
@@ -571,21 +411,21 @@ impl SledStore {
         Ok(d)
     }
 
-    /// The dedupe key: sender, DocumentId, business type and content.
-    fn content_key(m: &NewMessage) -> Vec<u8> {
+    /// The dedupe key, which is also the by-document index: DocumentId, then a digest of
+    /// sender, business type, kind and content.
+    fn document_key(m: &NewMessage) -> Vec<u8> {
         let mut h = Sha256::new();
         h.update(m.sender.as_str());
-        h.update([0]);
-        h.update(m.document_id.as_ref().map(DocumentId::as_str).unwrap_or(""));
         h.update([0, m.business_doc_type.code(), 0]);
         h.update(m.kind.as_str());
         h.update([0]);
         h.update(m.sha256.0);
-        key(keys::DEDUPE, &[&h.finalize()])
+        let doc = m.document_id.as_ref().map(DocumentId::as_str).unwrap_or("");
+        key(keys::DOCUMENT, &[doc.as_bytes(), &[0], &h.finalize()])
     }
 
     fn find_duplicate(&self, m: &NewMessage) -> Result<Option<MessageRecord>> {
-        let mut candidates = vec![Self::content_key(m)];
+        let mut candidates = vec![Self::document_key(m)];
         if let Source::NationalAxis { doc_id } = &m.source {
             candidates.push(key(keys::UPSTREAM, &[doc_id.as_bytes()]));
         }
@@ -598,14 +438,13 @@ impl SledStore {
         for k in candidates {
             if let Some(id) = self.db.get(&k)? {
                 if let Some(id) = MessageId::from_bytes(&id) {
-                    return self.load_message(id).map(Some);
+                    return Ok(Some(self.load_required(id)?.record));
                 }
             }
         }
         Ok(None)
     }
 
-    /// Backs up under the write lock (for [`crate::backup`]).
     pub(crate) fn db(&self) -> &sled::Db {
         &self.db
     }
@@ -645,6 +484,217 @@ impl SledStore {
                 last_backup: None,
             },
         )
+    }
+}
+
+/// A message and its deliveries: one record, so a submission is few writes and a state
+/// change rewrites one small record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredMessage {
+    record: MessageRecord,
+    deliveries: Vec<Delivery>,
+}
+
+/// The changes of one operation: a batch, plus the messages it read and changed, so reads
+/// within the operation see its own writes. Applied atomically.
+struct Txn<'a> {
+    store: &'a SledStore,
+    batch: Batch,
+    messages: HashMap<MessageId, StoredMessage>,
+    dirty: Vec<MessageId>,
+}
+
+impl Txn<'_> {
+    fn message(&mut self, id: MessageId) -> Result<&mut StoredMessage> {
+        if !self.messages.contains_key(&id) {
+            let m = self.store.load_required(id)?;
+            self.messages.insert(id, m);
+        }
+        self.messages
+            .get_mut(&id)
+            .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
+    }
+
+    fn delivery(&mut self, k: &DeliveryKey) -> Result<Delivery> {
+        self.message(k.message_id)?
+            .deliveries
+            .iter()
+            .find(|d| d.key == *k)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(format!("delivery {k}")))
+    }
+
+    fn touch(&mut self, id: MessageId) {
+        if !self.dirty.contains(&id) {
+            self.dirty.push(id);
+        }
+    }
+
+    /// Replaces a delivery, moving it between the indexes of its old and new state.
+    fn update(&mut self, new: Delivery) -> Result<()> {
+        let id = new.key.message_id;
+        self.message(id)?;
+        let slot = self
+            .messages
+            .get_mut(&id)
+            .into_iter()
+            .flat_map(|m| m.deliveries.iter_mut())
+            .find(|d| d.key == new.key)
+            .ok_or_else(|| StoreError::NotFound(format!("delivery {}", new.key)))?;
+        unindex(&mut self.batch, slot);
+        index(&mut self.batch, &new);
+        *slot = new;
+        self.touch(id);
+        Ok(())
+    }
+
+    fn event(
+        &mut self,
+        at: Timestamp,
+        message_id: MessageId,
+        recipient: Option<&OrgCode>,
+        kind: EventKind,
+        detail: impl Into<String>,
+    ) -> Result<()> {
+        let seq = self.store.event_seq.fetch_add(1, Ordering::Relaxed);
+        let e = Event {
+            at,
+            message_id,
+            recipient: recipient.cloned(),
+            kind,
+            detail: detail.into(),
+        };
+        self.batch.insert(
+            key(
+                keys::EVENT,
+                &[&message_id.bytes(), &at.be(), &seq.to_be_bytes()],
+            ),
+            encode("event", &e)?,
+        );
+        Ok(())
+    }
+
+    /// After a delivery of `id` reached a final state: if all did, the message is complete
+    /// (retention counts from here).
+    fn complete_if_done(&mut self, id: MessageId, now: Timestamp) -> Result<()> {
+        let m = self.message(id)?;
+        if m.record.completed_at.is_none() && m.deliveries.iter().all(|d| d.state.is_final()) {
+            m.record.completed_at = Some(now);
+            self.batch
+                .insert(key(keys::COMPLETED, &[&now.be(), &id.bytes()]), &[][..]);
+            self.touch(id);
+        }
+        Ok(())
+    }
+
+    /// Undoes completion when a delivery becomes live again (requeue).
+    fn reopen(&mut self, id: MessageId) -> Result<()> {
+        let m = self.message(id)?;
+        if let Some(at) = m.record.completed_at.take() {
+            self.batch
+                .remove(key(keys::COMPLETED, &[&at.be(), &id.bytes()]));
+            self.touch(id);
+        }
+        Ok(())
+    }
+
+    fn audit(
+        &mut self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<AuditEntry> {
+        let head_key = key(keys::SYSTEM, &[b"audit_head"]);
+        let head: AuditHead = self
+            .store
+            .get("audit head", &head_key)?
+            .unwrap_or(AuditHead {
+                seq: 0,
+                hash: Sha256Digest([0; 32]),
+            });
+        let mut entry = AuditEntry {
+            seq: head.seq + 1,
+            at: now,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail: detail.to_owned(),
+            prev_hash: head.hash,
+            hash: Sha256Digest([0; 32]),
+        };
+        entry.hash = audit_hash(&entry);
+        self.batch.insert(
+            key(keys::AUDIT, &[&entry.seq.to_be_bytes()]),
+            encode("audit entry", &entry)?,
+        );
+        self.batch.insert(
+            head_key,
+            encode(
+                "audit head",
+                &AuditHead {
+                    seq: entry.seq,
+                    hash: entry.hash,
+                },
+            )?,
+        );
+        Ok(entry)
+    }
+
+    fn apply(mut self) -> Result<()> {
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(m) = self.messages.get(&id) {
+                self.batch
+                    .insert(key(keys::MESSAGE, &[&id.bytes()]), encode("message", m)?);
+            }
+        }
+        self.store.db.apply_batch(self.batch)?;
+        Ok(())
+    }
+}
+
+fn queue_key(d: &Delivery) -> Vec<u8> {
+    key(
+        keys::QUEUE,
+        &[&d.destination.key(), &[0], &d.ready_at.be(), &d.key.bytes()],
+    )
+}
+
+fn lease_key(d: &Delivery) -> Vec<u8> {
+    key(keys::LEASE, &[&d.ready_at.be(), &d.key.bytes()])
+}
+
+fn held_key(d: &Delivery) -> Vec<u8> {
+    key(
+        keys::HELD,
+        &[d.key.recipient.as_str().as_bytes(), &[0], &d.key.bytes()],
+    )
+}
+
+fn dead_key(k: &DeliveryKey) -> Vec<u8> {
+    key(keys::DEAD, &[&k.bytes()])
+}
+
+/// Removes a delivery from the index of its current state.
+fn unindex(batch: &mut Batch, d: &Delivery) {
+    match d.state {
+        DeliveryState::Queued => batch.remove(queue_key(d)),
+        DeliveryState::Claimed => batch.remove(lease_key(d)),
+        DeliveryState::Held => batch.remove(held_key(d)),
+        DeliveryState::Dead => batch.remove(dead_key(&d.key)),
+        DeliveryState::Delivered | DeliveryState::Acknowledged | DeliveryState::Dropped => {}
+    }
+}
+
+/// Adds a delivery to the index of its state.
+fn index(batch: &mut Batch, d: &Delivery) {
+    match d.state {
+        DeliveryState::Queued => batch.insert(queue_key(d), &[][..]),
+        DeliveryState::Claimed => batch.insert(lease_key(d), d.destination.key()),
+        DeliveryState::Held => batch.insert(held_key(d), &[][..]),
+        DeliveryState::Dead => batch.insert(dead_key(&d.key), &[][..]),
+        DeliveryState::Delivered | DeliveryState::Acknowledged | DeliveryState::Dropped => {}
     }
 }
 
@@ -713,24 +763,34 @@ impl Store for SledStore {
                 });
             }
         }
-
-        // Inline bytes are written before taking the lock (the common, costly part); under
-        // the lock their presence is only checked, against a concurrent purge.
+        let id = MessageId::new(m.received_at);
+        // Inline bytes are written before taking the lock: the costly part of a
+        // submission happens outside it. Keyed by message, never shared.
         if let Some(bytes) = &inline {
-            if !self.payloads.contains_key(m.sha256.0)? {
-                self.payloads.insert(m.sha256.0, bytes.as_ref())?;
-            }
+            self.payloads.insert(id.bytes(), bytes.as_ref())?;
         }
 
         let mut dirs = Vec::new();
         let outcome = {
             let _g = self.guard();
             if let Some(original) = self.find_duplicate(&m)? {
+                if inline.is_some() {
+                    self.payloads.remove(id.bytes())?;
+                }
                 SubmitOutcome::Duplicate(original)
             } else {
-                let id = MessageId::new(m.received_at);
                 let now = m.received_at;
-                let mut batch = Batch::default();
+                let mut txn = self.txn();
+                if let Some(s) = staged {
+                    let ref_key = key(keys::BLOB_REF, &[&m.sha256.0]);
+                    let mut r: BlobRef = self
+                        .get("blob ref", &ref_key)?
+                        .unwrap_or(BlobRef { refs: 0, size });
+                    r.refs += 1;
+                    self.blobs.install(s)?;
+                    dirs.push(self.blobs.dir_of(&m.sha256));
+                    txn.batch.insert(ref_key, encode("blob ref", &r)?);
+                }
                 let record = MessageRecord {
                     id,
                     kind: m.kind,
@@ -747,50 +807,14 @@ impl Store for SledStore {
                     completed_at: None,
                     payload_purged: false,
                 };
-
-                // Payload, shared by content.
-                let ref_key = key(keys::PAYLOAD_REF, &[&m.sha256.0]);
-                let existing: Option<PayloadRef> = self.get("payload ref", &ref_key)?;
-                let payload_ref = match existing {
-                    Some(mut r) => {
-                        r.refs += 1;
-                        r
-                    }
-                    None => {
-                        if let Some(bytes) = &inline {
-                            if !self.payloads.contains_key(m.sha256.0)? {
-                                self.payloads.insert(m.sha256.0, bytes.as_ref())?;
-                            }
-                            PayloadRef {
-                                refs: 1,
-                                size,
-                                inline: true,
-                            }
-                        } else {
-                            PayloadRef {
-                                refs: 1,
-                                size,
-                                inline: false,
-                            }
-                        }
-                    }
-                };
-                if !payload_ref.inline {
-                    if let Some(s) = staged {
-                        self.blobs.install(s)?;
-                        dirs.push(self.blobs.dir_of(&m.sha256));
-                    }
-                }
-                Self::put(&mut batch, "payload ref", ref_key, &payload_ref)?;
-
                 let mid = id.bytes();
-                Self::put(&mut batch, "message", key(keys::MESSAGE, &[&mid]), &record)?;
-                batch.insert(Self::content_key(&m), &mid[..]);
+                txn.batch.insert(Self::document_key(&m), &mid[..]);
                 if let Source::NationalAxis { doc_id } = &m.source {
-                    batch.insert(key(keys::UPSTREAM, &[doc_id.as_bytes()]), &mid[..]);
+                    txn.batch
+                        .insert(key(keys::UPSTREAM, &[doc_id.as_bytes()]), &mid[..]);
                 }
                 if let Some(k) = &m.idempotency_key {
-                    batch.insert(
+                    txn.batch.insert(
                         key(
                             keys::IDEMPOTENCY,
                             &[m.sender.as_str().as_bytes(), &[0], k.as_bytes()],
@@ -798,14 +822,6 @@ impl Store for SledStore {
                         &mid[..],
                     );
                 }
-                if let Some(doc) = &m.document_id {
-                    batch.insert(
-                        key(keys::BY_DOCUMENT, &[doc.as_str().as_bytes(), &[0], &mid]),
-                        &[][..],
-                    );
-                }
-                // `Accepted` and `Routed` are derived from the records (see `events`), not
-                // written: two fewer writes per submission.
                 // Status packages enter the timeline of the document they answer.
                 if m.kind == PackageKind::Status {
                     if let (Some(doc), Some(code)) = (&m.summary.answers, &m.summary.status_code) {
@@ -817,18 +833,11 @@ impl Store for SledStore {
                             message_id: Some(id),
                             description: String::new(),
                         };
-                        Self::put(
-                            &mut batch,
-                            "status",
-                            key(
-                                keys::STATUS,
-                                &[doc.as_str().as_bytes(), &[0], &now.be(), &mid],
-                            ),
-                            &entry,
-                        )?;
+                        txn.batch
+                            .insert(status_key(&entry), encode("status", &entry)?);
                     }
                 }
-
+                let mut deliveries = Vec::with_capacity(m.routes.len());
                 for route in &m.routes {
                     let d = Delivery {
                         key: DeliveryKey {
@@ -845,16 +854,15 @@ impl Store for SledStore {
                         queued_at: now,
                         ready_at: now,
                         lease: None,
+                        claimed_at: None,
                         last_error: None,
                         completed_at: None,
                         dead_reason: None,
                         upstream_doc_id: None,
                     };
-                    Self::index(&mut batch, &d);
-                    Self::put_delivery(&mut batch, &d)?;
+                    index(&mut txn.batch, &d);
                     if route.held {
-                        self.event(
-                            &mut batch,
+                        txn.event(
                             now,
                             id,
                             Some(&route.recipient),
@@ -862,8 +870,17 @@ impl Store for SledStore {
                             format!("held in {} until the unit is active", route.destination),
                         )?;
                     }
+                    deliveries.push(d);
                 }
-                self.db.apply_batch(batch)?;
+                txn.messages.insert(
+                    id,
+                    StoredMessage {
+                        record: record.clone(),
+                        deliveries,
+                    },
+                );
+                txn.touch(id);
+                txn.apply()?;
                 SubmitOutcome::Stored(record)
             }
         };
@@ -873,7 +890,7 @@ impl Store for SledStore {
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<MessageRecord>> {
-        self.get("message", &key(keys::MESSAGE, &[&id.bytes()]))
+        Ok(self.load(id)?.map(|m| m.record))
     }
 
     async fn find_by_upstream_id(&self, doc_id: &str) -> Result<Option<MessageId>> {
@@ -884,45 +901,41 @@ impl Store for SledStore {
     }
 
     async fn find_by_document(&self, document_id: &DocumentId) -> Result<Vec<MessageRecord>> {
-        let prefix = key(keys::BY_DOCUMENT, &[document_id.as_str().as_bytes(), &[0]]);
+        let prefix = key(keys::DOCUMENT, &[document_id.as_str().as_bytes(), &[0]]);
         let mut out = Vec::new();
         for kv in self.db.scan_prefix(&prefix) {
-            let (k, _) = kv?;
-            if let Some(id) = MessageId::from_bytes(&k[prefix.len()..]) {
-                out.push(self.load_message(id)?);
+            let (_, v) = kv?;
+            if let Some(id) = MessageId::from_bytes(&v) {
+                out.push(self.load_required(id)?.record);
             }
         }
+        out.sort_by_key(|m| m.id);
         Ok(out)
     }
 
     async fn payload(&self, id: MessageId) -> Result<Payload> {
-        let m = self.load_message(id)?;
+        let m = self.load_required(id)?.record;
         if m.payload_purged {
             return Err(StoreError::Purged(id.to_string()));
         }
-        let r: PayloadRef = self
-            .get("payload ref", &key(keys::PAYLOAD_REF, &[&m.sha256.0]))?
-            .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
-        if r.inline {
-            let bytes = self
-                .payloads
-                .get(m.sha256.0)?
-                .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
-            Ok(Payload::Inline(bytes::Bytes::copy_from_slice(&bytes)))
-        } else {
-            let path = self.blobs.path_of(&m.sha256);
-            if !path.is_file() {
-                return Err(StoreError::NotFound(format!(
-                    "blob file of {id} ({})",
-                    path.display()
-                )));
-            }
-            Ok(Payload::File { path, size: r.size })
+        if let Some(bytes) = self.payloads.get(id.bytes())? {
+            return Ok(Payload::Inline(bytes::Bytes::copy_from_slice(&bytes)));
         }
+        let r: BlobRef = self
+            .get("blob ref", &key(keys::BLOB_REF, &[&m.sha256.0]))?
+            .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
+        let path = self.blobs.path_of(&m.sha256);
+        if !path.is_file() {
+            return Err(StoreError::NotFound(format!(
+                "blob file of {id} ({})",
+                path.display()
+            )));
+        }
+        Ok(Payload::File { path, size: r.size })
     }
 
     async fn deliveries(&self, id: MessageId) -> Result<Vec<Delivery>> {
-        self.deliveries_of(id)
+        Ok(self.load(id)?.map(|m| m.deliveries).unwrap_or_default())
     }
 
     async fn claim(
@@ -934,54 +947,45 @@ impl Store for SledStore {
     ) -> Result<Vec<Claim>> {
         let _g = self.guard();
         let prefix = key(keys::QUEUE, &[&destination.key(), &[0]]);
-        let mut batch = Batch::default();
+        let mut txn = self.txn();
         let mut claims = Vec::new();
-        let mut messages: HashMap<MessageId, MessageRecord> = HashMap::new();
         for kv in self.db.scan_prefix(&prefix) {
             if claims.len() >= max {
                 break;
             }
             let (k, _) = kv?;
             let rest = &k[prefix.len()..];
-            let ready =
-                u64::from_be_bytes(rest[..8].try_into().map_err(|_| StoreError::Codec {
-                    what: "queue key",
-                    reason: "short".into(),
-                })?);
+            let ready = rest
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
             if ready > now.0 {
                 break;
             }
             let Some(dk) = DeliveryKey::from_bytes(&rest[8..]) else {
-                batch.remove(k);
+                txn.batch.remove(k);
                 continue;
             };
-            let mut d = self.load_delivery(&dk)?;
-            batch.remove(k);
+            let mut d = match txn.delivery(&dk) {
+                Ok(d) => d,
+                Err(StoreError::NotFound(_)) => {
+                    txn.batch.remove(k);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if d.state != DeliveryState::Queued {
+                txn.batch.remove(k);
                 continue;
             }
             d.state = DeliveryState::Claimed;
             d.attempts += 1;
             d.lease = Some(fastrand::u64(..));
+            d.claimed_at = Some(now);
             d.ready_at = now.plus(lease);
-            Self::index(&mut batch, &d);
-            Self::put_delivery(&mut batch, &d)?;
-            self.event(
-                &mut batch,
-                now,
-                dk.message_id,
-                Some(&dk.recipient),
-                EventKind::Claimed,
-                format!("attempt {}", d.attempts),
-            )?;
-            let message = match messages.get(&dk.message_id) {
-                Some(m) => m.clone(),
-                None => {
-                    let m = self.load_message(dk.message_id)?;
-                    messages.insert(dk.message_id, m.clone());
-                    m
-                }
-            };
+            txn.update(d.clone())?;
+            let message = txn.message(dk.message_id)?.record.clone();
             claims.push(Claim {
                 token: ClaimToken {
                     key: dk,
@@ -991,7 +995,7 @@ impl Store for SledStore {
                 message,
             });
         }
-        self.db.apply_batch(batch)?;
+        txn.apply()?;
         Ok(claims)
     }
 
@@ -1004,38 +1008,20 @@ impl Store for SledStore {
         let writing = self.committer.writing();
         let d = {
             let _g = self.guard();
-            let mut d = self.check_lease(token)?;
-            let mut batch = Batch::default();
-            Self::unindex(&mut batch, &d);
-            let (state, kind, detail) = match completion {
-                Completion::Acknowledged => (
-                    DeliveryState::Acknowledged,
-                    EventKind::Acknowledged,
-                    String::new(),
-                ),
+            let mut txn = self.txn();
+            let mut d = Self::check_lease(&mut txn, token)?;
+            d.state = match completion {
+                Completion::Acknowledged => DeliveryState::Acknowledged,
                 Completion::Delivered { upstream_doc_id } => {
-                    let detail = upstream_doc_id
-                        .as_ref()
-                        .map(|id| format!("national axis docId {id}"))
-                        .unwrap_or_default();
                     d.upstream_doc_id = upstream_doc_id;
-                    (DeliveryState::Delivered, EventKind::Delivered, detail)
+                    DeliveryState::Delivered
                 }
             };
-            d.state = state;
             d.lease = None;
             d.completed_at = Some(now);
-            Self::put_delivery(&mut batch, &d)?;
-            self.event(
-                &mut batch,
-                now,
-                d.key.message_id,
-                Some(&d.key.recipient),
-                kind,
-                detail,
-            )?;
-            self.complete_if_done(&mut batch, &d, now)?;
-            self.db.apply_batch(batch)?;
+            txn.update(d.clone())?;
+            txn.complete_if_done(d.key.message_id, now)?;
+            txn.apply()?;
             d
         };
         self.committer.commit(Vec::new(), Some(writing)).await?;
@@ -1046,13 +1032,13 @@ impl Store for SledStore {
         let writing = self.committer.writing();
         let outcome = {
             let _g = self.guard();
-            let mut d = self.check_lease(token)?;
-            let mut batch = Batch::default();
-            Self::unindex(&mut batch, &d);
+            let mut txn = self.txn();
+            let mut d = Self::check_lease(&mut txn, token)?;
             d.lease = None;
             d.last_error = Some(error.to_owned());
             let policy = self.config.retry;
             let deadline = d.queued_at.plus(policy.max_age);
+            let (id, recipient) = (d.key.message_id, d.key.recipient.clone());
             let outcome = if now >= deadline {
                 let reason = format!(
                     "gave up after {} attempts over {} s: {error}",
@@ -1062,33 +1048,26 @@ impl Store for SledStore {
                 d.state = DeliveryState::Dead;
                 d.dead_reason = Some(reason.clone());
                 d.completed_at = Some(now);
-                self.event(
-                    &mut batch,
+                txn.update(d)?;
+                txn.event(
                     now,
-                    d.key.message_id,
-                    Some(&d.key.recipient),
+                    id,
+                    Some(&recipient),
                     EventKind::DeadLettered,
                     reason.clone(),
                 )?;
-                self.complete_if_done(&mut batch, &d, now)?;
+                txn.complete_if_done(id, now)?;
                 NackOutcome::Dead(reason)
             } else {
                 let at = now.plus(policy.delay(d.attempts)).min(deadline);
+                let detail = format!("attempt {} failed: {error}; next at {at}", d.attempts);
                 d.state = DeliveryState::Queued;
                 d.ready_at = at;
-                self.event(
-                    &mut batch,
-                    now,
-                    d.key.message_id,
-                    Some(&d.key.recipient),
-                    EventKind::RetryScheduled,
-                    format!("attempt {} failed: {error}; next at {at}", d.attempts),
-                )?;
+                txn.update(d)?;
+                txn.event(now, id, Some(&recipient), EventKind::RetryScheduled, detail)?;
                 NackOutcome::RetryAt(at)
             };
-            Self::index(&mut batch, &d);
-            Self::put_delivery(&mut batch, &d)?;
-            self.db.apply_batch(batch)?;
+            txn.apply()?;
             outcome
         };
         self.committer.commit(Vec::new(), Some(writing)).await?;
@@ -1103,34 +1082,33 @@ impl Store for SledStore {
         let n = {
             let _g = self.guard();
             let prefix = key(keys::HELD, &[recipient.as_str().as_bytes(), &[0]]);
-            let mut batch = Batch::default();
+            let mut txn = self.txn();
             let mut n = 0;
             for kv in self.db.scan_prefix(&prefix) {
                 let (k, _) = kv?;
-                batch.remove(k.clone());
+                txn.batch.remove(k.clone());
                 let Some(dk) = DeliveryKey::from_bytes(&k[prefix.len()..]) else {
                     continue;
                 };
-                let mut d = self.load_delivery(&dk)?;
+                let mut d = txn.delivery(&dk)?;
                 if d.state != DeliveryState::Held {
                     continue;
                 }
+                let detail = format!("queued in {}", d.destination);
                 d.state = DeliveryState::Queued;
                 d.ready_at = now;
                 d.queued_at = now;
-                Self::index(&mut batch, &d);
-                Self::put_delivery(&mut batch, &d)?;
-                self.event(
-                    &mut batch,
+                txn.update(d)?;
+                txn.event(
                     now,
                     dk.message_id,
                     Some(&dk.recipient),
                     EventKind::Released,
-                    format!("queued in {}", d.destination),
+                    detail,
                 )?;
                 n += 1;
             }
-            self.db.apply_batch(batch)?;
+            txn.apply()?;
             n
         };
         self.committer.commit(Vec::new(), None).await?;
@@ -1139,10 +1117,20 @@ impl Store for SledStore {
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>> {
         let mut out = Vec::new();
+        let mut cache: HashMap<MessageId, StoredMessage> = HashMap::new();
         for kv in self.db.scan_prefix([keys::DEAD]).take(limit) {
             let (k, _) = kv?;
-            if let Some(dk) = DeliveryKey::from_bytes(&k[1..]) {
-                out.push(self.load_delivery(&dk)?);
+            let Some(dk) = DeliveryKey::from_bytes(&k[1..]) else {
+                continue;
+            };
+            if !cache.contains_key(&dk.message_id) {
+                cache.insert(dk.message_id, self.load_required(dk.message_id)?);
+            }
+            if let Some(d) = cache
+                .get(&dk.message_id)
+                .and_then(|m| m.deliveries.iter().find(|d| d.key == dk))
+            {
+                out.push(d.clone());
             }
         }
         Ok(out)
@@ -1151,7 +1139,8 @@ impl Store for SledStore {
     async fn requeue(&self, key_: &DeliveryKey, actor: &str, now: Timestamp) -> Result<Delivery> {
         let d = {
             let _g = self.guard();
-            let mut d = self.load_delivery(key_)?;
+            let mut txn = self.txn();
+            let mut d = txn.delivery(key_)?;
             if d.state != DeliveryState::Dead {
                 return Err(StoreError::WrongState {
                     key: key_.to_string(),
@@ -1159,26 +1148,22 @@ impl Store for SledStore {
                     action: "requeue",
                 });
             }
-            let mut batch = Batch::default();
-            Self::unindex(&mut batch, &d);
             d.state = DeliveryState::Queued;
             d.queued_at = now;
             d.ready_at = now;
             d.dead_reason = None;
             d.completed_at = None;
-            Self::index(&mut batch, &d);
-            Self::put_delivery(&mut batch, &d)?;
-            self.reopen_message(&mut batch, key_.message_id)?;
-            self.event(
-                &mut batch,
+            txn.update(d.clone())?;
+            txn.reopen(key_.message_id)?;
+            txn.event(
                 now,
                 key_.message_id,
                 Some(&key_.recipient),
                 EventKind::Requeued,
                 format!("by {actor}"),
             )?;
-            self.append_audit(&mut batch, actor, "requeue", &key_.to_string(), "", now)?;
-            self.db.apply_batch(batch)?;
+            txn.audit(actor, "requeue", &key_.to_string(), "", now)?;
+            txn.apply()?;
             d
         };
         self.committer.commit(Vec::new(), None).await?;
@@ -1194,7 +1179,8 @@ impl Store for SledStore {
     ) -> Result<Delivery> {
         let d = {
             let _g = self.guard();
-            let mut d = self.load_delivery(key_)?;
+            let mut txn = self.txn();
+            let mut d = txn.delivery(key_)?;
             if matches!(
                 d.state,
                 DeliveryState::Delivered | DeliveryState::Acknowledged | DeliveryState::Dropped
@@ -1205,24 +1191,21 @@ impl Store for SledStore {
                     action: "drop",
                 });
             }
-            let mut batch = Batch::default();
-            Self::unindex(&mut batch, &d);
             d.state = DeliveryState::Dropped;
             d.lease = None;
             d.dead_reason = Some(format!("dropped by {actor}: {reason}"));
             d.completed_at = Some(now);
-            Self::put_delivery(&mut batch, &d)?;
-            self.event(
-                &mut batch,
+            txn.update(d.clone())?;
+            txn.event(
                 now,
                 key_.message_id,
                 Some(&key_.recipient),
                 EventKind::Dropped,
                 format!("by {actor}: {reason}"),
             )?;
-            self.complete_if_done(&mut batch, &d, now)?;
-            self.append_audit(&mut batch, actor, "drop", &key_.to_string(), reason, now)?;
-            self.db.apply_batch(batch)?;
+            txn.complete_if_done(key_.message_id, now)?;
+            txn.audit(actor, "drop", &key_.to_string(), reason, now)?;
+            txn.apply()?;
             d
         };
         self.committer.commit(Vec::new(), None).await?;
@@ -1230,17 +1213,8 @@ impl Store for SledStore {
     }
 
     async fn record_status(&self, entry: StatusEntry) -> Result<()> {
-        let k = key(
-            keys::STATUS,
-            &[
-                entry.document_id.as_str().as_bytes(),
-                &[0],
-                &entry.at.be(),
-                &entry.message_id.map(MessageId::bytes).unwrap_or([0; 16]),
-                entry.code.as_str().as_bytes(),
-            ],
-        );
-        self.db.insert(k, encode("status", &entry)?)?;
+        self.db
+            .insert(status_key(&entry), encode("status", &entry)?)?;
         self.committer.commit(Vec::new(), None).await
     }
 
@@ -1248,7 +1222,7 @@ impl Store for SledStore {
         let messages = self.find_by_document(document_id).await?;
         let mut trace = DocumentTrace::default();
         for m in &messages {
-            trace.deliveries.extend(self.deliveries_of(m.id)?);
+            trace.deliveries.extend(self.deliveries(m.id).await?);
             trace.events.extend(self.events(m.id).await?);
         }
         trace.events.sort_by_key(|e| e.at);
@@ -1270,37 +1244,70 @@ impl Store for SledStore {
                 decode("event", &v)
             })
             .collect::<Result<_>>()?;
-        let Some(m) = self.message(id).await? else {
+        let Some(m) = self.load(id)? else {
             return Ok(stored);
         };
-        // `Accepted` and `Routed` follow from the message and its deliveries.
-        let source = match &m.source {
+        // Events that follow from the records are derived, not written: acceptance,
+        // routing, the latest claim and the final outcome of each delivery.
+        let source = match &m.record.source {
             Source::Adapter { unit, .. } => format!("from the adapter of {unit}"),
             Source::NationalAxis { doc_id } => format!("from the national axis, docId {doc_id}"),
             Source::Operator { actor } => format!("injected by {actor}"),
         };
+        let at = m.record.received_at;
         let mut events = vec![Event {
-            at: m.received_at,
+            at,
             message_id: id,
             recipient: None,
             kind: EventKind::Accepted,
             detail: source,
         }];
-        for d in self.deliveries_of(id)? {
-            let held = stored.iter().any(|e| {
-                e.kind == EventKind::Held && e.recipient.as_ref() == Some(&d.key.recipient)
-            });
+        for d in &m.deliveries {
+            let recipient = Some(d.key.recipient.clone());
+            let held = stored
+                .iter()
+                .any(|e| e.kind == EventKind::Held && e.recipient == recipient);
             if !held {
                 events.push(Event {
-                    at: m.received_at,
+                    at,
                     message_id: id,
-                    recipient: Some(d.key.recipient.clone()),
+                    recipient: recipient.clone(),
                     kind: EventKind::Routed,
                     detail: format!("queued in {}", d.destination),
                 });
             }
+            if let Some(claimed) = d.claimed_at {
+                events.push(Event {
+                    at: claimed,
+                    message_id: id,
+                    recipient: recipient.clone(),
+                    kind: EventKind::Claimed,
+                    detail: format!("attempt {}", d.attempts),
+                });
+            }
+            let done = match d.state {
+                DeliveryState::Acknowledged => Some((EventKind::Acknowledged, String::new())),
+                DeliveryState::Delivered => Some((
+                    EventKind::Delivered,
+                    d.upstream_doc_id
+                        .as_ref()
+                        .map(|u| format!("national axis docId {u}"))
+                        .unwrap_or_default(),
+                )),
+                _ => None,
+            };
+            if let (Some((kind, detail)), Some(at)) = (done, d.completed_at) {
+                events.push(Event {
+                    at,
+                    message_id: id,
+                    recipient,
+                    kind,
+                    detail,
+                });
+            }
         }
         events.extend(stored);
+        events.sort_by_key(|e| e.at);
         Ok(events)
     }
 
@@ -1314,9 +1321,9 @@ impl Store for SledStore {
     ) -> Result<AuditEntry> {
         let entry = {
             let _g = self.guard();
-            let mut batch = Batch::default();
-            let entry = self.append_audit(&mut batch, actor, action, target, detail, now)?;
-            self.db.apply_batch(batch)?;
+            let mut txn = self.txn();
+            let entry = txn.audit(actor, action, target, detail, now)?;
+            txn.apply()?;
             entry
         };
         self.committer.commit(Vec::new(), None).await?;
@@ -1378,20 +1385,18 @@ impl Store for SledStore {
         };
         for kv in self.db.scan_prefix(&prefix) {
             let (k, _) = kv?;
-            let rest = &k[prefix.len()..];
-            let ready = rest
-                .get(..8)
+            let ready = k
+                .get(prefix.len()..prefix.len() + 8)
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
+            if depth.oldest.is_none() {
+                depth.oldest = Some(Timestamp(ready));
+            }
             if ready <= now.0 {
                 depth.ready += 1;
             } else {
                 depth.waiting += 1;
-            }
-            if let Some(dk) = DeliveryKey::from_bytes(&rest[8..]) {
-                let d = self.load_delivery(&dk)?;
-                depth.oldest = Some(depth.oldest.map_or(d.queued_at, |o| o.min(d.queued_at)));
             }
         }
         let dest_key = destination.key();
@@ -1407,55 +1412,50 @@ impl Store for SledStore {
     async fn purge(&self, now: Timestamp, retention: Duration) -> Result<PurgeReport> {
         let cutoff = now.minus(retention);
         let mut report = PurgeReport::default();
-        let mut delete_blobs = Vec::new();
         let mut delete_inline = Vec::new();
-        let mut refs: HashMap<Sha256Digest, Option<PayloadRef>> = HashMap::new();
+        let mut delete_blobs = Vec::new();
         {
             let _g = self.guard();
-            let mut batch = Batch::default();
+            let mut txn = self.txn();
+            // Several messages of this pass may share a blob: count down in memory.
+            let mut refs: HashMap<Sha256Digest, BlobRef> = HashMap::new();
             let end = key(keys::COMPLETED, &[&cutoff.be()]);
             for kv in self.db.range(vec![keys::COMPLETED]..end) {
                 let (k, _) = kv?;
-                batch.remove(k.clone());
+                txn.batch.remove(k.clone());
                 let Some(id) = MessageId::from_bytes(&k[9..]) else {
                     continue;
                 };
-                let mut m = self.load_message(id)?;
-                if m.payload_purged {
+                let m = txn.message(id)?;
+                if m.record.payload_purged {
                     continue;
                 }
-                let ref_key = key(keys::PAYLOAD_REF, &[&m.sha256.0]);
-                // Several messages of this pass may share a payload: count down in memory,
-                // since the batch is not visible to reads until applied.
-                let current = match refs.get(&m.sha256) {
-                    Some(r) => *r,
-                    None => self.get::<PayloadRef>("payload ref", &ref_key)?,
-                };
-                if let Some(mut r) = current {
-                    r.refs = r.refs.saturating_sub(1);
-                    if r.refs == 0 {
-                        batch.remove(ref_key);
-                        report.bytes += r.size;
-                        if r.inline {
-                            delete_inline.push(m.sha256);
+                m.record.payload_purged = true;
+                let sha = m.record.sha256;
+                let size = m.record.size;
+                txn.touch(id);
+                if let Some(inline) = self.payloads.get(id.bytes())? {
+                    report.bytes += inline.len() as u64;
+                    delete_inline.push(id);
+                } else {
+                    let ref_key = key(keys::BLOB_REF, &[&sha.0]);
+                    let current = match refs.get(&sha) {
+                        Some(r) => Some(*r),
+                        None => self.get::<BlobRef>("blob ref", &ref_key)?,
+                    };
+                    if let Some(mut r) = current {
+                        r.refs = r.refs.saturating_sub(1);
+                        refs.insert(sha, r);
+                        if r.refs == 0 {
+                            txn.batch.remove(ref_key);
+                            report.bytes += size;
+                            delete_blobs.push(sha);
                         } else {
-                            delete_blobs.push(m.sha256);
+                            txn.batch.insert(ref_key, encode("blob ref", &r)?);
                         }
-                        refs.insert(m.sha256, None);
-                    } else {
-                        Self::put(&mut batch, "payload ref", ref_key, &r)?;
-                        refs.insert(m.sha256, Some(r));
                     }
                 }
-                m.payload_purged = true;
-                Self::put(
-                    &mut batch,
-                    "message",
-                    key(keys::MESSAGE, &[&id.bytes()]),
-                    &m,
-                )?;
-                self.event(
-                    &mut batch,
+                txn.event(
                     now,
                     id,
                     None,
@@ -1464,21 +1464,20 @@ impl Store for SledStore {
                 )?;
                 report.messages += 1;
             }
-            self.db.apply_batch(batch)?;
+            txn.apply()?;
         }
         // The records no longer point at the payloads once this is durable; only then
-        // delete them, under the lock, and only those no submission took up again meanwhile
-        // (a new submission of the same bytes recreates the reference under the lock).
+        // delete them, under the lock, and blobs only if no submission took them up again
+        // meanwhile (a new submission of the same bytes recreates the reference under the
+        // lock).
         self.committer.commit(Vec::new(), None).await?;
         {
             let _g = self.guard();
-            for sha in delete_inline {
-                if !self.db.contains_key(key(keys::PAYLOAD_REF, &[&sha.0]))? {
-                    self.payloads.remove(sha.0)?;
-                }
+            for id in delete_inline {
+                self.payloads.remove(id.bytes())?;
             }
             for sha in delete_blobs {
-                if !self.db.contains_key(key(keys::PAYLOAD_REF, &[&sha.0]))?
+                if !self.db.contains_key(key(keys::BLOB_REF, &[&sha.0]))?
                     && self.blobs.remove(&sha)? > 0
                 {
                     report.blob_files += 1;
@@ -1491,4 +1490,17 @@ impl Store for SledStore {
     async fn backup(&self, dir: &Path) -> Result<BackupReport> {
         crate::backup::backup(self, dir, Timestamp::now())
     }
+}
+
+fn status_key(entry: &StatusEntry) -> Vec<u8> {
+    key(
+        keys::STATUS,
+        &[
+            entry.document_id.as_str().as_bytes(),
+            &[0],
+            &entry.at.be(),
+            &entry.message_id.map(MessageId::bytes).unwrap_or([0; 16]),
+            entry.code.as_str().as_bytes(),
+        ],
+    )
 }

@@ -379,6 +379,9 @@ pub struct Delivery {
     /// The current lease, when claimed.
     #[serde(default)]
     pub lease: Option<u64>,
+    /// When it was last claimed.
+    #[serde(default)]
+    pub claimed_at: Option<Timestamp>,
     /// The last failure, if any.
     #[serde(default)]
     pub last_error: Option<String>,
@@ -507,7 +510,7 @@ pub enum EventKind {
     Routed,
     /// Held for a recipient that is not active.
     Held,
-    /// Offered under a lease.
+    /// Offered under a lease (derived: the latest claim of each delivery).
     Claimed,
     /// A lease ran out (or the process restarted): offered again.
     LeaseExpired,

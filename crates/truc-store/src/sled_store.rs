@@ -1123,13 +1123,13 @@ impl Store for SledStore {
             let Some(dk) = DeliveryKey::from_bytes(&k[1..]) else {
                 continue;
             };
-            if !cache.contains_key(&dk.message_id) {
-                cache.insert(dk.message_id, self.load_required(dk.message_id)?);
-            }
-            if let Some(d) = cache
-                .get(&dk.message_id)
-                .and_then(|m| m.deliveries.iter().find(|d| d.key == dk))
-            {
+            let m = match cache.entry(dk.message_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.load_required(dk.message_id)?)
+                }
+            };
+            if let Some(d) = m.deliveries.iter().find(|d| d.key == dk) {
                 out.push(d.clone());
             }
         }

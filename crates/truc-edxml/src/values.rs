@@ -34,6 +34,22 @@ impl CalendarDate {
         (year >= 1 && (1..=days).contains(&day)).then_some(CalendarDate { year, month, day })
     }
 
+    /// The date `days` days after 1970-01-01 (proleptic Gregorian calendar), so callers can
+    /// turn a Unix time into a date without a time zone library.
+    pub fn from_unix_days(days: i64) -> Self {
+        // Howard Hinnant's days-to-civil algorithm.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+        let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(1, 9999) as u16;
+        CalendarDate { year, month, day }
+    }
+
     /// Parses `yyyy/MM/dd`, also `yyyy-MM-dd` and `dd/MM/yyyy` as some producers write them.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
@@ -436,6 +452,26 @@ impl TryFrom<String> for Sha256Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_days_to_dates() {
+        assert_eq!(
+            CalendarDate::from_unix_days(0),
+            CalendarDate::new(1970, 1, 1).expect("d")
+        );
+        assert_eq!(
+            CalendarDate::from_unix_days(11_016),
+            CalendarDate::new(2000, 2, 29).expect("d")
+        );
+        assert_eq!(
+            CalendarDate::from_unix_days(20_778),
+            CalendarDate::new(2026, 11, 21).expect("d")
+        );
+        assert_eq!(
+            CalendarDate::from_unix_days(-1),
+            CalendarDate::new(1969, 12, 31).expect("d")
+        );
+    }
 
     #[test]
     fn dates() {

@@ -53,24 +53,18 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // RFC 3339 in UTC, computed without a time zone library.
         let secs = self.0 / 1000;
-        let ms = self.0 % 1000;
-        let days = (secs / 86_400) as i64;
         let rem = secs % 86_400;
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let date = CalendarDate::from_unix_days((secs / 86_400) as i64);
         write!(
             f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            date.year,
+            date.month,
+            date.day,
             rem / 3600,
             rem % 3600 / 60,
-            rem % 60
+            rem % 60,
+            self.0 % 1000
         )
     }
 }

@@ -380,29 +380,14 @@ fn parse_date(s: &str) -> Result<CalendarDate, String> {
     CalendarDate::parse(s).ok_or_else(|| format!("{s:?} is not a yyyy/MM/dd date"))
 }
 
-/// Today's date and time in UTC, from the system clock (civil-from-days, no time zone data).
+/// Today's date and time in UTC, from the system clock.
 fn now_utc() -> (CalendarDate, String) {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
+    let date = CalendarDate::from_unix_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = (yoe + era * 400 + i64::from(month <= 2)) as u16;
-    let date = CalendarDate::new(year, month, day).unwrap_or(CalendarDate {
-        year: 1970,
-        month: 1,
-        day: 1,
-    });
     let time = format!(
         "{date} {:02}:{:02}:{:02}",
         rem / 3600,

@@ -150,4 +150,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a consistent snapshot of the whole store to `dir` while running.
     async fn backup(&self, dir: &Path) -> Result<BackupReport>;
+
+    /// Stores a small named value durably (the unit registry, the national directory, the
+    /// relay's own settings), under a namespace.
+    async fn put_setting(&self, namespace: &str, key: &str, value: &[u8]) -> Result<()>;
+
+    /// Removes a named value, durably.
+    async fn delete_setting(&self, namespace: &str, key: &str) -> Result<()>;
+
+    /// Every value of a namespace, by key.
+    async fn settings(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>>;
 }

@@ -95,6 +95,8 @@ mod keys {
     pub const AUDIT: u8 = b'A';
     /// Store metadata (format, audit head).
     pub const SYSTEM: u8 = b'S';
+    /// Named settings of the relay: namespace, key → value.
+    pub const SETTING: u8 = b'G';
 
     pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
         let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -1490,6 +1492,37 @@ impl Store for SledStore {
     async fn backup(&self, dir: &Path) -> Result<BackupReport> {
         crate::backup::backup(self, dir, Timestamp::now())
     }
+
+    async fn put_setting(&self, namespace: &str, key_: &str, value: &[u8]) -> Result<()> {
+        self.db.insert(setting_key(namespace, key_), value)?;
+        self.committer.commit(Vec::new(), None).await
+    }
+
+    async fn delete_setting(&self, namespace: &str, key_: &str) -> Result<()> {
+        self.db.remove(setting_key(namespace, key_))?;
+        self.committer.commit(Vec::new(), None).await
+    }
+
+    async fn settings(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let prefix = key(keys::SETTING, &[namespace.as_bytes(), &[0]]);
+        self.db
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((
+                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                    v.to_vec(),
+                ))
+            })
+            .collect()
+    }
+}
+
+fn setting_key(namespace: &str, name: &str) -> Vec<u8> {
+    key(
+        keys::SETTING,
+        &[namespace.as_bytes(), &[0], name.as_bytes()],
+    )
 }
 
 fn status_key(entry: &StatusEntry) -> Vec<u8> {

@@ -754,3 +754,35 @@ async fn queue_depth_counts_ready_waiting_and_claimed() {
         .expect("depth");
     assert_eq!((axis.ready, axis.waiting, axis.claimed), (0, 0, 0));
 }
+
+#[tokio::test]
+async fn settings_are_durable_and_namespaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        store
+            .put_setting("units", "000.00.05.G04", b"{\"name\":\"a\"}")
+            .await
+            .expect("put");
+        store
+            .put_setting("units", "000.00.07.G04", b"b")
+            .await
+            .expect("put");
+        store
+            .put_setting("directory", "000.00.00.G12", b"c")
+            .await
+            .expect("put");
+        store
+            .delete_setting("units", "000.00.07.G04")
+            .await
+            .expect("delete");
+    }
+    let store = open(dir.path());
+    let units = store.settings("units").await.expect("list");
+    assert_eq!(
+        units,
+        vec![("000.00.05.G04".to_owned(), b"{\"name\":\"a\"}".to_vec())]
+    );
+    assert_eq!(store.settings("directory").await.expect("list").len(), 1);
+    assert!(store.settings("nothing").await.expect("list").is_empty());
+}

@@ -5,6 +5,7 @@
 //! 2 bad usage, 3 a file or network error.
 
 mod doc;
+mod registry;
 mod store;
 
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ enum Command {
     /// Inspect and build edXML packages (gói tin edXML).
     #[command(subcommand)]
     Doc(doc::DocCommand),
+    /// The unit registry file.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Offline operations on a store directory: restore a backup, check it.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Doc(cmd) => doc::run(cmd),
         Command::Store(cmd) => store::run(cmd),
+        Command::Registry(cmd) => registry::run(cmd),
     };
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,

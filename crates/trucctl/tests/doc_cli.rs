@@ -220,3 +220,18 @@ fn new_builds_packages_that_inspect_reads_back() {
         "{stderr}"
     );
 }
+
+#[test]
+fn registry_sample_writes_the_transport_ministry() {
+    let out = trucctl(&["registry", "sample"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ministry = \"000.00.00.G04\""));
+    assert_eq!(text.matches("[[unit]]").count(), 1 + 57 + 226);
+    assert!(text.contains("Tổng cục Đường bộ Việt Nam"));
+}

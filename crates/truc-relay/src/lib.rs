@@ -1,0 +1,347 @@
+#![forbid(unsafe_code)]
+//! The relay engine: what happens to a package between an adapter (or the national axis)
+//! and the store, and between the store and the recipients.
+//!
+//! It decides who may send what ([`Registry::may_send_as`]), where each recipient's copy
+//! goes ([`Registry::route`]), where a status goes back to (the sender of the document it
+//! answers), and it wakes the inboxes that have something new. Transport (gRPC, HTTP) lives
+//! in `trucd`; storage behind [`truc_store::Store`].
+
+mod error;
+mod registry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use truc_edxml::{OrgCode, PackageKind, PackageMeta, StatusCode};
+use truc_store::{
+    Completion, Delivery, Destination, MessageRecord, NewMessage, PayloadInput, Route, Source,
+    StatusEntry, Store, Summary, Timestamp,
+};
+
+pub use error::RelayError;
+pub use registry::{
+    sample_transport_ministry, Registry, RegistryFile, RouteDecision, Unit, UnitState,
+};
+
+/// Who is submitting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitter {
+    /// The adapter of a level-2 unit, identified by its client certificate.
+    Adapter {
+        /// The unit the certificate maps to.
+        unit: OrgCode,
+        /// The certificate's SHA-256 fingerprint (hex).
+        certificate: String,
+    },
+    /// The national axis (inbound packages).
+    NationalAxis {
+        /// The axis's transport id.
+        doc_id: String,
+    },
+    /// An operator or tool.
+    Operator {
+        /// Who.
+        actor: String,
+    },
+}
+
+/// Where one recipient's copy went, for the receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedRecipient {
+    /// The recipient.
+    pub recipient: OrgCode,
+    /// The decision.
+    pub decision: RouteDecision,
+}
+
+/// The relay's answer to a submission: the package is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The stored message (new, or the original for a duplicate).
+    pub message: MessageRecord,
+    /// One route per recipient.
+    pub routes: Vec<RoutedRecipient>,
+    /// The package was already stored.
+    pub duplicate: bool,
+}
+
+/// Wakes the tasks serving an inbox when a delivery is queued for it.
+#[derive(Debug, Default)]
+pub struct InboxHub {
+    inboxes: Mutex<HashMap<Destination, Arc<Notify>>>,
+}
+
+impl InboxHub {
+    /// The notifier of a destination (created on first use).
+    pub fn notifier(&self, destination: &Destination) -> Arc<Notify> {
+        self.inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(destination.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Wakes whoever serves `destination`.
+    pub fn wake(&self, destination: &Destination) {
+        self.notifier(destination).notify_waiters();
+        self.notifier(destination).notify_one();
+    }
+}
+
+/// The engine shared by the relay's servers and workers.
+pub struct Relay {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    hub: InboxHub,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("ministry", self.registry.ministry())
+            .finish()
+    }
+}
+
+impl Relay {
+    /// A relay over a store and a registry.
+    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>) -> Self {
+        Relay {
+            store,
+            registry,
+            hub: InboxHub::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The inbox notifiers.
+    pub fn hub(&self) -> &InboxHub {
+        &self.hub
+    }
+
+    /// The unit an adapter's certificate maps to, refusing unknown and suspended ones.
+    pub fn authenticate(&self, fingerprint: &str) -> Result<Unit, RelayError> {
+        let unit = self
+            .registry
+            .unit_for_certificate(fingerprint)
+            .ok_or_else(|| RelayError::UnknownCertificate(fingerprint.to_owned()))?;
+        if unit.state == UnitState::Suspended {
+            return Err(RelayError::Suspended(unit.code.to_string()));
+        }
+        Ok(unit)
+    }
+
+    /// Checks, routes and stores a package that has been read (`meta`) and whose bytes are
+    /// in `payload`. Returns once it is durable.
+    pub async fn submit(
+        &self,
+        who: &Submitter,
+        meta: &PackageMeta,
+        payload: PayloadInput,
+        idempotency_key: Option<String>,
+    ) -> Result<Receipt, RelayError> {
+        let now = Timestamp::now();
+        if let Submitter::Adapter { unit, certificate } = who {
+            if !self.registry.may_send_as(unit, meta.from()) {
+                let err = RelayError::ForgedSender {
+                    adapter: unit.to_string(),
+                    from: meta.from().to_string(),
+                    certificate: certificate.clone(),
+                };
+                self.store
+                    .audit(
+                        &format!("adapter:{unit}"),
+                        "permission_denied",
+                        meta.from().as_str(),
+                        &err.to_string(),
+                        now,
+                    )
+                    .await?;
+                return Err(err);
+            }
+        }
+        let (routes, summary) = match meta.kind() {
+            PackageKind::Document => self.route_document(meta)?,
+            PackageKind::Status => self.route_status(meta).await?,
+        };
+        let source = match who {
+            Submitter::Adapter { unit, certificate } => Source::Adapter {
+                unit: unit.clone(),
+                certificate: Some(certificate.clone()),
+            },
+            Submitter::NationalAxis { doc_id } => Source::NationalAxis {
+                doc_id: doc_id.clone(),
+            },
+            Submitter::Operator { actor } => Source::Operator {
+                actor: actor.clone(),
+            },
+        };
+        let message = NewMessage {
+            kind: meta.kind(),
+            sender: meta.from().clone(),
+            document_id: meta.document_id().cloned(),
+            business_doc_type: meta.business_doc_type(),
+            sha256: meta.sha256,
+            source,
+            received_at: now,
+            routes: routes
+                .iter()
+                .map(|r| Route {
+                    recipient: r.recipient.clone(),
+                    destination: destination_of(&r.decision),
+                    held: matches!(r.decision, RouteDecision::Held { .. }),
+                })
+                .collect(),
+            summary,
+            idempotency_key,
+            payload,
+        };
+        let outcome = self.store.submit(message).await?;
+        for r in &routes {
+            if !matches!(r.decision, RouteDecision::Held { .. }) {
+                self.hub.wake(&destination_of(&r.decision));
+            }
+        }
+        Ok(Receipt {
+            duplicate: outcome.is_duplicate(),
+            message: outcome.record().clone(),
+            routes,
+        })
+    }
+
+    fn route_document(
+        &self,
+        meta: &PackageMeta,
+    ) -> Result<(Vec<RoutedRecipient>, Summary), RelayError> {
+        let mut routes = Vec::new();
+        for recipient in meta.recipients() {
+            if routes
+                .iter()
+                .any(|r: &RoutedRecipient| &r.recipient == recipient)
+            {
+                continue;
+            }
+            routes.push(RoutedRecipient {
+                recipient: recipient.clone(),
+                decision: self.registry.route(recipient)?,
+            });
+        }
+        let doc = meta.document();
+        let summary = Summary {
+            subject: doc.map(|d| d.subject.clone()).unwrap_or_default(),
+            due_date: doc.and_then(|d| d.due_date),
+            priority: doc.and_then(|d| d.priority),
+            status_code: None,
+            answers: doc
+                .filter(|d| d.business.doc_type != truc_edxml::BusinessDocType::New)
+                .and_then(|d| d.affected_document_id().cloned()),
+        };
+        Ok((routes, summary))
+    }
+
+    /// A status goes back to the sender of the document it answers.
+    async fn route_status(
+        &self,
+        meta: &PackageMeta,
+    ) -> Result<(Vec<RoutedRecipient>, Summary), RelayError> {
+        let status = meta
+            .status()
+            .ok_or_else(|| RelayError::Config("not a status".into()))?;
+        let answered = status
+            .response_for
+            .document_id
+            .clone()
+            .ok_or_else(|| RelayError::UnknownDocument(String::new()))?;
+        let original = self
+            .store
+            .find_by_document(&answered)
+            .await?
+            .into_iter()
+            .find(|m| m.kind == PackageKind::Document);
+        let back_to = match original {
+            Some(m) => m.sender,
+            None => {
+                // A document the relay never carried: if its issuer is outside the ministry,
+                // the status goes up to the national axis; inside, nobody is waiting for it.
+                let issuer = answered
+                    .issuer()
+                    .or_else(|| OrgCode::parse(&status.response_for.organ_id).ok())
+                    .ok_or_else(|| RelayError::UnknownDocument(answered.to_string()))?;
+                if self.registry.is_ministry_code(&issuer) {
+                    return Err(RelayError::UnknownDocument(answered.to_string()));
+                }
+                issuer
+            }
+        };
+        let routes = vec![RoutedRecipient {
+            decision: self.registry.route(&back_to)?,
+            recipient: back_to,
+        }];
+        let summary = Summary {
+            status_code: Some(status.status_code.clone()),
+            answers: Some(answered),
+            ..Summary::default()
+        };
+        Ok((routes, summary))
+    }
+
+    /// Records that a recipient's adapter acknowledged a delivery; for documents this is
+    /// status 01 (arrived) in the document's timeline.
+    pub async fn acknowledged(
+        &self,
+        delivery: &Delivery,
+        message: &MessageRecord,
+    ) -> Result<(), RelayError> {
+        if message.kind == PackageKind::Document {
+            if let Some(doc) = &message.document_id {
+                self.store
+                    .record_status(StatusEntry {
+                        document_id: doc.clone(),
+                        code: StatusCode::new("01"),
+                        from: delivery.key.recipient.clone(),
+                        at: delivery.completed_at.unwrap_or_else(Timestamp::now),
+                        message_id: None,
+                        description: "recorded by the relay: the recipient's system acknowledged the delivery".into(),
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Acknowledges a claimed delivery and records `01 arrived` for documents.
+    pub async fn ack(
+        &self,
+        token: &truc_store::ClaimToken,
+        message: &MessageRecord,
+    ) -> Result<Delivery, RelayError> {
+        let d = self
+            .store
+            .ack(token, Completion::Acknowledged, Timestamp::now())
+            .await?;
+        self.acknowledged(&d, message).await?;
+        Ok(d)
+    }
+}
+
+/// The queue a route decision puts a copy in.
+pub fn destination_of(decision: &RouteDecision) -> Destination {
+    match decision {
+        RouteDecision::Local { inbox }
+        | RouteDecision::ViaParent { inbox }
+        | RouteDecision::Held { inbox } => Destination::Inbox(inbox.clone()),
+        RouteDecision::NationalAxis => Destination::NationalAxis,
+    }
+}

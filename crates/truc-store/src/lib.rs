@@ -95,6 +95,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records a failed attempt, durably: retried later, or dead-lettered when too old.
     async fn nack(&self, token: &ClaimToken, error: &str, now: Timestamp) -> Result<NackOutcome>;
 
+    /// Gives a claimed delivery back to its queue at once, without counting a failed attempt
+    /// (the adapter holding it disconnected).
+    async fn release(&self, token: &ClaimToken, now: Timestamp) -> Result<()>;
+
     /// Returns deliveries whose lease ran out to their queue. Returns how many.
     async fn release_expired(&self, now: Timestamp) -> Result<usize>;
 

@@ -1076,6 +1076,25 @@ impl Store for SledStore {
         Ok(outcome)
     }
 
+    async fn release(&self, token: &ClaimToken, now: Timestamp) -> Result<()> {
+        let _g = self.guard();
+        let mut txn = self.txn();
+        let mut d = Self::check_lease(&mut txn, token)?;
+        d.state = DeliveryState::Queued;
+        d.lease = None;
+        d.ready_at = now.min(d.queued_at);
+        let (id, recipient) = (d.key.message_id, d.key.recipient.clone());
+        txn.update(d)?;
+        txn.event(
+            now,
+            id,
+            Some(&recipient),
+            EventKind::LeaseExpired,
+            "released: the adapter disconnected",
+        )?;
+        txn.apply()
+    }
+
     async fn release_expired(&self, now: Timestamp) -> Result<usize> {
         self.release_leases(now.0, now)
     }

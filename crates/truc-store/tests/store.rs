@@ -786,3 +786,32 @@ async fn settings_are_durable_and_namespaced() {
     assert_eq!(store.settings("directory").await.expect("list").len(), 1);
     assert!(store.settings("nothing").await.expect("list").is_empty());
 }
+
+#[tokio::test]
+async fn a_released_claim_is_offered_again_without_counting_a_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let dest = inbox("000.00.07.G04");
+    store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest.clone())],
+            1,
+            b"x",
+        ))
+        .await
+        .expect("submit");
+    let first = store
+        .claim(&dest, 1, LEASE, T0)
+        .await
+        .expect("claim")
+        .remove(0);
+    store.release(&first.token, T0).await.expect("release");
+    assert!(matches!(
+        store.release(&first.token, T0).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let again = store.claim(&dest, 1, LEASE, T0).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.last_error, None);
+}

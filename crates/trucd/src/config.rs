@@ -1,0 +1,96 @@
+//! The daemon's configuration (TOML file, overridable by flags).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use truc_edxml::OrgCode;
+
+/// Everything `trucd serve` needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The ministry's unit code.
+    pub ministry: OrgCode,
+    /// Address of the gRPC listener for adapters.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The store directory.
+    pub store_dir: PathBuf,
+    /// A registry file (TOML) imported at start-up; units changed at run time are kept in
+    /// the store.
+    #[serde(default)]
+    pub registry_file: Option<PathBuf>,
+    /// TLS for the adapters' listener.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Development only: serve gRPC without TLS (and without identities: every caller is
+    /// trusted as the unit given in `insecure_unit`). Logs a loud warning.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    /// With `insecure_plaintext`: the level-2 unit every caller acts as.
+    #[serde(default)]
+    pub insecure_unit: Option<OrgCode>,
+    /// Limits and timings.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7443))
+}
+
+/// Certificates of the adapters' listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// The CA(s) that sign adapters' client certificates (PEM). Clients must present a
+    /// certificate from it; its SHA-256 fingerprint maps it to a unit in the registry.
+    pub client_ca: PathBuf,
+}
+
+/// Limits and timings of the relay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest package accepted, in bytes (default 512 MiB).
+    pub max_package_bytes: u64,
+    /// Packages up to this size are kept in memory while received; larger ones are written
+    /// to a staging file as they arrive (default 1 MiB).
+    pub memory_package_bytes: usize,
+    /// How long an adapter has to acknowledge a delivery before it is offered again
+    /// (seconds, default 60).
+    pub lease_secs: u64,
+    /// Most deliveries an inbox stream may hold unacknowledged (default 1000).
+    pub max_credits: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_package_bytes: 512 * 1024 * 1024,
+            memory_package_bytes: 1024 * 1024,
+            lease_secs: 60,
+            max_credits: 1000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The delivery lease.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs.max(1))
+    }
+}
+
+impl Config {
+    /// Reads a TOML configuration file.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+}

@@ -1,0 +1,817 @@
+//! The `truc.v1.Relay` gRPC service for unit adapters.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use truc_edxml::{Limits, OrgCode, PackageReader};
+use truc_proto::v1 as pb;
+use truc_relay::{Relay, RelayError, RouteDecision, Submitter, Unit};
+use truc_store::{
+    BlobWriter, ClaimToken, Destination, MessageId, Payload, PayloadInput, Timestamp,
+};
+
+use crate::config::LimitsConfig;
+
+/// Metadata key carrying the relay's stable error code.
+pub const ERROR_CODE_KEY: &str = "truc-error-code";
+
+/// A gRPC status with the relay's stable code in the metadata.
+pub fn status(code: tonic::Code, error_code: &str, message: impl Into<String>) -> Status {
+    let mut s = Status::new(code, message);
+    if let Ok(v) = error_code.parse() {
+        s.metadata_mut().insert(ERROR_CODE_KEY, v);
+    }
+    s
+}
+
+fn relay_status(e: RelayError) -> Status {
+    use tonic::Code;
+    let code = match &e {
+        RelayError::Package(p) => match p.code() {
+            "EDXML_TOO_LARGE" | "EDXML_ATTACHMENT_TOO_LARGE" => Code::ResourceExhausted,
+            _ => Code::InvalidArgument,
+        },
+        RelayError::Store(s) => match s.code() {
+            "STORE_FULL" => Code::ResourceExhausted,
+            "STORE_NOT_FOUND" | "STORE_PURGED" => Code::NotFound,
+            "STORE_CLOSED" => Code::Unavailable,
+            _ => Code::Internal,
+        },
+        RelayError::UnknownUnit(_) | RelayError::UnknownDocument(_) => Code::InvalidArgument,
+        RelayError::ForgedSender { .. } => Code::PermissionDenied,
+        RelayError::UnknownCertificate(_) => Code::Unauthenticated,
+        RelayError::Suspended(_) => Code::PermissionDenied,
+        _ => Code::Internal,
+    };
+    status(code, e.code(), e.to_string())
+}
+
+/// Who is calling: the unit of the adapter, or anyone in development mode.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// Mutual TLS: the certificate maps to a registered unit.
+    Certificates,
+    /// Development only: every caller is this unit.
+    Insecure(OrgCode),
+}
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct RelayService {
+    relay: Arc<Relay>,
+    limits: LimitsConfig,
+    identity: Identity,
+}
+
+struct Caller {
+    unit: Unit,
+    certificate: String,
+}
+
+impl RelayService {
+    /// A service over a relay.
+    pub fn new(relay: Arc<Relay>, limits: LimitsConfig, identity: Identity) -> Self {
+        RelayService {
+            relay,
+            limits,
+            identity,
+        }
+    }
+
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let fingerprint = match &self.identity {
+            Identity::Insecure(unit) => {
+                let unit = self.relay.registry().unit(unit).ok_or_else(|| {
+                    status(
+                        tonic::Code::Unauthenticated,
+                        "AUTH_UNKNOWN_CERTIFICATE",
+                        "the development unit is not registered",
+                    )
+                })?;
+                return Ok(Caller {
+                    unit,
+                    certificate: "insecure-development-mode".into(),
+                });
+            }
+            Identity::Certificates => request
+                .peer_certs()
+                .and_then(|certs| certs.first().map(crate::tls::fingerprint))
+                .ok_or_else(|| {
+                    status(
+                        tonic::Code::Unauthenticated,
+                        "AUTH_NO_CERTIFICATE",
+                        "no client certificate: adapters must connect with mutual TLS",
+                    )
+                })?,
+        };
+        let unit = self
+            .relay
+            .authenticate(&fingerprint)
+            .map_err(relay_status)?;
+        Ok(Caller {
+            unit,
+            certificate: fingerprint,
+        })
+    }
+
+    /// Whether `caller` may see a message: its unit (or a unit it serves) sent it, or a
+    /// copy of it goes to its inbox.
+    async fn may_see(&self, caller: &Caller, id: MessageId) -> Result<bool, Status> {
+        let store = self.relay.store();
+        let Some(m) = store
+            .message(id)
+            .await
+            .map_err(|e| relay_status(e.into()))?
+        else {
+            return Ok(false);
+        };
+        if self
+            .relay
+            .registry()
+            .may_send_as(&caller.unit.code, &m.sender)
+        {
+            return Ok(true);
+        }
+        let inbox = Destination::Inbox(caller.unit.code.clone());
+        let deliveries = store
+            .deliveries(id)
+            .await
+            .map_err(|e| relay_status(e.into()))?;
+        Ok(deliveries.iter().any(|d| d.destination == inbox))
+    }
+}
+
+fn receipt(r: truc_relay::Receipt) -> pb::Receipt {
+    pb::Receipt {
+        message_id: r.message.id.to_string(),
+        document_id: r
+            .message
+            .document_id
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        kind: r.message.kind.as_str().into(),
+        routes: r
+            .routes
+            .iter()
+            .map(|route| {
+                let (kind, via) = match &route.decision {
+                    RouteDecision::Local { inbox } => (pb::RouteKind::Local, inbox.to_string()),
+                    RouteDecision::ViaParent { inbox } => {
+                        (pb::RouteKind::ViaParent, inbox.to_string())
+                    }
+                    RouteDecision::Held { inbox } => (pb::RouteKind::Held, inbox.to_string()),
+                    RouteDecision::NationalAxis => (pb::RouteKind::NationalAxis, String::new()),
+                };
+                pb::Route {
+                    recipient: route.recipient.to_string(),
+                    kind: kind as i32,
+                    via,
+                }
+            })
+            .collect(),
+        duplicate: r.duplicate,
+        sha256: r.message.sha256.to_hex(),
+        size: r.message.size,
+        accepted_at: r.message.received_at.to_string(),
+    }
+}
+
+/// Receives a package's bytes into memory, or into a staging file once it is large, while
+/// reading it.
+struct Incoming {
+    reader: PackageReader,
+    memory: Vec<u8>,
+    file: Option<BlobWriter>,
+    size: u64,
+}
+
+impl Incoming {
+    fn chunk(&mut self, relay: &Relay, limits: &LimitsConfig, data: &[u8]) -> Result<(), Status> {
+        self.size += data.len() as u64;
+        self.reader.feed(data).map_err(|e| relay_status(e.into()))?;
+        if self.file.is_none() && self.memory.len() + data.len() > limits.memory_package_bytes {
+            let mut w = relay
+                .store()
+                .stage_payload()
+                .map_err(|e| relay_status(e.into()))?;
+            w.write(&self.memory).map_err(|e| relay_status(e.into()))?;
+            self.memory = Vec::new();
+            self.file = Some(w);
+        }
+        match &mut self.file {
+            Some(w) => w.write(data).map_err(|e| relay_status(e.into())),
+            None => {
+                self.memory.extend_from_slice(data);
+                Ok(())
+            }
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::relay_server::Relay for RelayService {
+    async fn submit_document(
+        &self,
+        request: Request<Streaming<pb::SubmitDocumentRequest>>,
+    ) -> Result<Response<pb::Receipt>, Status> {
+        let caller = self.caller(&request)?;
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::SubmitDocumentRequest {
+                part: Some(pb::submit_document_request::Part::Header(h)),
+            }) => h,
+            _ => {
+                return Err(status(
+                    tonic::Code::InvalidArgument,
+                    "SUBMIT_NO_HEADER",
+                    "the first message of SubmitDocument must carry the header",
+                ))
+            }
+        };
+        if header.size > self.limits.max_package_bytes {
+            return Err(status(
+                tonic::Code::ResourceExhausted,
+                "EDXML_TOO_LARGE",
+                format!(
+                    "the package ({} bytes) exceeds the limit of {} bytes",
+                    header.size, self.limits.max_package_bytes
+                ),
+            ));
+        }
+        if header.idempotency_key.len() > 128 {
+            return Err(status(
+                tonic::Code::InvalidArgument,
+                "SUBMIT_BAD_IDEMPOTENCY_KEY",
+                "the idempotency key is longer than 128 characters",
+            ));
+        }
+        let limits = Limits {
+            max_package_bytes: self.limits.max_package_bytes,
+            ..Limits::default()
+        };
+        let mut incoming = Incoming {
+            reader: PackageReader::new(limits),
+            memory: Vec::new(),
+            file: None,
+            size: 0,
+        };
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(pb::submit_document_request::Part::Chunk(data)) => {
+                    incoming.chunk(&self.relay, &self.limits, &data)?
+                }
+                _ => {
+                    return Err(status(
+                        tonic::Code::InvalidArgument,
+                        "SUBMIT_UNEXPECTED_HEADER",
+                        "only the first message of SubmitDocument may carry a header",
+                    ))
+                }
+            }
+        }
+        let meta = incoming
+            .reader
+            .finish()
+            .map_err(|e| relay_status(e.into()))?;
+        if !header.sha256.is_empty() && !header.sha256.eq_ignore_ascii_case(&meta.sha256.to_hex()) {
+            return Err(status(
+                tonic::Code::InvalidArgument,
+                "SUBMIT_HASH_MISMATCH",
+                format!(
+                    "the bytes received hash to {}, the header said {}: the package was damaged in transit",
+                    meta.sha256, header.sha256
+                ),
+            ));
+        }
+        let payload = match incoming.file {
+            Some(w) => PayloadInput::Staged(
+                tokio::task::spawn_blocking(move || w.finish())
+                    .await
+                    .map_err(|e| status(tonic::Code::Internal, "RELAY_INTERNAL", e.to_string()))?
+                    .map_err(|e| relay_status(e.into()))?,
+            ),
+            None => PayloadInput::Bytes(incoming.memory.into()),
+        };
+        let who = Submitter::Adapter {
+            unit: caller.unit.code.clone(),
+            certificate: caller.certificate,
+        };
+        let key = Some(header.idempotency_key).filter(|k| !k.is_empty());
+        let r = self
+            .relay
+            .submit(&who, &meta, payload, key)
+            .await
+            .map_err(relay_status)?;
+        Ok(Response::new(receipt(r)))
+    }
+
+    async fn submit_status(
+        &self,
+        request: Request<pb::SubmitStatusRequest>,
+    ) -> Result<Response<pb::Receipt>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let meta = truc_edxml::parse(&req.package).map_err(|e| relay_status(e.into()))?;
+        if meta.kind() != truc_edxml::PackageKind::Status {
+            return Err(status(
+                tonic::Code::InvalidArgument,
+                "SUBMIT_NOT_A_STATUS",
+                "SubmitStatus takes a status package; send documents with SubmitDocument",
+            ));
+        }
+        let who = Submitter::Adapter {
+            unit: caller.unit.code.clone(),
+            certificate: caller.certificate,
+        };
+        let key = Some(req.idempotency_key).filter(|k| !k.is_empty());
+        let r = self
+            .relay
+            .submit(&who, &meta, PayloadInput::Bytes(req.package.into()), key)
+            .await
+            .map_err(relay_status)?;
+        Ok(Response::new(receipt(r)))
+    }
+
+    type InboxStream = BoxStream<pb::InboxEvent>;
+
+    async fn inbox(
+        &self,
+        request: Request<Streaming<pb::InboxRequest>>,
+    ) -> Result<Response<Self::InboxStream>, Status> {
+        let caller = self.caller(&request)?;
+        let mut inbound = request.into_inner();
+        let open = match inbound.message().await? {
+            Some(pb::InboxRequest {
+                action: Some(pb::inbox_request::Action::Open(open)),
+            }) => open,
+            _ => {
+                return Err(status(
+                    tonic::Code::InvalidArgument,
+                    "INBOX_NOT_OPENED",
+                    "the first message of Inbox must be `open`",
+                ))
+            }
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let session = InboxSession {
+            relay: self.relay.clone(),
+            unit: caller.unit.code.clone(),
+            credits: open.credits.clamp(1, self.limits.max_credits),
+            max_inline: if open.max_inline_bytes == 0 {
+                4 * 1024 * 1024
+            } else {
+                open.max_inline_bytes.min(4 * 1024 * 1024)
+            },
+            lease: self.limits.lease(),
+            in_flight: HashMap::new(),
+        };
+        tokio::spawn(session.run(inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type FetchPayloadStream = BoxStream<pb::PayloadChunk>;
+
+    async fn fetch_payload(
+        &self,
+        request: Request<pb::FetchPayloadRequest>,
+    ) -> Result<Response<Self::FetchPayloadStream>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let id: MessageId = req
+            .message_id
+            .parse()
+            .map_err(|e: String| status(tonic::Code::InvalidArgument, "FETCH_BAD_ID", e))?;
+        if !self.may_see(&caller, id).await? {
+            return Err(status(
+                tonic::Code::NotFound,
+                "STORE_NOT_FOUND",
+                format!("message {id} not found for {}", caller.unit.code),
+            ));
+        }
+        let payload = self
+            .relay
+            .store()
+            .payload(id)
+            .await
+            .map_err(|e| relay_status(e.into()))?;
+        let (tx, rx) = mpsc::channel(4);
+        let offset = req.offset;
+        tokio::spawn(async move {
+            const CHUNK: usize = 1024 * 1024;
+            match payload {
+                Payload::Inline(bytes) => {
+                    let total = bytes.len() as u64;
+                    let mut at = offset.min(total) as usize;
+                    while at < bytes.len() {
+                        let end = (at + CHUNK).min(bytes.len());
+                        let chunk = pb::PayloadChunk {
+                            data: bytes.slice(at..end).to_vec(),
+                            offset: at as u64,
+                            total,
+                        };
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                        at = end;
+                    }
+                }
+                Payload::File { path, size } => {
+                    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                    let mut file = match tokio::fs::File::open(&path).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            let _ = tx
+                                .send(Err(status(
+                                    tonic::Code::Internal,
+                                    "STORE_IO",
+                                    e.to_string(),
+                                )))
+                                .await;
+                            return;
+                        }
+                    };
+                    let mut at = offset.min(size);
+                    if file.seek(std::io::SeekFrom::Start(at)).await.is_err() {
+                        return;
+                    }
+                    let mut buf = vec![0u8; CHUNK];
+                    while at < size {
+                        let n = match file.read(&mut buf).await {
+                            Ok(0) => break,
+                            Ok(n) => n,
+                            Err(e) => {
+                                let _ = tx
+                                    .send(Err(status(
+                                        tonic::Code::Internal,
+                                        "STORE_IO",
+                                        e.to_string(),
+                                    )))
+                                    .await;
+                                return;
+                            }
+                        };
+                        let chunk = pb::PayloadChunk {
+                            data: buf[..n].to_vec(),
+                            offset: at,
+                            total: size,
+                        };
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                        at += n as u64;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_trace(
+        &self,
+        request: Request<pb::GetTraceRequest>,
+    ) -> Result<Response<pb::Trace>, Status> {
+        let caller = self.caller(&request)?;
+        let store = self.relay.store();
+        let document_id = match request.into_inner().target {
+            Some(pb::get_trace_request::Target::DocumentId(d)) => truc_edxml::DocumentId::new(&d),
+            Some(pb::get_trace_request::Target::MessageId(m)) => {
+                let id: MessageId = m
+                    .parse()
+                    .map_err(|e: String| status(tonic::Code::InvalidArgument, "TRACE_BAD_ID", e))?;
+                store
+                    .message(id)
+                    .await
+                    .map_err(|e| relay_status(e.into()))?
+                    .and_then(|m| m.document_id)
+                    .ok_or_else(|| {
+                        status(
+                            tonic::Code::NotFound,
+                            "STORE_NOT_FOUND",
+                            format!("message {id} not found"),
+                        )
+                    })?
+            }
+            None => {
+                return Err(status(
+                    tonic::Code::InvalidArgument,
+                    "TRACE_NO_TARGET",
+                    "give a message_id or a document_id",
+                ))
+            }
+        };
+        let trace = store
+            .trace(&document_id)
+            .await
+            .map_err(|e| relay_status(e.into()))?;
+        let mut visible = false;
+        for m in &trace.messages {
+            if self.may_see(&caller, m.id).await? {
+                visible = true;
+                break;
+            }
+        }
+        if !visible {
+            return Err(status(
+                tonic::Code::NotFound,
+                "STORE_NOT_FOUND",
+                format!("no document {document_id} for {}", caller.unit.code),
+            ));
+        }
+        Ok(Response::new(pb::Trace {
+            document_id: document_id.to_string(),
+            events: trace
+                .events
+                .iter()
+                .map(|e| pb::TraceEvent {
+                    at: e.at.to_string(),
+                    message_id: e.message_id.to_string(),
+                    recipient: e
+                        .recipient
+                        .as_ref()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
+                    kind: serde_plain_kind(e.kind),
+                    detail: e.detail.clone(),
+                })
+                .collect(),
+            statuses: trace
+                .statuses
+                .iter()
+                .map(|s| pb::TraceStatus {
+                    at: s.at.to_string(),
+                    code: s.code.to_string(),
+                    from: s.from.to_string(),
+                    description: s.description.clone(),
+                })
+                .collect(),
+            deliveries: trace
+                .deliveries
+                .iter()
+                .map(|d| pb::TraceDelivery {
+                    message_id: d.key.message_id.to_string(),
+                    recipient: d.key.recipient.to_string(),
+                    state: d.state.as_str().into(),
+                    attempts: d.attempts,
+                    last_error: d.last_error.clone().unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_units(
+        &self,
+        request: Request<pb::ListUnitsRequest>,
+    ) -> Result<Response<pb::ListUnitsResponse>, Status> {
+        self.caller(&request)?;
+        let req = request.into_inner();
+        let registry = self.relay.registry();
+        let parent = OrgCode::parse(&req.parent).ok();
+        let limit = if req.limit == 0 {
+            500
+        } else {
+            req.limit.min(5000)
+        } as usize;
+        let units = registry
+            .units()
+            .into_iter()
+            .filter(|u| parent.is_none() || registry.parent_of(u) == parent)
+            .filter(|u| req.after.is_empty() || u.code.as_str() > req.after.as_str())
+            .take(limit)
+            .map(|u| unit_message(registry, &u))
+            .collect();
+        Ok(Response::new(pb::ListUnitsResponse { units }))
+    }
+
+    async fn lookup_unit(
+        &self,
+        request: Request<pb::LookupUnitRequest>,
+    ) -> Result<Response<pb::Unit>, Status> {
+        self.caller(&request)?;
+        let code = OrgCode::parse(&request.get_ref().code).map_err(|e| {
+            status(
+                tonic::Code::InvalidArgument,
+                "EDXML_BAD_ORGAN_ID",
+                format!("{:?}: {e}", request.get_ref().code),
+            )
+        })?;
+        let registry = self.relay.registry();
+        let unit = registry.unit(&code).ok_or_else(|| {
+            status(
+                tonic::Code::NotFound,
+                "ROUTE_UNKNOWN_UNIT",
+                format!("unit {code} is not registered"),
+            )
+        })?;
+        Ok(Response::new(unit_message(registry, &unit)))
+    }
+}
+
+fn unit_message(registry: &truc_relay::Registry, u: &Unit) -> pb::Unit {
+    pb::Unit {
+        code: u.code.to_string(),
+        name: u.name.clone(),
+        level: registry.level_of(u).map(|l| l as u32).unwrap_or(0),
+        parent: registry
+            .parent_of(u)
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        state: u.state.as_str().into(),
+    }
+}
+
+fn serde_plain_kind(kind: truc_store::EventKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// One adapter's inbox stream.
+struct InboxSession {
+    relay: Arc<Relay>,
+    unit: OrgCode,
+    credits: u32,
+    max_inline: u64,
+    lease: Duration,
+    in_flight: HashMap<String, (ClaimToken, truc_store::MessageRecord)>,
+}
+
+fn delivery_id(token: &ClaimToken) -> String {
+    format!("{}/{:016x}", token.key, token.lease)
+}
+
+impl InboxSession {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<pb::InboxRequest>,
+        tx: mpsc::Sender<Result<pb::InboxEvent, Status>>,
+    ) {
+        let destination = Destination::Inbox(self.unit.clone());
+        let notifier = self.relay.hub().notifier(&destination);
+        loop {
+            if let Err(e) = self.push(&destination, &tx).await {
+                let _ = tx.send(Err(e)).await;
+                break;
+            }
+            tokio::select! {
+                message = inbound.next() => match message {
+                    Some(Ok(m)) => {
+                        if let Err(e) = self.handle(m).await {
+                            let _ = tx.send(Err(e)).await;
+                            break;
+                        }
+                    }
+                    // The adapter went away (or the stream broke).
+                    Some(Err(_)) | None => break,
+                },
+                _ = notifier.notified() => {}
+                // Retries come due and leases of other sessions run out: look again.
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tx.closed() => break,
+            }
+        }
+        // Whatever this adapter did not acknowledge is offered again at once.
+        let now = Timestamp::now();
+        for (_, (token, _)) in self.in_flight.drain() {
+            let _ = self.relay.store().release(&token, now).await;
+        }
+        self.relay.hub().wake(&destination);
+    }
+
+    async fn push(
+        &mut self,
+        destination: &Destination,
+        tx: &mpsc::Sender<Result<pb::InboxEvent, Status>>,
+    ) -> Result<(), Status> {
+        if self.credits == 0 {
+            return Ok(());
+        }
+        let store = self.relay.store();
+        let claims = store
+            .claim(
+                destination,
+                self.credits as usize,
+                self.lease,
+                Timestamp::now(),
+            )
+            .await
+            .map_err(|e| relay_status(e.into()))?;
+        for claim in claims {
+            let m = &claim.message;
+            let package = if m.size <= self.max_inline {
+                match store
+                    .payload(m.id)
+                    .await
+                    .and_then(|p| p.read_all().map_err(truc_store::StoreError::Io))
+                {
+                    Ok(bytes) => bytes.to_vec(),
+                    Err(e) => return Err(relay_status(e.into())),
+                }
+            } else {
+                Vec::new()
+            };
+            let id = delivery_id(&claim.token);
+            let event = pb::InboxEvent {
+                event: Some(pb::inbox_event::Event::Delivery(pb::Delivery {
+                    delivery_id: id.clone(),
+                    message_id: m.id.to_string(),
+                    recipient: claim.token.key.recipient.to_string(),
+                    kind: m.kind.as_str().into(),
+                    sender: m.sender.to_string(),
+                    document_id: m
+                        .document_id
+                        .as_ref()
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                    business_doc_type: u32::from(m.business_doc_type.code()),
+                    status_code: m
+                        .summary
+                        .status_code
+                        .as_ref()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    sha256: m.sha256.to_hex(),
+                    size: m.size,
+                    inline: !package.is_empty() || m.size == 0,
+                    package,
+                    attempt: claim.delivery.attempts,
+                })),
+            };
+            self.in_flight
+                .insert(id, (claim.token.clone(), claim.message.clone()));
+            self.credits -= 1;
+            if tx.send(Ok(event)).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, request: pb::InboxRequest) -> Result<(), Status> {
+        use pb::inbox_request::Action;
+        match request.action {
+            Some(Action::Credit(n)) => {
+                self.credits = self.credits.saturating_add(n).min(10_000);
+            }
+            Some(Action::Ack(id)) => {
+                let Some((token, message)) = self.in_flight.remove(&id) else {
+                    return Err(unknown_delivery(&id));
+                };
+                self.credits += 1;
+                match self.relay.ack(&token, &message).await {
+                    Ok(_) => {}
+                    // The lease ran out and the delivery was offered again: not an error for
+                    // the adapter, the new offer carries a new id.
+                    Err(RelayError::Store(truc_store::StoreError::LeaseLost(_))) => {}
+                    Err(e) => return Err(relay_status(e)),
+                }
+            }
+            Some(Action::Nack(nack)) => {
+                let Some((token, _)) = self.in_flight.remove(&nack.delivery_id) else {
+                    return Err(unknown_delivery(&nack.delivery_id));
+                };
+                self.credits += 1;
+                let reason = if nack.reason.is_empty() {
+                    "refused by the adapter".to_owned()
+                } else {
+                    nack.reason
+                };
+                match self
+                    .relay
+                    .store()
+                    .nack(&token, &reason, Timestamp::now())
+                    .await
+                {
+                    Ok(_) | Err(truc_store::StoreError::LeaseLost(_)) => {}
+                    Err(e) => return Err(relay_status(e.into())),
+                }
+            }
+            Some(Action::Open(_)) => {
+                return Err(status(
+                    tonic::Code::InvalidArgument,
+                    "INBOX_ALREADY_OPEN",
+                    "`open` may only be sent once",
+                ))
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+fn unknown_delivery(id: &str) -> Status {
+    status(
+        tonic::Code::NotFound,
+        "INBOX_UNKNOWN_DELIVERY",
+        format!("delivery {id} is not awaiting an acknowledgement on this stream"),
+    )
+}

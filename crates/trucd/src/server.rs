@@ -1,0 +1,198 @@
+//! Starting and stopping the relay: `run(listener, config, shutdown)`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use truc_relay::{Registry, RegistryFile, Relay};
+use truc_store::{SledStore, Store, StoreConfig, Timestamp};
+
+use crate::config::Config;
+use crate::grpc::{Identity, RelayService};
+use crate::tls::ReloadableTls;
+
+/// A running relay's handles, for tests and the demo.
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// The engine.
+    pub relay: Arc<Relay>,
+}
+
+/// Opens the store, loads the registry, and serves adapters on `listener` until `shutdown`
+/// completes. In-flight submissions finish (durably) or are refused; nothing half-stored.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (relay, tls) = prepare(&config).await?;
+    serve(listener, config, relay, tls, shutdown).await
+}
+
+/// Everything before listening: store, registry, TLS. Fails fast with a clear message.
+pub async fn prepare(config: &Config) -> anyhow::Result<(Arc<Relay>, Option<ReloadableTls>)> {
+    let store_dir = config.store_dir.clone();
+    let store =
+        tokio::task::spawn_blocking(move || SledStore::open(&store_dir, StoreConfig::default()))
+            .await
+            .context("opening the store")?
+            .with_context(|| format!("opening the store {}", config.store_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let registry = Arc::new(Registry::new(config.ministry.clone()));
+    let loaded = registry.load(store.as_ref()).await?;
+    if let Some(path) = &config.registry_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the registry file {}", path.display()))?;
+        let file = RegistryFile::from_toml(&text)?;
+        let n = registry
+            .import(store.as_ref(), &file, "system:registry-file")
+            .await?;
+        tracing::info!(units = n, file = %path.display(), "registry file imported");
+    }
+    tracing::info!(stored_units = loaded, units = registry.units().len(), ministry = %config.ministry, "registry ready");
+    let tls = match (&config.tls, config.insecure_plaintext) {
+        (Some(tls), false) => Some(ReloadableTls::load(tls)?),
+        (None, true) => {
+            tracing::warn!("INSECURE: serving gRPC WITHOUT TLS and WITHOUT client identities (insecure_plaintext = true). Development only: never expose this listener.");
+            None
+        }
+        (Some(_), true) => anyhow::bail!("both [tls] and insecure_plaintext are set: choose one"),
+        (None, false) => anyhow::bail!("no [tls] section: the relay serves adapters over mutual TLS (set insecure_plaintext = true only for development)"),
+    };
+    Ok((Arc::new(Relay::new(store, registry)), tls))
+}
+
+/// Serves a prepared relay.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    relay: Arc<Relay>,
+    tls: Option<ReloadableTls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let identity =
+        match &tls {
+            Some(_) => Identity::Certificates,
+            None => Identity::Insecure(config.insecure_unit.clone().context(
+                "insecure_plaintext needs insecure_unit: the unit every caller acts as",
+            )?),
+        };
+    let service = RelayService::new(relay.clone(), config.limits.clone(), identity);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<truc_proto::v1::relay_server::RelayServer<RelayService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(truc_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+
+    // Background: leases that ran out go back to their queues.
+    let sweeper_relay = relay.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            match sweeper_relay
+                .store()
+                .release_expired(Timestamp::now())
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(released = n, "leases expired: deliveries offered again"),
+                Err(e) => tracing::warn!(error = %e, "releasing expired leases failed"),
+            }
+        }
+    });
+    #[cfg(unix)]
+    if let Some(tls) = tls.clone() {
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("certificates reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "certificate reload failed; the previous certificates stay in use")
+                    }
+                }
+            }
+        });
+    }
+
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(256))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            truc_proto::v1::relay_server::RelayServer::new(service)
+                .max_decoding_message_size(8 * 1024 * 1024)
+                .max_encoding_message_size(8 * 1024 * 1024),
+        );
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, tls = tls.is_some(), "serving adapters");
+    let result = match tls {
+        Some(tls) => {
+            let (tx, rx) = mpsc::channel(64);
+            let acceptor = tokio::spawn(accept_tls(listener, tls, tx));
+            let r = router
+                .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
+                .await;
+            acceptor.abort();
+            r
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    shutdown,
+                )
+                .await
+        }
+    };
+    sweeper.abort();
+    result.context("gRPC server")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Accepts TCP connections and runs each TLS handshake on its own task, so one slow client
+/// cannot hold up the others.
+async fn accept_tls(
+    listener: TcpListener,
+    tls: ReloadableTls,
+    tx: mpsc::Sender<
+        Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+    >,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let _ = tx.send(Ok(stream)).await;
+                }
+                Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
+                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}

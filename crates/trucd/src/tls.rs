@@ -1,0 +1,85 @@
+//! Mutual TLS for the adapters' listener, reloadable without a restart.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+use crate::config::TlsConfig;
+
+/// The current TLS configuration; new connections use the latest one after a reload.
+#[derive(Debug, Clone)]
+pub struct ReloadableTls {
+    paths: TlsConfig,
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl ReloadableTls {
+    /// Loads the certificates.
+    pub fn load(paths: &TlsConfig) -> anyhow::Result<Self> {
+        let config = build(paths)?;
+        Ok(ReloadableTls {
+            paths: paths.clone(),
+            current: Arc::new(RwLock::new(Arc::new(config))),
+        })
+    }
+
+    /// The configuration for a new connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the certificate files; on error the previous configuration stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let config = build(&self.paths)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        Ok(())
+    }
+}
+
+fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading certificates from {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing certificates in {}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
+    Ok(certs)
+}
+
+fn build(paths: &TlsConfig) -> anyhow::Result<ServerConfig> {
+    let certs = read_certs(&paths.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&paths.key)
+        .with_context(|| format!("reading the private key {}", paths.key.display()))?;
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs(&paths.client_ca)? {
+        roots
+            .add(ca)
+            .with_context(|| format!("client CA in {}", paths.client_ca.display()))?;
+    }
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .context("building the client certificate verifier")?;
+    let mut config = ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .context("the server certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The SHA-256 fingerprint (lowercase hex) of a certificate: how the registry names an
+/// adapter's certificate.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

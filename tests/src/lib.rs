@@ -1,9 +1,17 @@
 #![forbid(unsafe_code)]
-//! Cross-crate, black-box tests of the relay: they start real processes (`trucd`, adapters,
-//! the national-axis simulator) over real sockets. Shared helpers live here; the tests
-//! themselves are in `tests/tests/`.
+//! Cross-crate, black-box tests of the relay: they start a real `trucd` (in-process through
+//! `trucd::run` on port 0, or as a process) and real adapters over real TLS sockets.
+//! Shared helpers live here; the tests themselves are in `tests/tests/`.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use truc_client::{Client, ClientTls};
+use truc_edxml::OrgCode;
+use truc_relay::{sample_transport_ministry, RegistryFile};
 
 /// The sample packages: `../shared/samples` when it sits beside the checkout, else the copy
 /// kept in `tests/fixtures/samples` so a lone clone still passes.
@@ -15,4 +23,214 @@ pub fn samples_dir() -> PathBuf {
     } else {
         root.join("tests/fixtures/samples")
     }
+}
+
+/// A sample package's bytes.
+pub fn sample(path: &str) -> Vec<u8> {
+    std::fs::read(samples_dir().join(path)).unwrap_or_else(|e| panic!("sample {path}: {e}"))
+}
+
+/// A unit code.
+pub fn code(s: &str) -> OrgCode {
+    OrgCode::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+/// A test certificate authority, generated per test run (no private key is committed).
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificate (PEM).
+    pub pem: String,
+}
+
+/// A certificate and its key (PEM), and its SHA-256 fingerprint.
+#[derive(Debug, Clone)]
+pub struct TestCert {
+    /// Certificate, PEM.
+    pub cert: String,
+    /// Private key, PEM.
+    pub key: String,
+    /// SHA-256 of the DER certificate, lowercase hex: what the registry stores.
+    pub fingerprint: String,
+}
+
+impl TestCa {
+    /// A new CA.
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key)?;
+        Ok(TestCa {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A leaf certificate for `names` (DNS names or IP addresses).
+    pub fn issue(&self, common_name: &str, names: &[&str]) -> anyhow::Result<TestCert> {
+        let key = KeyPair::generate()?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(TestCert {
+            fingerprint: Sha256::digest(cert.der().as_ref())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+}
+
+/// Installs the rustls crypto provider once per test process, as `trucd`'s `main` does.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A relay running in this process over mutual TLS, with the generated registry of the
+/// transport ministry, and adapters' certificates for some of its units.
+pub struct TestRelay {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its working directory (store, certificates).
+    pub dir: tempfile::TempDir,
+    ca: TestCa,
+    server_ca_pem: String,
+    /// Certificates registered per unit.
+    pub certs: Vec<(OrgCode, TestCert)>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestRelay {
+    /// Starts a relay whose registry gives these level-2 units an adapter certificate.
+    pub async fn start(adapters: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(adapters, |_| {}).await
+    }
+
+    /// Same, letting the caller adjust the registry and config.
+    pub async fn start_with(
+        adapters: &[&str],
+        adjust: impl FnOnce(&mut RegistryFile),
+    ) -> anyhow::Result<Self> {
+        install_crypto();
+        let dir = tempfile::tempdir()?;
+        let ca = TestCa::new("truc test CA")?;
+        let server = ca.issue("relay", &["localhost", "127.0.0.1"])?;
+        write(dir.path(), "ca.pem", &ca.pem)?;
+        write(dir.path(), "server.pem", &server.cert)?;
+        write(dir.path(), "server.key", &server.key)?;
+        let ministry = code("000.00.00.G04");
+        let mut registry = sample_transport_ministry(&ministry);
+        let mut certs = Vec::new();
+        for unit in adapters {
+            let cert = ca.issue(&format!("adapter {unit}"), &["adapter.example"])?;
+            if let Some(u) = registry.units.iter_mut().find(|u| u.code.as_str() == *unit) {
+                u.certificates.push(cert.fingerprint.clone());
+            }
+            certs.push((code(unit), cert));
+        }
+        adjust(&mut registry);
+        write(dir.path(), "registry.toml", &registry.to_toml())?;
+        let config_text = format!(
+            "ministry = \"000.00.00.G04\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\nlease_secs = 5\nmax_package_bytes = {}\n",
+            dir.path().join("store"),
+            dir.path().join("registry.toml"),
+            dir.path().join("server.pem"),
+            dir.path().join("server.key"),
+            dir.path().join("ca.pem"),
+            300 * 1024 * 1024,
+        );
+        let config = trucd::Config::from_toml(&config_text)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(trucd::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        let relay = TestRelay {
+            addr,
+            dir,
+            server_ca_pem: ca.pem.clone(),
+            ca,
+            certs,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        relay.wait_ready().await?;
+        Ok(relay)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the relay did not start listening")
+    }
+
+    /// The adapter client of a unit registered at start.
+    pub async fn adapter(&self, unit: &str) -> anyhow::Result<Client> {
+        let cert = self
+            .certs
+            .iter()
+            .find(|(c, _)| c.as_str() == unit)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| anyhow::anyhow!("no certificate for {unit}"))?;
+        self.client_with(&cert).await
+    }
+
+    /// A client presenting `cert`.
+    pub async fn client_with(&self, cert: &TestCert) -> anyhow::Result<Client> {
+        let tls = ClientTls {
+            ca: self.server_ca_pem.clone().into_bytes(),
+            cert: cert.cert.clone().into_bytes(),
+            key: cert.key.clone().into_bytes(),
+            domain: "localhost".into(),
+        };
+        Ok(Client::connect(
+            &format!("https://localhost:{}", self.addr.port()),
+            Some(tls),
+        )
+        .await?)
+    }
+
+    /// A certificate from the same CA that no unit registered.
+    pub fn unregistered_cert(&self) -> anyhow::Result<TestCert> {
+        self.ca.issue("stranger", &["stranger.example"])
+    }
+
+    /// Stops the relay gracefully and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+    std::fs::write(dir.join(name), text)?;
+    Ok(())
 }

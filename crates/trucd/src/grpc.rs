@@ -67,6 +67,7 @@ pub struct RelayService {
     relay: Arc<Relay>,
     limits: LimitsConfig,
     identity: Identity,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 struct Caller {
@@ -75,12 +76,19 @@ struct Caller {
 }
 
 impl RelayService {
-    /// A service over a relay.
-    pub fn new(relay: Arc<Relay>, limits: LimitsConfig, identity: Identity) -> Self {
+    /// A service over a relay. When `closing` turns true, open inbox streams end (after
+    /// telling the adapter to reconnect), so a graceful shutdown does not wait for them.
+    pub fn new(
+        relay: Arc<Relay>,
+        limits: LimitsConfig,
+        identity: Identity,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         RelayService {
             relay,
             limits,
             identity,
+            closing,
         }
     }
 
@@ -374,7 +382,7 @@ impl pb::relay_server::Relay for RelayService {
             lease: self.limits.lease(),
             in_flight: HashMap::new(),
         };
-        tokio::spawn(session.run(inbound, tx));
+        tokio::spawn(session.run(inbound, tx, self.closing.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -654,6 +662,7 @@ impl InboxSession {
         mut self,
         mut inbound: Streaming<pb::InboxRequest>,
         tx: mpsc::Sender<Result<pb::InboxEvent, Status>>,
+        mut closing: tokio::sync::watch::Receiver<bool>,
     ) {
         let destination = Destination::Inbox(self.unit.clone());
         let notifier = self.relay.hub().notifier(&destination);
@@ -677,6 +686,16 @@ impl InboxSession {
                 // Retries come due and leases of other sessions run out: look again.
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = tx.closed() => break,
+                _ = wait_closing(&mut closing) => {
+                    let _ = tx
+                        .send(Ok(pb::InboxEvent {
+                            event: Some(pb::inbox_event::Event::Closing(
+                                "the relay is shutting down: reconnect".into(),
+                            )),
+                        }))
+                        .await;
+                    break;
+                }
             }
         }
         // Whatever this adapter did not acknowledge is offered again at once.
@@ -806,6 +825,11 @@ impl InboxSession {
         }
         Ok(())
     }
+}
+
+/// Resolves once the relay starts shutting down (the guard of the value is not kept).
+async fn wait_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await.map(|_| ());
 }
 
 fn unknown_delivery(id: &str) -> Status {

@@ -15,6 +15,11 @@ use crate::config::Config;
 use crate::grpc::{Identity, RelayService};
 use crate::tls::ReloadableTls;
 
+/// How long a graceful shutdown may take before remaining connections are cut. Submissions
+/// not yet acknowledged are then refused to their adapters (which retry); nothing
+/// acknowledged is lost either way.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A running relay's handles, for tests and the demo.
 #[derive(Debug, Clone)]
 pub struct Running {
@@ -81,7 +86,18 @@ pub async fn serve(
                 "insecure_plaintext needs insecure_unit: the unit every caller acts as",
             )?),
         };
-    let service = RelayService::new(relay.clone(), config.limits.clone(), identity);
+    // When shutdown starts: inbox streams end, then in-flight calls finish (submissions
+    // complete durably or are refused), within a deadline.
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let started_closing = Arc::new(tokio::sync::Notify::new());
+    let notify = started_closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing inbox streams, finishing in-flight calls");
+        let _ = closing_tx.send(true);
+        notify.notify_one();
+    };
+    let service = RelayService::new(relay.clone(), config.limits.clone(), identity, closing_rx);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<truc_proto::v1::relay_server::RelayServer<RelayService>>()
@@ -140,23 +156,37 @@ pub async fn serve(
         );
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = tls.is_some(), "serving adapters");
+    let deadline = async move {
+        started_closing.notified().await;
+        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+    };
     let result = match tls {
         Some(tls) => {
             let (tx, rx) = mpsc::channel(64);
             let acceptor = tokio::spawn(accept_tls(listener, tls, tx));
-            let r = router
-                .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
-                .await;
+            let serving = router.serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown);
+            let r = tokio::select! {
+                r = serving => r,
+                _ = deadline => {
+                    tracing::warn!("shutdown deadline passed: closing the remaining connections");
+                    Ok(())
+                }
+            };
             acceptor.abort();
             r
         }
         None => {
-            router
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    shutdown,
-                )
-                .await
+            let serving = router.serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown,
+            );
+            tokio::select! {
+                r = serving => r,
+                _ = deadline => {
+                    tracing::warn!("shutdown deadline passed: closing the remaining connections");
+                    Ok(())
+                }
+            }
         }
     };
     sweeper.abort();

@@ -1,0 +1,374 @@
+#![forbid(unsafe_code)]
+//! The adapter SDK: what a unit's adapter needs to talk to the relay, over mutual TLS.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), truc_client::ClientError> {
+//! use truc_client::{Client, ClientTls};
+//! let tls = ClientTls::from_pem_files("ca.pem", "adapter.pem", "adapter.key", "relay.bo.gov.vn")?;
+//! let mut client = Client::connect("https://relay.bo.gov.vn:7443", Some(tls)).await?;
+//! let receipt = client.submit_document(&std::fs::read("congvan.edxml")?, None).await?;
+//! println!("stored as {}", receipt.message_id);
+//! let mut inbox = client.inbox(16).await?;
+//! while let Some(delivery) = inbox.next().await? {
+//!     // ... store it in the QLVB, then:
+//!     inbox.ack(&delivery.delivery_id).await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use truc_proto::v1 as pb;
+use truc_proto::v1::relay_client::RelayClient;
+
+pub use truc_proto::v1::{Delivery, Receipt, SubmitHeader, Trace, Unit};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not connect (address, TLS handshake, certificates).
+    #[error("cannot connect to the relay: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    /// The relay refused the call; `code` is its stable error code (docs/errors.md).
+    #[error("{code}: {message}")]
+    Refused {
+        /// The gRPC status code.
+        status: tonic::Code,
+        /// The relay's stable error code.
+        code: String,
+        /// The relay's message.
+        message: String,
+    },
+    /// A local file could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The inbox stream ended unexpectedly.
+    #[error("the inbox stream is closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// The relay's stable error code, if the relay refused the call.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        let code = s
+            .metadata()
+            .get("truc-error-code")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        ClientError::Refused {
+            status: s.code(),
+            code,
+            message: s.message().to_owned(),
+        }
+    }
+}
+
+/// The adapter's certificates.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The CA that signed the relay's certificate (PEM).
+    pub ca: Vec<u8>,
+    /// The adapter's certificate (PEM), registered for its unit.
+    pub cert: Vec<u8>,
+    /// The adapter's private key (PEM).
+    pub key: Vec<u8>,
+    /// The relay's name as in its certificate.
+    pub domain: String,
+}
+
+impl ClientTls {
+    /// Reads the PEM files.
+    pub fn from_pem_files(
+        ca: impl AsRef<std::path::Path>,
+        cert: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+        domain: &str,
+    ) -> Result<Self, ClientError> {
+        Ok(ClientTls {
+            ca: std::fs::read(ca)?,
+            cert: std::fs::read(cert)?,
+            key: std::fs::read(key)?,
+            domain: domain.to_owned(),
+        })
+    }
+}
+
+/// A connection to the relay.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: RelayClient<Channel>,
+}
+
+/// Bytes per message when streaming a package.
+const CHUNK: usize = 1024 * 1024;
+
+impl Client {
+    /// Connects (`https://host:port` with TLS, `http://` only to a development relay).
+    pub async fn connect(endpoint: &str, tls: Option<ClientTls>) -> Result<Self, ClientError> {
+        let mut ep = Endpoint::from_shared(endpoint.to_owned())?
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .http2_keep_alive_interval(std::time::Duration::from_secs(30));
+        if let Some(tls) = tls {
+            ep = ep.tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(tls.ca))
+                    .identity(Identity::from_pem(tls.cert, tls.key))
+                    .domain_name(tls.domain),
+            )?;
+        }
+        let channel = ep.connect().await?;
+        Ok(Client {
+            inner: RelayClient::new(channel)
+                .max_decoding_message_size(8 * 1024 * 1024)
+                .max_encoding_message_size(8 * 1024 * 1024),
+        })
+    }
+
+    /// Submits a document package held in memory. Safe to retry: a resubmission returns
+    /// the original receipt.
+    pub async fn submit_document(
+        &mut self,
+        package: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<Receipt, ClientError> {
+        let header = pb::SubmitHeader {
+            idempotency_key: idempotency_key.unwrap_or_default().to_owned(),
+            size: package.len() as u64,
+            sha256: Sha256::digest(package)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        };
+        self.submit_with_header(header, package).await
+    }
+
+    /// Submits a package with a header the caller built (declared size, digest, key): the
+    /// low-level form of [`submit_document`](Self::submit_document).
+    pub async fn submit_with_header(
+        &mut self,
+        header: pb::SubmitHeader,
+        package: &[u8],
+    ) -> Result<Receipt, ClientError> {
+        let mut messages = vec![pb::SubmitDocumentRequest {
+            part: Some(pb::submit_document_request::Part::Header(header)),
+        }];
+        messages.extend(package.chunks(CHUNK).map(|c| pb::SubmitDocumentRequest {
+            part: Some(pb::submit_document_request::Part::Chunk(c.to_vec())),
+        }));
+        let response = self
+            .inner
+            .submit_document(tokio_stream::iter(messages))
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Submits a document package from a file, streamed (for large scans).
+    pub async fn submit_file(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Receipt, ClientError> {
+        use tokio::io::AsyncReadExt;
+        let mut file = tokio::fs::File::open(path.as_ref()).await?;
+        let size = file.metadata().await?.len();
+        let (tx, rx) = mpsc::channel(4);
+        let header = pb::SubmitHeader {
+            idempotency_key: idempotency_key.unwrap_or_default().to_owned(),
+            size,
+            sha256: String::new(),
+        };
+        tx.send(pb::SubmitDocumentRequest {
+            part: Some(pb::submit_document_request::Part::Header(header)),
+        })
+        .await
+        .map_err(|_| ClientError::Closed)?;
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                let msg = pb::SubmitDocumentRequest {
+                    part: Some(pb::submit_document_request::Part::Chunk(buf[..n].to_vec())),
+                };
+                if tx.send(msg).await.is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        let response = self.inner.submit_document(ReceiverStream::new(rx)).await;
+        reader.await.map_err(|_| ClientError::Closed)??;
+        Ok(response?.into_inner())
+    }
+
+    /// Submits a status package.
+    pub async fn submit_status(
+        &mut self,
+        package: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<Receipt, ClientError> {
+        let response = self
+            .inner
+            .submit_status(pb::SubmitStatusRequest {
+                package: package.to_vec(),
+                idempotency_key: idempotency_key.unwrap_or_default().to_owned(),
+            })
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Opens the inbox, taking up to `credits` deliveries at a time.
+    pub async fn inbox(&mut self, credits: u32) -> Result<Inbox, ClientError> {
+        let (tx, rx) = mpsc::channel(64);
+        tx.send(pb::InboxRequest {
+            action: Some(pb::inbox_request::Action::Open(pb::InboxOpen {
+                credits,
+                max_inline_bytes: 0,
+                recipients: Vec::new(),
+            })),
+        })
+        .await
+        .map_err(|_| ClientError::Closed)?;
+        let events = self
+            .inner
+            .inbox(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(Inbox {
+            client: self.clone(),
+            tx,
+            events,
+        })
+    }
+
+    /// The bytes of a package, streamed from the relay.
+    pub async fn fetch_payload(&mut self, message_id: &str) -> Result<Vec<u8>, ClientError> {
+        let mut stream = self
+            .inner
+            .fetch_payload(pb::FetchPayloadRequest {
+                message_id: message_id.to_owned(),
+                offset: 0,
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
+    }
+
+    /// A document's timeline.
+    pub async fn trace(&mut self, document_id: &str) -> Result<Trace, ClientError> {
+        Ok(self
+            .inner
+            .get_trace(pb::GetTraceRequest {
+                target: Some(pb::get_trace_request::Target::DocumentId(
+                    document_id.to_owned(),
+                )),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// One unit of the directory.
+    pub async fn lookup_unit(&mut self, code: &str) -> Result<Unit, ClientError> {
+        Ok(self
+            .inner
+            .lookup_unit(pb::LookupUnitRequest {
+                code: code.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Units of the directory (children of `parent`, or all).
+    pub async fn list_units(&mut self, parent: Option<&str>) -> Result<Vec<Unit>, ClientError> {
+        Ok(self
+            .inner
+            .list_units(pb::ListUnitsRequest {
+                parent: parent.unwrap_or_default().to_owned(),
+                include_remote: false,
+                limit: 0,
+                after: String::new(),
+            })
+            .await?
+            .into_inner()
+            .units)
+    }
+}
+
+/// An open inbox stream.
+#[derive(Debug)]
+pub struct Inbox {
+    client: Client,
+    tx: mpsc::Sender<pb::InboxRequest>,
+    events: tonic::Streaming<pb::InboxEvent>,
+}
+
+impl Inbox {
+    /// The next delivery (`None` when the relay closed the stream). Large packages are not
+    /// inlined: their bytes are fetched here, so `package` is always complete.
+    pub async fn next(&mut self) -> Result<Option<Delivery>, ClientError> {
+        loop {
+            match self.events.message().await? {
+                None => return Ok(None),
+                Some(pb::InboxEvent {
+                    event: Some(pb::inbox_event::Event::Delivery(mut d)),
+                }) => {
+                    if !d.inline {
+                        d.package = self.client.fetch_payload(&d.message_id).await?;
+                        d.inline = true;
+                    }
+                    return Ok(Some(d));
+                }
+                Some(pb::InboxEvent {
+                    event: Some(pb::inbox_event::Event::Closing(_)),
+                }) => return Ok(None),
+                Some(_) => continue,
+            }
+        }
+    }
+
+    /// The delivery is stored: it will not come again.
+    pub async fn ack(&self, delivery_id: &str) -> Result<(), ClientError> {
+        self.send(pb::inbox_request::Action::Ack(delivery_id.to_owned()))
+            .await
+    }
+
+    /// The delivery could not be taken now: the relay retries it later.
+    pub async fn nack(&self, delivery_id: &str, reason: &str) -> Result<(), ClientError> {
+        self.send(pb::inbox_request::Action::Nack(pb::InboxNack {
+            delivery_id: delivery_id.to_owned(),
+            reason: reason.to_owned(),
+        }))
+        .await
+    }
+
+    /// Grants more credits.
+    pub async fn credit(&self, n: u32) -> Result<(), ClientError> {
+        self.send(pb::inbox_request::Action::Credit(n)).await
+    }
+
+    async fn send(&self, action: pb::inbox_request::Action) -> Result<(), ClientError> {
+        self.tx
+            .send(pb::InboxRequest {
+                action: Some(action),
+            })
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+}

@@ -1,0 +1,276 @@
+//! Two units of the ministry exchange documents and statuses through a real `trucd` over
+//! mutual TLS, and everything that should be refused is.
+
+use std::time::Duration;
+
+use truc_edxml::{
+    AttachmentSource, CalendarDate, DocumentBuilder, DocumentId, StatusBuilder, StatusCode,
+};
+use truc_tests::{code, sample, TestRelay};
+
+const A: &str = "000.00.05.G04"; // Tổng cục Đường bộ
+const B: &str = "000.00.07.G04"; // Cục Hàng hải
+const C: &str = "000.00.09.G04"; // Cục Đăng kiểm
+const C_CHILD: &str = "000.01.09.G04"; // a level-3 unit of C
+
+fn date() -> CalendarDate {
+    CalendarDate::new(2026, 11, 21).expect("date")
+}
+
+async fn next_delivery(inbox: &mut truc_client::Inbox) -> truc_client::Delivery {
+    tokio::time::timeout(Duration::from_secs(20), inbox.next())
+        .await
+        .expect("a delivery within 20 s")
+        .expect("inbox")
+        .expect("a delivery, not the end of the stream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_reaches_a_unit_and_a_level3_unit_and_statuses_flow_back() {
+    let relay = TestRelay::start(&[A, B, C]).await.expect("relay");
+    let mut a = relay.adapter(A).await.expect("A");
+    let mut b = relay.adapter(B).await.expect("B");
+    let mut c = relay.adapter(C).await.expect("C");
+
+    let doc = DocumentBuilder::new(
+        code(A),
+        vec![code(B), code(C_CHILD)],
+        date(),
+        "42",
+        "TCĐBVN-VP",
+    )
+    .subject("Về việc kiểm tra liên thông")
+    .attachment(AttachmentSource::new(
+        "congvan.pdf",
+        b"%PDF-1.4 test".to_vec(),
+    ))
+    .build();
+    let receipt = a.submit_document(&doc, Some("A-42")).await.expect("submit");
+    assert!(!receipt.duplicate);
+    assert_eq!(receipt.routes.len(), 2);
+    assert_eq!(
+        receipt.routes[1].via, C,
+        "the level-3 unit is reached through its parent"
+    );
+    let document_id = receipt.document_id.clone();
+
+    let mut b_inbox = b.inbox(8).await.expect("B inbox");
+    let got = next_delivery(&mut b_inbox).await;
+    assert_eq!(got.recipient, B);
+    assert_eq!(got.sender, A);
+    assert_eq!(got.document_id, document_id);
+    assert_eq!(got.package, doc, "byte for byte");
+    b_inbox.ack(&got.delivery_id).await.expect("ack");
+
+    let mut c_inbox = c.inbox(8).await.expect("C inbox");
+    let got_c = next_delivery(&mut c_inbox).await;
+    assert_eq!(got_c.recipient, C_CHILD, "the final recipient is kept");
+    assert_eq!(got_c.package, doc);
+    c_inbox.ack(&got_c.delivery_id).await.expect("ack");
+
+    // B accepts (03) and completes (06): both go back to A.
+    let mut a_inbox = a.inbox(8).await.expect("A inbox");
+    for s in ["03", "06"] {
+        let status = StatusBuilder::new(
+            code(B),
+            DocumentId::new(&document_id),
+            StatusCode::new(s),
+            "2026/11/21 10:00:00",
+        )
+        .build();
+        let r = b.submit_status(&status, None).await.expect("status");
+        assert_eq!(r.kind, "status");
+        let back = next_delivery(&mut a_inbox).await;
+        assert_eq!(back.kind, "status");
+        assert_eq!(back.status_code, s);
+        assert_eq!(back.package, status);
+        a_inbox.ack(&back.delivery_id).await.expect("ack");
+    }
+
+    // The timeline: both deliveries acknowledged, 01 for each recipient, then 03 and 06.
+    let mut trace = None;
+    for _ in 0..50 {
+        let t = a.trace(&document_id).await.expect("trace");
+        let acked = t
+            .deliveries
+            .iter()
+            .filter(|d| d.state == "acknowledged")
+            .count();
+        if acked >= 4 && t.statuses.len() >= 4 {
+            trace = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let trace = trace.expect("a complete timeline");
+    let codes: Vec<&str> = trace.statuses.iter().map(|s| s.code.as_str()).collect();
+    assert_eq!(codes.iter().filter(|c| **c == "01").count(), 2, "{codes:?}");
+    assert!(codes.ends_with(&["03", "06"]), "{codes:?}");
+    assert!(trace
+        .events
+        .iter()
+        .any(|e| e.kind == "routed" && e.recipient == C_CHILD));
+
+    // Resubmitting returns the original receipt.
+    let again = a
+        .submit_document(&doc, Some("A-42"))
+        .await
+        .expect("resubmit");
+    assert!(again.duplicate);
+    assert_eq!(again.message_id, receipt.message_id);
+
+    // The directory answers.
+    let unit = a.lookup_unit(C_CHILD).await.expect("lookup");
+    assert_eq!((unit.level, unit.parent.as_str()), (3, C));
+    assert_eq!(a.list_units(Some(C)).await.expect("list").len(), 42);
+    relay.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_unknown_malformed_and_oversized_are_refused_and_nothing_else_is_affected() {
+    let relay = TestRelay::start_with(&[A, B], |registry| {
+        if let Some(u) = registry
+            .units
+            .iter_mut()
+            .find(|u| u.code.as_str() == "000.00.11.G04")
+        {
+            u.state = truc_relay::UnitState::Suspended;
+        }
+    })
+    .await
+    .expect("relay");
+    let mut a = relay.adapter(A).await.expect("A");
+    let mut b = relay.adapter(B).await.expect("B");
+
+    // B sends a package whose sender is A.
+    let err = b
+        .submit_document(&sample("valid/doc-basic.edxml"), None)
+        .await
+        .expect_err("forged");
+    assert_eq!(err.code(), Some("AUTH_FORGED_SENDER"));
+    assert!(
+        err.to_string().contains(B) && err.to_string().contains(A),
+        "{err}"
+    );
+
+    // A certificate from the right CA that no unit registered.
+    let stranger = relay.unregistered_cert().expect("cert");
+    let mut s = relay
+        .client_with(&stranger)
+        .await
+        .expect("connects: the CA is right");
+    let err = s
+        .submit_document(&sample("valid/doc-basic.edxml"), None)
+        .await
+        .expect_err("unknown certificate");
+    assert_eq!(err.code(), Some("AUTH_UNKNOWN_CERTIFICATE"));
+
+    // No client certificate at all: the TLS handshake fails.
+    let no_cert =
+        truc_client::Client::connect(&format!("https://localhost:{}", relay.addr.port()), None)
+            .await;
+    match no_cert {
+        Err(_) => {}
+        Ok(mut c) => assert!(
+            c.lookup_unit(A).await.is_err(),
+            "a client without a certificate must be refused"
+        ),
+    }
+
+    // An unknown recipient inside the ministry.
+    let to_nowhere =
+        DocumentBuilder::new(code(A), vec![code("000.00.98.G04")], date(), "1", "X").build();
+    let err = a
+        .submit_document(&to_nowhere, None)
+        .await
+        .expect_err("unknown unit");
+    assert_eq!(err.code(), Some("ROUTE_UNKNOWN_UNIT"));
+
+    // Malformed packages: each with its code.
+    for (file, expected) in [
+        ("invalid/billion-laughs.edxml", "EDXML_DTD_FORBIDDEN"),
+        ("invalid/not-xml.edxml", "EDXML_MALFORMED"),
+        ("invalid/no-recipient.edxml", "EDXML_NO_RECIPIENT"),
+        ("invalid/bad-base64.edxml", "EDXML_BAD_BASE64"),
+    ] {
+        let err = a
+            .submit_document(&sample(file), None)
+            .await
+            .expect_err(file);
+        assert_eq!(err.code(), Some(expected), "{file}: {err}");
+    }
+
+    // Oversized: refused from the header, before the bytes.
+    let header = truc_client::SubmitHeader {
+        idempotency_key: String::new(),
+        size: 400 * 1024 * 1024,
+        sha256: String::new(),
+    };
+    let err = a
+        .submit_with_header(header, &sample("valid/doc-basic.edxml"))
+        .await
+        .expect_err("oversized");
+    assert_eq!(err.code(), Some("EDXML_TOO_LARGE"));
+
+    // A suspended unit's mail is held, and the sender is told.
+    let held = DocumentBuilder::new(code(A), vec![code("000.00.11.G04")], date(), "2", "X").build();
+    let r = a
+        .submit_document(&held, None)
+        .await
+        .expect("held is accepted");
+    assert_eq!(r.routes[0].kind, truc_proto_route_held());
+
+    // After all that, normal traffic flows.
+    let fine = DocumentBuilder::new(code(A), vec![code(B)], date(), "3", "X").build();
+    a.submit_document(&fine, None).await.expect("submit");
+    let mut inbox = b.inbox(4).await.expect("inbox");
+    let d = next_delivery(&mut inbox).await;
+    assert_eq!(d.package, fine);
+    relay.stop().await.expect("stop");
+}
+
+fn truc_proto_route_held() -> i32 {
+    4
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_deliveries_come_again_after_a_reconnect_and_acknowledged_ones_do_not() {
+    let relay = TestRelay::start(&[A, B]).await.expect("relay");
+    let mut a = relay.adapter(A).await.expect("A");
+    for n in 0..3 {
+        let doc =
+            DocumentBuilder::new(code(A), vec![code(B)], date(), &format!("{n}"), "X").build();
+        a.submit_document(&doc, None).await.expect("submit");
+    }
+    let mut b = relay.adapter(B).await.expect("B");
+    let first_ids = {
+        let mut inbox = b.inbox(10).await.expect("inbox");
+        let one = next_delivery(&mut inbox).await;
+        let two = next_delivery(&mut inbox).await;
+        let three = next_delivery(&mut inbox).await;
+        inbox.ack(&one.delivery_id).await.expect("ack");
+        // Give the ack time to land, then drop the stream with two unacknowledged.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        vec![one.message_id, two.message_id, three.message_id]
+    };
+    let mut inbox = b.inbox(10).await.expect("inbox again");
+    let again1 = next_delivery(&mut inbox).await;
+    let again2 = next_delivery(&mut inbox).await;
+    let mut again = vec![again1.message_id.clone(), again2.message_id.clone()];
+    again.sort();
+    let mut expected = first_ids[1..].to_vec();
+    expected.sort();
+    assert_eq!(
+        again, expected,
+        "exactly the unacknowledged ones come again"
+    );
+    assert!(again1.attempt >= 2);
+    inbox.ack(&again1.delivery_id).await.expect("ack");
+    inbox.ack(&again2.delivery_id).await.expect("ack");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(inbox);
+    let mut inbox = b.inbox(10).await.expect("inbox a third time");
+    let nothing = tokio::time::timeout(Duration::from_secs(2), inbox.next()).await;
+    assert!(nothing.is_err(), "nothing left to deliver, got {nothing:?}");
+    relay.stop().await.expect("stop");
+}

@@ -105,19 +105,19 @@ pub struct TestRelay {
     pub certs: Vec<(OrgCode, TestCert)>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    process: Option<std::process::Child>,
 }
 
-impl TestRelay {
-    /// Starts a relay whose registry gives these level-2 units an adapter certificate.
-    pub async fn start(adapters: &[&str]) -> anyhow::Result<Self> {
-        Self::start_with(adapters, |_| {}).await
-    }
+/// Certificates, registry and configuration of a test relay, in a temporary directory.
+struct Setup {
+    dir: tempfile::TempDir,
+    ca: TestCa,
+    certs: Vec<(OrgCode, TestCert)>,
+    config_text: String,
+}
 
-    /// Same, letting the caller adjust the registry and config.
-    pub async fn start_with(
-        adapters: &[&str],
-        adjust: impl FnOnce(&mut RegistryFile),
-    ) -> anyhow::Result<Self> {
+impl Setup {
+    fn new(adapters: &[&str], adjust: impl FnOnce(&mut RegistryFile)) -> anyhow::Result<Self> {
         install_crypto();
         let dir = tempfile::tempdir()?;
         let ca = TestCa::new("truc test CA")?;
@@ -146,7 +146,48 @@ impl TestRelay {
             dir.path().join("ca.pem"),
             300 * 1024 * 1024,
         );
-        let config = trucd::Config::from_toml(&config_text)?;
+        Ok(Setup {
+            dir,
+            ca,
+            certs,
+            config_text,
+        })
+    }
+}
+
+/// The `trucd` binary beside this test binary (built by `cargo test --workspace`), built
+/// on demand when only this package's tests are run.
+pub fn trucd_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let debug_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("no target directory"))?;
+    let bin = debug_dir.join("trucd");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "trucd", "--bin", "trucd"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()?;
+        anyhow::ensure!(status.success(), "building trucd failed");
+    }
+    Ok(bin)
+}
+
+impl TestRelay {
+    /// Starts a relay whose registry gives these level-2 units an adapter certificate.
+    pub async fn start(adapters: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(adapters, |_| {}).await
+    }
+
+    /// Same, letting the caller adjust the registry and config.
+    pub async fn start_with(
+        adapters: &[&str],
+        adjust: impl FnOnce(&mut RegistryFile),
+    ) -> anyhow::Result<Self> {
+        let setup = Setup::new(adapters, adjust)?;
+        let config = trucd::Config::from_toml(&setup.config_text)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -155,15 +196,74 @@ impl TestRelay {
         }));
         let relay = TestRelay {
             addr,
-            dir,
-            server_ca_pem: ca.pem.clone(),
-            ca,
-            certs,
+            dir: setup.dir,
+            server_ca_pem: setup.ca.pem.clone(),
+            ca: setup.ca,
+            certs: setup.certs,
             stop: Some(stop),
             task: Some(task),
+            process: None,
         };
         relay.wait_ready().await?;
         Ok(relay)
+    }
+
+    /// Starts the real `trucd` binary as a child process (killed when this is dropped).
+    pub async fn spawn_process(adapters: &[&str]) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let setup = Setup::new(adapters, |_| {})?;
+        let config_path = setup.dir.path().join("trucd.toml");
+        std::fs::write(&config_path, &setup.config_text)?;
+        let mut child = std::process::Command::new(trucd_binary()?)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("TRUC_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("addr=") {
+                    let addr = line[at + 5..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    if line.contains("listening") {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let addr: SocketAddr = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .map_err(|_| anyhow::anyhow!("trucd did not report its address"))?
+            .parse()?;
+        let relay = TestRelay {
+            addr,
+            dir: setup.dir,
+            server_ca_pem: setup.ca.pem.clone(),
+            ca: setup.ca,
+            certs: setup.certs,
+            stop: None,
+            task: None,
+            process: Some(child),
+        };
+        relay.wait_ready().await?;
+        Ok(relay)
+    }
+
+    /// The process id of a relay started with [`spawn_process`](Self::spawn_process).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.id())
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
@@ -221,6 +321,10 @@ impl TestRelay {
 
 impl Drop for TestRelay {
     fn drop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -247,15 +247,28 @@ impl Client {
             .inbox(ReceiverStream::new(rx))
             .await?
             .into_inner();
-        Ok(Inbox {
-            client: self.clone(),
-            tx,
-            events,
-        })
+        Ok(Inbox { tx, events })
     }
 
-    /// The bytes of a package, streamed from the relay.
+    /// The bytes of a package, in memory. For large packages prefer
+    /// [`fetch_payload_with`](Self::fetch_payload_with).
     pub async fn fetch_payload(&mut self, message_id: &str) -> Result<Vec<u8>, ClientError> {
+        let mut out = Vec::new();
+        self.fetch_payload_with(message_id, |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Streams the bytes of a package to `sink`, a chunk (up to 1 MiB) at a time: a package
+    /// of hundreds of megabytes never has to be in memory. Returns its size.
+    pub async fn fetch_payload_with(
+        &mut self,
+        message_id: &str,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ClientError> {
         let mut stream = self
             .inner
             .fetch_payload(pb::FetchPayloadRequest {
@@ -264,11 +277,12 @@ impl Client {
             })
             .await?
             .into_inner();
-        let mut out = Vec::new();
+        let mut size = 0;
         while let Some(chunk) = stream.message().await? {
-            out.extend_from_slice(&chunk.data);
+            sink(&chunk.data)?;
+            size += chunk.data.len() as u64;
         }
-        Ok(out)
+        Ok(size)
     }
 
     /// A document's timeline.
@@ -314,25 +328,21 @@ impl Client {
 /// An open inbox stream.
 #[derive(Debug)]
 pub struct Inbox {
-    client: Client,
     tx: mpsc::Sender<pb::InboxRequest>,
     events: tonic::Streaming<pb::InboxEvent>,
 }
 
 impl Inbox {
-    /// The next delivery (`None` when the relay closed the stream). Large packages are not
-    /// inlined: their bytes are fetched here, so `package` is always complete.
+    /// The next delivery (`None` when the relay closed the stream). Packages over 4 MiB are
+    /// announced, not inlined (`inline` is false): stream them with
+    /// [`Client::fetch_payload_with`] before acknowledging.
     pub async fn next(&mut self) -> Result<Option<Delivery>, ClientError> {
         loop {
             match self.events.message().await? {
                 None => return Ok(None),
                 Some(pb::InboxEvent {
-                    event: Some(pb::inbox_event::Event::Delivery(mut d)),
+                    event: Some(pb::inbox_event::Event::Delivery(d)),
                 }) => {
-                    if !d.inline {
-                        d.package = self.client.fetch_payload(&d.message_id).await?;
-                        d.inline = true;
-                    }
                     return Ok(Some(d));
                 }
                 Some(pb::InboxEvent {

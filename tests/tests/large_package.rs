@@ -1,0 +1,124 @@
+//! A 200 MiB package passes end to end through a real `trucd` process while the relay's
+//! resident memory grows by less than 64 MiB: packages are streamed to disk as they arrive,
+//! checked while streaming, and streamed out again.
+
+use std::io::Write;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use truc_edxml::{AttachmentSource, CalendarDate, DocumentBuilder};
+use truc_tests::{code, TestRelay};
+
+const A: &str = "000.00.05.G04";
+const B: &str = "000.00.07.G04";
+
+/// Resident set and its peak, in KiB, from /proc.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mib_package_passes_with_bounded_relay_memory() {
+    let relay = TestRelay::spawn_process(&[A, B])
+        .await
+        .expect("trucd process");
+    let pid = relay.pid().expect("pid");
+
+    // A small exchange first, so the baseline includes everything warmed up.
+    let mut a = relay.adapter(A).await.expect("A");
+    let mut b = relay.adapter(B).await.expect("B");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let warm = DocumentBuilder::new(code(A), vec![code(B)], date, "1", "X").build();
+    a.submit_document(&warm, None).await.expect("warm-up");
+    let mut inbox = b.inbox(4).await.expect("inbox");
+    let d = tokio::time::timeout(Duration::from_secs(30), inbox.next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("some");
+    inbox.ack(&d.delivery_id).await.expect("ack");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (baseline, _) = memory_kib(pid);
+
+    // A scanned document: 150 MiB of attachment, about 200 MiB of package once in base64.
+    let package = DocumentBuilder::new(code(A), vec![code(B)], date, "2", "X")
+        .subject("Hồ sơ quét")
+        .attachment(AttachmentSource::new("hoso.pdf", noise(150 * 1024 * 1024)))
+        .build();
+    assert!(package.len() > 200 * 1024 * 1024 - 1024);
+    let expected_sha: String = Sha256::digest(&package)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = relay.dir.path().join("big.edxml");
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(&package))
+        .expect("write");
+    drop(package);
+
+    let receipt = a
+        .submit_file(&path, Some("big-2"))
+        .await
+        .expect("submit 200 MiB");
+    assert_eq!(receipt.sha256, expected_sha);
+    assert_eq!(
+        receipt.size as usize,
+        std::fs::metadata(&path).expect("meta").len() as usize
+    );
+
+    let d = tokio::time::timeout(Duration::from_secs(120), inbox.next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("some");
+    assert!(!d.inline, "a 200 MiB package is announced, not inlined");
+    let mut hasher = Sha256::new();
+    let size = b
+        .fetch_payload_with(&d.message_id, |chunk| {
+            hasher.update(chunk);
+            Ok(())
+        })
+        .await
+        .expect("fetch");
+    assert_eq!(size, receipt.size);
+    let got: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(got, expected_sha, "byte for byte");
+    inbox.ack(&d.delivery_id).await.expect("ack");
+
+    let (_, peak) = memory_kib(pid);
+    let growth_mib = peak.saturating_sub(baseline) / 1024;
+    println!(
+        "trucd memory: baseline {} MiB, peak {} MiB, growth {growth_mib} MiB",
+        baseline / 1024,
+        peak / 1024
+    );
+    assert!(
+        growth_mib < 64,
+        "the relay's memory grew by {growth_mib} MiB for a 200 MiB package"
+    );
+}

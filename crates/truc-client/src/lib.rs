@@ -16,6 +16,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod folder;
+
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;

@@ -1,0 +1,166 @@
+//! A complete adapter for units without a document-management system: folders.
+//!
+//! - `outbox/`: drop a package (`*.edxml`); it is submitted and moved to `sent/` with its
+//!   receipt beside it (`NAME.receipt.json`). Status packages are recognised and sent as
+//!   statuses. A package the relay refuses for good goes to `failed/` with the reason
+//!   (`NAME.error.txt`); on a transient failure it stays and is retried.
+//! - `inbox/`: each delivery is written to a temporary file, flushed to disk, renamed to
+//!   `MESSAGE_ID.edxml` (with `MESSAGE_ID.json` describing it), and only then acknowledged:
+//!   a crash never leaves a half-written package or loses one.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{Client, ClientError};
+
+/// Settings of the folder adapter.
+#[derive(Debug, Clone)]
+pub struct FolderOptions {
+    /// The base directory (holds `outbox/`, `sent/`, `failed/`, `inbox/`).
+    pub dir: PathBuf,
+    /// How often `outbox/` is scanned.
+    pub poll: Duration,
+    /// Deliveries taken at a time.
+    pub credits: u32,
+}
+
+/// What the adapter did, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderStats {
+    /// Packages submitted.
+    pub sent: u64,
+    /// Packages refused for good.
+    pub failed: u64,
+    /// Deliveries written to `inbox/`.
+    pub received: u64,
+}
+
+fn is_permanent(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Refused {
+            status: tonic::Code::InvalidArgument
+                | tonic::Code::PermissionDenied
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::OutOfRange,
+            ..
+        }
+    ) || matches!(e, ClientError::Refused { code, .. } if code == "EDXML_TOO_LARGE")
+}
+
+/// A status package's root holds `<Status>` in its header; documents a `<MessageHeader>`.
+fn looks_like_status(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(64 * 1024)];
+    let text = String::from_utf8_lossy(head);
+    text.contains("Status>") && !text.contains("MessageHeader>")
+}
+
+/// Runs the folder adapter until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    options: FolderOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<FolderStats, ClientError> {
+    for sub in ["outbox", "sent", "failed", "inbox"] {
+        tokio::fs::create_dir_all(options.dir.join(sub)).await?;
+    }
+    let mut stats = FolderStats::default();
+    let mut outbox_client = client.clone();
+    let mut inbox_client = client;
+    let mut inbox = inbox_client.inbox(options.credits.max(1)).await?;
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(options.poll);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(stats),
+            _ = tick.tick() => send_outbox(&mut outbox_client, &options.dir, &mut stats).await?,
+            delivery = inbox.next() => match delivery? {
+                Some(d) => {
+                    receive(&mut inbox_client, &options.dir, &d).await?;
+                    inbox.ack(&d.delivery_id).await?;
+                    stats.received += 1;
+                }
+                None => {
+                    // The relay closed the stream (restart): reopen.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    inbox = inbox_client.inbox(options.credits.max(1)).await?;
+                }
+            },
+        }
+    }
+}
+
+async fn send_outbox(
+    client: &mut Client,
+    dir: &Path,
+    stats: &mut FolderStats,
+) -> Result<(), ClientError> {
+    let mut entries = tokio::fs::read_dir(dir.join("outbox")).await?;
+    let mut files = Vec::new();
+    while let Some(e) = entries.next_entry().await? {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if path.is_file() && !name.starts_with('.') {
+            files.push((name, path));
+        }
+    }
+    files.sort();
+    for (name, path) in files {
+        let bytes = tokio::fs::read(&path).await?;
+        let result = if looks_like_status(&bytes) {
+            client.submit_status(&bytes, Some(&name)).await
+        } else {
+            client.submit_document(&bytes, Some(&name)).await
+        };
+        match result {
+            Ok(receipt) => {
+                let text = format!(
+                    "{{\"message_id\":{:?},\"document_id\":{:?},\"kind\":{:?},\"duplicate\":{},\"accepted_at\":{:?}}}\n",
+                    receipt.message_id, receipt.document_id, receipt.kind, receipt.duplicate, receipt.accepted_at
+                );
+                tokio::fs::write(dir.join("sent").join(format!("{name}.receipt.json")), text)
+                    .await?;
+                tokio::fs::rename(&path, dir.join("sent").join(&name)).await?;
+                stats.sent += 1;
+            }
+            Err(e) if is_permanent(&e) => {
+                tokio::fs::write(
+                    dir.join("failed").join(format!("{name}.error.txt")),
+                    format!("{e}\n"),
+                )
+                .await?;
+                tokio::fs::rename(&path, dir.join("failed").join(&name)).await?;
+                stats.failed += 1;
+            }
+            // Transient (relay restarting, out of space): try again at the next scan.
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn receive(client: &mut Client, dir: &Path, d: &crate::Delivery) -> Result<(), ClientError> {
+    use std::io::Write;
+    let inbox = dir.join("inbox");
+    let tmp = inbox.join(format!(".{}.part", d.message_id));
+    let mut file = std::fs::File::create(&tmp)?;
+    if d.inline {
+        file.write_all(&d.package)?;
+    } else {
+        // Large: streamed to the file a chunk at a time, never whole in memory.
+        client
+            .fetch_payload_with(&d.message_id, |chunk| file.write_all(chunk))
+            .await?;
+    }
+    file.sync_all()?;
+    drop(file);
+    let meta = format!(
+        "{{\"message_id\":{:?},\"recipient\":{:?},\"sender\":{:?},\"kind\":{:?},\"document_id\":{:?},\"status_code\":{:?},\"sha256\":{:?},\"size\":{}}}\n",
+        d.message_id, d.recipient, d.sender, d.kind, d.document_id, d.status_code, d.sha256, d.size
+    );
+    tokio::fs::write(inbox.join(format!("{}.json", d.message_id)), meta).await?;
+    tokio::fs::rename(&tmp, inbox.join(format!("{}.edxml", d.message_id))).await?;
+    std::fs::File::open(&inbox)?.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! The folder adapter: packages dropped in `outbox/` reach another unit's `inbox/` folder,
+//! statuses dropped as files come back, refused packages land in `failed/` with the reason.
+
+use std::path::Path;
+use std::time::Duration;
+
+use truc_client::folder::{run, FolderOptions};
+use truc_edxml::{CalendarDate, DocumentBuilder, DocumentId, StatusBuilder, StatusCode};
+use truc_tests::{code, sample, TestRelay};
+
+const A: &str = "000.00.05.G04";
+const B: &str = "000.00.07.G04";
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == ext));
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_exchange_documents_and_statuses() {
+    let relay = TestRelay::start(&[A, B]).await.expect("relay");
+    let work = tempfile::tempdir().expect("tempdir");
+    let (a_dir, b_dir) = (work.path().join("a"), work.path().join("b"));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (unit, dir) in [(A, a_dir.clone()), (B, b_dir.clone())] {
+        let client = relay.adapter(unit).await.expect("client");
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(run(
+            client,
+            FolderOptions {
+                dir,
+                poll: Duration::from_millis(100),
+                credits: 8,
+            },
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+    }
+    wait_for("the folders", || {
+        a_dir.join("outbox").is_dir() && b_dir.join("outbox").is_dir()
+    })
+    .await;
+
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let doc = DocumentBuilder::new(code(A), vec![code(B)], date, "77", "TCĐBVN-VP")
+        .subject("Qua thư mục")
+        .build();
+    std::fs::write(a_dir.join("outbox").join("cv77.edxml"), &doc).expect("drop");
+    std::fs::write(
+        a_dir.join("outbox").join("broken.edxml"),
+        sample("invalid/no-recipient.edxml"),
+    )
+    .expect("drop");
+
+    wait_for("the delivery in B's inbox", || {
+        !files(&b_dir.join("inbox"), "edxml").is_empty()
+    })
+    .await;
+    let received = files(&b_dir.join("inbox"), "edxml");
+    assert_eq!(
+        std::fs::read(&received[0]).expect("read"),
+        doc,
+        "byte for byte"
+    );
+    assert!(a_dir.join("sent").join("cv77.edxml").is_file());
+    assert!(a_dir.join("sent").join("cv77.edxml.receipt.json").is_file());
+    wait_for("the refusal", || {
+        a_dir
+            .join("failed")
+            .join("broken.edxml.error.txt")
+            .is_file()
+    })
+    .await;
+    let reason =
+        std::fs::read_to_string(a_dir.join("failed").join("broken.edxml.error.txt")).expect("read");
+    assert!(reason.contains("EDXML_NO_RECIPIENT"), "{reason}");
+
+    // B answers with a status file: it arrives in A's inbox folder.
+    let status = StatusBuilder::new(
+        code(B),
+        DocumentId::new("000.00.05.G04,2026/11/21,77/TCĐBVN-VP"),
+        StatusCode::new("03"),
+        "2026/11/21 11:00:00",
+    )
+    .build();
+    std::fs::write(b_dir.join("outbox").join("st03.edxml"), &status).expect("drop");
+    wait_for("the status in A's inbox", || {
+        !files(&a_dir.join("inbox"), "edxml").is_empty()
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(&files(&a_dir.join("inbox"), "edxml")[0]).expect("read"),
+        status
+    );
+    let meta = std::fs::read_to_string(&files(&a_dir.join("inbox"), "json")[0]).expect("json");
+    assert!(
+        meta.contains("\"kind\":\"status\"") && meta.contains("\"status_code\":\"03\""),
+        "{meta}"
+    );
+
+    stop_tx.send(true).expect("stop");
+    for t in tasks {
+        let stats = t.await.expect("task").expect("adapter");
+        assert!(stats.sent >= 1);
+    }
+    relay.stop().await.expect("stop");
+}

@@ -117,7 +117,11 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(adapters: &[&str], adjust: impl FnOnce(&mut RegistryFile)) -> anyhow::Result<Self> {
+    fn new(
+        adapters: &[&str],
+        adjust: impl FnOnce(&mut RegistryFile),
+        extra_limits: &str,
+    ) -> anyhow::Result<Self> {
         install_crypto();
         let dir = tempfile::tempdir()?;
         let ca = TestCa::new("truc test CA")?;
@@ -138,13 +142,14 @@ impl Setup {
         adjust(&mut registry);
         write(dir.path(), "registry.toml", &registry.to_toml())?;
         let config_text = format!(
-            "ministry = \"000.00.00.G04\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\nlease_secs = 5\nmax_package_bytes = {}\n",
+            "ministry = \"000.00.00.G04\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\nlease_secs = 5\nmax_package_bytes = {}\n{}\n",
             dir.path().join("store"),
             dir.path().join("registry.toml"),
             dir.path().join("server.pem"),
             dir.path().join("server.key"),
             dir.path().join("ca.pem"),
             300 * 1024 * 1024,
+            extra_limits,
         );
         Ok(Setup {
             dir,
@@ -186,7 +191,16 @@ impl TestRelay {
         adapters: &[&str],
         adjust: impl FnOnce(&mut RegistryFile),
     ) -> anyhow::Result<Self> {
-        let setup = Setup::new(adapters, adjust)?;
+        Self::start_full(adapters, adjust, "").await
+    }
+
+    /// Same, with extra `[limits]` settings (TOML lines).
+    pub async fn start_full(
+        adapters: &[&str],
+        adjust: impl FnOnce(&mut RegistryFile),
+        extra_limits: &str,
+    ) -> anyhow::Result<Self> {
+        let setup = Setup::new(adapters, adjust, extra_limits)?;
         let config = trucd::Config::from_toml(&setup.config_text)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -211,7 +225,7 @@ impl TestRelay {
     /// Starts the real `trucd` binary as a child process (killed when this is dropped).
     pub async fn spawn_process(adapters: &[&str]) -> anyhow::Result<Self> {
         use std::io::BufRead;
-        let setup = Setup::new(adapters, |_| {})?;
+        let setup = Setup::new(adapters, |_| {}, "")?;
         let config_path = setup.dir.path().join("trucd.toml");
         std::fs::write(&config_path, &setup.config_text)?;
         let mut child = std::process::Command::new(trucd_binary()?)
@@ -289,8 +303,13 @@ impl TestRelay {
 
     /// A client presenting `cert`.
     pub async fn client_with(&self, cert: &TestCert) -> anyhow::Result<Client> {
+        self.client_trusting(cert, &self.server_ca_pem).await
+    }
+
+    /// A client presenting `cert` and trusting `ca_pem` for the relay's certificate.
+    pub async fn client_trusting(&self, cert: &TestCert, ca_pem: &str) -> anyhow::Result<Client> {
         let tls = ClientTls {
-            ca: self.server_ca_pem.clone().into_bytes(),
+            ca: ca_pem.to_owned().into_bytes(),
             cert: cert.cert.clone().into_bytes(),
             key: cert.key.clone().into_bytes(),
             domain: "localhost".into(),
@@ -300,6 +319,14 @@ impl TestRelay {
             Some(tls),
         )
         .await?)
+    }
+
+    /// The certificate registered for a unit at start.
+    pub fn cert_of(&self, unit: &str) -> Option<TestCert> {
+        self.certs
+            .iter()
+            .find(|(c, _)| c.as_str() == unit)
+            .map(|(_, c)| c.clone())
     }
 
     /// A certificate from the same CA that no unit registered.

@@ -25,6 +25,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use truc_proto::v1 as pb;
 use truc_proto::v1::relay_client::RelayClient;
 
+pub use truc_proto::v1 as proto;
 pub use truc_proto::v1::{Delivery, Receipt, SubmitHeader, Trace, Unit};
 
 /// Why a call failed.
@@ -136,6 +137,11 @@ impl Client {
                 .max_decoding_message_size(8 * 1024 * 1024)
                 .max_encoding_message_size(8 * 1024 * 1024),
         })
+    }
+
+    /// The generated gRPC client, for calls this SDK does not wrap.
+    pub fn grpc(&self) -> RelayClient<Channel> {
+        self.inner.clone()
     }
 
     /// Submits a document package held in memory. Safe to retry: a resubmission returns

@@ -68,6 +68,14 @@ pub struct LimitsConfig {
     pub lease_secs: u64,
     /// Most deliveries an inbox stream may hold unacknowledged (default 1000).
     pub max_credits: u32,
+    /// Submissions per second allowed to one unit's adapter, across all its connections
+    /// (default 500).
+    pub submits_per_second: u32,
+    /// Submissions one adapter may make in a burst above that rate (default 1000).
+    pub submit_burst: u32,
+    /// Longest a submission may stay silent (no chunk) before it is cancelled, in seconds
+    /// (default 60): a slow or stalled client cannot hold a submission open.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -77,6 +85,9 @@ impl Default for LimitsConfig {
             memory_package_bytes: 1024 * 1024,
             lease_secs: 60,
             max_credits: 1000,
+            submits_per_second: 500,
+            submit_burst: 1000,
+            idle_timeout_secs: 60,
         }
     }
 }

@@ -62,12 +62,22 @@ pub enum Identity {
 }
 
 /// The service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RelayService {
     relay: Arc<Relay>,
     limits: LimitsConfig,
     identity: Identity,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// Submissions per unit, shared by all of an adapter's connections.
+    rate: Arc<governor::DefaultKeyedRateLimiter<OrgCode>>,
+}
+
+impl std::fmt::Debug for RelayService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayService")
+            .field("identity", &self.identity)
+            .finish()
+    }
 }
 
 struct Caller {
@@ -84,12 +94,32 @@ impl RelayService {
         identity: Identity,
         closing: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let per_second = std::num::NonZeroU32::new(limits.submits_per_second.max(1))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = std::num::NonZeroU32::new(limits.submit_burst.max(1))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::per_second(per_second).allow_burst(burst);
         RelayService {
             relay,
             limits,
             identity,
             closing,
+            rate: Arc::new(governor::RateLimiter::keyed(quota)),
         }
+    }
+
+    /// Refuses a submission over the unit's rate, telling the adapter to slow down.
+    fn check_rate(&self, caller: &Caller) -> Result<(), Status> {
+        self.rate.check_key(&caller.unit.code).map_err(|_| {
+            status(
+                tonic::Code::ResourceExhausted,
+                "RATE_LIMITED",
+                format!(
+                    "{} is over its rate of {} submissions per second: retry after a short pause",
+                    caller.unit.code, self.limits.submits_per_second
+                ),
+            )
+        })
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
@@ -232,8 +262,10 @@ impl pb::relay_server::Relay for RelayService {
         request: Request<Streaming<pb::SubmitDocumentRequest>>,
     ) -> Result<Response<pb::Receipt>, Status> {
         let caller = self.caller(&request)?;
+        self.check_rate(&caller)?;
+        let idle = Duration::from_secs(self.limits.idle_timeout_secs.max(1));
         let mut stream = request.into_inner();
-        let header = match stream.message().await? {
+        let header = match next_message(&mut stream, idle).await? {
             Some(pb::SubmitDocumentRequest {
                 part: Some(pb::submit_document_request::Part::Header(h)),
             }) => h,
@@ -272,7 +304,7 @@ impl pb::relay_server::Relay for RelayService {
             file: None,
             size: 0,
         };
-        while let Some(message) = stream.message().await? {
+        while let Some(message) = next_message(&mut stream, idle).await? {
             match message.part {
                 Some(pb::submit_document_request::Part::Chunk(data)) => {
                     incoming.chunk(&self.relay, &self.limits, &data)?
@@ -327,6 +359,7 @@ impl pb::relay_server::Relay for RelayService {
         request: Request<pb::SubmitStatusRequest>,
     ) -> Result<Response<pb::Receipt>, Status> {
         let caller = self.caller(&request)?;
+        self.check_rate(&caller)?;
         let req = request.into_inner();
         let meta = truc_edxml::parse(&req.package).map_err(|e| relay_status(e.into()))?;
         if meta.kind() != truc_edxml::PackageKind::Status {
@@ -824,6 +857,22 @@ impl InboxSession {
             None => {}
         }
         Ok(())
+    }
+}
+
+/// The next message of a client stream, or `DEADLINE_EXCEEDED` if the client stays silent
+/// longer than `idle` (a stalled or slowloris client cannot hold a submission open).
+async fn next_message<T>(stream: &mut Streaming<T>, idle: Duration) -> Result<Option<T>, Status> {
+    match tokio::time::timeout(idle, stream.message()).await {
+        Ok(r) => r,
+        Err(_) => Err(status(
+            tonic::Code::DeadlineExceeded,
+            "SUBMIT_IDLE",
+            format!(
+                "no data for {} s: the submission was cancelled",
+                idle.as_secs()
+            ),
+        )),
     }
 }
 

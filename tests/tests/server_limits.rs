@@ -1,0 +1,129 @@
+//! Server behaviour: per-adapter rate limits, stalled submissions, certificate reload.
+
+use std::time::Duration;
+
+use truc_edxml::{CalendarDate, DocumentBuilder};
+use truc_tests::{code, TestCa, TestRelay};
+
+const A: &str = "000.00.05.G04";
+const B: &str = "000.00.07.G04";
+
+fn doc(n: u32) -> Vec<u8> {
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    DocumentBuilder::new(code(A), vec![code(B)], date, &n.to_string(), "RATE").build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_over_its_rate_is_told_to_slow_down_and_others_are_not() {
+    let relay = TestRelay::start_full(
+        &[A, B],
+        |_| {},
+        "submits_per_second = 1\nsubmit_burst = 3\n",
+    )
+    .await
+    .expect("relay");
+    // Two connections of the same adapter share its budget.
+    let mut a1 = relay.adapter(A).await.expect("A");
+    let mut a2 = relay.adapter(A).await.expect("A again");
+    a1.submit_document(&doc(1), None).await.expect("1");
+    a2.submit_document(&doc(2), None).await.expect("2");
+    a1.submit_document(&doc(3), None).await.expect("3");
+    let err = a2
+        .submit_document(&doc(4), None)
+        .await
+        .expect_err("over the rate");
+    assert_eq!(err.code(), Some("RATE_LIMITED"), "{err}");
+    // B is not affected.
+    let mut b = relay.adapter(B).await.expect("B");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let from_b = DocumentBuilder::new(code(B), vec![code(A)], date, "1", "B").build();
+    b.submit_document(&from_b, None).await.expect("B submits");
+    relay.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_submission_is_cancelled() {
+    let relay = TestRelay::start_full(&[A, B], |_| {}, "idle_timeout_secs = 1\n")
+        .await
+        .expect("relay");
+    let a = relay.adapter(A).await.expect("A");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut grpc = a.grpc();
+    let call = tokio::spawn(async move {
+        grpc.submit_document(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    use truc_client::proto::{submit_document_request::Part, SubmitDocumentRequest, SubmitHeader};
+    tx.send(SubmitDocumentRequest {
+        part: Some(Part::Header(SubmitHeader::default())),
+    })
+    .await
+    .expect("header");
+    tx.send(SubmitDocumentRequest {
+        part: Some(Part::Chunk(b"<?xml version=\"1.0\"?><edXML".to_vec())),
+    })
+    .await
+    .expect("chunk");
+    // ... and then nothing, like a slowloris client.
+    let result = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("answered")
+        .expect("task");
+    let status = result.expect_err("cancelled");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    assert_eq!(
+        status
+            .metadata()
+            .get("truc-error-code")
+            .and_then(|v| v.to_str().ok()),
+        Some("SUBMIT_IDLE")
+    );
+    drop(tx);
+    relay.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_reloaded_on_sighup_without_a_restart() {
+    let relay = TestRelay::spawn_process(&[A]).await.expect("trucd process");
+    let pid = relay.pid().expect("pid");
+    let adapter_cert = relay.cert_of(A).expect("cert");
+    let new_ca = TestCa::new("renewed server CA").expect("ca");
+    // Before the reload, a client that trusts only the new CA cannot talk to the relay.
+    let before = relay.client_trusting(&adapter_cert, &new_ca.pem).await;
+    let refused = match before {
+        Err(_) => true,
+        Ok(mut c) => c.lookup_unit(A).await.is_err(),
+    };
+    assert!(
+        refused,
+        "the old server certificate must not satisfy the new CA"
+    );
+
+    let renewed = new_ca
+        .issue("relay", &["localhost", "127.0.0.1"])
+        .expect("cert");
+    std::fs::write(relay.dir.path().join("server.pem"), &renewed.cert).expect("write");
+    std::fs::write(relay.dir.path().join("server.key"), &renewed.key).expect("write");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+
+    let mut reloaded = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(mut c) = relay.client_trusting(&adapter_cert, &new_ca.pem).await {
+            if c.lookup_unit(A).await.is_ok() {
+                reloaded = Some(c);
+                break;
+            }
+        }
+    }
+    assert!(
+        reloaded.is_some(),
+        "after SIGHUP the relay presents the renewed certificate"
+    );
+    // The process kept running: same pid, still serving.
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+}

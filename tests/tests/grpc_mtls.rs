@@ -274,3 +274,50 @@ async fn unacknowledged_deliveries_come_again_after_a_reconnect_and_acknowledged
     assert!(nothing.is_err(), "nothing left to deliver, got {nothing:?}");
     relay.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_inbox_loop_acknowledges_handled_deliveries_and_retries_refused_ones() {
+    let relay = TestRelay::start(&[A, B]).await.expect("relay");
+    let mut a = relay.adapter(A).await.expect("A");
+    let doc = DocumentBuilder::new(code(A), vec![code(B)], date(), "5", "LOOP").build();
+    a.submit_document(&doc, None).await.expect("submit");
+    let mut b = relay.adapter(B).await.expect("B");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen_in = seen.clone();
+    // A refused delivery comes back within the first retry bound (2 s by default).
+    let looped = tokio::time::timeout(
+        Duration::from_secs(6),
+        b.run_inbox(4, move |d| {
+            let seen = seen_in.clone();
+            async move {
+                let mut s = seen.lock().expect("lock");
+                s.push(d.attempt);
+                // The QLVB is "down" the first time.
+                if s.len() == 1 {
+                    Err("QLVB unavailable")
+                } else {
+                    Ok(())
+                }
+            }
+        }),
+    )
+    .await;
+    // The loop runs until the stream ends; the timeout ends it here.
+    assert!(looped.is_err());
+    let attempts = seen.lock().expect("lock").clone();
+    assert_eq!(
+        attempts.len(),
+        2,
+        "refused once, then handled: {attempts:?}"
+    );
+    assert_eq!(attempts, vec![1, 2]);
+    let trace = a
+        .trace(&format!("{A},2026/11/21,5/LOOP"))
+        .await
+        .expect("trace");
+    assert!(trace
+        .deliveries
+        .iter()
+        .any(|d| d.state == "acknowledged" && d.last_error.contains("QLVB unavailable")));
+    relay.stop().await.expect("stop");
+}

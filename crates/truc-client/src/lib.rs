@@ -245,7 +245,6 @@ impl Client {
             action: Some(pb::inbox_request::Action::Open(pb::InboxOpen {
                 credits,
                 max_inline_bytes: 0,
-                recipients: Vec::new(),
             })),
         })
         .await
@@ -256,6 +255,38 @@ impl Client {
             .await?
             .into_inner();
         Ok(Inbox { tx, events })
+    }
+
+    /// Runs an inbox loop: each delivery (with its bytes, fetched if it was announced) is
+    /// given to `handler`; it is acknowledged when the handler succeeds and refused (to be
+    /// retried later) when it fails. Returns when the relay closes the stream.
+    pub async fn run_inbox<F, Fut, E>(
+        &mut self,
+        credits: u32,
+        mut handler: F,
+    ) -> Result<u64, ClientError>
+    where
+        F: FnMut(Delivery) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let mut inbox = self.inbox(credits).await?;
+        let mut handled = 0;
+        while let Some(mut d) = inbox.next().await? {
+            if !d.inline {
+                d.package = self.fetch_payload(&d.message_id).await?;
+                d.inline = true;
+            }
+            let id = d.delivery_id.clone();
+            match handler(d).await {
+                Ok(()) => {
+                    inbox.ack(&id).await?;
+                    handled += 1;
+                }
+                Err(e) => inbox.nack(&id, &e.to_string()).await?,
+            }
+        }
+        Ok(handled)
     }
 
     /// The bytes of a package, in memory. For large packages prefer

@@ -127,3 +127,84 @@ async fn certificates_are_reloaded_on_sighup_without_a_restart() {
     // The process kept running: same pid, still serving.
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_refused_and_health_is_served() {
+    let relay = TestRelay::start(&[A]).await.expect("relay");
+    let other_ca = TestCa::new("someone else's CA").expect("ca");
+    let foreign = other_ca
+        .issue("adapter", &["adapter.example"])
+        .expect("cert");
+    let refused = match relay.client_with(&foreign).await {
+        Err(_) => true,
+        Ok(mut c) => c.lookup_unit(A).await.is_err(),
+    };
+    assert!(
+        refused,
+        "a client certificate the relay's adapter CA did not sign is refused"
+    );
+
+    let a = relay.adapter(A).await.expect("A");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(a.channel());
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "truc.v1.Relay".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    relay.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tls_the_relay_refuses_to_start_unless_told_it_is_development() {
+    truc_tests::install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!(
+        "ministry = \"000.00.00.G04\"\nstore_dir = {:?}\n",
+        dir.path().join("store")
+    );
+    let config = trucd::Config::from_toml(&base).expect("config");
+    let err = trucd::server::prepare(&config).await.expect_err("no TLS");
+    assert!(format!("{err:#}").contains("mutual TLS"), "{err:#}");
+
+    // Development mode: plaintext, every caller is the configured unit.
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(
+        &registry,
+        truc_relay::sample_transport_ministry(&code("000.00.00.G04")).to_toml(),
+    )
+    .expect("write");
+    let dev = format!(
+        "{base}registry_file = {registry:?}\ninsecure_plaintext = true\ninsecure_unit = \"{A}\"\n"
+    );
+    let config = trucd::Config::from_toml(&dev).expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(trucd::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let mut client = None;
+    for _ in 0..50 {
+        if let Ok(c) = truc_client::Client::connect(&format!("http://127.0.0.1:{port}"), None).await
+        {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut client = client.expect("connects without TLS");
+    client
+        .submit_document(&doc(1), None)
+        .await
+        .expect("the development unit submits");
+    let _ = stop.send(());
+    server.await.expect("task").expect("stops cleanly");
+}

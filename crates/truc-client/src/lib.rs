@@ -112,6 +112,7 @@ impl ClientTls {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: RelayClient<Channel>,
+    channel: Channel,
 }
 
 /// Bytes per message when streaming a package.
@@ -133,10 +134,16 @@ impl Client {
         }
         let channel = ep.connect().await?;
         Ok(Client {
+            channel: channel.clone(),
             inner: RelayClient::new(channel)
                 .max_decoding_message_size(8 * 1024 * 1024)
                 .max_encoding_message_size(8 * 1024 * 1024),
         })
+    }
+
+    /// The connection, for other services of the relay (`grpc.health.v1`, reflection).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// The generated gRPC client, for calls this SDK does not wrap.

@@ -74,6 +74,72 @@ impl RegistryFile {
         toml::from_str(text).map_err(|e| RelayError::Config(format!("registry: {e}")))
     }
 
+    /// Parses a registry in CSV, as exported from a spreadsheet: a header line with
+    /// `code,name` and optionally `parent`, `state`, `certificates` (fingerprints separated
+    /// by spaces or `;`) and `served_by`. The ministry's code comes from the configuration.
+    pub fn from_csv(ministry: &OrgCode, text: &str) -> Result<Self, RelayError> {
+        #[derive(Deserialize)]
+        struct Row {
+            code: String,
+            name: String,
+            #[serde(default)]
+            parent: String,
+            #[serde(default)]
+            state: String,
+            #[serde(default)]
+            certificates: String,
+            #[serde(default)]
+            served_by: String,
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let mut units = Vec::new();
+        for (i, row) in reader.deserialize::<Row>().enumerate() {
+            let line = i + 2;
+            let row =
+                row.map_err(|e| RelayError::Config(format!("registry CSV line {line}: {e}")))?;
+            let code = |s: &str, what: &str| {
+                OrgCode::parse(s).map_err(|e| {
+                    RelayError::Config(format!("registry CSV line {line}: {what} {s:?}: {e}"))
+                })
+            };
+            let optional = |s: &str, what: &str| {
+                if s.is_empty() {
+                    Ok(None)
+                } else {
+                    code(s, what).map(Some)
+                }
+            };
+            let state = match row.state.to_ascii_lowercase().as_str() {
+                "" | "active" => UnitState::Active,
+                "pending" => UnitState::Pending,
+                "suspended" => UnitState::Suspended,
+                other => return Err(RelayError::Config(format!(
+                    "registry CSV line {line}: state {other:?} is not pending, active or suspended"
+                ))),
+            };
+            units.push(Unit {
+                code: code(&row.code, "code")?,
+                name: row.name,
+                parent: optional(&row.parent, "parent")?,
+                state,
+                certificates: row
+                    .certificates
+                    .split([' ', ';'])
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                served_by: optional(&row.served_by, "served_by")?,
+            });
+        }
+        Ok(RegistryFile {
+            ministry: ministry.clone(),
+            units,
+        })
+    }
+
     /// Writes it as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()

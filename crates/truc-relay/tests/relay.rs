@@ -397,3 +397,20 @@ async fn held_mail_is_released_when_the_unit_becomes_active() {
         1
     );
 }
+
+#[test]
+fn a_registry_can_come_from_a_spreadsheet() {
+    let ministry = code("000.00.00.G04");
+    let csv = "code,name,parent,state,certificates\n\
+000.00.05.G04,Tổng cục Đường bộ Việt Nam,,active,ab12 cd34\n\
+000.03.05.G04,\"Cục Quản lý đường bộ I, II\",,pending,\n\
+H37.DN.001,Đơn vị ngoài mẫu,000.00.05.G04,,\n";
+    let file = RegistryFile::from_csv(&ministry, csv).expect("csv");
+    assert_eq!(file.units.len(), 3);
+    assert_eq!(file.units[0].certificates, vec!["ab12", "cd34"]);
+    assert_eq!(file.units[1].name, "Cục Quản lý đường bộ I, II");
+    assert_eq!(file.units[1].state, UnitState::Pending);
+    assert_eq!(file.units[2].parent, Some(code("000.00.05.G04")));
+    let bad = RegistryFile::from_csv(&ministry, "code,name\nABC,x\n").expect_err("bad code");
+    assert!(bad.to_string().contains("line 2"), "{bad}");
+}

@@ -52,7 +52,14 @@ pub async fn prepare(config: &Config) -> anyhow::Result<(Arc<Relay>, Option<Relo
     if let Some(path) = &config.registry_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the registry file {}", path.display()))?;
-        let file = RegistryFile::from_toml(&text)?;
+        let is_csv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let file = if is_csv {
+            RegistryFile::from_csv(&config.ministry, &text)?
+        } else {
+            RegistryFile::from_toml(&text)?
+        };
         let n = registry
             .import(store.as_ref(), &file, "system:registry-file")
             .await?;

@@ -329,6 +329,11 @@ impl TestRelay {
             .map(|(_, c)| c.clone())
     }
 
+    /// A certificate from the adapters' CA with these DNS names.
+    pub fn issue(&self, common_name: &str, names: &[&str]) -> anyhow::Result<TestCert> {
+        self.ca.issue(common_name, names)
+    }
+
     /// A certificate from the same CA that no unit registered.
     pub fn unregistered_cert(&self) -> anyhow::Result<TestCert> {
         self.ca.issue("stranger", &["stranger.example"])

@@ -208,3 +208,38 @@ async fn without_tls_the_relay_refuses_to_start_unless_told_it_is_development() 
     let _ = stop.send(());
     server.await.expect("task").expect("stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_are_known_by_certificate_name_and_a_suspended_unit_is_refused() {
+    let relay = TestRelay::start_with(&[A], |registry| {
+        for u in registry.units.iter_mut() {
+            if u.code.as_str() == B {
+                u.names.push("cuc-hang-hai.adapter.example".into());
+            }
+            if u.code.as_str() == A {
+                u.state = truc_relay::UnitState::Suspended;
+            }
+        }
+    })
+    .await
+    .expect("relay");
+    // B registered no fingerprint, only the name its certificates carry.
+    let cert = relay
+        .issue("adapter B", &["cuc-hang-hai.adapter.example"])
+        .expect("cert");
+    let mut b = relay.client_with(&cert).await.expect("B");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let from_b =
+        DocumentBuilder::new(code(B), vec![code("000.00.09.G04")], date, "1", "SAN").build();
+    b.submit_document(&from_b, None)
+        .await
+        .expect("B is recognised by its certificate name");
+    // A is suspended: its adapter is refused, with the reason.
+    let mut a = relay.adapter(A).await.expect("A connects");
+    let err = a
+        .submit_document(&doc(1), None)
+        .await
+        .expect_err("suspended");
+    assert_eq!(err.code(), Some("AUTH_UNIT_SUSPENDED"), "{err}");
+    relay.stop().await.expect("stop");
+}

@@ -131,11 +131,13 @@ impl Relay {
         &self.hub
     }
 
-    /// The unit an adapter's certificate maps to, refusing unknown and suspended ones.
-    pub fn authenticate(&self, fingerprint: &str) -> Result<Unit, RelayError> {
+    /// The unit an adapter's certificate maps to (by its fingerprint, else by one of its DNS
+    /// names), refusing unknown and suspended ones.
+    pub fn authenticate(&self, fingerprint: &str, names: &[String]) -> Result<Unit, RelayError> {
         let unit = self
             .registry
             .unit_for_certificate(fingerprint)
+            .or_else(|| self.registry.unit_for_name(names))
             .ok_or_else(|| RelayError::UnknownCertificate(fingerprint.to_owned()))?;
         if unit.state == UnitState::Suspended {
             return Err(RelayError::Suspended(unit.code.to_string()));

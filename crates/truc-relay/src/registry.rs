@@ -48,6 +48,11 @@ pub struct Unit {
     /// SHA-256 fingerprints (hex) of the client certificates of its adapter (level-2 units).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<String>,
+    /// DNS subject alternative names that identify its adapter's certificates (any
+    /// certificate the adapters' CA issues with one of these names), for units that renew
+    /// certificates without re-registering fingerprints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
     /// For the ministry's own code (level 1): the level-2 unit that receives its mail
     /// (usually the Văn phòng Bộ).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,9 +121,11 @@ impl RegistryFile {
                 "" | "active" => UnitState::Active,
                 "pending" => UnitState::Pending,
                 "suspended" => UnitState::Suspended,
-                other => return Err(RelayError::Config(format!(
+                other => {
+                    return Err(RelayError::Config(format!(
                     "registry CSV line {line}: state {other:?} is not pending, active or suspended"
-                ))),
+                )))
+                }
             };
             units.push(Unit {
                 code: code(&row.code, "code")?,
@@ -131,6 +138,7 @@ impl RegistryFile {
                     .filter(|c| !c.is_empty())
                     .map(str::to_owned)
                     .collect(),
+                names: Vec::new(),
                 served_by: optional(&row.served_by, "served_by")?,
             });
         }
@@ -341,6 +349,18 @@ impl Registry {
                 u.certificates
                     .iter()
                     .any(|c| c.eq_ignore_ascii_case(fingerprint))
+            })
+            .cloned()
+    }
+
+    /// The level-2 unit registered for one of these certificate DNS names.
+    pub fn unit_for_name(&self, names: &[String]) -> Option<Unit> {
+        self.read()
+            .values()
+            .find(|u| {
+                u.names
+                    .iter()
+                    .any(|n| names.iter().any(|m| m.eq_ignore_ascii_case(n)))
             })
             .cloned()
     }
@@ -584,6 +604,7 @@ pub fn sample_transport_ministry(ministry: &OrgCode) -> RegistryFile {
             parent: None,
             state: UnitState::Active,
             certificates: Vec::new(),
+            names: Vec::new(),
             served_by: code(format!("000.00.01.{m}")),
         });
     }
@@ -595,6 +616,7 @@ pub fn sample_transport_ministry(ministry: &OrgCode) -> RegistryFile {
                 parent: None,
                 state: UnitState::Active,
                 certificates: Vec::new(),
+                names: Vec::new(),
                 served_by: None,
             });
         }
@@ -618,6 +640,7 @@ pub fn sample_transport_ministry(ministry: &OrgCode) -> RegistryFile {
                     parent: None,
                     state: UnitState::Active,
                     certificates: Vec::new(),
+                    names: Vec::new(),
                     served_by: None,
                 });
             }

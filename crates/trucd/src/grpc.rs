@@ -123,7 +123,7 @@ impl RelayService {
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let fingerprint = match &self.identity {
+        let certificate = match &self.identity {
             Identity::Insecure(unit) => {
                 let unit = self.relay.registry().unit(unit).ok_or_else(|| {
                     status(
@@ -139,7 +139,7 @@ impl RelayService {
             }
             Identity::Certificates => request
                 .peer_certs()
-                .and_then(|certs| certs.first().map(crate::tls::fingerprint))
+                .and_then(|certs| certs.first().cloned())
                 .ok_or_else(|| {
                     status(
                         tonic::Code::Unauthenticated,
@@ -148,9 +148,12 @@ impl RelayService {
                     )
                 })?,
         };
+        // The certificate was verified against the adapters' CA during the handshake.
+        let names = crate::tls::dns_names(&certificate);
+        let fingerprint = crate::tls::fingerprint(&certificate);
         let unit = self
             .relay
-            .authenticate(&fingerprint)
+            .authenticate(&fingerprint, &names)
             .map_err(relay_status)?;
         Ok(Caller {
             unit,

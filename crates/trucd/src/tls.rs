@@ -83,3 +83,10 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The DNS subject alternative names of a (verified) certificate.
+pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    webpki::EndEntityCert::try_from(cert)
+        .map(|c| c.valid_dns_names().map(str::to_owned).collect())
+        .unwrap_or_default()
+}

@@ -202,12 +202,13 @@ pub fn verify<'a>(
     }
     let sign_header = sign_header.ok_or(VerifyError::Missing(SIGN_HEADER))?;
     let hash = hash.ok_or(VerifyError::Missing(HASH_HEADER))?;
-    let signed: BTreeMap<String, String> =
+    let signed_original: BTreeMap<String, String> =
         serde_json::from_str(&sign_header).map_err(|_| VerifyError::BadSignHeader)?;
-    // Header names are case-insensitive on the wire: compare lowercased.
-    let signed: BTreeMap<String, String> = signed
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+    // Header names are case-insensitive on the wire (HTTP/2 lowercases them): compare
+    // lowercased, but name the parameters as the signer wrote them (`docId`).
+    let signed: BTreeMap<String, String> = signed_original
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
     let sent: BTreeMap<String, String> = params
         .iter()
@@ -225,6 +226,13 @@ pub fn verify<'a>(
             "unsigned: {missing:?}, signed but absent or different: {extra:?}"
         )));
     }
+    let params: BTreeMap<String, String> = signed_original
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let name = k.get(HEADER_PREFIX.len()..)?.to_owned();
+            Some((name, v))
+        })
+        .collect();
     let system = params
         .get(param::SYSTEM_ID)
         .cloned()
@@ -441,6 +449,13 @@ mod tests {
             b"s3cret",
         );
         let params = verify(headers(&h), secret, NOW, 300).expect("valid");
+        assert_eq!(params.get("docId").map(String::as_str), Some("abc"));
+        // As received over HTTP/2: header names lowercased.
+        let lower: Vec<(String, String)> = h
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let params = verify(headers(&lower), secret, NOW, 300).expect("valid lowercased");
         assert_eq!(params.get("docId").map(String::as_str), Some("abc"));
         assert!(
             h.iter()

@@ -1,0 +1,398 @@
+#![forbid(unsafe_code)]
+//! The relay's client of the national axis, behind the [`Upstream`] trait.
+//!
+//! [`VdxpUpstream`] speaks the VDXP profile of `truc-vdxp` over HTTPS (rustls, custom CA,
+//! optional client certificate, pooled connections, timeouts). Failures are classified so
+//! the relay knows whether to retry ([`UpstreamError::is_transient`]), and a
+//! [`CircuitBreaker`] stops hammering an axis that is down, probing it now and then.
+
+mod breaker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use truc_vdxp::{op, param, value, Agency, Envelope, ReceivedItem, SentItem};
+
+pub use breaker::{BreakerState, CircuitBreaker};
+
+/// Why a call to the axis failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No answer: connection refused or reset, timeout, HTTP 5xx. Retry later.
+    #[error("the national axis is unreachable or failing: {0}")]
+    Unavailable(String),
+    /// The axis refused our signature, system id or clock: an operator must act (retrying
+    /// cannot help).
+    #[error("the national axis rejected this relay's credentials ({code}: {desc}): check the system id, the secret and the clock")]
+    Credentials {
+        /// The axis's error code.
+        code: String,
+        /// Its description.
+        desc: String,
+    },
+    /// The axis refused the call for a reason that retrying will not change (a bad package,
+    /// an unknown document).
+    #[error("the national axis refused the call ({code}: {desc})")]
+    Refused {
+        /// The axis's error code.
+        code: String,
+        /// Its description.
+        desc: String,
+    },
+    /// The axis answered a non-zero code this client does not know: treated as transient
+    /// up to the retry budget.
+    #[error("the national axis answered {code}: {desc}")]
+    Unknown {
+        /// The axis's error code.
+        code: String,
+        /// Its description.
+        desc: String,
+    },
+    /// The answer could not be read.
+    #[error("unreadable answer from the national axis: {0}")]
+    Protocol(String),
+    /// The circuit breaker is open: the axis failed repeatedly; the call was not made.
+    #[error("the national axis link is down (circuit open); next probe in {0:?}")]
+    CircuitOpen(Duration),
+    /// Local configuration (certificates, URL).
+    #[error("upstream configuration: {0}")]
+    Config(String),
+}
+
+impl UpstreamError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unavailable(_)
+                | UpstreamError::Unknown { .. }
+                | UpstreamError::Protocol(_)
+                | UpstreamError::CircuitOpen(_)
+        )
+    }
+
+    /// A stable code for logs, metrics and the relay's records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UpstreamError::Unavailable(_) => "UPSTREAM_UNAVAILABLE",
+            UpstreamError::Credentials { .. } => "UPSTREAM_CREDENTIALS",
+            UpstreamError::Refused { .. } => "UPSTREAM_REFUSED",
+            UpstreamError::Unknown { .. } => "UPSTREAM_UNKNOWN",
+            UpstreamError::Protocol(_) => "UPSTREAM_PROTOCOL",
+            UpstreamError::CircuitOpen(_) => "UPSTREAM_CIRCUIT_OPEN",
+            UpstreamError::Config(_) => "UPSTREAM_CONFIG",
+        }
+    }
+}
+
+/// Classifies an axis `ErrorCode`: the profile's known permanent and credential refusals;
+/// everything else is transient.
+fn classify(envelope: Envelope) -> UpstreamError {
+    let Envelope {
+        error_code: code,
+        error_desc: desc,
+        ..
+    } = envelope;
+    match code.as_str() {
+        "AUTH_HEADERS" | "AUTH_SYSTEM" | "AUTH_SIGNATURE" | "AUTH_TIMESTAMP" => {
+            UpstreamError::Credentials { code, desc }
+        }
+        "HASH_MISMATCH" | "NOT_OWNER" | "BAD_TO" | "BAD_PACKAGE" | "NO_RECIPIENT" | "NOT_FOUND"
+        | "BAD_STATUS" | "NO_FILE" | "BAD_FILE" | "BAD_MULTIPART" | "UNKNOWN_OPERATION" => {
+            UpstreamError::Refused { code, desc }
+        }
+        "SERVER_BUSY" | "UNAVAILABLE" | "TIMEOUT" => {
+            UpstreamError::Unavailable(format!("{code}: {desc}"))
+        }
+        _ => UpstreamError::Unknown { code, desc },
+    }
+}
+
+/// A package waiting for this relay on the axis.
+pub type Received = ReceivedItem;
+
+/// What the relay needs from the national axis.
+#[async_trait]
+pub trait Upstream: Send + Sync + 'static {
+    /// Sends a package once (the axis fans it out); returns the axis's transport id.
+    async fn send(
+        &self,
+        package: &[u8],
+        from: &str,
+        to: &[String],
+        status: bool,
+    ) -> Result<String, UpstreamError>;
+    /// Packages waiting for this relay.
+    async fn list_received(&self, status: bool) -> Result<Vec<Received>, UpstreamError>;
+    /// One package's bytes.
+    async fn fetch(&self, doc_id: &str) -> Result<Vec<u8>, UpstreamError>;
+    /// Acknowledges a received package (`done`), or refuses it for good (`fail`).
+    async fn acknowledge(&self, doc_id: &str, done: bool) -> Result<(), UpstreamError>;
+    /// What happened to a package this relay sent, per recipient.
+    async fn sent_report(&self, doc_id: &str) -> Result<Vec<SentItem>, UpstreamError>;
+    /// The national directory.
+    async fn agencies(&self) -> Result<Vec<Agency>, UpstreamError>;
+    /// The link's state, for readiness and metrics.
+    fn link(&self) -> BreakerState;
+}
+
+/// How to reach the axis.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Base URL; each operation is `{base}/{operation}`.
+    pub base_url: String,
+    /// This relay's system id.
+    pub system_id: String,
+    /// Its secret.
+    pub secret: String,
+    /// Extra CA certificates (PEM) to trust for the axis.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and key (PEM), if the axis asks for one.
+    pub client_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// Per-call timeout.
+    pub timeout: Duration,
+}
+
+/// The VDXP-profile client.
+#[derive(Debug, Clone)]
+pub struct VdxpUpstream {
+    http: reqwest::Client,
+    config: Arc<UpstreamConfig>,
+    breaker: Arc<CircuitBreaker>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl VdxpUpstream {
+    /// Builds the client (TLS with the ring provider, pooled connections).
+    pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(pem) = &config.ca_pem {
+            use rustls_pki_types::pem::PemObject;
+            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| UpstreamError::Config(format!("CA bundle: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| UpstreamError::Config(format!("CA bundle: {e}")))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| UpstreamError::Config(e.to_string()))?
+            .with_root_certificates(roots);
+        let tls = match &config.client_identity_pem {
+            Some((cert, key)) => {
+                use rustls_pki_types::pem::PemObject;
+                let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| UpstreamError::Config(format!("client certificate: {e}")))?;
+                let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key)
+                    .map_err(|e| UpstreamError::Config(format!("client key: {e}")))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| UpstreamError::Config(format!("client certificate: {e}")))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| UpstreamError::Config(e.to_string()))?;
+        Ok(VdxpUpstream {
+            http,
+            config: Arc::new(config),
+            breaker: Arc::new(CircuitBreaker::new(
+                5,
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+            )),
+        })
+    }
+
+    /// The circuit breaker (for its state and tuning).
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    async fn call(
+        &self,
+        operation: &str,
+        params: &[(&str, &str)],
+        file: Option<Vec<u8>>,
+    ) -> Result<Value, UpstreamError> {
+        self.breaker.admit()?;
+        let result = self.call_once(operation, params, file).await;
+        match &result {
+            Ok(_) => self.breaker.success(),
+            // Only failures of the link count against it; a refused package does not.
+            Err(e) if e.is_transient() => self.breaker.failure(),
+            Err(_) => self.breaker.success(),
+        }
+        result
+    }
+
+    async fn call_once(
+        &self,
+        operation: &str,
+        params: &[(&str, &str)],
+        file: Option<Vec<u8>>,
+    ) -> Result<Value, UpstreamError> {
+        let ts = truc_vdxp::format_timestamp(now_ms());
+        let mut all = vec![
+            (param::SYSTEM_ID, self.config.system_id.as_str()),
+            (param::TIMESTAMP, ts.as_str()),
+        ];
+        all.extend_from_slice(params);
+        let url = format!("{}/{operation}", self.config.base_url.trim_end_matches('/'));
+        let mut request = self.http.post(url);
+        for (k, v) in truc_vdxp::sign(&all, self.config.secret.as_bytes()) {
+            request = request.header(k, v);
+        }
+        if let Some(bytes) = file {
+            let part = reqwest::multipart::Part::bytes(bytes)
+                .file_name("package.edxml")
+                .mime_str("application/octet-stream")
+                .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            request = request
+                .multipart(reqwest::multipart::Form::new().part(truc_vdxp::FILE_FIELD, part));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+        let status = response.status();
+        let body: Value = match response.json().await {
+            Ok(v) => v,
+            Err(_) if status.is_server_error() => {
+                return Err(UpstreamError::Unavailable(format!("HTTP {status}")))
+            }
+            Err(e) => return Err(UpstreamError::Protocol(format!("HTTP {status}: {e}"))),
+        };
+        let envelope: Envelope = serde_json::from_value(body.clone())
+            .map_err(|e| UpstreamError::Protocol(format!("HTTP {status}: {e}")))?;
+        if status.is_server_error() {
+            return Err(UpstreamError::Unavailable(format!(
+                "HTTP {status} {}: {}",
+                envelope.error_code, envelope.error_desc
+            )));
+        }
+        if !envelope.is_ok() {
+            return Err(classify(envelope));
+        }
+        Ok(body)
+    }
+}
+
+fn field<T: DeserializeOwned>(body: &Value, name: &str) -> Result<T, UpstreamError> {
+    serde_json::from_value(body.get(name).cloned().unwrap_or(Value::Null))
+        .map_err(|e| UpstreamError::Protocol(format!("field {name}: {e}")))
+}
+
+#[async_trait]
+impl Upstream for VdxpUpstream {
+    async fn send(
+        &self,
+        package: &[u8],
+        from: &str,
+        to: &[String],
+        status: bool,
+    ) -> Result<String, UpstreamError> {
+        let hash: String = Sha256::digest(package)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let to_json = serde_json::to_string(to).unwrap_or_else(|_| "[]".into());
+        let message_type = if status {
+            value::MESSAGE_STATUS
+        } else {
+            value::MESSAGE_EDOC
+        };
+        let body = self
+            .call(
+                op::SEND_EDOC,
+                &[
+                    (param::FROM, from),
+                    (param::TO, &to_json),
+                    (param::SERVICE_TYPE, value::SERVICE_EDOC),
+                    (param::MESSAGE_TYPE, message_type),
+                    (param::HASH_FILE, &hash),
+                ],
+                Some(package.to_vec()),
+            )
+            .await?;
+        field(&body, "DocId")
+    }
+
+    async fn list_received(&self, status: bool) -> Result<Vec<Received>, UpstreamError> {
+        let message_type = if status {
+            value::MESSAGE_STATUS
+        } else {
+            value::MESSAGE_EDOC
+        };
+        let body = self
+            .call(
+                op::GET_RECEIVED_EDOC_LIST,
+                &[
+                    (param::SERVICE_TYPE, value::SERVICE_EDOC),
+                    (param::MESSAGE_TYPE, message_type),
+                ],
+                None,
+            )
+            .await?;
+        field(&body, "data")
+    }
+
+    async fn fetch(&self, doc_id: &str) -> Result<Vec<u8>, UpstreamError> {
+        let body = self
+            .call(op::GET_EDOC, &[(param::DOC_ID, doc_id)], None)
+            .await?;
+        let data: String = field(&body, "data")?;
+        base64_simd::STANDARD
+            .decode_to_vec(data.as_bytes())
+            .map_err(|e| UpstreamError::Protocol(format!("package base64: {e}")))
+    }
+
+    async fn acknowledge(&self, doc_id: &str, done: bool) -> Result<(), UpstreamError> {
+        let status = if done {
+            value::STATUS_DONE
+        } else {
+            value::STATUS_FAIL
+        };
+        self.call(
+            op::UPDATE_STATUS,
+            &[(param::DOC_ID, doc_id), (param::STATUS, status)],
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn sent_report(&self, doc_id: &str) -> Result<Vec<SentItem>, UpstreamError> {
+        let body = self
+            .call(op::GET_SENT_EDOC_LIST, &[(param::DOC_ID, doc_id)], None)
+            .await?;
+        field(&body, "data")
+    }
+
+    async fn agencies(&self) -> Result<Vec<Agency>, UpstreamError> {
+        let body = self.call(op::GET_AGENCIES_LIST, &[], None).await?;
+        field(&body, "data")
+    }
+
+    fn link(&self) -> BreakerState {
+        self.breaker.state()
+    }
+}

@@ -1,0 +1,148 @@
+//! The client against the project's simulator over real HTTP.
+
+use std::time::Duration;
+
+use truc_axis_sim::{Faults, SimConfig, Simulator, SystemConfig};
+use truc_upstream::{BreakerState, Upstream, UpstreamConfig, UpstreamError, VdxpUpstream};
+
+struct Running {
+    sim: Simulator,
+    base: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn simulator() -> Running {
+    let sim = Simulator::new(SimConfig {
+        systems: vec![
+            SystemConfig {
+                id: "bogtvt".into(),
+                secret: "s-gtvt".into(),
+                organs: vec!["000.00.00.G04".into()],
+                name: String::new(),
+            },
+            SystemConfig {
+                id: "botc".into(),
+                secret: "s-tc".into(),
+                organs: vec!["000.00.00.G12".into()],
+                name: String::new(),
+            },
+        ],
+        agencies: Vec::new(),
+        skew_secs: 300,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let s = sim.clone();
+    tokio::spawn(async move {
+        let _ = s
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Running {
+        sim,
+        base,
+        _stop: stop,
+    }
+}
+
+fn client(base: &str, system: &str, secret: &str) -> VdxpUpstream {
+    VdxpUpstream::new(UpstreamConfig {
+        base_url: base.into(),
+        system_id: system.into(),
+        secret: secret.into(),
+        ca_pem: None,
+        client_identity_pem: None,
+        timeout: Duration::from_secs(5),
+    })
+    .expect("client")
+}
+
+fn package() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/samples/valid/doc-basic.edxml"
+    ))
+    .expect("sample")
+}
+
+#[tokio::test]
+async fn send_list_fetch_acknowledge_and_report() {
+    let r = simulator().await;
+    let gtvt = client(&r.base, "bogtvt", "s-gtvt");
+    let tc = client(&r.base, "botc", "s-tc");
+    let doc_id = gtvt
+        .send(
+            &package(),
+            "000.00.05.G04",
+            &["000.00.00.G12".into()],
+            false,
+        )
+        .await
+        .expect("send");
+    let waiting = tc.list_received(false).await.expect("list");
+    assert_eq!(waiting.len(), 1);
+    assert!(tc
+        .list_received(true)
+        .await
+        .expect("list statuses")
+        .is_empty());
+    assert_eq!(
+        tc.fetch(&waiting[0].doc_id).await.expect("fetch"),
+        package()
+    );
+    tc.acknowledge(&waiting[0].doc_id, true).await.expect("ack");
+    assert!(tc.list_received(false).await.expect("list").is_empty());
+    let report = gtvt.sent_report(&doc_id).await.expect("report");
+    assert_eq!(report[0].receive_status, "done");
+    assert!(gtvt
+        .agencies()
+        .await
+        .expect("agencies")
+        .iter()
+        .any(|a| a.code == "000.00.00.G12"));
+    assert_eq!(gtvt.link(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_reported_as_a_credentials_problem_not_retried() {
+    let r = simulator().await;
+    let wrong = client(&r.base, "botc", "not-the-secret");
+    let err = wrong.list_received(false).await.expect_err("refused");
+    assert!(matches!(err, UpstreamError::Credentials { .. }), "{err}");
+    assert!(!err.is_transient());
+    assert!(
+        err.to_string().contains("secret"),
+        "an operator sees what to check: {err}"
+    );
+    assert_eq!(
+        wrong.link(),
+        BreakerState::Closed,
+        "a refusal is not a link failure"
+    );
+}
+
+#[tokio::test]
+async fn an_outage_opens_the_circuit_and_recovery_closes_it() {
+    let r = simulator().await;
+    let tc = client(&r.base, "botc", "s-tc");
+    r.sim.set_faults(Faults {
+        outage_until_ms: Some(i64::MAX),
+        ..Faults::default()
+    });
+    for _ in 0..5 {
+        let err = tc.list_received(false).await.expect_err("down");
+        assert!(err.is_transient(), "{err}");
+    }
+    assert_eq!(tc.link(), BreakerState::Open);
+    let err = tc.list_received(false).await.expect_err("not even tried");
+    assert_eq!(err.code(), "UPSTREAM_CIRCUIT_OPEN");
+    r.sim.set_faults(Faults::default());
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    tc.list_received(false).await.expect("the probe succeeds");
+    assert_eq!(tc.link(), BreakerState::Closed);
+}

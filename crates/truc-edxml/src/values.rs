@@ -50,6 +50,22 @@ impl CalendarDate {
         CalendarDate { year, month, day }
     }
 
+    /// Days since 1970-01-01 (the inverse of [`from_unix_days`](Self::from_unix_days)).
+    pub fn unix_days(&self) -> i64 {
+        let (y, m, d) = (
+            i64::from(self.year),
+            i64::from(self.month),
+            i64::from(self.day),
+        );
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
     /// Parses `yyyy/MM/dd`, also `yyyy-MM-dd` and `dd/MM/yyyy` as some producers write them.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use truc_edxml::CalendarDate;
 
 /// Names of the operations (`{base}/{operation}`).
 pub mod op {
@@ -261,11 +262,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn format_timestamp(unix_millis: i64) -> String {
     let secs = unix_millis.div_euclid(1000);
     let ms = unix_millis.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
+    let date = CalendarDate::from_unix_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil(days);
     format!(
-        "{d:02}{m:02}{y:04}T{:02}{:02}{:02}+{ms:04}",
+        "{:02}{:02}{:04}T{:02}{:02}{:02}+{ms:04}",
+        date.day,
+        date.month,
+        date.year,
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
@@ -282,32 +285,15 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     let (d, m, y) = (num(0..2)?, num(2..4)?, num(4..8)?);
     let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
     num(16..20)?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+    if hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
-    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let date = CalendarDate::new(
+        u16::try_from(y).ok()?,
+        u8::try_from(m).ok()?,
+        u8::try_from(d).ok()?,
+    )?;
+    Some(date.unix_days() * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// The envelope of every response.

@@ -122,6 +122,16 @@ impl Setup {
         adjust: impl FnOnce(&mut RegistryFile),
         extra_limits: &str,
     ) -> anyhow::Result<Self> {
+        Self::for_ministry("000.00.00.G04", adapters, adjust, extra_limits, "")
+    }
+
+    fn for_ministry(
+        ministry: &str,
+        adapters: &[&str],
+        adjust: impl FnOnce(&mut RegistryFile),
+        extra_limits: &str,
+        extra_config: &str,
+    ) -> anyhow::Result<Self> {
         install_crypto();
         let dir = tempfile::tempdir()?;
         let ca = TestCa::new("truc test CA")?;
@@ -129,7 +139,7 @@ impl Setup {
         write(dir.path(), "ca.pem", &ca.pem)?;
         write(dir.path(), "server.pem", &server.cert)?;
         write(dir.path(), "server.key", &server.key)?;
-        let ministry = code("000.00.00.G04");
+        let ministry = code(ministry);
         let mut registry = sample_transport_ministry(&ministry);
         let mut certs = Vec::new();
         for unit in adapters {
@@ -142,7 +152,7 @@ impl Setup {
         adjust(&mut registry);
         write(dir.path(), "registry.toml", &registry.to_toml())?;
         let config_text = format!(
-            "ministry = \"000.00.00.G04\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\nlease_secs = 5\nmax_package_bytes = {}\n{}\n",
+            "ministry = \"{ministry}\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n{extra_config}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\nlease_secs = 5\nmax_package_bytes = {}\n{}\n",
             dir.path().join("store"),
             dir.path().join("registry.toml"),
             dir.path().join("server.pem"),
@@ -194,6 +204,17 @@ impl TestRelay {
         Self::start_full(adapters, adjust, "").await
     }
 
+    /// A relay of `ministry` (its generated registry), with extra top-level TOML
+    /// (such as an `[upstream]` section, written as dotted keys).
+    pub async fn start_ministry(
+        ministry: &str,
+        adapters: &[&str],
+        extra_config: &str,
+    ) -> anyhow::Result<Self> {
+        let setup = Setup::for_ministry(ministry, adapters, |_| {}, "", extra_config)?;
+        Self::start_setup(setup).await
+    }
+
     /// Same, with extra `[limits]` settings (TOML lines).
     pub async fn start_full(
         adapters: &[&str],
@@ -201,6 +222,10 @@ impl TestRelay {
         extra_limits: &str,
     ) -> anyhow::Result<Self> {
         let setup = Setup::new(adapters, adjust, extra_limits)?;
+        Self::start_setup(setup).await
+    }
+
+    async fn start_setup(setup: Setup) -> anyhow::Result<Self> {
         let config = trucd::Config::from_toml(&setup.config_text)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

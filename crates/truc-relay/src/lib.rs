@@ -174,10 +174,25 @@ impl Relay {
                 return Err(err);
             }
         }
-        let (routes, summary) = match meta.kind() {
+        let (mut routes, summary) = match meta.kind() {
             PackageKind::Document => self.route_document(meta)?,
             PackageKind::Status => self.route_status(meta).await?,
         };
+        if matches!(who, Submitter::NationalAxis { .. }) {
+            // From the axis, only this ministry's recipients concern us: the axis delivers
+            // the other copies itself.
+            routes.retain(|r| r.decision != RouteDecision::NationalAxis);
+            if routes.is_empty() {
+                return Err(RelayError::UnknownUnit(format!(
+                    "none of the recipients ({}) is a unit of {}",
+                    meta.recipients()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.registry.ministry()
+                )));
+            }
+        }
         let source = match who {
             Submitter::Adapter { unit, certificate } => Source::Adapter {
                 unit: unit.clone(),

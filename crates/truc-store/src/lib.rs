@@ -95,6 +95,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records a failed attempt, durably: retried later, or dead-lettered when too old.
     async fn nack(&self, token: &ClaimToken, error: &str, now: Timestamp) -> Result<NackOutcome>;
 
+    /// Dead-letters a claimed delivery at once: it can never succeed (the receiving side
+    /// refused it for good). Durable.
+    async fn fail(&self, token: &ClaimToken, reason: &str, now: Timestamp) -> Result<Delivery>;
+
     /// Gives a claimed delivery back to its queue at once, without counting a failed attempt
     /// (the adapter holding it disconnected).
     async fn release(&self, token: &ClaimToken, now: Timestamp) -> Result<()>;

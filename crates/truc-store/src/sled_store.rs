@@ -1076,6 +1076,29 @@ impl Store for SledStore {
         Ok(outcome)
     }
 
+    async fn fail(&self, token: &ClaimToken, reason: &str, now: Timestamp) -> Result<Delivery> {
+        let writing = self.committer.writing();
+        let d = {
+            let _g = self.guard();
+            let mut txn = self.txn();
+            let mut d = Self::check_lease(&mut txn, token)?;
+            let reason = format!("refused for good after {} attempts: {reason}", d.attempts);
+            d.state = DeliveryState::Dead;
+            d.lease = None;
+            d.last_error = Some(reason.clone());
+            d.dead_reason = Some(reason.clone());
+            d.completed_at = Some(now);
+            let (id, recipient) = (d.key.message_id, d.key.recipient.clone());
+            txn.update(d.clone())?;
+            txn.event(now, id, Some(&recipient), EventKind::DeadLettered, reason)?;
+            txn.complete_if_done(id, now)?;
+            txn.apply()?;
+            d
+        };
+        self.committer.commit(Vec::new(), Some(writing)).await?;
+        Ok(d)
+    }
+
     async fn release(&self, token: &ClaimToken, now: Timestamp) -> Result<()> {
         let _g = self.guard();
         let mut txn = self.txn();

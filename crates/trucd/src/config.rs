@@ -35,6 +35,44 @@ pub struct Config {
     /// Limits and timings.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The national axis (absent: the relay serves only its own units).
+    #[serde(default)]
+    pub upstream: Option<UpstreamSection>,
+}
+
+/// How the relay reaches the national axis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Base URL of the axis (`https://...`); operations are `{base}/{operation}`.
+    pub base_url: String,
+    /// This relay's system id on the axis.
+    pub system_id: String,
+    /// Its secret (never logged; `check-config` masks it).
+    pub secret: String,
+    /// Extra CA certificates to trust for the axis (PEM).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and key for the axis, if it asks for one (PEM).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// Its key.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Seconds between polls of the received list while the axis answers (default 5).
+    #[serde(default = "default_poll")]
+    pub poll_secs: u64,
+    /// Seconds a call may take (default 30).
+    #[serde(default = "default_call_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_poll() -> u64 {
+    5
+}
+
+fn default_call_timeout() -> u64 {
+    30
 }
 
 fn default_listen() -> SocketAddr {

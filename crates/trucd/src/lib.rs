@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod grpc;
+pub mod link;
 pub mod server;
 pub mod tls;
 

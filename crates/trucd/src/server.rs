@@ -114,6 +114,40 @@ pub async fn serve(
         .build_v1()
         .context("building gRPC reflection")?;
 
+    // The national axis, when configured.
+    let mut link_tasks = Vec::new();
+    if let Some(up) = &config.upstream {
+        let read = |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .transpose()
+        };
+        let identity = match (read(&up.client_cert)?, read(&up.client_key)?) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => anyhow::bail!("[upstream] needs both client_cert and client_key, or neither"),
+        };
+        let client = truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
+            base_url: up.base_url.clone(),
+            system_id: up.system_id.clone(),
+            secret: up.secret.clone(),
+            ca_pem: read(&up.ca_file)?,
+            client_identity_pem: identity,
+            timeout: Duration::from_secs(up.timeout_secs.max(1)),
+        })?;
+        let upstream: Arc<dyn truc_upstream::Upstream> = Arc::new(client);
+        tracing::info!(base = %up.base_url, system = %up.system_id, "national axis link configured");
+        link_tasks.push(tokio::spawn(crate::link::outbound(
+            relay.clone(),
+            upstream.clone(),
+        )));
+        link_tasks.push(tokio::spawn(crate::link::inbound(
+            relay.clone(),
+            upstream,
+            Duration::from_millis((up.poll_secs.max(1) * 1000).min(60_000)),
+        )));
+    }
+
     // Background: leases that ran out go back to their queues.
     let sweeper_relay = relay.clone();
     let sweeper = tokio::spawn(async move {
@@ -197,6 +231,9 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    for t in link_tasks {
+        t.abort();
+    }
     result.context("gRPC server")?;
     tracing::info!("stopped");
     Ok(())

@@ -1,0 +1,222 @@
+//! The link to the national axis: an outbound worker that sends what leaves the ministry,
+//! and an inbound poller that brings in what arrives for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use truc_edxml::PackageKind;
+use truc_relay::{Relay, RelayError, Submitter};
+use truc_store::{Completion, Destination, PayloadInput, Timestamp};
+use truc_upstream::{Upstream, UpstreamError};
+
+/// Lease on deliveries being sent upward.
+const SEND_LEASE: Duration = Duration::from_secs(300);
+
+/// Sends the national-axis outbox: one `sendEdoc` per message (the axis fans out to its
+/// recipients), recording the axis's transport id; failures wait for the store's retry
+/// policy, refusals are dead-lettered with the reason.
+pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>) {
+    let store = relay.store().clone();
+    let notifier = relay.hub().notifier(&Destination::NationalAxis);
+    loop {
+        let claims = match store
+            .claim(&Destination::NationalAxis, 32, SEND_LEASE, Timestamp::now())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming the national-axis outbox failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if claims.is_empty() {
+            tokio::select! {
+                _ = notifier.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        // One send per message, to all of its claimed recipients.
+        let mut by_message: Vec<(truc_store::MessageRecord, Vec<truc_store::Claim>)> = Vec::new();
+        for claim in claims {
+            match by_message
+                .iter_mut()
+                .find(|(m, _)| m.id == claim.message.id)
+            {
+                Some((_, list)) => list.push(claim),
+                None => by_message.push((claim.message.clone(), vec![claim])),
+            }
+        }
+        for (message, claims) in by_message {
+            let to: Vec<String> = claims
+                .iter()
+                .map(|c| c.token.key.recipient.to_string())
+                .collect();
+            let result = match store.payload(message.id).await {
+                Ok(p) => match p.read_all() {
+                    Ok(bytes) => {
+                        upstream
+                            .send(
+                                &bytes,
+                                message.sender.as_str(),
+                                &to,
+                                message.kind == PackageKind::Status,
+                            )
+                            .await
+                    }
+                    Err(e) => Err(UpstreamError::Protocol(format!("reading the payload: {e}"))),
+                },
+                Err(e) => Err(UpstreamError::Protocol(format!("payload: {e}"))),
+            };
+            let now = Timestamp::now();
+            for claim in &claims {
+                let outcome = match &result {
+                    Ok(doc_id) => store
+                        .ack(
+                            &claim.token,
+                            Completion::Delivered {
+                                upstream_doc_id: Some(doc_id.clone()),
+                            },
+                            now,
+                        )
+                        .await
+                        .map(|_| ()),
+                    Err(
+                        e @ (UpstreamError::Credentials { .. } | UpstreamError::CircuitOpen(_)),
+                    ) => {
+                        // Not this package's fault: give it back without counting an attempt.
+                        tracing::debug!(error = %e, "national axis not usable now");
+                        store.release(&claim.token, now).await
+                    }
+                    Err(e) if e.is_transient() => store
+                        .nack(&claim.token, &format!("{}: {e}", e.code()), now)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => store
+                        .fail(&claim.token, &format!("{}: {e}", e.code()), now)
+                        .await
+                        .map(|_| ()),
+                };
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %e, delivery = %claim.token.key, "recording the send failed");
+                }
+            }
+            match &result {
+                Ok(doc_id) => {
+                    tracing::info!(message = %message.id, %doc_id, "sent to the national axis")
+                }
+                Err(e @ UpstreamError::Credentials { .. }) => {
+                    tracing::error!(error = %e, "THE NATIONAL AXIS REJECTS THIS RELAY'S CREDENTIALS: check [upstream] system_id, secret and the clock");
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                Err(UpstreamError::CircuitOpen(wait)) => {
+                    tokio::time::sleep((*wait).max(Duration::from_millis(200))).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, message = %message.id, "sending to the national axis failed")
+                }
+            }
+        }
+    }
+}
+
+/// Polls the axis for packages addressed to this ministry, stores each durably (deduplicated
+/// by transport id and content), routes it, and only then acknowledges it to the axis.
+pub async fn inbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, every: Duration) {
+    let mut wait = every;
+    loop {
+        tokio::time::sleep(wait).await;
+        let mut failed = false;
+        for status in [false, true] {
+            match upstream.list_received(status).await {
+                Ok(items) => {
+                    let mut seen = std::collections::HashSet::new();
+                    for item in items {
+                        if !seen.insert(item.doc_id.clone()) {
+                            continue; // listed twice
+                        }
+                        if let Err(e) = receive_one(&relay, upstream.as_ref(), &item.doc_id).await {
+                            tracing::warn!(error = %e, doc_id = %item.doc_id, "receiving from the national axis failed; retried at the next poll");
+                            failed = true;
+                        }
+                    }
+                }
+                Err(e @ UpstreamError::Credentials { .. }) => {
+                    tracing::error!(error = %e, "THE NATIONAL AXIS REJECTS THIS RELAY'S CREDENTIALS: check [upstream] system_id, secret and the clock");
+                    failed = true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "polling the national axis failed");
+                    failed = true;
+                }
+            }
+        }
+        // Back off while the axis fails, up to a minute; poll at the normal pace otherwise.
+        wait = if failed {
+            (wait * 2).min(Duration::from_secs(60))
+        } else {
+            every
+        };
+    }
+}
+
+async fn receive_one(
+    relay: &Relay,
+    upstream: &dyn Upstream,
+    doc_id: &str,
+) -> Result<(), UpstreamError> {
+    let store = relay.store();
+    // Already stored (the acknowledgement was lost): acknowledge again.
+    if let Ok(Some(_)) = store.find_by_upstream_id(doc_id).await {
+        return upstream.acknowledge(doc_id, true).await;
+    }
+    let bytes = upstream.fetch(doc_id).await?;
+    let meta = match truc_edxml::parse(&bytes) {
+        Ok(m) => m,
+        Err(e) => return refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code())).await,
+    };
+    let who = Submitter::NationalAxis {
+        doc_id: doc_id.to_owned(),
+    };
+    match relay
+        .submit(&who, &meta, PayloadInput::Bytes(bytes.into()), None)
+        .await
+    {
+        Ok(receipt) => {
+            tracing::info!(doc_id, message = %receipt.message.id, duplicate = receipt.duplicate, "received from the national axis");
+            upstream.acknowledge(doc_id, true).await
+        }
+        Err(e @ (RelayError::Store(_) | RelayError::Config(_))) => Err(UpstreamError::Unavailable(
+            format!("storing it here failed: {e}"),
+        )),
+        Err(e) => refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code())).await,
+    }
+}
+
+/// A package that can never be delivered here: `fail` on the axis, and a record operators
+/// can see.
+async fn refuse(
+    relay: &Relay,
+    upstream: &dyn Upstream,
+    doc_id: &str,
+    reason: &str,
+) -> Result<(), UpstreamError> {
+    tracing::warn!(doc_id, reason, "refusing a package from the national axis");
+    if let Err(e) = relay
+        .store()
+        .audit(
+            "system:national-axis",
+            "inbound_refused",
+            doc_id,
+            reason,
+            Timestamp::now(),
+        )
+        .await
+    {
+        return Err(UpstreamError::Unavailable(format!(
+            "recording the refusal failed: {e}"
+        )));
+    }
+    upstream.acknowledge(doc_id, false).await
+}

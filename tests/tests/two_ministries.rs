@@ -1,0 +1,147 @@
+//! Two ministries, each with its own relay, exchange a document and its status through the
+//! national-axis simulator over real HTTP.
+
+use std::time::Duration;
+
+use truc_axis_sim::{SimConfig, Simulator, SystemConfig};
+use truc_edxml::{CalendarDate, DocumentBuilder, DocumentId, StatusBuilder, StatusCode};
+use truc_tests::{code, TestRelay};
+
+const A_UNIT: &str = "000.00.05.G04"; // a level-2 unit of the transport ministry
+const B_PARENT: &str = "000.00.07.G12"; // a level-2 unit of ministry G12
+const B_CHILD: &str = "000.01.07.G12"; // one of its level-3 units
+
+async fn next(inbox: &mut truc_client::Inbox, what: &str) -> truc_client::Delivery {
+    tokio::time::timeout(Duration::from_secs(30), inbox.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what} within 30 s"))
+        .expect("inbox")
+        .expect("a delivery")
+}
+
+fn upstream(base: &str, system: &str, secret: &str) -> String {
+    format!("[upstream]\nbase_url = \"{base}\"\nsystem_id = \"{system}\"\nsecret = \"{secret}\"\npoll_secs = 1\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
+    let sim = Simulator::new(SimConfig {
+        systems: vec![
+            SystemConfig {
+                id: "bogtvt".into(),
+                secret: "secret-a".into(),
+                organs: vec!["000.00.00.G04".into()],
+                name: "Bộ GTVT".into(),
+            },
+            SystemConfig {
+                id: "botc".into(),
+                secret: "secret-b".into(),
+                organs: vec!["000.00.00.G12".into()],
+                name: "Bộ Tài chính".into(),
+            },
+        ],
+        agencies: Vec::new(),
+        skew_secs: 300,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = sim.clone();
+    tokio::spawn(async move {
+        let _ = server
+            .serve(listener, async {
+                let _ = sim_stopped.await;
+            })
+            .await;
+    });
+
+    let relay_a = TestRelay::start_ministry(
+        "000.00.00.G04",
+        &[A_UNIT],
+        &upstream(&base, "bogtvt", "secret-a"),
+    )
+    .await
+    .expect("relay A");
+    let relay_b = TestRelay::start_ministry(
+        "000.00.00.G12",
+        &[B_PARENT],
+        &upstream(&base, "botc", "secret-b"),
+    )
+    .await
+    .expect("relay B");
+    let mut a = relay_a.adapter(A_UNIT).await.expect("adapter A");
+    let mut b = relay_b.adapter(B_PARENT).await.expect("adapter B");
+
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let doc = DocumentBuilder::new(
+        code(A_UNIT),
+        vec![code(B_CHILD)],
+        date,
+        "101",
+        "TCĐBVN-KHĐT",
+    )
+    .subject("Đề nghị phối hợp")
+    .build();
+    let receipt = a.submit_document(&doc, None).await.expect("submit");
+    assert_eq!(
+        receipt.routes[0].kind, 3,
+        "outside the ministry: the national axis"
+    );
+
+    // Ministry B's unit receives it, byte for byte, through its level-2 parent.
+    let mut b_inbox = b.inbox(4).await.expect("inbox B");
+    let got = next(&mut b_inbox, "the document at B").await;
+    assert_eq!(got.recipient, B_CHILD);
+    assert_eq!(got.sender, A_UNIT);
+    assert_eq!(got.package, doc);
+    b_inbox.ack(&got.delivery_id).await.expect("ack");
+
+    // B accepts it: status 03 goes back across the axis to A's unit.
+    let status = StatusBuilder::new(
+        code(B_CHILD),
+        DocumentId::new(&receipt.document_id),
+        StatusCode::new("03"),
+        "2026/11/21 14:00:00",
+    )
+    .build();
+    let r = b.submit_status(&status, None).await.expect("status");
+    assert_eq!(r.routes[0].kind, 3);
+    let mut a_inbox = a.inbox(4).await.expect("inbox A");
+    let back = next(&mut a_inbox, "the status at A").await;
+    assert_eq!(back.kind, "status");
+    assert_eq!(back.status_code, "03");
+    assert_eq!(back.package, status);
+    a_inbox.ack(&back.delivery_id).await.expect("ack");
+
+    // A's timeline: sent to the axis (with the axis's transport id), then 03 from B.
+    let trace = a.trace(&receipt.document_id).await.expect("trace");
+    assert!(
+        trace
+            .deliveries
+            .iter()
+            .any(|d| d.recipient == B_CHILD && d.state == "delivered"),
+        "{:?}",
+        trace.deliveries
+    );
+    assert!(trace
+        .events
+        .iter()
+        .any(|e| e.kind == "delivered" && e.detail.contains("docId")));
+    assert!(trace
+        .statuses
+        .iter()
+        .any(|s| s.code == "03" && s.from == B_CHILD));
+
+    // The axis saw one send from each side, and every received package acknowledged.
+    let counters = sim.counters();
+    assert_eq!(counters.get("sendEdoc.ok"), Some(&2), "{counters:?}");
+    assert!(
+        counters.get("updateStatus.ok").copied().unwrap_or(0) >= 2,
+        "{counters:?}"
+    );
+    let _ = stop_sim.send(());
+    relay_a.stop().await.expect("stop A");
+    relay_b.stop().await.expect("stop B");
+}

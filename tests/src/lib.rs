@@ -106,6 +106,7 @@ pub struct TestRelay {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     process: Option<std::process::Child>,
+    engine: Option<std::sync::Arc<truc_relay::Relay>>,
 }
 
 /// Certificates, registry and configuration of a test relay, in a temporary directory.
@@ -230,9 +231,16 @@ impl TestRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(trucd::run(listener, config, async {
-            let _ = stopped.await;
-        }));
+        let (engine, tls) = trucd::server::prepare(&config).await?;
+        let task = tokio::spawn(trucd::server::serve(
+            listener,
+            config,
+            engine.clone(),
+            tls,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let relay = TestRelay {
             addr,
             dir: setup.dir,
@@ -242,6 +250,7 @@ impl TestRelay {
             stop: Some(stop),
             task: Some(task),
             process: None,
+            engine: Some(engine),
         };
         relay.wait_ready().await?;
         Ok(relay)
@@ -295,9 +304,15 @@ impl TestRelay {
             stop: None,
             task: None,
             process: Some(child),
+            engine: None,
         };
         relay.wait_ready().await?;
         Ok(relay)
+    }
+
+    /// The engine of an in-process relay (its store, registry), for checks.
+    pub fn engine(&self) -> Option<&std::sync::Arc<truc_relay::Relay>> {
+        self.engine.as_ref()
     }
 
     /// The process id of a relay started with [`spawn_process`](Self::spawn_process).

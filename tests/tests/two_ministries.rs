@@ -145,3 +145,186 @@ async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
     relay_a.stop().await.expect("stop A");
     relay_b.stop().await.expect("stop B");
 }
+
+async fn start_sim(
+    systems: Vec<SystemConfig>,
+) -> (Simulator, String, tokio::sync::oneshot::Sender<()>) {
+    let sim = Simulator::new(SimConfig {
+        systems,
+        agencies: Vec::new(),
+        skew_secs: 300,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = sim.clone();
+    tokio::spawn(async move {
+        let _ = server
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    (sim, base, stop)
+}
+
+fn system(id: &str, secret: &str, organ: &str) -> SystemConfig {
+    SystemConfig {
+        id: id.into(),
+        secret: secret.into(),
+        organs: vec![organ.into()],
+        name: String::new(),
+    }
+}
+
+async fn audit_actions(relay: &TestRelay) -> Vec<(String, String)> {
+    relay
+        .engine()
+        .expect("in-process relay")
+        .store()
+        .audit_log(1, 1000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| (e.action, e.detail))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_packages_from_the_axis_are_refused_and_recorded_and_the_poller_carries_on() {
+    use truc_upstream::Upstream;
+    let (sim, base, _stop) = start_sim(vec![
+        system("bogtvt", "secret-a", "000.00.00.G04"),
+        system("rogue", "secret-r", "000.00.00.G99"),
+    ])
+    .await;
+    let relay = TestRelay::start_ministry(
+        "000.00.00.G04",
+        &[A_UNIT],
+        &upstream(&base, "bogtvt", "secret-a"),
+    )
+    .await
+    .expect("relay");
+    let rogue = truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
+        base_url: base.clone(),
+        system_id: "rogue".into(),
+        secret: "secret-r".into(),
+        ca_pem: None,
+        client_identity_pem: None,
+        timeout: Duration::from_secs(5),
+    })
+    .expect("client");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let garbage = rogue
+        .send(
+            b"%PDF-1.4 not a package",
+            "000.00.00.G99",
+            &[A_UNIT.into()],
+            false,
+        )
+        .await
+        .expect("send garbage");
+    let to_nobody = DocumentBuilder::new(
+        code("000.00.00.G99"),
+        vec![code("000.00.98.G04")],
+        date,
+        "1",
+        "X",
+    )
+    .build();
+    let nobody = rogue
+        .send(
+            &to_nobody,
+            "000.00.00.G99",
+            &["000.00.98.G04".into()],
+            false,
+        )
+        .await
+        .expect("send to nobody");
+    let fine =
+        DocumentBuilder::new(code("000.00.00.G99"), vec![code(A_UNIT)], date, "2", "X").build();
+    rogue
+        .send(&fine, "000.00.00.G99", &[A_UNIT.into()], false)
+        .await
+        .expect("send fine");
+
+    let mut a = relay.adapter(A_UNIT).await.expect("adapter");
+    let mut inbox = a.inbox(4).await.expect("inbox");
+    let got = next(&mut inbox, "the good package").await;
+    assert_eq!(got.package, fine);
+    for doc_id in [&garbage, &nobody] {
+        let mut status = String::new();
+        for _ in 0..50 {
+            status = rogue.sent_report(doc_id).await.expect("report")[0]
+                .receive_status
+                .clone();
+            if status == "fail" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, "fail", "the relay answered fail for {doc_id}");
+    }
+    let refused: Vec<String> = audit_actions(&relay)
+        .await
+        .into_iter()
+        .filter(|(a, _)| a == "inbound_refused")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().any(|d| d.contains("EDXML_MALFORMED")));
+    assert!(refused.iter().any(|d| d.contains("ROUTE_UNKNOWN_UNIT")));
+    assert!(sim.counters().get("updateStatus.ok").copied().unwrap_or(0) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_secret_is_reported_to_operators_not_hidden_in_retries() {
+    let (_sim, base, _stop) = start_sim(vec![
+        system("bogtvt", "secret-a", "000.00.00.G04"),
+        system("botc", "secret-b", "000.00.00.G12"),
+    ])
+    .await;
+    let relay = TestRelay::start_ministry(
+        "000.00.00.G04",
+        &[A_UNIT],
+        &upstream(&base, "bogtvt", "a-wrong-secret"),
+    )
+    .await
+    .expect("relay");
+    let mut a = relay.adapter(A_UNIT).await.expect("adapter");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let doc = DocumentBuilder::new(code(A_UNIT), vec![code(B_CHILD)], date, "7", "X").build();
+    let receipt = a
+        .submit_document(&doc, None)
+        .await
+        .expect("accepted locally");
+    let mut alerts = Vec::new();
+    for _ in 0..50 {
+        alerts = audit_actions(&relay)
+            .await
+            .into_iter()
+            .filter(|(a, _)| a == "credentials_rejected")
+            .collect();
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!alerts.is_empty(), "an audit entry tells operators");
+    assert!(
+        alerts[0].1.contains("secret rejected by the national axis"),
+        "{:?}",
+        alerts[0]
+    );
+    // The package is not burnt through retries: it waits, with no failed attempt counted.
+    let trace = a.trace(&receipt.document_id).await.expect("trace");
+    let d = trace
+        .deliveries
+        .iter()
+        .find(|d| d.recipient == B_CHILD)
+        .expect("delivery");
+    assert!(matches!(d.state.as_str(), "queued" | "claimed"), "{d:?}");
+    assert!(d.last_error.is_empty(), "{d:?}");
+}

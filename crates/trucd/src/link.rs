@@ -15,7 +15,7 @@ const SEND_LEASE: Duration = Duration::from_secs(300);
 /// Sends the national-axis outbox: one `sendEdoc` per message (the axis fans out to its
 /// recipients), recording the axis's transport id; failures wait for the store's retry
 /// policy, refusals are dead-lettered with the reason.
-pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>) {
+pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc<LinkState>) {
     let store = relay.store().clone();
     let notifier = relay.hub().notifier(&Destination::NationalAxis);
     loop {
@@ -107,7 +107,7 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>) {
                     tracing::info!(message = %message.id, %doc_id, "sent to the national axis")
                 }
                 Err(e @ UpstreamError::Credentials { .. }) => {
-                    tracing::error!(error = %e, "THE NATIONAL AXIS REJECTS THIS RELAY'S CREDENTIALS: check [upstream] system_id, secret and the clock");
+                    credentials_rejected(&relay, &state, e).await;
                     tokio::time::sleep(Duration::from_secs(30)).await;
                 }
                 Err(UpstreamError::CircuitOpen(wait)) => {
@@ -123,7 +123,12 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>) {
 
 /// Polls the axis for packages addressed to this ministry, stores each durably (deduplicated
 /// by transport id and content), routes it, and only then acknowledges it to the axis.
-pub async fn inbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, every: Duration) {
+pub async fn inbound(
+    relay: Arc<Relay>,
+    upstream: Arc<dyn Upstream>,
+    state: Arc<LinkState>,
+    every: Duration,
+) {
     let mut wait = every;
     loop {
         tokio::time::sleep(wait).await;
@@ -143,7 +148,7 @@ pub async fn inbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, every: Dura
                     }
                 }
                 Err(e @ UpstreamError::Credentials { .. }) => {
-                    tracing::error!(error = %e, "THE NATIONAL AXIS REJECTS THIS RELAY'S CREDENTIALS: check [upstream] system_id, secret and the clock");
+                    credentials_rejected(&relay, &state, &e).await;
                     failed = true;
                 }
                 Err(e) => {
@@ -219,4 +224,39 @@ async fn refuse(
         )));
     }
     upstream.acknowledge(doc_id, false).await
+}
+
+/// State shared by the link's workers.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    last_credentials_alert: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// The axis refuses this relay's system id, secret or clock: no retry can fix that, so it is
+/// logged as an error and written to the audit log (at most every 10 minutes) for operators.
+async fn credentials_rejected(relay: &Relay, state: &LinkState, e: &UpstreamError) {
+    tracing::error!(error = %e, "THE NATIONAL AXIS REJECTS THIS RELAY'S CREDENTIALS: check [upstream] system_id, secret and the clock");
+    let due = {
+        let mut last = state
+            .last_credentials_alert
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() > Duration::from_secs(600));
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    };
+    if due {
+        let _ = relay
+            .store()
+            .audit(
+                "system:national-axis",
+                "credentials_rejected",
+                "national axis",
+                &format!("secret rejected by the national axis: {e}"),
+                Timestamp::now(),
+            )
+            .await;
+    }
 }

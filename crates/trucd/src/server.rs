@@ -137,13 +137,16 @@ pub async fn serve(
         })?;
         let upstream: Arc<dyn truc_upstream::Upstream> = Arc::new(client);
         tracing::info!(base = %up.base_url, system = %up.system_id, "national axis link configured");
+        let state = Arc::new(crate::link::LinkState::default());
         link_tasks.push(tokio::spawn(crate::link::outbound(
             relay.clone(),
             upstream.clone(),
+            state.clone(),
         )));
         link_tasks.push(tokio::spawn(crate::link::inbound(
             relay.clone(),
             upstream,
+            state,
             Duration::from_millis((up.poll_secs.max(1) * 1000).min(60_000)),
         )));
     }

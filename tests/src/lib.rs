@@ -212,7 +212,17 @@ impl TestRelay {
         adapters: &[&str],
         extra_config: &str,
     ) -> anyhow::Result<Self> {
-        let setup = Setup::for_ministry(ministry, adapters, |_| {}, "", extra_config)?;
+        Self::start_ministry_with(ministry, adapters, extra_config, "").await
+    }
+
+    /// Same, with extra `[limits]` settings too.
+    pub async fn start_ministry_with(
+        ministry: &str,
+        adapters: &[&str],
+        extra_config: &str,
+        extra_limits: &str,
+    ) -> anyhow::Result<Self> {
+        let setup = Setup::for_ministry(ministry, adapters, |_| {}, extra_limits, extra_config)?;
         Self::start_setup(setup).await
     }
 

@@ -114,6 +114,14 @@ pub struct LimitsConfig {
     /// Longest a submission may stay silent (no chunk) before it is cancelled, in seconds
     /// (default 60): a slow or stalled client cannot hold a submission open.
     pub idle_timeout_secs: u64,
+    /// First retry delay bound after a failed delivery, in milliseconds (default 2000);
+    /// doubles each attempt (full jitter).
+    pub retry_base_ms: u64,
+    /// Largest retry delay bound, in seconds (default 1800).
+    pub retry_cap_secs: u64,
+    /// A delivery still failing this long after it was queued is dead-lettered, in seconds
+    /// (default 259200: three days, for an axis down over a long weekend).
+    pub retry_max_age_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -126,11 +134,23 @@ impl Default for LimitsConfig {
             submits_per_second: 500,
             submit_burst: 1000,
             idle_timeout_secs: 60,
+            retry_base_ms: 2000,
+            retry_cap_secs: 1800,
+            retry_max_age_secs: 72 * 3600,
         }
     }
 }
 
 impl LimitsConfig {
+    /// The store's retry policy.
+    pub fn retry(&self) -> truc_store::RetryPolicy {
+        truc_store::RetryPolicy {
+            base: Duration::from_millis(self.retry_base_ms.max(1)),
+            cap: Duration::from_secs(self.retry_cap_secs.max(1)),
+            max_age: Duration::from_secs(self.retry_max_age_secs.max(1)),
+        }
+    }
+
     /// The delivery lease.
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.max(1))

@@ -133,6 +133,7 @@ pub async fn inbound(
     loop {
         tokio::time::sleep(wait).await;
         let mut failed = false;
+        let mut pause = Duration::ZERO;
         for status in [false, true] {
             match upstream.list_received(status).await {
                 Ok(items) => {
@@ -141,9 +142,10 @@ pub async fn inbound(
                         if !seen.insert(item.doc_id.clone()) {
                             continue; // listed twice
                         }
+                        // A failure on one item is retried at the next poll, at the normal
+                        // pace: only a failing list means the axis itself is in trouble.
                         if let Err(e) = receive_one(&relay, upstream.as_ref(), &item.doc_id).await {
                             tracing::warn!(error = %e, doc_id = %item.doc_id, "receiving from the national axis failed; retried at the next poll");
-                            failed = true;
                         }
                     }
                 }
@@ -151,17 +153,21 @@ pub async fn inbound(
                     credentials_rejected(&relay, &state, &e).await;
                     failed = true;
                 }
+                // The circuit breaker paces calls to an axis that keeps failing.
+                Err(UpstreamError::CircuitOpen(until)) => {
+                    pause = pause.max(until);
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "polling the national axis failed");
-                    failed = true;
                 }
             }
         }
-        // Back off while the axis fails, up to a minute; poll at the normal pace otherwise.
+        // Credentials refused: nothing will change soon, poll slowly. Circuit open: wait for
+        // the next probe. Otherwise the normal pace.
         wait = if failed {
-            (wait * 2).min(Duration::from_secs(60))
+            Duration::from_secs(30).max(every)
         } else {
-            every
+            every.max(pause)
         };
     }
 }

@@ -41,11 +41,14 @@ pub async fn run(
 /// Everything before listening: store, registry, TLS. Fails fast with a clear message.
 pub async fn prepare(config: &Config) -> anyhow::Result<(Arc<Relay>, Option<ReloadableTls>)> {
     let store_dir = config.store_dir.clone();
-    let store =
-        tokio::task::spawn_blocking(move || SledStore::open(&store_dir, StoreConfig::default()))
-            .await
-            .context("opening the store")?
-            .with_context(|| format!("opening the store {}", config.store_dir.display()))?;
+    let store_config = StoreConfig {
+        retry: config.limits.retry(),
+        ..StoreConfig::default()
+    };
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&store_dir, store_config))
+        .await
+        .context("opening the store")?
+        .with_context(|| format!("opening the store {}", config.store_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     let registry = Arc::new(Registry::new(config.ministry.clone()));
     let loaded = registry.load(store.as_ref()).await?;

@@ -98,24 +98,37 @@ async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
     assert_eq!(got.package, doc);
     b_inbox.ack(&got.delivery_id).await.expect("ack");
 
-    // B accepts it: status 03 goes back across the axis to A's unit.
-    let status = StatusBuilder::new(
-        code(B_CHILD),
-        DocumentId::new(&receipt.document_id),
-        StatusCode::new("03"),
-        "2026/11/21 14:00:00",
-    )
-    .build();
-    let r = b.submit_status(&status, None).await.expect("status");
-    assert_eq!(r.routes[0].kind, 3);
+    // Its arrival (01, sent by relay B when B's adapter acknowledged it), then B's own
+    // statuses 03 and 06, come back across the axis to A's unit.
     let mut a_inbox = a.inbox(4).await.expect("inbox A");
-    let back = next(&mut a_inbox, "the status at A").await;
-    assert_eq!(back.kind, "status");
-    assert_eq!(back.status_code, "03");
-    assert_eq!(back.package, status);
-    a_inbox.ack(&back.delivery_id).await.expect("ack");
+    let arrived = next(&mut a_inbox, "01 at A").await;
+    assert_eq!(
+        (
+            arrived.kind.as_str(),
+            arrived.status_code.as_str(),
+            arrived.sender.as_str()
+        ),
+        ("status", "01", B_CHILD)
+    );
+    a_inbox.ack(&arrived.delivery_id).await.expect("ack");
+    for code_ in ["03", "06"] {
+        let status = StatusBuilder::new(
+            code(B_CHILD),
+            DocumentId::new(&receipt.document_id),
+            StatusCode::new(code_),
+            "2026/11/21 14:00:00",
+        )
+        .build();
+        let r = b.submit_status(&status, None).await.expect("status");
+        assert_eq!(r.routes[0].kind, 3);
+        let back = next(&mut a_inbox, "the status at A").await;
+        assert_eq!(back.kind, "status");
+        assert_eq!(back.status_code, code_);
+        assert_eq!(back.package, status);
+        a_inbox.ack(&back.delivery_id).await.expect("ack");
+    }
 
-    // A's timeline: sent to the axis (with the axis's transport id), then 03 from B.
+    // A's timeline: sent to the axis (with the axis's transport id), then 01, 03, 06 from B.
     let trace = a.trace(&receipt.document_id).await.expect("trace");
     assert!(
         trace
@@ -125,20 +138,53 @@ async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
         "{:?}",
         trace.deliveries
     );
-    assert!(trace
-        .events
-        .iter()
-        .any(|e| e.kind == "delivered" && e.detail.contains("docId")));
-    assert!(trace
+    let codes: Vec<&str> = trace
         .statuses
         .iter()
-        .any(|s| s.code == "03" && s.from == B_CHILD));
+        .filter(|s| s.from == B_CHILD)
+        .map(|s| s.code.as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        ["01", "03", "06"],
+        "A's timeline has every status of B"
+    );
 
-    // The axis saw one send from each side, and every received package acknowledged.
+    // The axis agrees: its report for A's send says B's system took it.
+    let axis_doc_id = trace
+        .events
+        .iter()
+        .find_map(|e| {
+            e.detail
+                .strip_prefix("national axis docId ")
+                .map(str::to_owned)
+        })
+        .expect("the axis's transport id is recorded");
+    let a_client = truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
+        base_url: base.clone(),
+        system_id: "bogtvt".into(),
+        secret: "secret-a".into(),
+        ca_pem: None,
+        client_identity_pem: None,
+        timeout: Duration::from_secs(5),
+    })
+    .expect("client");
+    let report = truc_upstream::Upstream::sent_report(&a_client, &axis_doc_id)
+        .await
+        .expect("report");
+    assert_eq!(
+        (
+            report[0].to_code.as_str(),
+            report[0].receive_status.as_str()
+        ),
+        (B_CHILD, "done")
+    );
+
+    // The axis carried one document and three statuses, each acknowledged by its receiver.
     let counters = sim.counters();
-    assert_eq!(counters.get("sendEdoc.ok"), Some(&2), "{counters:?}");
+    assert_eq!(counters.get("sendEdoc.ok"), Some(&4), "{counters:?}");
     assert!(
-        counters.get("updateStatus.ok").copied().unwrap_or(0) >= 2,
+        counters.get("updateStatus.ok").copied().unwrap_or(0) >= 4,
         "{counters:?}"
     );
     let _ = stop_sim.send(());

@@ -333,8 +333,50 @@ impl Relay {
                         description: "recorded by the relay: the recipient's system acknowledged the delivery".into(),
                     })
                     .await?;
+                // A document from another ministry: its sender learns of the arrival only
+                // through a status package, which the relay sends on the recipient's behalf.
+                if matches!(message.source, Source::NationalAxis { .. }) {
+                    self.send_arrived(delivery, doc).await?;
+                }
             }
         }
+        Ok(())
+    }
+
+    async fn send_arrived(
+        &self,
+        delivery: &Delivery,
+        doc: &truc_edxml::DocumentId,
+    ) -> Result<(), RelayError> {
+        let at = delivery.completed_at.unwrap_or_else(Timestamp::now);
+        let secs = at.0 / 1000;
+        let date = truc_edxml::CalendarDate::from_unix_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        let timestamp = format!(
+            "{date} {:02}:{:02}:{:02}",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        );
+        let mut builder = truc_edxml::StatusBuilder::new(
+            delivery.key.recipient.clone(),
+            doc.clone(),
+            StatusCode::new("01"),
+            &timestamp,
+        );
+        if let Some(unit) = self.registry.unit(&delivery.key.recipient) {
+            builder.from.organ_name = unit.name;
+        }
+        builder.description =
+            "Đã đến (recorded by the relay when the recipient's system acknowledged it)".into();
+        let package = builder.build();
+        let meta = truc_edxml::parse(&package)?;
+        let who = Submitter::Operator {
+            actor: "system:arrival".into(),
+        };
+        let key = Some(format!("arrived:{}", delivery.key));
+        self.submit(&who, &meta, PayloadInput::Bytes(package.into()), key)
+            .await?;
         Ok(())
     }
 

@@ -180,6 +180,29 @@ async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
         (B_CHILD, "done")
     );
 
+    // The national directory is synchronised: bodies of other ministries are known, and a
+    // code that is neither ours nor in it is refused as unknown.
+    let mut remote = None;
+    for _ in 0..50 {
+        if let Ok(u) = a.lookup_unit("000.00.00.G12").await {
+            remote = Some(u);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let remote = remote.expect("the directory lists ministry G12");
+    assert_eq!(
+        (remote.state.as_str(), remote.name.as_str()),
+        ("remote", "Bộ Tài chính")
+    );
+    let to_nowhere =
+        DocumentBuilder::new(code(A_UNIT), vec![code("000.00.00.G77")], date, "102", "X").build();
+    let err = a
+        .submit_document(&to_nowhere, None)
+        .await
+        .expect_err("unknown remote");
+    assert_eq!(err.code(), Some("ROUTE_UNKNOWN_REMOTE"), "{err}");
+
     // The axis carried one document and three statuses, each acknowledged by its receiver.
     let counters = sim.counters();
     assert_eq!(counters.get("sendEdoc.ok"), Some(&4), "{counters:?}");

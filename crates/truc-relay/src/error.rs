@@ -20,6 +20,12 @@ pub enum RelayError {
     #[error("unknown unit {0}: it is not in this ministry's registry")]
     UnknownUnit(String),
 
+    /// A code outside the ministry that the national directory does not list.
+    #[error(
+        "unknown unit {0}: it is neither a unit of this ministry nor in the national directory"
+    )]
+    UnknownRemote(String),
+
     /// The adapter sent as a unit it does not serve.
     #[error("the adapter of {adapter} (certificate {certificate}) may not send as {from}: only as {adapter} or its level-3 units")]
     ForgedSender {
@@ -55,6 +61,7 @@ impl RelayError {
             RelayError::Package(e) => e.code(),
             RelayError::Store(e) => e.code(),
             RelayError::UnknownUnit(_) => "ROUTE_UNKNOWN_UNIT",
+            RelayError::UnknownRemote(_) => "ROUTE_UNKNOWN_REMOTE",
             RelayError::ForgedSender { .. } => "AUTH_FORGED_SENDER",
             RelayError::UnknownCertificate(_) => "AUTH_UNKNOWN_CERTIFICATE",
             RelayError::Suspended(_) => "AUTH_UNIT_SUSPENDED",

@@ -22,7 +22,7 @@ use truc_store::{
 
 pub use error::RelayError;
 pub use registry::{
-    sample_transport_ministry, Registry, RegistryFile, RouteDecision, Unit, UnitState,
+    sample_transport_ministry, Registry, RegistryFile, RemoteBody, RouteDecision, Unit, UnitState,
 };
 
 /// Who is submitting.
@@ -175,7 +175,9 @@ impl Relay {
             }
         }
         let (mut routes, summary) = match meta.kind() {
-            PackageKind::Document => self.route_document(meta)?,
+            PackageKind::Document => {
+                self.route_document(meta, matches!(who, Submitter::NationalAxis { .. }))?
+            }
             PackageKind::Status => self.route_status(meta).await?,
         };
         if matches!(who, Submitter::NationalAxis { .. }) {
@@ -238,12 +240,18 @@ impl Relay {
         })
     }
 
+    /// Routes every recipient of a document; for one from the national axis (`inbound`),
+    /// only the ministry's own recipients (the axis delivers the other copies).
     fn route_document(
         &self,
         meta: &PackageMeta,
+        inbound: bool,
     ) -> Result<(Vec<RoutedRecipient>, Summary), RelayError> {
         let mut routes = Vec::new();
         for recipient in meta.recipients() {
+            if inbound && !self.registry.is_ministry_code(recipient) {
+                continue;
+            }
             if routes
                 .iter()
                 .any(|r: &RoutedRecipient| &r.recipient == recipient)

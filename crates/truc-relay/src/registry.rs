@@ -177,12 +177,27 @@ pub enum RouteDecision {
 }
 
 const NAMESPACE: &str = "units";
+const DIRECTORY: &str = "directory";
+
+/// A body of the national directory (another ministry's or province's unit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteBody {
+    /// Its code.
+    pub code: OrgCode,
+    /// Its name.
+    pub name: String,
+    /// Its parent's code, when the directory gives one.
+    #[serde(default)]
+    pub parent: Option<OrgCode>,
+}
 
 /// The registry, shared by the relay's tasks.
 #[derive(Debug)]
 pub struct Registry {
     ministry: OrgCode,
     units: RwLock<BTreeMap<OrgCode, Unit>>,
+    /// The national directory, synchronised from the axis (empty until the first sync).
+    remote: RwLock<BTreeMap<OrgCode, RemoteBody>>,
 }
 
 impl Registry {
@@ -191,6 +206,7 @@ impl Registry {
         Registry {
             ministry,
             units: RwLock::new(BTreeMap::new()),
+            remote: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -207,8 +223,47 @@ impl Registry {
         self.units.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Replaces the national directory (from the axis's `getAgenciesList`), durably.
+    pub async fn set_directory(
+        &self,
+        store: &dyn Store,
+        bodies: Vec<RemoteBody>,
+    ) -> Result<usize, RelayError> {
+        let value = serde_json::to_vec(&bodies).map_err(|e| RelayError::Config(e.to_string()))?;
+        store.put_setting(DIRECTORY, "bodies", &value).await?;
+        let n = bodies.len();
+        *self.remote.write().unwrap_or_else(|p| p.into_inner()) =
+            bodies.into_iter().map(|b| (b.code.clone(), b)).collect();
+        Ok(n)
+    }
+
+    /// A body of the national directory.
+    pub fn remote(&self, code: &OrgCode) -> Option<RemoteBody> {
+        self.remote
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(code)
+            .cloned()
+    }
+
+    /// The national directory.
+    pub fn remote_bodies(&self) -> Vec<RemoteBody> {
+        self.remote
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Loads the units saved in the store.
     pub async fn load(&self, store: &dyn Store) -> Result<usize, RelayError> {
+        if let Some((_, value)) = store.settings(DIRECTORY).await?.into_iter().next() {
+            let bodies: Vec<RemoteBody> = serde_json::from_slice(&value)
+                .map_err(|e| RelayError::Config(format!("stored directory: {e}")))?;
+            *self.remote.write().unwrap_or_else(|p| p.into_inner()) =
+                bodies.into_iter().map(|b| (b.code.clone(), b)).collect();
+        }
         let saved = store.settings(NAMESPACE).await?;
         let mut units = self.write();
         for (_, value) in &saved {
@@ -370,6 +425,19 @@ impl Registry {
         code.is_within(&self.ministry) || self.read().contains_key(code)
     }
 
+    /// Whether the national directory lists `code` or one of its ancestors.
+    fn is_listed_remote(&self, code: &OrgCode) -> bool {
+        let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
+        let mut cur = Some(code.clone());
+        while let Some(c) = cur {
+            if remote.contains_key(&c) {
+                return true;
+            }
+            cur = c.parent();
+        }
+        false
+    }
+
     /// The level-2 unit whose inbox serves `code`, following parents (and the ministry's
     /// `served_by`).
     pub fn serving_unit(&self, code: &OrgCode) -> Option<Unit> {
@@ -387,6 +455,17 @@ impl Registry {
     /// Decides where a recipient's copy goes.
     pub fn route(&self, recipient: &OrgCode) -> Result<RouteDecision, RelayError> {
         if !self.is_ministry_code(recipient) {
+            // Once the national directory is known, a code that is neither ours nor in it
+            // is unknown, not remote.
+            let directory_known = !self
+                .remote
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            let listed = directory_known && self.is_listed_remote(recipient);
+            if directory_known && !listed {
+                return Err(RelayError::UnknownRemote(recipient.to_string()));
+            }
             return Ok(RouteDecision::NationalAxis);
         }
         let unit = self

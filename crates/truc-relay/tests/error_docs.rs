@@ -7,6 +7,7 @@ fn every_code_is_documented() {
             .expect("docs/errors.md");
     for code in [
         "ROUTE_UNKNOWN_UNIT",
+        "ROUTE_UNKNOWN_REMOTE",
         "ROUTE_UNKNOWN_DOCUMENT",
         "AUTH_FORGED_SENDER",
         "AUTH_UNKNOWN_CERTIFICATE",

@@ -65,6 +65,13 @@ pub struct UpstreamSection {
     /// Seconds a call may take (default 30).
     #[serde(default = "default_call_timeout")]
     pub timeout_secs: u64,
+    /// Seconds between refreshes of the national directory (default 3600).
+    #[serde(default = "default_directory")]
+    pub directory_secs: u64,
+}
+
+fn default_directory() -> u64 {
+    3600
 }
 
 fn default_poll() -> u64 {

@@ -43,7 +43,9 @@ fn relay_status(e: RelayError) -> Status {
             "STORE_CLOSED" => Code::Unavailable,
             _ => Code::Internal,
         },
-        RelayError::UnknownUnit(_) | RelayError::UnknownDocument(_) => Code::InvalidArgument,
+        RelayError::UnknownUnit(_)
+        | RelayError::UnknownRemote(_)
+        | RelayError::UnknownDocument(_) => Code::InvalidArgument,
         RelayError::ForgedSender { .. } => Code::PermissionDenied,
         RelayError::UnknownCertificate(_) => Code::Unauthenticated,
         RelayError::Suspended(_) => Code::PermissionDenied,
@@ -624,14 +626,27 @@ impl pb::relay_server::Relay for RelayService {
         } else {
             req.limit.min(5000)
         } as usize;
-        let units = registry
+        let local = registry
             .units()
             .into_iter()
             .filter(|u| parent.is_none() || registry.parent_of(u) == parent)
+            .map(|u| unit_message(registry, &u));
+        let remote: Vec<pb::Unit> = if req.include_remote {
+            registry
+                .remote_bodies()
+                .iter()
+                .filter(|b| parent.is_none() || b.parent == parent)
+                .map(remote_message)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut units: Vec<pb::Unit> = local
+            .chain(remote)
             .filter(|u| req.after.is_empty() || u.code.as_str() > req.after.as_str())
-            .take(limit)
-            .map(|u| unit_message(registry, &u))
             .collect();
+        units.sort_by(|a, b| a.code.cmp(&b.code));
+        units.truncate(limit);
         Ok(Response::new(pb::ListUnitsResponse { units }))
     }
 
@@ -648,6 +663,11 @@ impl pb::relay_server::Relay for RelayService {
             )
         })?;
         let registry = self.relay.registry();
+        if registry.unit(&code).is_none() {
+            if let Some(body) = registry.remote(&code) {
+                return Ok(Response::new(remote_message(&body)));
+            }
+        }
         let unit = registry.unit(&code).ok_or_else(|| {
             status(
                 tonic::Code::NotFound,
@@ -669,6 +689,16 @@ fn unit_message(registry: &truc_relay::Registry, u: &Unit) -> pb::Unit {
             .map(|p| p.to_string())
             .unwrap_or_default(),
         state: u.state.as_str().into(),
+    }
+}
+
+fn remote_message(b: &truc_relay::RemoteBody) -> pb::Unit {
+    pb::Unit {
+        code: b.code.to_string(),
+        name: b.name.clone(),
+        level: b.code.level().map(|l| l as u32).unwrap_or(0),
+        parent: b.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+        state: "remote".into(),
     }
 }
 

@@ -266,3 +266,38 @@ async fn credentials_rejected(relay: &Relay, state: &LinkState, e: &UpstreamErro
             .await;
     }
 }
+
+/// Keeps the national directory (`getAgenciesList`) in the registry, refreshed every
+/// `every`, so `ListUnits`/`LookupUnit` answer for national bodies and routing can tell a
+/// remote code from an unknown one.
+pub async fn directory(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, every: Duration) {
+    loop {
+        match upstream.agencies().await {
+            Ok(list) => {
+                let bodies: Vec<truc_relay::RemoteBody> = list
+                    .into_iter()
+                    .filter_map(|a| {
+                        Some(truc_relay::RemoteBody {
+                            code: truc_edxml::OrgCode::parse(&a.code).ok()?,
+                            name: a.name,
+                            parent: None,
+                        })
+                    })
+                    .collect();
+                match relay
+                    .registry()
+                    .set_directory(relay.store().as_ref(), bodies)
+                    .await
+                {
+                    Ok(n) => tracing::info!(bodies = n, "national directory synchronised"),
+                    Err(e) => tracing::warn!(error = %e, "saving the national directory failed"),
+                }
+                tokio::time::sleep(every).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "fetching the national directory failed; retrying");
+                tokio::time::sleep(Duration::from_secs(30).min(every)).await;
+            }
+        }
+    }
+}

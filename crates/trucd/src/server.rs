@@ -146,6 +146,11 @@ pub async fn serve(
             upstream.clone(),
             state.clone(),
         )));
+        link_tasks.push(tokio::spawn(crate::link::directory(
+            relay.clone(),
+            upstream.clone(),
+            Duration::from_secs(up.directory_secs.max(1)),
+        )));
         link_tasks.push(tokio::spawn(crate::link::inbound(
             relay.clone(),
             upstream,

@@ -2,8 +2,8 @@
 //! latency, lists entries twice, loses acknowledgements and goes down for a while: every
 //! document reaches its recipient exactly once, and none is stored twice.
 //!
-//! `TRUC_FAULT_DOCS` sets the number of documents each way (default 30; `500` for the full
-//! drill).
+//! `TRUC_FAULT_DOCS` sets the number of documents each way (default 30) and
+//! `TRUC_FAULT_OUTAGE_SECS` the outage (default 3); the full drill is 500 and 60.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -155,14 +155,18 @@ async fn documents_cross_a_failing_axis_exactly_once_each_way() {
         .build();
         b.submit_document(&to_a, None).await.expect("B submits");
         if i == n / 2 {
-            // The axis goes down for three seconds.
+            // The axis goes down for a while.
+            let outage: i64 = std::env::var("TRUC_FAULT_OUTAGE_SECS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(3);
             let mut f = sim.faults();
             f.outage_until_ms = Some(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .expect("clock")
                     .as_millis() as i64
-                    + 3_000,
+                    + outage * 1000,
             );
             sim.set_faults(f);
         }

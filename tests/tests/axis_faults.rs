@@ -116,6 +116,7 @@ async fn documents_cross_a_failing_axis_exactly_once_each_way() {
         latency_ms: 5,
         duplicate_list: true,
         lose_ack_rate: 0.2,
+        reset_rate: 0.05,
         ..Faults::default()
     });
 

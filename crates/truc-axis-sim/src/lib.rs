@@ -78,6 +78,8 @@ pub struct Faults {
     pub duplicate_list: bool,
     /// Probability (0–1) that `updateStatus` is applied but its answer is lost (HTTP 504).
     pub lose_ack_rate: f64,
+    /// Probability (0–1) that a call's connection is cut in the middle of the answer.
+    pub reset_rate: f64,
 }
 
 /// A package held by the axis for one receiving system.
@@ -186,6 +188,35 @@ impl Simulator {
             .with_state(self.clone())
     }
 
+    /// Serves HTTPS on `listener` with this certificate chain and key (PEM) until
+    /// `shutdown` completes.
+    pub async fn serve_tls(
+        &self,
+        listener: tokio::net::TcpListener,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = TlsListener {
+            tcp: listener,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        };
+        axum::serve(tls, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+
     /// Serves on `listener` until `shutdown` completes.
     pub async fn serve(
         &self,
@@ -209,6 +240,19 @@ async fn post_faults(State(sim): State<Simulator>, Json(faults): Json<Faults>) -
 
 async fn get_counters(State(sim): State<Simulator>) -> Json<BTreeMap<String, u64>> {
     Json(sim.counters())
+}
+
+/// An answer whose body fails after its headers: the server aborts the connection, and the
+/// client sees it cut mid-response, as with a reset.
+fn reset() -> Response {
+    let broken = tokio_stream::once(Err::<axum::body::Bytes, std::io::Error>(
+        std::io::Error::other("simulated connection reset"),
+    ));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(broken))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -266,6 +310,10 @@ async fn operation(
             "SERVER_BUSY",
             "simulated failure",
         );
+    }
+    if faults.reset_rate > 0.0 && fastrand::f64() < faults.reset_rate {
+        sim.count(format!("{operation}.reset"));
+        return reset();
     }
 
     let pairs: Vec<(&str, &str)> = headers
@@ -615,4 +663,36 @@ fn agencies(sim: &Simulator) -> Response {
         }
     }
     ok_with(json!({ "data": list }))
+}
+
+/// Accepts TLS connections for axum; a failed or slow handshake is dropped, not fatal.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (tcp, addr) = match self.tcp.accept().await {
+                Ok(c) => c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => return (stream, addr),
+                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake refused"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }

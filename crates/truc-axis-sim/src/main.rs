@@ -15,7 +15,7 @@ use truc_axis_sim::{SimConfig, Simulator};
 /// Several systems (system id, secret, unit codes owned) come from the configuration file;
 /// packages are delivered to the systems owning their recipients. Faults are set at run time:
 /// `curl -X POST http://ADDR/_control/faults -d '{"error_rate":{"*":0.3},"latency_ms":50}'`
-/// (also: outage_until_ms, duplicate_list, lose_ack_rate); `GET /_control/counters` counts
+/// (also: outage_until_ms, duplicate_list, lose_ack_rate, reset_rate); `GET /_control/counters` counts
 /// calls by operation and outcome. See docs/axis-sim.md.
 #[derive(Debug, Parser)]
 #[command(name = "truc-axis-sim", version, verbatim_doc_comment)]
@@ -26,6 +26,12 @@ struct Cli {
     /// Listen address.
     #[arg(long, default_value = "127.0.0.1:8480")]
     listen: std::net::SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -46,10 +52,18 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, systems, "national axis simulator listening");
-    sim.serve(listener, async {
+    tracing::info!(addr = %listener.local_addr()?, systems, tls = cli.tls_cert.is_some(), "national axis simulator listening");
+    let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    };
+    match (cli.tls_cert, cli.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert =
+                std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
+            let key = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
+            sim.serve_tls(listener, &cert, &key, shutdown).await?;
+        }
+        _ => sim.serve(listener, shutdown).await?,
+    }
     Ok(())
 }

@@ -146,3 +146,88 @@ async fn an_outage_opens_the_circuit_and_recovery_closes_it() {
     tc.list_received(false).await.expect("the probe succeeds");
     assert_eq!(tc.link(), BreakerState::Closed);
 }
+
+#[tokio::test]
+async fn https_with_a_custom_ca_works_and_resets_are_transient() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "axis test CA");
+    let ca_pem = ca_params.self_signed(&ca_key).expect("ca").pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().expect("key");
+    let server = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&server_key, &issuer)
+        .expect("cert");
+
+    let sim = Simulator::new(SimConfig {
+        systems: vec![SystemConfig {
+            id: "botc".into(),
+            secret: "s-tc".into(),
+            organs: vec!["000.00.00.G12".into()],
+            name: String::new(),
+        }],
+        agencies: Vec::new(),
+        skew_secs: 300,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let s = sim.clone();
+    let (cert_pem, key_pem) = (server.pem(), server_key.serialize_pem());
+    tokio::spawn(async move {
+        let _ = s
+            .serve_tls(listener, cert_pem.as_bytes(), key_pem.as_bytes(), async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let base = format!("https://localhost:{port}");
+    let trusted = VdxpUpstream::new(UpstreamConfig {
+        base_url: base.clone(),
+        system_id: "botc".into(),
+        secret: "s-tc".into(),
+        ca_pem: Some(ca_pem.into_bytes()),
+        client_identity_pem: None,
+        timeout: Duration::from_secs(5),
+    })
+    .expect("client");
+    let mut ready = false;
+    for _ in 0..50 {
+        if trusted.list_received(false).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "HTTPS with the custom CA works");
+    // Without the CA, the axis's certificate is not trusted.
+    let untrusting = client(&base, "botc", "s-tc");
+    let err = untrusting
+        .list_received(false)
+        .await
+        .expect_err("untrusted");
+    assert!(err.is_transient(), "{err}");
+
+    // A connection cut mid-answer is a transient failure, not a protocol refusal.
+    sim.set_faults(Faults {
+        reset_rate: 1.0,
+        ..Faults::default()
+    });
+    let err = trusted.list_received(false).await.expect_err("reset");
+    assert!(
+        matches!(
+            err,
+            UpstreamError::Unavailable(_) | UpstreamError::Protocol(_)
+        ),
+        "{err}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(sim.counters().get("getReceivedEdocList.reset"), Some(&1));
+}

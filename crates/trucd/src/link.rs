@@ -48,77 +48,99 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc
                 None => by_message.push((claim.message.clone(), vec![claim])),
             }
         }
+        // Messages go up concurrently (the axis answers each call in a round trip).
+        let mut sends = tokio::task::JoinSet::new();
         for (message, claims) in by_message {
-            let to: Vec<String> = claims
-                .iter()
-                .map(|c| c.token.key.recipient.to_string())
-                .collect();
-            let result = match store.payload(message.id).await {
-                Ok(p) => match p.read_all() {
-                    Ok(bytes) => {
-                        upstream
-                            .send(
-                                &bytes,
-                                message.sender.as_str(),
-                                &to,
-                                message.kind == PackageKind::Status,
-                            )
-                            .await
-                    }
-                    Err(e) => Err(UpstreamError::Protocol(format!("reading the payload: {e}"))),
-                },
-                Err(e) => Err(UpstreamError::Protocol(format!("payload: {e}"))),
-            };
-            let now = Timestamp::now();
-            for claim in &claims {
-                let outcome = match &result {
-                    Ok(doc_id) => store
-                        .ack(
-                            &claim.token,
-                            Completion::Delivered {
-                                upstream_doc_id: Some(doc_id.clone()),
-                            },
-                            now,
-                        )
-                        .await
-                        .map(|_| ()),
-                    Err(
-                        e @ (UpstreamError::Credentials { .. } | UpstreamError::CircuitOpen(_)),
-                    ) => {
-                        // Not this package's fault: give it back without counting an attempt.
-                        tracing::debug!(error = %e, "national axis not usable now");
-                        store.release(&claim.token, now).await
-                    }
-                    Err(e) if e.is_transient() => store
-                        .nack(&claim.token, &format!("{}: {e}", e.code()), now)
-                        .await
-                        .map(|_| ()),
-                    Err(e) => store
-                        .fail(&claim.token, &format!("{}: {e}", e.code()), now)
-                        .await
-                        .map(|_| ()),
-                };
-                if let Err(e) = outcome {
-                    tracing::warn!(error = %e, delivery = %claim.token.key, "recording the send failed");
-                }
-            }
-            match &result {
-                Ok(doc_id) => {
-                    tracing::info!(message = %message.id, %doc_id, "sent to the national axis")
-                }
+            let (store, upstream) = (store.clone(), upstream.clone());
+            sends.spawn(async move {
+                let result =
+                    send_message(store.as_ref(), upstream.as_ref(), &message, &claims).await;
+                (message.id, result)
+            });
+        }
+        let mut pause = Duration::ZERO;
+        while let Some(joined) = sends.join_next().await {
+            let Ok((id, result)) = joined else { continue };
+            match result {
+                Ok(doc_id) => tracing::debug!(message = %id, %doc_id, "sent to the national axis"),
                 Err(e @ UpstreamError::Credentials { .. }) => {
-                    credentials_rejected(&relay, &state, e).await;
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    credentials_rejected(&relay, &state, &e).await;
+                    pause = pause.max(Duration::from_secs(30));
                 }
                 Err(UpstreamError::CircuitOpen(wait)) => {
-                    tokio::time::sleep((*wait).max(Duration::from_millis(200))).await;
+                    pause = pause.max(wait.max(Duration::from_millis(200)));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, message = %message.id, "sending to the national axis failed")
+                    tracing::warn!(error = %e, message = %id, "sending to the national axis failed")
                 }
             }
         }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
+}
+
+/// Sends one message to the axis (once, to all its claimed recipients) and records the
+/// outcome on each delivery.
+async fn send_message(
+    store: &dyn truc_store::Store,
+    upstream: &dyn Upstream,
+    message: &truc_store::MessageRecord,
+    claims: &[truc_store::Claim],
+) -> Result<String, UpstreamError> {
+    let to: Vec<String> = claims
+        .iter()
+        .map(|c| c.token.key.recipient.to_string())
+        .collect();
+    let result = match store.payload(message.id).await {
+        Ok(p) => match p.read_all() {
+            Ok(bytes) => {
+                upstream
+                    .send(
+                        &bytes,
+                        message.sender.as_str(),
+                        &to,
+                        message.kind == PackageKind::Status,
+                    )
+                    .await
+            }
+            Err(e) => Err(UpstreamError::Protocol(format!("reading the payload: {e}"))),
+        },
+        Err(e) => Err(UpstreamError::Protocol(format!("payload: {e}"))),
+    };
+    let now = Timestamp::now();
+    for claim in claims {
+        let outcome = match &result {
+            Ok(doc_id) => store
+                .ack(
+                    &claim.token,
+                    Completion::Delivered {
+                        upstream_doc_id: Some(doc_id.clone()),
+                    },
+                    now,
+                )
+                .await
+                .map(|_| ()),
+            Err(e @ (UpstreamError::Credentials { .. } | UpstreamError::CircuitOpen(_))) => {
+                // Not this package's fault: give it back without counting an attempt.
+                tracing::debug!(error = %e, "national axis not usable now");
+                store.release(&claim.token, now).await
+            }
+            Err(e) if e.is_transient() => store
+                .nack(&claim.token, &format!("{}: {e}", e.code()), now)
+                .await
+                .map(|_| ()),
+            Err(e) => store
+                .fail(&claim.token, &format!("{}: {e}", e.code()), now)
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, delivery = %claim.token.key, "recording the send failed");
+        }
+    }
+    result
 }
 
 /// Polls the axis for packages addressed to this ministry, stores each durably (deduplicated
@@ -138,14 +160,27 @@ pub async fn inbound(
             match upstream.list_received(status).await {
                 Ok(items) => {
                     let mut seen = std::collections::HashSet::new();
-                    for item in items {
-                        if !seen.insert(item.doc_id.clone()) {
-                            continue; // listed twice
+                    let ids: Vec<String> = items
+                        .into_iter()
+                        .map(|i| i.doc_id)
+                        .filter(|id| seen.insert(id.clone())) // listed twice
+                        .collect();
+                    // Up to 16 at a time. A failure on one item is retried at the next poll,
+                    // at the normal pace: only a failing list means the axis is in trouble.
+                    for batch in ids.chunks(16) {
+                        let mut receiving = tokio::task::JoinSet::new();
+                        for id in batch {
+                            let (relay, upstream, id) =
+                                (relay.clone(), upstream.clone(), id.clone());
+                            receiving.spawn(async move {
+                                let r = receive_one(&relay, upstream.as_ref(), &id).await;
+                                (id, r)
+                            });
                         }
-                        // A failure on one item is retried at the next poll, at the normal
-                        // pace: only a failing list means the axis itself is in trouble.
-                        if let Err(e) = receive_one(&relay, upstream.as_ref(), &item.doc_id).await {
-                            tracing::warn!(error = %e, doc_id = %item.doc_id, "receiving from the national axis failed; retried at the next poll");
+                        while let Some(joined) = receiving.join_next().await {
+                            if let Ok((id, Err(e))) = joined {
+                                tracing::warn!(error = %e, doc_id = %id, "receiving from the national axis failed; retried at the next poll");
+                            }
                         }
                     }
                 }

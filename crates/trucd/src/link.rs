@@ -156,6 +156,7 @@ pub async fn inbound(
         tokio::time::sleep(wait).await;
         let mut failed = false;
         let mut pause = Duration::ZERO;
+        let mut busy = false;
         for status in [false, true] {
             match upstream.list_received(status).await {
                 Ok(items) => {
@@ -165,9 +166,9 @@ pub async fn inbound(
                         .map(|i| i.doc_id)
                         .filter(|id| seen.insert(id.clone())) // listed twice
                         .collect();
-                    // Up to 16 at a time. A failure on one item is retried at the next poll,
+                    // Up to 32 at a time. A failure on one item is retried at the next poll,
                     // at the normal pace: only a failing list means the axis is in trouble.
-                    for batch in ids.chunks(16) {
+                    for batch in ids.chunks(32) {
                         let mut receiving = tokio::task::JoinSet::new();
                         for id in batch {
                             let (relay, upstream, id) =
@@ -178,8 +179,13 @@ pub async fn inbound(
                             });
                         }
                         while let Some(joined) = receiving.join_next().await {
-                            if let Ok((id, Err(e))) = joined {
-                                tracing::warn!(error = %e, doc_id = %id, "receiving from the national axis failed; retried at the next poll");
+                            match joined {
+                                // Progress was made: poll again at once, there may be more.
+                                Ok((_, Ok(()))) => busy = true,
+                                Ok((id, Err(e))) => {
+                                    tracing::warn!(error = %e, doc_id = %id, "receiving from the national axis failed; retried at the next poll")
+                                }
+                                Err(_) => {}
                             }
                         }
                     }
@@ -201,6 +207,9 @@ pub async fn inbound(
         // the next probe. Otherwise the normal pace.
         wait = if failed {
             Duration::from_secs(30).max(every)
+        } else if busy && pause.is_zero() {
+            // Packages came in: look again at once, there may be more.
+            Duration::ZERO
         } else {
             every.max(pause)
         };

@@ -215,7 +215,7 @@ impl VdxpUpstream {
             http,
             config: Arc::new(config),
             breaker: Arc::new(CircuitBreaker::new(
-                5,
+                10,
                 Duration::from_secs(5),
                 Duration::from_secs(300),
             )),

@@ -134,11 +134,20 @@ async fn an_outage_opens_the_circuit_and_recovery_closes_it() {
         outage_until_ms: Some(i64::MAX),
         ..Faults::default()
     });
-    for _ in 0..5 {
+    for i in 0..10 {
+        assert_eq!(
+            tc.link(),
+            BreakerState::Closed,
+            "still closed after {i} failures"
+        );
         let err = tc.list_received(false).await.expect_err("down");
         assert!(err.is_transient(), "{err}");
     }
-    assert_eq!(tc.link(), BreakerState::Open);
+    assert_eq!(
+        tc.link(),
+        BreakerState::Open,
+        "open after 10 consecutive failures"
+    );
     let err = tc.list_received(false).await.expect_err("not even tried");
     assert_eq!(err.code(), "UPSTREAM_CIRCUIT_OPEN");
     r.sim.set_faults(Faults::default());

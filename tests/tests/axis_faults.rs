@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use truc_axis_sim::{Faults, SimConfig, Simulator, SystemConfig};
+use truc_axis_sim::{Faults, SystemConfig};
 use truc_edxml::{CalendarDate, DocumentBuilder, DocumentId};
 use truc_tests::{code, TestRelay};
 
@@ -18,7 +18,7 @@ const B_UNIT: &str = "000.00.07.G12";
 const B_CHILD: &str = "000.01.07.G12";
 
 fn upstream(base: &str, system: &str, secret: &str) -> String {
-    format!("[upstream]\nbase_url = \"{base}\"\nsystem_id = \"{system}\"\nsecret = \"{secret}\"\npoll_secs = 1\ntimeout_secs = 5\n")
+    format!("[upstream]\nbase_url = \"{base}\"\nsystem_id = \"{system}\"\nsecret = \"{secret}\"\npoll_secs = 1\ntimeout_secs = 5\nbreaker_max_open_secs = 5\n")
 }
 
 const FAST_RETRIES: &str = "retry_base_ms = 200\nretry_cap_secs = 2\n";
@@ -63,37 +63,13 @@ async fn documents_cross_a_failing_axis_exactly_once_each_way() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let sim = Simulator::new(SimConfig {
-        systems: vec![
-            SystemConfig {
-                id: "bogtvt".into(),
-                secret: "sa".into(),
-                organs: vec!["000.00.00.G04".into()],
-                name: String::new(),
-            },
-            SystemConfig {
-                id: "botc".into(),
-                secret: "sb".into(),
-                organs: vec!["000.00.00.G12".into()],
-                name: String::new(),
-            },
-        ],
-        agencies: Vec::new(),
-        skew_secs: 300,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = sim.clone();
-    tokio::spawn(async move {
-        let _ = server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let local = truc_axis_sim::LocalSimulator::start(vec![
+        SystemConfig::new("bogtvt", "sa", "000.00.00.G04"),
+        SystemConfig::new("botc", "sb", "000.00.00.G12"),
+    ])
+    .await
+    .expect("simulator");
+    let (sim, base) = (local.sim.clone(), local.base_url.clone());
     let relay_a = TestRelay::start_ministry_with(
         "000.00.00.G04",
         &[A_UNIT],

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use truc_axis_sim::{SimConfig, Simulator, SystemConfig};
+use truc_axis_sim::{Simulator, SystemConfig};
 use truc_edxml::{CalendarDate, DocumentBuilder, DocumentId, StatusBuilder, StatusCode};
 use truc_tests::{code, TestRelay};
 
@@ -25,37 +25,23 @@ fn upstream(base: &str, system: &str, secret: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
-    let sim = Simulator::new(SimConfig {
-        systems: vec![
-            SystemConfig {
-                id: "bogtvt".into(),
-                secret: "secret-a".into(),
-                organs: vec!["000.00.00.G04".into()],
-                name: "Bộ GTVT".into(),
-            },
-            SystemConfig {
-                id: "botc".into(),
-                secret: "secret-b".into(),
-                organs: vec!["000.00.00.G12".into()],
-                name: "Bộ Tài chính".into(),
-            },
-        ],
-        agencies: Vec::new(),
-        skew_secs: 300,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = sim.clone();
-    tokio::spawn(async move {
-        let _ = server
-            .serve(listener, async {
-                let _ = sim_stopped.await;
-            })
-            .await;
-    });
+    let local = truc_axis_sim::LocalSimulator::start(vec![
+        SystemConfig {
+            id: "bogtvt".into(),
+            secret: "secret-a".into(),
+            organs: vec!["000.00.00.G04".into()],
+            name: "Bộ GTVT".into(),
+        },
+        SystemConfig {
+            id: "botc".into(),
+            secret: "secret-b".into(),
+            organs: vec!["000.00.00.G12".into()],
+            name: "Bộ Tài chính".into(),
+        },
+    ])
+    .await
+    .expect("simulator");
+    let (sim, base) = (local.sim.clone(), local.base_url.clone());
 
     let relay_a = TestRelay::start_ministry(
         "000.00.00.G04",
@@ -167,6 +153,7 @@ async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
         ca_pem: None,
         client_identity_pem: None,
         timeout: Duration::from_secs(5),
+        breaker_max_open: Duration::from_secs(300),
     })
     .expect("client");
     let report = truc_upstream::Upstream::sent_report(&a_client, &axis_doc_id)
@@ -210,42 +197,22 @@ async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
         counters.get("updateStatus.ok").copied().unwrap_or(0) >= 4,
         "{counters:?}"
     );
-    let _ = stop_sim.send(());
+    drop(local);
     relay_a.stop().await.expect("stop A");
     relay_b.stop().await.expect("stop B");
 }
 
 async fn start_sim(
     systems: Vec<SystemConfig>,
-) -> (Simulator, String, tokio::sync::oneshot::Sender<()>) {
-    let sim = Simulator::new(SimConfig {
-        systems,
-        agencies: Vec::new(),
-        skew_secs: 300,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+) -> (Simulator, String, truc_axis_sim::LocalSimulator) {
+    let local = truc_axis_sim::LocalSimulator::start(systems)
         .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = sim.clone();
-    tokio::spawn(async move {
-        let _ = server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    (sim, base, stop)
+        .expect("simulator");
+    (local.sim.clone(), local.base_url.clone(), local)
 }
 
 fn system(id: &str, secret: &str, organ: &str) -> SystemConfig {
-    SystemConfig {
-        id: id.into(),
-        secret: secret.into(),
-        organs: vec![organ.into()],
-        name: String::new(),
-    }
+    SystemConfig::new(id, secret, organ)
 }
 
 async fn audit_actions(relay: &TestRelay) -> Vec<(String, String)> {
@@ -283,6 +250,7 @@ async fn bad_packages_from_the_axis_are_refused_and_recorded_and_the_poller_carr
         ca_pem: None,
         client_identity_pem: None,
         timeout: Duration::from_secs(5),
+        breaker_max_open: Duration::from_secs(300),
     })
     .expect("client");
     let date = CalendarDate::new(2026, 11, 21).expect("date");

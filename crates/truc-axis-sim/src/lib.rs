@@ -665,6 +665,64 @@ fn agencies(sim: &Simulator) -> Response {
     ok_with(json!({ "data": list }))
 }
 
+/// A simulator serving HTTP on a loopback port of its own, stopped when dropped: for tests,
+/// the demo and benchmarks.
+#[derive(Debug)]
+pub struct LocalSimulator {
+    /// The simulator (fault knobs, counters).
+    pub sim: Simulator,
+    /// Its base URL (`http://127.0.0.1:PORT`).
+    pub base_url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl LocalSimulator {
+    /// Starts a simulator for these systems on 127.0.0.1, port chosen by the system.
+    pub async fn start(systems: Vec<SystemConfig>) -> std::io::Result<Self> {
+        let sim = Simulator::new(SimConfig {
+            systems,
+            agencies: Vec::new(),
+            skew_secs: default_skew(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = sim.clone();
+        tokio::spawn(async move {
+            let _ = server
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(LocalSimulator {
+            sim,
+            base_url,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Drop for LocalSimulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl SystemConfig {
+    /// A system owning one code.
+    pub fn new(id: &str, secret: &str, organ: &str) -> Self {
+        SystemConfig {
+            id: id.into(),
+            secret: secret.into(),
+            organs: vec![organ.into()],
+            name: String::new(),
+        }
+    }
+}
+
 /// Accepts TLS connections for axum; a failed or slow handshake is dropped, not fatal.
 struct TlsListener {
     tcp: tokio::net::TcpListener,

@@ -155,6 +155,8 @@ pub struct UpstreamConfig {
     pub client_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
     /// Per-call timeout.
     pub timeout: Duration,
+    /// Longest the circuit stays open between probes of a failing axis.
+    pub breaker_max_open: Duration,
 }
 
 /// The VDXP-profile client.
@@ -211,13 +213,14 @@ impl VdxpUpstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| UpstreamError::Config(e.to_string()))?;
+        let max_open = config.breaker_max_open;
         Ok(VdxpUpstream {
             http,
             config: Arc::new(config),
             breaker: Arc::new(CircuitBreaker::new(
                 10,
-                Duration::from_secs(5),
-                Duration::from_secs(300),
+                Duration::from_secs(5).min(max_open),
+                max_open,
             )),
         })
     }

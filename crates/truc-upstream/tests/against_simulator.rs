@@ -58,6 +58,7 @@ fn client(base: &str, system: &str, secret: &str) -> VdxpUpstream {
         ca_pem: None,
         client_identity_pem: None,
         timeout: Duration::from_secs(5),
+        breaker_max_open: Duration::from_secs(300),
     })
     .expect("client")
 }
@@ -205,6 +206,7 @@ async fn https_with_a_custom_ca_works_and_resets_are_transient() {
         ca_pem: Some(ca_pem.into_bytes()),
         client_identity_pem: None,
         timeout: Duration::from_secs(5),
+        breaker_max_open: Duration::from_secs(300),
     })
     .expect("client");
     let mut ready = false;

@@ -68,6 +68,13 @@ pub struct UpstreamSection {
     /// Seconds between refreshes of the national directory (default 3600).
     #[serde(default = "default_directory")]
     pub directory_secs: u64,
+    /// Longest pause between probes of an axis that keeps failing, in seconds (default 300).
+    #[serde(default = "default_breaker_max_open")]
+    pub breaker_max_open_secs: u64,
+}
+
+fn default_breaker_max_open() -> u64 {
+    300
 }
 
 fn default_directory() -> u64 {

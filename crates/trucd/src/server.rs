@@ -137,6 +137,7 @@ pub async fn serve(
             ca_pem: read(&up.ca_file)?,
             client_identity_pem: identity,
             timeout: Duration::from_secs(up.timeout_secs.max(1)),
+            breaker_max_open: Duration::from_secs(up.breaker_max_open_secs.max(1)),
         })?;
         let upstream: Arc<dyn truc_upstream::Upstream> = Arc::new(client);
         tracing::info!(base = %up.base_url, system = %up.system_id, "national axis link configured");

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use truc_axis_sim::{SimConfig, Simulator, SystemConfig};
+use truc_axis_sim::SystemConfig;
 use truc_edxml::{AttachmentSource, CalendarDate, DocumentBuilder};
 use truc_tests::{code, TestRelay};
 
@@ -40,20 +40,13 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let sim = Simulator::new(SimConfig {
-            systems: vec![
-                SystemConfig { id: "a".into(), secret: "sa".into(), organs: vec!["000.00.00.G04".into()], name: String::new() },
-                SystemConfig { id: "b".into(), secret: "sb".into(), organs: vec!["000.00.00.G12".into()], name: String::new() },
-            ],
-            agencies: Vec::new(),
-            skew_secs: 300,
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let server = sim.clone();
-        tokio::spawn(async move {
-            let _ = server.serve(listener, std::future::pending()).await;
-        });
+        let local = truc_axis_sim::LocalSimulator::start(vec![
+            SystemConfig::new("a", "sa", "000.00.00.G04"),
+            SystemConfig::new("b", "sb", "000.00.00.G12"),
+        ])
+        .await
+        .expect("simulator");
+        let (sim, base) = (local.sim.clone(), local.base_url.clone());
         let relay_a = TestRelay::start_ministry("000.00.00.G04", &["000.00.05.G04"], &upstream(&base, "a", "sa")).await.expect("A");
         let relay_b = TestRelay::start_ministry("000.00.00.G12", &["000.00.07.G12"], &upstream(&base, "b", "sb")).await.expect("B");
         let date = CalendarDate::new(2026, 11, 21).expect("date");

@@ -8,15 +8,7 @@ struct Sim {
     sim: Simulator,
     base: String,
     http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
+    _local: truc_axis_sim::LocalSimulator,
 }
 
 async fn start() -> Sim {
@@ -39,25 +31,14 @@ async fn start() -> Sim {
         agencies: Vec::new(),
         skew_secs: 300,
     };
-    let sim = Simulator::new(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let local = truc_axis_sim::LocalSimulator::start(config.systems)
         .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = sim.clone();
-    tokio::spawn(async move {
-        let _ = server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+        .expect("simulator");
     Sim {
-        sim,
-        base,
+        sim: local.sim.clone(),
+        base: local.base_url.clone(),
         http: reqwest::Client::new(),
-        stop: Some(stop),
+        _local: local,
     }
 }
 

@@ -576,6 +576,19 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Moves a delivery to the dead letters with its reason, and completes its message if
+    /// that was its last live delivery.
+    fn dead_letter(&mut self, mut d: Delivery, reason: &str, now: Timestamp) -> Result<Delivery> {
+        let (id, recipient) = (d.key.message_id, d.key.recipient.clone());
+        d.state = DeliveryState::Dead;
+        d.dead_reason = Some(reason.to_owned());
+        d.completed_at = Some(now);
+        self.update(d.clone())?;
+        self.event(now, id, Some(&recipient), EventKind::DeadLettered, reason)?;
+        self.complete_if_done(id, now)?;
+        Ok(d)
+    }
+
     /// After a delivery of `id` reached a final state: if all did, the message is complete
     /// (retention counts from here).
     fn complete_if_done(&mut self, id: MessageId, now: Timestamp) -> Result<()> {
@@ -1047,18 +1060,7 @@ impl Store for SledStore {
                     d.attempts,
                     now.since(d.queued_at).as_secs()
                 );
-                d.state = DeliveryState::Dead;
-                d.dead_reason = Some(reason.clone());
-                d.completed_at = Some(now);
-                txn.update(d)?;
-                txn.event(
-                    now,
-                    id,
-                    Some(&recipient),
-                    EventKind::DeadLettered,
-                    reason.clone(),
-                )?;
-                txn.complete_if_done(id, now)?;
+                txn.dead_letter(d, &reason, now)?;
                 NackOutcome::Dead(reason)
             } else {
                 let at = now.plus(policy.delay(d.attempts)).min(deadline);
@@ -1083,15 +1085,9 @@ impl Store for SledStore {
             let mut txn = self.txn();
             let mut d = Self::check_lease(&mut txn, token)?;
             let reason = format!("refused for good after {} attempts: {reason}", d.attempts);
-            d.state = DeliveryState::Dead;
             d.lease = None;
             d.last_error = Some(reason.clone());
-            d.dead_reason = Some(reason.clone());
-            d.completed_at = Some(now);
-            let (id, recipient) = (d.key.message_id, d.key.recipient.clone());
-            txn.update(d.clone())?;
-            txn.event(now, id, Some(&recipient), EventKind::DeadLettered, reason)?;
-            txn.complete_if_done(id, now)?;
+            let d = txn.dead_letter(d, &reason, now)?;
             txn.apply()?;
             d
         };

@@ -5,49 +5,13 @@ use std::time::Duration;
 use truc_axis_sim::{Faults, SimConfig, Simulator, SystemConfig};
 use truc_upstream::{BreakerState, Upstream, UpstreamConfig, UpstreamError, VdxpUpstream};
 
-struct Running {
-    sim: Simulator,
-    base: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn simulator() -> Running {
-    let sim = Simulator::new(SimConfig {
-        systems: vec![
-            SystemConfig {
-                id: "bogtvt".into(),
-                secret: "s-gtvt".into(),
-                organs: vec!["000.00.00.G04".into()],
-                name: String::new(),
-            },
-            SystemConfig {
-                id: "botc".into(),
-                secret: "s-tc".into(),
-                organs: vec!["000.00.00.G12".into()],
-                name: String::new(),
-            },
-        ],
-        agencies: Vec::new(),
-        skew_secs: 300,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let s = sim.clone();
-    tokio::spawn(async move {
-        let _ = s
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    Running {
-        sim,
-        base,
-        _stop: stop,
-    }
+async fn simulator() -> truc_axis_sim::LocalSimulator {
+    truc_axis_sim::LocalSimulator::start(vec![
+        SystemConfig::new("bogtvt", "s-gtvt", "000.00.00.G04"),
+        SystemConfig::new("botc", "s-tc", "000.00.00.G12"),
+    ])
+    .await
+    .expect("simulator")
 }
 
 fn client(base: &str, system: &str, secret: &str) -> VdxpUpstream {
@@ -74,8 +38,8 @@ fn package() -> Vec<u8> {
 #[tokio::test]
 async fn send_list_fetch_acknowledge_and_report() {
     let r = simulator().await;
-    let gtvt = client(&r.base, "bogtvt", "s-gtvt");
-    let tc = client(&r.base, "botc", "s-tc");
+    let gtvt = client(&r.base_url, "bogtvt", "s-gtvt");
+    let tc = client(&r.base_url, "botc", "s-tc");
     let doc_id = gtvt
         .send(
             &package(),
@@ -112,7 +76,7 @@ async fn send_list_fetch_acknowledge_and_report() {
 #[tokio::test]
 async fn a_wrong_secret_is_reported_as_a_credentials_problem_not_retried() {
     let r = simulator().await;
-    let wrong = client(&r.base, "botc", "not-the-secret");
+    let wrong = client(&r.base_url, "botc", "not-the-secret");
     let err = wrong.list_received(false).await.expect_err("refused");
     assert!(matches!(err, UpstreamError::Credentials { .. }), "{err}");
     assert!(!err.is_transient());
@@ -130,7 +94,7 @@ async fn a_wrong_secret_is_reported_as_a_credentials_problem_not_retried() {
 #[tokio::test]
 async fn an_outage_opens_the_circuit_and_recovery_closes_it() {
     let r = simulator().await;
-    let tc = client(&r.base, "botc", "s-tc");
+    let tc = client(&r.base_url, "botc", "s-tc");
     r.sim.set_faults(Faults {
         outage_until_ms: Some(i64::MAX),
         ..Faults::default()

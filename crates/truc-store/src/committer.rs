@@ -51,6 +51,29 @@ pub struct CommitStats {
     pub requests: AtomicU64,
     /// Total flush time, in microseconds.
     pub flush_micros: AtomicU64,
+    /// Flushes by duration: `flush_buckets[i]` counts flushes that took at most
+    /// [`FLUSH_BUCKETS_SECONDS`]`[i]` (not cumulative); the last slot counts slower ones.
+    pub flush_buckets: [AtomicU64; FLUSH_BUCKETS_SECONDS.len() + 1],
+}
+
+/// Upper bounds of the flush-latency histogram, in seconds: from a fast NVMe fsync to a
+/// disk in trouble.
+pub const FLUSH_BUCKETS_SECONDS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+impl CommitStats {
+    fn observe(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let slot = FLUSH_BUCKETS_SECONDS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(FLUSH_BUCKETS_SECONDS.len());
+        self.flush_buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.flush_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub(crate) struct Committer {
@@ -157,10 +180,7 @@ fn run(db: sled::Db, rx: mpsc::Receiver<Request>, stats: &CommitStats, writers: 
         let dirs: BTreeSet<PathBuf> = batch.iter().flat_map(|r| r.dirs.iter().cloned()).collect();
         let started = std::time::Instant::now();
         let result = flush(&db, &dirs);
-        stats
-            .flush_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        stats.flushes.fetch_add(1, Ordering::Relaxed);
+        stats.observe(started.elapsed());
         stats
             .requests
             .fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -30,7 +30,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use truc_edxml::{DocumentId, OrgCode};
+use truc_edxml::{CalendarDate, DocumentId, OrgCode};
 
 pub use blob::{BlobWriter, StagedPayload};
 pub use committer::CommitStats;
@@ -40,8 +40,8 @@ pub use sled_store::{SledStore, StoreConfig};
 pub use types::{
     AuditEntry, AuditReport, BackupReport, Claim, ClaimToken, Completion, Delivery, DeliveryKey,
     DeliveryState, Destination, DocumentTrace, Event, EventKind, MessageId, MessageRecord,
-    NackOutcome, NewMessage, Payload, PayloadInput, PurgeReport, QueueDepth, Route, Source,
-    StatusEntry, SubmitOutcome, Summary, Timestamp,
+    NackOutcome, NewMessage, OverdueDocument, Payload, PayloadInput, PurgeReport, QueueDepth,
+    Route, Source, StatusEntry, StoreStats, SubmitOutcome, Summary, Timestamp, UnitTraffic,
 };
 
 /// Result of store operations.
@@ -151,6 +151,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Depth of a queue.
     async fn queue_depth(&self, destination: &Destination, now: Timestamp) -> Result<QueueDepth>;
+
+    /// Depth of every queue that holds something (queued, waiting or claimed), in one pass:
+    /// for metrics and the operators' queue list.
+    async fn queue_depths(&self, now: Timestamp) -> Result<Vec<QueueDepth>>;
+
+    /// Packages accepted in `[from, to)`, counted per unit by sender and by recipient.
+    async fn traffic(&self, from: Timestamp, to: Timestamp) -> Result<Vec<UnitTraffic>>;
+
+    /// Documents due before `today` that some recipient has not reported completed
+    /// (status 06), earliest due first, at most `limit`.
+    async fn overdue(&self, today: CalendarDate, limit: usize) -> Result<Vec<OverdueDocument>>;
+
+    /// Health figures: flush latencies, size on disk, dead letters.
+    async fn stats(&self) -> Result<StoreStats>;
 
     /// Removes the payloads of messages completed more than `retention` ago (their records,
     /// timelines and audit entries stay).

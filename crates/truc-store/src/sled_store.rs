@@ -12,10 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sled::Batch;
-use truc_edxml::{DocumentId, OrgCode, PackageKind, Sha256Digest};
+use truc_edxml::{CalendarDate, DocumentId, KnownStatus, OrgCode, PackageKind, Sha256Digest};
 
 use crate::blob::{BlobDir, BlobWriter};
-use crate::committer::{CommitStats, Committer};
+use crate::committer::{CommitStats, Committer, FLUSH_BUCKETS_SECONDS};
 use crate::error::StoreError;
 use crate::retry::RetryPolicy;
 use crate::types::*;
@@ -97,6 +97,8 @@ mod keys {
     pub const SYSTEM: u8 = b'S';
     /// Named settings of the relay: namespace, key → value.
     pub const SETTING: u8 = b'G';
+    /// Documents by due date (overdue report): due day, message.
+    pub const DUE: u8 = b'D';
 
     pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
         let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -669,6 +671,15 @@ impl Txn<'_> {
     }
 }
 
+/// A due date as an ordered key part (days since 1970, sign bit flipped, big-endian).
+fn due_key(date: CalendarDate, id: MessageId) -> Vec<u8> {
+    key(keys::DUE, &[&day_bytes(date), &id.bytes()])
+}
+
+fn day_bytes(date: CalendarDate) -> [u8; 8] {
+    ((date.unix_days() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
 fn queue_key(d: &Delivery) -> Vec<u8> {
     key(
         keys::QUEUE,
@@ -824,6 +835,9 @@ impl Store for SledStore {
                 };
                 let mid = id.bytes();
                 txn.batch.insert(Self::document_key(&m), &mid[..]);
+                if let (PackageKind::Document, Some(due)) = (m.kind, m.summary.due_date) {
+                    txn.batch.insert(due_key(due, id), &[][..]);
+                }
                 if let Source::NationalAxis { doc_id } = &m.source {
                     txn.batch
                         .insert(key(keys::UPSTREAM, &[doc_id.as_bytes()]), &mid[..]);
@@ -1447,6 +1461,155 @@ impl Store for SledStore {
             }
         }
         Ok(depth)
+    }
+
+    async fn queue_depths(&self, now: Timestamp) -> Result<Vec<QueueDepth>> {
+        let mut depths: std::collections::BTreeMap<Destination, QueueDepth> = Default::default();
+        let entry = |depths: &mut std::collections::BTreeMap<Destination, QueueDepth>,
+                     d: Destination| {
+            depths
+                .entry(d.clone())
+                .or_insert_with(|| QueueDepth {
+                    destination: d,
+                    ready: 0,
+                    waiting: 0,
+                    claimed: 0,
+                    oldest: None,
+                })
+                .clone()
+        };
+        for kv in self.db.scan_prefix([keys::QUEUE]) {
+            let (k, _) = kv?;
+            let Some(end) = k.iter().skip(1).position(|&b| b == 0).map(|p| p + 1) else {
+                continue;
+            };
+            let Some(dest) = Destination::from_key(&k[1..end]) else {
+                continue;
+            };
+            let ready = k
+                .get(end + 1..end + 9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            entry(&mut depths, dest.clone());
+            if let Some(depth) = depths.get_mut(&dest) {
+                let ts = Timestamp(ready);
+                depth.oldest = Some(depth.oldest.map_or(ts, |o| o.min(ts)));
+                if ready <= now.0 {
+                    depth.ready += 1;
+                } else {
+                    depth.waiting += 1;
+                }
+            }
+        }
+        for kv in self.db.scan_prefix([keys::LEASE]) {
+            let (_, v) = kv?;
+            let Some(dest) = Destination::from_key(&v) else {
+                continue;
+            };
+            entry(&mut depths, dest.clone());
+            if let Some(depth) = depths.get_mut(&dest) {
+                depth.claimed += 1;
+            }
+        }
+        Ok(depths.into_values().collect())
+    }
+
+    async fn traffic(&self, from: Timestamp, to: Timestamp) -> Result<Vec<UnitTraffic>> {
+        let mut units: std::collections::BTreeMap<OrgCode, UnitTraffic> = Default::default();
+        let start = key(keys::MESSAGE, &[&MessageId::lowest_at(from).bytes()]);
+        let end = key(keys::MESSAGE, &[&MessageId::lowest_at(to).bytes()]);
+        for kv in self.db.range(start..end) {
+            let (_, v) = kv?;
+            let m: StoredMessage = decode("message", &v)?;
+            let r = &m.record;
+            if r.received_at < from || r.received_at >= to {
+                continue;
+            }
+            let document = r.kind == PackageKind::Document;
+            let sender = units
+                .entry(r.sender.clone())
+                .or_insert_with(|| UnitTraffic::new(r.sender.clone()));
+            if document {
+                sender.documents_sent += 1;
+            } else {
+                sender.statuses_sent += 1;
+            }
+            for to in &r.recipients {
+                let t = units
+                    .entry(to.clone())
+                    .or_insert_with(|| UnitTraffic::new(to.clone()));
+                if document {
+                    t.documents_received += 1;
+                } else {
+                    t.statuses_received += 1;
+                }
+            }
+        }
+        Ok(units.into_values().collect())
+    }
+
+    async fn overdue(&self, today: CalendarDate, limit: usize) -> Result<Vec<OverdueDocument>> {
+        let mut out = Vec::new();
+        let end = key(keys::DUE, &[&day_bytes(today)]);
+        for kv in self.db.range(vec![keys::DUE]..end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = kv?;
+            let Some(id) = k.get(9..).and_then(MessageId::from_bytes) else {
+                continue;
+            };
+            let Some(m) = self.load(id)? else { continue };
+            let (Some(doc), Some(due)) = (&m.record.document_id, m.record.summary.due_date) else {
+                continue;
+            };
+            let mut completed = std::collections::HashSet::new();
+            let prefix = key(keys::STATUS, &[doc.as_str().as_bytes(), &[0]]);
+            for kv in self.db.scan_prefix(&prefix) {
+                let (_, v) = kv?;
+                let entry: StatusEntry = decode("status", &v)?;
+                if entry.code.known() == Some(KnownStatus::Completed) {
+                    completed.insert(entry.from);
+                }
+            }
+            let pending: Vec<OrgCode> = m
+                .record
+                .recipients
+                .iter()
+                .filter(|r| !completed.contains(*r))
+                .cloned()
+                .collect();
+            if !pending.is_empty() {
+                out.push(OverdueDocument {
+                    message: m.record,
+                    due_date: due,
+                    pending,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let c = &self.committer.stats;
+        let mut cumulative = 0;
+        let mut flush_buckets = Vec::with_capacity(FLUSH_BUCKETS_SECONDS.len() + 1);
+        for (i, slot) in c.flush_buckets.iter().enumerate() {
+            cumulative += slot.load(Ordering::Relaxed);
+            let le = FLUSH_BUCKETS_SECONDS
+                .get(i)
+                .copied()
+                .unwrap_or(f64::INFINITY);
+            flush_buckets.push((le, cumulative));
+        }
+        Ok(StoreStats {
+            flushes: c.flushes.load(Ordering::Relaxed),
+            flush_seconds_sum: c.flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            flush_buckets,
+            disk_bytes: self.size_on_disk()?,
+            dead_letters: self.db.scan_prefix([keys::DEAD]).keys().count() as u64,
+        })
     }
 
     async fn purge(&self, now: Timestamp, retention: Duration) -> Result<PurgeReport> {

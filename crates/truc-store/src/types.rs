@@ -80,6 +80,11 @@ impl MessageId {
         MessageId(ulid::Ulid::from_parts(at.0, fastrand::u128(..)))
     }
 
+    /// The smallest id of a message received at `at` (ids sort by time): range bounds.
+    pub(crate) fn lowest_at(at: Timestamp) -> Self {
+        MessageId(ulid::Ulid::from_parts(at.0.min((1 << 48) - 1), 0))
+    }
+
     pub(crate) fn bytes(self) -> [u8; 16] {
         self.0 .0.to_be_bytes()
     }
@@ -126,6 +131,14 @@ impl Destination {
             }
             Destination::NationalAxis => b"axis".to_vec(),
         }
+    }
+
+    pub(crate) fn from_key(k: &[u8]) -> Option<Destination> {
+        if k == b"axis" {
+            return Some(Destination::NationalAxis);
+        }
+        let code = std::str::from_utf8(k.strip_prefix(b"i:")?).ok()?;
+        OrgCode::parse(code).ok().map(Destination::Inbox)
     }
 }
 
@@ -623,4 +636,61 @@ pub struct BackupReport {
     pub blobs: u64,
     /// Bytes written.
     pub bytes: u64,
+}
+
+/// One unit's traffic over a period, for statistics ("936 sent, 2,719 received since 12/3").
+/// Counts packages the relay accepted in the period, by their sender and recipients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitTraffic {
+    /// The unit.
+    pub unit: OrgCode,
+    /// Documents it sent.
+    pub documents_sent: u64,
+    /// Documents addressed to it.
+    pub documents_received: u64,
+    /// Status packages it sent.
+    pub statuses_sent: u64,
+    /// Status packages addressed to it.
+    pub statuses_received: u64,
+}
+
+impl UnitTraffic {
+    /// No traffic yet.
+    pub fn new(unit: OrgCode) -> Self {
+        UnitTraffic {
+            unit,
+            documents_sent: 0,
+            documents_received: 0,
+            statuses_sent: 0,
+            statuses_received: 0,
+        }
+    }
+}
+
+/// A document whose due date has passed while some recipient has not reported it
+/// completed (status 06): what a ministry's office chases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverdueDocument {
+    /// The document as stored.
+    pub message: MessageRecord,
+    /// Its due date (DueDate of the header).
+    pub due_date: CalendarDate,
+    /// Recipients without a "completed" status.
+    pub pending: Vec<OrgCode>,
+}
+
+/// Figures of a store's health, for metrics and `status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Flushes (fsyncs of the database) since the store was opened.
+    pub flushes: u64,
+    /// Their total duration, in seconds.
+    pub flush_seconds_sum: f64,
+    /// Flushes by duration, cumulative: (upper bound in seconds, flushes at most that
+    /// long), ending with `f64::INFINITY`.
+    pub flush_buckets: Vec<(f64, u64)>,
+    /// Bytes on disk: database and blob files.
+    pub disk_bytes: u64,
+    /// Deliveries in the dead-letter list.
+    pub dead_letters: u64,
 }

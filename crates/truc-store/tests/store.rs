@@ -815,3 +815,170 @@ async fn a_released_claim_is_offered_again_without_counting_a_failure() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.last_error, None);
 }
+
+#[tokio::test]
+async fn all_queue_depths_come_from_one_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let a = inbox("000.00.07.G04");
+    let b = inbox("000.00.09.G04");
+    for n in 0..3 {
+        store
+            .submit(document(
+                "000.00.05.G04",
+                &[("000.00.07.G04", a.clone()), ("000.03.09.G04", b.clone())],
+                n,
+                format!("{n}").as_bytes(),
+            ))
+            .await
+            .expect("submit");
+    }
+    store.claim(&b, 1, LEASE, T0).await.expect("claim");
+    let depths = store.queue_depths(T0).await.expect("depths");
+    let of = |d: &Destination| {
+        depths
+            .iter()
+            .find(|q| &q.destination == d)
+            .map(|q| (q.ready, q.waiting, q.claimed))
+    };
+    assert_eq!(of(&a), Some((3, 0, 0)));
+    assert_eq!(of(&b), Some((2, 0, 1)));
+    assert_eq!(
+        of(&Destination::NationalAxis),
+        None,
+        "empty queues are left out"
+    );
+    // The same figures as the one-queue query.
+    let single = store.queue_depth(&b, T0).await.expect("depth");
+    assert_eq!((single.ready, single.claimed), (2, 1));
+}
+
+#[tokio::test]
+async fn traffic_counts_documents_and_statuses_per_unit_in_a_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let a = inbox("000.00.07.G04");
+    let day = Duration::from_secs(86_400);
+    for n in 0..4 {
+        let mut m = document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", a.clone())],
+            n,
+            format!("{n}").as_bytes(),
+        );
+        // Two documents today, two a week later.
+        m.received_at = if n < 2 { T0 } else { T0.plus(day * 7) };
+        store.submit(m).await.expect("submit");
+    }
+    let doc = DocumentId::new("000.00.05.G04,2026/11/21,0/TEST");
+    store
+        .submit(status("000.00.07.G04", &doc, "01", "000.00.05.G04", T0))
+        .await
+        .expect("status");
+
+    let today = store.traffic(T0, T0.plus(day)).await.expect("traffic");
+    let of = |list: &[truc_store::UnitTraffic], unit: &str| {
+        list.iter()
+            .find(|t| t.unit.as_str() == unit)
+            .map(|t| {
+                (
+                    t.documents_sent,
+                    t.documents_received,
+                    t.statuses_sent,
+                    t.statuses_received,
+                )
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(of(&today, "000.00.05.G04"), (2, 0, 0, 1));
+    assert_eq!(of(&today, "000.00.07.G04"), (0, 2, 1, 0));
+    let all = store
+        .traffic(truc_store::Timestamp(0), truc_store::Timestamp(u64::MAX))
+        .await
+        .expect("traffic");
+    assert_eq!(of(&all, "000.00.05.G04"), (4, 0, 0, 1));
+    let later = store
+        .traffic(T0.plus(day), T0.plus(day * 30))
+        .await
+        .expect("traffic");
+    assert_eq!(of(&later, "000.00.07.G04"), (0, 2, 0, 0));
+}
+
+#[tokio::test]
+async fn overdue_lists_documents_past_due_without_completion_from_every_recipient() {
+    use truc_edxml::CalendarDate;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let date = |d: u8| CalendarDate::new(2026, 11, d).expect("date");
+    let routes = [
+        ("000.00.07.G04", inbox("000.00.07.G04")),
+        ("000.00.09.G04", inbox("000.00.09.G04")),
+    ];
+    for (n, due) in [(1, Some(10)), (2, Some(25)), (3, None), (4, Some(5))] {
+        let mut m = document("000.00.05.G04", &routes, n, format!("{n}").as_bytes());
+        m.summary.due_date = due.map(date);
+        store.submit(m).await.expect("submit");
+    }
+    // Document 4 was completed by both recipients, document 1 by one of them.
+    let doc = |n: u32| DocumentId::new(&format!("000.00.05.G04,2026/11/21,{n}/TEST"));
+    for from in ["000.00.07.G04", "000.00.09.G04"] {
+        store
+            .submit(status(from, &doc(4), "06", "000.00.05.G04", T0))
+            .await
+            .expect("status");
+    }
+    store
+        .submit(status("000.00.07.G04", &doc(1), "6", "000.00.05.G04", T0))
+        .await
+        .expect("status");
+
+    let overdue = store.overdue(date(21), 100).await.expect("overdue");
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert_eq!(overdue[0].message.document_id, Some(doc(1)));
+    assert_eq!(overdue[0].due_date, date(10));
+    let pending: Vec<&str> = overdue[0].pending.iter().map(|c| c.as_str()).collect();
+    assert_eq!(pending, ["000.00.09.G04"]);
+    // A due date is overdue only after its day; a later "today" catches document 2 too.
+    assert_eq!(
+        store.overdue(date(25), 100).await.expect("overdue").len(),
+        1
+    );
+    assert_eq!(
+        store.overdue(date(26), 100).await.expect("overdue").len(),
+        2
+    );
+    assert_eq!(store.overdue(date(26), 1).await.expect("overdue").len(), 1);
+}
+
+#[tokio::test]
+async fn stats_report_flushes_disk_use_and_dead_letters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let before = store.stats().await.expect("stats");
+    let dest = inbox("000.00.07.G04");
+    store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest.clone())],
+            1,
+            b"x",
+        ))
+        .await
+        .expect("submit");
+    let claims = store.claim(&dest, 1, LEASE, T0).await.expect("claim");
+    store
+        .fail(&claims[0].token, "refused by the unit", T0)
+        .await
+        .expect("fail");
+    let after = store.stats().await.expect("stats");
+    assert!(after.flushes > before.flushes);
+    assert_eq!(after.dead_letters, 1);
+    assert!(after.disk_bytes > 0);
+    let last = after.flush_buckets.last().expect("buckets");
+    assert!(last.0.is_infinite());
+    assert_eq!(last.1, after.flushes, "the last bucket counts every flush");
+    assert!(after
+        .flush_buckets
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+}

@@ -95,8 +95,10 @@ pub fn install_crypto() {
 /// A relay running in this process over mutual TLS, with the generated registry of the
 /// transport ministry, and adapters' certificates for some of its units.
 pub struct TestRelay {
-    /// Where it listens.
+    /// Where it listens for adapters.
     pub addr: SocketAddr,
+    /// Where its admin API listens (token: [`ADMIN_TOKEN`]).
+    pub admin_addr: Option<SocketAddr>,
     /// Its working directory (store, certificates).
     pub dir: tempfile::TempDir,
     ca: TestCa,
@@ -153,9 +155,10 @@ impl Setup {
         adjust(&mut registry);
         write(dir.path(), "registry.toml", &registry.to_toml())?;
         let config_text = format!(
-            "ministry = \"{ministry}\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n{extra_config}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\nlease_secs = 5\nmax_package_bytes = {}\n{}\n",
+            "ministry = \"{ministry}\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n{extra_config}\n\n[[admin.tokens]]\nname = \"test\"\nsha256 = \"{}\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\nlease_secs = 5\nmax_package_bytes = {}\n{}\n",
             dir.path().join("store"),
             dir.path().join("registry.toml"),
+            admin_token_sha256(),
             dir.path().join("server.pem"),
             dir.path().join("server.key"),
             dir.path().join("ca.pem"),
@@ -169,6 +172,17 @@ impl Setup {
             config_text,
         })
     }
+}
+
+/// The admin API token of every test relay.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Its SHA-256, as configured.
+pub fn admin_token_sha256() -> String {
+    Sha256::digest(ADMIN_TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The `trucd` binary beside this test binary (built by `cargo test --workspace`), built
@@ -238,21 +252,31 @@ impl TestRelay {
 
     async fn start_setup(setup: Setup) -> anyhow::Result<Self> {
         let config = trucd::Config::from_toml(&setup.config_text)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
+        let listeners = trucd::Listeners {
+            grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            admin: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+        };
+        let addr = listeners.grpc.local_addr()?;
+        let admin_addr = listeners
+            .admin
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let (engine, tls) = trucd::server::prepare(&config).await?;
-        let task = tokio::spawn(trucd::server::serve(
-            listener,
+        let prepared = trucd::prepare(&config).await?;
+        let engine = prepared.relay.clone();
+        let task = tokio::spawn(trucd::serve(
+            listeners,
             config,
-            engine.clone(),
-            tls,
+            prepared,
+            trucd::ServeOptions::default(),
             async {
                 let _ = stopped.await;
             },
         ));
         let relay = TestRelay {
             addr,
+            admin_addr,
             dir: setup.dir,
             server_ca_pem: setup.ca.pem.clone(),
             ca: setup.ca,
@@ -272,11 +296,18 @@ impl TestRelay {
         let setup = Setup::new(adapters, |_| {}, "")?;
         let config_path = setup.dir.path().join("trucd.toml");
         std::fs::write(&config_path, &setup.config_text)?;
-        let mut child = std::process::Command::new(trucd_binary()?)
+        let mut command = std::process::Command::new(trucd_binary()?);
+        // The test's own TRUC_* variables (fault drill sizes...) are not settings.
+        for (name, _) in std::env::vars() {
+            if name.starts_with("TRUC_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&config_path)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("TRUC_LOG", "info")
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--log-format", "pretty", "--log-level", "info"])
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -289,24 +320,38 @@ impl TestRelay {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(at) = line.find("addr=") {
-                    let addr = line[at + 5..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .to_owned();
-                    if line.contains("listening") {
-                        let _ = tx.send(addr);
-                    }
+                let Some(at) = line.find("addr=") else {
+                    continue;
+                };
+                let addr = line[at + 5..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                if line.contains("gRPC listener bound") {
+                    let _ = tx.send((true, addr));
+                } else if line.contains("admin listener bound") {
+                    let _ = tx.send((false, addr));
                 }
             }
         });
-        let addr: SocketAddr = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .map_err(|_| anyhow::anyhow!("trucd did not report its address"))?
-            .parse()?;
+        let mut addr = None;
+        let mut admin_addr = None;
+        while addr.is_none() || admin_addr.is_none() {
+            let (grpc, found) = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .map_err(|_| anyhow::anyhow!("trucd did not report its addresses"))?;
+            let found: SocketAddr = found.parse()?;
+            if grpc {
+                addr = Some(found);
+            } else {
+                admin_addr = Some(found);
+            }
+        }
+        let addr = addr.ok_or_else(|| anyhow::anyhow!("no gRPC address"))?;
         let relay = TestRelay {
             addr,
+            admin_addr,
             dir: setup.dir,
             server_ca_pem: setup.ca.pem.clone(),
             ca: setup.ca,

@@ -188,7 +188,11 @@ async fn without_tls_the_relay_refuses_to_start_unless_told_it_is_development() 
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(trucd::run(listener, config, async {
+    let listeners = trucd::Listeners {
+        grpc: listener,
+        admin: None,
+    };
+    let server = tokio::spawn(trucd::run(listeners, config, async {
         let _ = stopped.await;
     }));
     let mut client = None;

@@ -1594,14 +1594,10 @@ impl Store for SledStore {
     async fn stats(&self) -> Result<StoreStats> {
         let c = &self.committer.stats;
         let mut cumulative = 0;
-        let mut flush_buckets = Vec::with_capacity(FLUSH_BUCKETS_SECONDS.len() + 1);
-        for (i, slot) in c.flush_buckets.iter().enumerate() {
+        let mut flush_buckets = Vec::with_capacity(FLUSH_BUCKETS_SECONDS.len());
+        for (le, slot) in FLUSH_BUCKETS_SECONDS.iter().zip(&c.flush_buckets) {
             cumulative += slot.load(Ordering::Relaxed);
-            let le = FLUSH_BUCKETS_SECONDS
-                .get(i)
-                .copied()
-                .unwrap_or(f64::INFINITY);
-            flush_buckets.push((le, cumulative));
+            flush_buckets.push((*le, cumulative));
         }
         Ok(StoreStats {
             flushes: c.flushes.load(Ordering::Relaxed),

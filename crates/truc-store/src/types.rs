@@ -557,7 +557,7 @@ pub struct StatusEntry {
 }
 
 /// Everything known about a document: its messages, deliveries, events and statuses.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DocumentTrace {
     /// Messages carrying the document (the original, revocations, statuses answering it).
     pub messages: Vec<MessageRecord>,
@@ -687,7 +687,7 @@ pub struct StoreStats {
     /// Their total duration, in seconds.
     pub flush_seconds_sum: f64,
     /// Flushes by duration, cumulative: (upper bound in seconds, flushes at most that
-    /// long), ending with `f64::INFINITY`.
+    /// long). Slower flushes are the difference from `flushes` (the `+Inf` bucket).
     pub flush_buckets: Vec<(f64, u64)>,
     /// Bytes on disk: database and blob files.
     pub disk_bytes: u64,

@@ -975,8 +975,9 @@ async fn stats_report_flushes_disk_use_and_dead_letters() {
     assert_eq!(after.dead_letters, 1);
     assert!(after.disk_bytes > 0);
     let last = after.flush_buckets.last().expect("buckets");
-    assert!(last.0.is_infinite());
-    assert_eq!(last.1, after.flushes, "the last bucket counts every flush");
+    assert!(last.0.is_finite(), "+Inf is implicit: JSON has no infinity");
+    assert!(last.1 <= after.flushes);
+    assert!(serde_json::to_string(&after).is_ok_and(|j| !j.contains("null")));
     assert!(after
         .flush_buckets
         .windows(2)

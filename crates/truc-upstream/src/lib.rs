@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use truc_vdxp::{op, param, value, Agency, Envelope, ReceivedItem, SentItem};
+use truc_vdxp::{op, param, value, Envelope, ReceivedItem};
+/// Answers of the profile that callers of [`Upstream`] see.
+pub use truc_vdxp::{op as operations, Agency, SentItem};
 
 pub use breaker::{BreakerState, CircuitBreaker};
 

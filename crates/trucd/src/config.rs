@@ -1,4 +1,9 @@
-//! The daemon's configuration (TOML file, overridable by flags).
+//! The daemon's configuration, in layers: built-in defaults, then the TOML file
+//! (`--config`), then `TRUC_*` environment variables, then command-line flags.
+//!
+//! Environment variables name a setting by its path: `TRUC_STORE_DIR` is `store_dir`,
+//! `TRUC_ADMIN__LISTEN` is `listen` in `[admin]` (a double underscore enters a section).
+//! Values are read as TOML when they parse as such (`60`, `true`), else as strings.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,8 +23,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The store directory.
     pub store_dir: PathBuf,
-    /// A registry file (TOML) imported at start-up; units changed at run time are kept in
-    /// the store.
+    /// A registry file (TOML, or CSV by extension), imported at start-up when it changed
+    /// since its last import; changes made at run time through the admin API are kept in
+    /// the store and survive restarts until the file is edited.
     #[serde(default)]
     pub registry_file: Option<PathBuf>,
     /// TLS for the adapters' listener.
@@ -38,6 +44,80 @@ pub struct Config {
     /// The national axis (absent: the relay serves only its own units).
     #[serde(default)]
     pub upstream: Option<UpstreamSection>,
+    /// The admin HTTP API (health, metrics, operations).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Log filter at start (tracing's syntax: `info`, `trucd=debug,info`); changeable at
+    /// run time through the admin API.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Log format: `pretty` (for a terminal), `json` (one object per line, for files and
+    /// collectors), or `auto` (pretty on a terminal, JSON otherwise).
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    /// Human-readable lines.
+    Pretty,
+    /// JSON lines.
+    Json,
+}
+
+/// The admin HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where it listens (default `127.0.0.1:7480`: loopback only). `off` is not a value:
+    /// set `enabled = false` instead.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Serve it at all (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Bearer tokens allowed on `/api/v1` (health and metrics are open). Stored as the
+    /// SHA-256 of the token, so the configuration holds no secret; `trucctl token new`
+    /// makes one.
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+            enabled: true,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// One admin token: a name (written in the audit log as `admin:NAME`) and its hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds it.
+    pub name: String,
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7480))
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// How the relay reaches the national axis.
@@ -175,5 +255,179 @@ impl Config {
     /// Reads a TOML configuration file.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
         Ok(toml::from_str(text)?)
+    }
+
+    /// The configuration in layers: the file's text (if any), then the `TRUC_*` variables
+    /// of `env` (name, value), applied in order. Returns it with the names of variables
+    /// that were applied.
+    pub fn layered(
+        file_text: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<(Self, Vec<String>)> {
+        let mut table: toml::Table = match file_text {
+            Some(text) => toml::from_str(text)?,
+            None => toml::Table::new(),
+        };
+        let mut applied = Vec::new();
+        for (name, value) in env {
+            let Some(path) = env_path(&name) else {
+                continue;
+            };
+            set_path(&mut table, &path, env_value(&value))
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            applied.push(name);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message()))?;
+        config.check()?;
+        Ok((config, applied))
+    }
+
+    /// Rules that the types alone do not enforce.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.admin.enabled
+            && !self.admin.listen.ip().is_loopback()
+            && self.admin.tokens.is_empty()
+        {
+            anyhow::bail!(
+                "[admin] listen = {} is not a loopback address, and no [[admin.tokens]] are set: \
+                 configure a token (trucctl token new) before exposing the admin API",
+                self.admin.listen
+            );
+        }
+        for t in &self.admin.tokens {
+            let ok = t.sha256.len() == 64 && t.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            anyhow::ensure!(
+                ok,
+                "[[admin.tokens]] {:?}: sha256 must be 64 hex digits",
+                t.name
+            );
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML with every secret replaced by `********`.
+    pub fn masked_toml(&self) -> anyhow::Result<String> {
+        let mut c = self.clone();
+        if let Some(up) = &mut c.upstream {
+            up.secret = "********".into();
+        }
+        for t in &mut c.admin.tokens {
+            t.sha256 = "********".into();
+        }
+        Ok(toml::to_string_pretty(&c)?)
+    }
+}
+
+/// `TRUC_*` variables that are not settings of the daemon: `trucctl`'s own, which an
+/// operator's shell often exports beside it.
+const NOT_SETTINGS: &[&str] = &["TRUC_LOG", "TRUC_ADMIN_URL", "TRUC_ADMIN_TOKEN"];
+
+/// `TRUC_ADMIN__LISTEN` → `["admin", "listen"]`; `None` for other variables.
+fn env_path(name: &str) -> Option<Vec<String>> {
+    let rest = name.strip_prefix("TRUC_")?;
+    if rest.is_empty() || NOT_SETTINGS.contains(&name) {
+        return None;
+    }
+    Some(rest.split("__").map(|p| p.to_ascii_lowercase()).collect())
+}
+
+fn env_value(raw: &str) -> toml::Value {
+    // A scalar TOML value (number, boolean, array) when it is one; a string otherwise.
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table())
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((last, sections)) = path.split_last() else {
+        return Err("empty name".into());
+    };
+    let mut at = table;
+    for section in sections {
+        let entry = at
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{section} is not a section"))?;
+    }
+    at.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+ministry = "000.00.00.G04"
+store_dir = "/var/lib/truc/store"
+[limits]
+lease_secs = 30
+[upstream]
+base_url = "https://axis.example/vdxp"
+system_id = "bo-gtvt"
+secret = "s3cret"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        let (c, applied) = Config::layered(
+            Some(FILE),
+            env(&[
+                ("TRUC_LIMITS__LEASE_SECS", "90"),
+                ("TRUC_STORE_DIR", "/srv/truc"),
+                ("TRUC_ADMIN__LISTEN", "127.0.0.1:9999"),
+                ("TRUC_UPSTREAM__SECRET", "from-env"),
+                ("TRUC_LOG", "debug"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .expect("config");
+        assert_eq!(c.limits.lease_secs, 90, "environment over file");
+        assert_eq!(c.limits.max_credits, 1000, "default kept");
+        assert_eq!(c.store_dir, PathBuf::from("/srv/truc"));
+        assert_eq!(c.admin.listen.port(), 9999);
+        assert_eq!(
+            c.upstream.as_ref().map(|u| u.secret.as_str()),
+            Some("from-env")
+        );
+        assert_eq!(applied.len(), 4, "{applied:?}");
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_an_error_not_ignored() {
+        let err = Config::layered(Some(FILE), env(&[("TRUC_LIMITS__LEASE_SEC", "9")]))
+            .expect_err("unknown");
+        assert!(err.to_string().contains("lease_sec"), "{err}");
+    }
+
+    #[test]
+    fn an_exposed_admin_port_needs_a_token_and_secrets_are_masked() {
+        let err = Config::layered(Some(FILE), env(&[("TRUC_ADMIN__LISTEN", "0.0.0.0:7480")]))
+            .expect_err("no token");
+        assert!(err.to_string().contains("trucctl token new"), "{err}");
+        let with_token = format!(
+            "{FILE}\n[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\n",
+            "ab".repeat(32)
+        );
+        let (c, _) = Config::layered(Some(&with_token), env(&[])).expect("config");
+        let shown = c.masked_toml().expect("toml");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("abab"),
+            "{shown}"
+        );
+        assert!(shown.contains("********"));
     }
 }

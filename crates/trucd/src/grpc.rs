@@ -17,6 +17,7 @@ use truc_store::{
 };
 
 use crate::config::LimitsConfig;
+use crate::metrics::{InboxGuard, Metrics, INBOX};
 
 /// Metadata key carrying the relay's stable error code.
 pub const ERROR_CODE_KEY: &str = "truc-error-code";
@@ -72,6 +73,7 @@ pub struct RelayService {
     closing: tokio::sync::watch::Receiver<bool>,
     /// Submissions per unit, shared by all of an adapter's connections.
     rate: Arc<governor::DefaultKeyedRateLimiter<OrgCode>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for RelayService {
@@ -95,6 +97,7 @@ impl RelayService {
         limits: LimitsConfig,
         identity: Identity,
         closing: tokio::sync::watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let per_second = std::num::NonZeroU32::new(limits.submits_per_second.max(1))
             .unwrap_or(std::num::NonZeroU32::MIN);
@@ -107,6 +110,7 @@ impl RelayService {
             identity,
             closing,
             rate: Arc::new(governor::RateLimiter::keyed(quota)),
+            metrics,
         }
     }
 
@@ -260,9 +264,18 @@ impl Incoming {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-#[tonic::async_trait]
-impl pb::relay_server::Relay for RelayService {
-    async fn submit_document(
+impl RelayService {
+    /// Counts a submission by its outcome.
+    fn count_submission(&self, kind: &'static str, result: &Result<Response<pb::Receipt>, Status>) {
+        let outcome = match result {
+            Ok(r) if r.get_ref().duplicate => "duplicate",
+            Ok(_) => "accepted",
+            Err(_) => "refused",
+        };
+        self.metrics.submitted(kind, "adapter", outcome);
+    }
+
+    async fn receive_document(
         &self,
         request: Request<Streaming<pb::SubmitDocumentRequest>>,
     ) -> Result<Response<pb::Receipt>, Status> {
@@ -359,7 +372,7 @@ impl pb::relay_server::Relay for RelayService {
         Ok(Response::new(receipt(r)))
     }
 
-    async fn submit_status(
+    async fn receive_status(
         &self,
         request: Request<pb::SubmitStatusRequest>,
     ) -> Result<Response<pb::Receipt>, Status> {
@@ -385,6 +398,27 @@ impl pb::relay_server::Relay for RelayService {
             .await
             .map_err(relay_status)?;
         Ok(Response::new(receipt(r)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::relay_server::Relay for RelayService {
+    async fn submit_document(
+        &self,
+        request: Request<Streaming<pb::SubmitDocumentRequest>>,
+    ) -> Result<Response<pb::Receipt>, Status> {
+        let result = self.receive_document(request).await;
+        self.count_submission("document", &result);
+        result
+    }
+
+    async fn submit_status(
+        &self,
+        request: Request<pb::SubmitStatusRequest>,
+    ) -> Result<Response<pb::Receipt>, Status> {
+        let result = self.receive_status(request).await;
+        self.count_submission("status", &result);
+        result
     }
 
     type InboxStream = BoxStream<pb::InboxEvent>;
@@ -419,6 +453,8 @@ impl pb::relay_server::Relay for RelayService {
             },
             lease: self.limits.lease(),
             in_flight: HashMap::new(),
+            metrics: self.metrics.clone(),
+            _open: self.metrics.inbox_opened(caller.unit.code.as_str()),
         };
         tokio::spawn(session.run(inbound, tx, self.closing.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -717,6 +753,9 @@ struct InboxSession {
     max_inline: u64,
     lease: Duration,
     in_flight: HashMap<String, (ClaimToken, truc_store::MessageRecord)>,
+    metrics: Arc<Metrics>,
+    /// Counts this stream as open while it lives.
+    _open: InboxGuard,
 }
 
 fn delivery_id(token: &ClaimToken) -> String {
@@ -837,6 +876,7 @@ impl InboxSession {
             if tx.send(Ok(event)).await.is_err() {
                 return Ok(());
             }
+            self.metrics.delivered(&INBOX);
         }
         Ok(())
     }
@@ -853,7 +893,7 @@ impl InboxSession {
                 };
                 self.credits += 1;
                 match self.relay.ack(&token, &message).await {
-                    Ok(_) => {}
+                    Ok(_) => self.metrics.acknowledged(&INBOX),
                     // The lease ran out and the delivery was offered again: not an error for
                     // the adapter, the new offer carries a new id.
                     Err(RelayError::Store(truc_store::StoreError::LeaseLost(_))) => {}
@@ -876,7 +916,9 @@ impl InboxSession {
                     .nack(&token, &reason, Timestamp::now())
                     .await
                 {
-                    Ok(_) | Err(truc_store::StoreError::LeaseLost(_)) => {}
+                    Ok(truc_store::NackOutcome::Dead(_)) => self.metrics.dead_lettered(&INBOX),
+                    Ok(_) => self.metrics.retried(&INBOX),
+                    Err(truc_store::StoreError::LeaseLost(_)) => {}
                     Err(e) => return Err(relay_status(e.into())),
                 }
             }

@@ -5,11 +5,16 @@
 //! [`run`] has the shape tests need: it takes a bound listener (port 0 in tests) and a
 //! shutdown future.
 
+pub mod admin;
+pub mod check;
 pub mod config;
+pub mod demo;
 pub mod grpc;
 pub mod link;
+pub mod metrics;
+pub mod pki;
 pub mod server;
 pub mod tls;
 
 pub use config::Config;
-pub use server::run;
+pub use server::{prepare, run, serve, Listeners, Prepared, ServeOptions};

@@ -9,6 +9,8 @@ use truc_relay::{Relay, RelayError, Submitter};
 use truc_store::{Completion, Destination, PayloadInput, Timestamp};
 use truc_upstream::{Upstream, UpstreamError};
 
+use crate::metrics::{Metrics, NATIONAL_AXIS};
+
 /// Lease on deliveries being sent upward.
 const SEND_LEASE: Duration = Duration::from_secs(300);
 
@@ -51,10 +53,17 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc
         // Messages go up concurrently (the axis answers each call in a round trip).
         let mut sends = tokio::task::JoinSet::new();
         for (message, claims) in by_message {
-            let (store, upstream) = (store.clone(), upstream.clone());
+            let (store, upstream, metrics) =
+                (store.clone(), upstream.clone(), state.metrics.clone());
             sends.spawn(async move {
-                let result =
-                    send_message(store.as_ref(), upstream.as_ref(), &message, &claims).await;
+                let result = send_message(
+                    store.as_ref(),
+                    upstream.as_ref(),
+                    &metrics,
+                    &message,
+                    &claims,
+                )
+                .await;
                 (message.id, result)
             });
         }
@@ -86,6 +95,7 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc
 async fn send_message(
     store: &dyn truc_store::Store,
     upstream: &dyn Upstream,
+    metrics: &Metrics,
     message: &truc_store::MessageRecord,
     claims: &[truc_store::Claim],
 ) -> Result<String, UpstreamError> {
@@ -121,7 +131,10 @@ async fn send_message(
                     now,
                 )
                 .await
-                .map(|_| ()),
+                .map(|_| {
+                    metrics.delivered(&NATIONAL_AXIS);
+                    metrics.acknowledged(&NATIONAL_AXIS);
+                }),
             Err(e @ (UpstreamError::Credentials { .. } | UpstreamError::CircuitOpen(_))) => {
                 // Not this package's fault: give it back without counting an attempt.
                 tracing::debug!(error = %e, "national axis not usable now");
@@ -130,11 +143,14 @@ async fn send_message(
             Err(e) if e.is_transient() => store
                 .nack(&claim.token, &format!("{}: {e}", e.code()), now)
                 .await
-                .map(|_| ()),
+                .map(|outcome| match outcome {
+                    truc_store::NackOutcome::Dead(_) => metrics.dead_lettered(&NATIONAL_AXIS),
+                    truc_store::NackOutcome::RetryAt(_) => metrics.retried(&NATIONAL_AXIS),
+                }),
             Err(e) => store
                 .fail(&claim.token, &format!("{}: {e}", e.code()), now)
                 .await
-                .map(|_| ()),
+                .map(|_| metrics.dead_lettered(&NATIONAL_AXIS)),
         };
         if let Err(e) = outcome {
             tracing::warn!(error = %e, delivery = %claim.token.key, "recording the send failed");
@@ -171,10 +187,14 @@ pub async fn inbound(
                     for batch in ids.chunks(32) {
                         let mut receiving = tokio::task::JoinSet::new();
                         for id in batch {
-                            let (relay, upstream, id) =
-                                (relay.clone(), upstream.clone(), id.clone());
+                            let (relay, upstream, id, metrics) = (
+                                relay.clone(),
+                                upstream.clone(),
+                                id.clone(),
+                                state.metrics.clone(),
+                            );
                             receiving.spawn(async move {
-                                let r = receive_one(&relay, upstream.as_ref(), &id).await;
+                                let r = receive_one(&relay, upstream.as_ref(), &metrics, &id).await;
                                 (id, r)
                             });
                         }
@@ -219,6 +239,7 @@ pub async fn inbound(
 async fn receive_one(
     relay: &Relay,
     upstream: &dyn Upstream,
+    metrics: &Metrics,
     doc_id: &str,
 ) -> Result<(), UpstreamError> {
     let store = relay.store();
@@ -229,7 +250,14 @@ async fn receive_one(
     let bytes = upstream.fetch(doc_id).await?;
     let meta = match truc_edxml::parse(&bytes) {
         Ok(m) => m,
-        Err(e) => return refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code())).await,
+        Err(e) => {
+            metrics.submitted("document", "national_axis", "refused");
+            return refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code())).await;
+        }
+    };
+    let kind = match meta.kind() {
+        PackageKind::Document => "document",
+        PackageKind::Status => "status",
     };
     let who = Submitter::NationalAxis {
         doc_id: doc_id.to_owned(),
@@ -239,13 +267,22 @@ async fn receive_one(
         .await
     {
         Ok(receipt) => {
+            let outcome = if receipt.duplicate {
+                "duplicate"
+            } else {
+                "accepted"
+            };
+            metrics.submitted(kind, "national_axis", outcome);
             tracing::info!(doc_id, message = %receipt.message.id, duplicate = receipt.duplicate, "received from the national axis");
             upstream.acknowledge(doc_id, true).await
         }
         Err(e @ (RelayError::Store(_) | RelayError::Config(_))) => Err(UpstreamError::Unavailable(
             format!("storing it here failed: {e}"),
         )),
-        Err(e) => refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code())).await,
+        Err(e) => {
+            metrics.submitted(kind, "national_axis", "refused");
+            refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code())).await
+        }
     }
 }
 
@@ -277,9 +314,20 @@ async fn refuse(
 }
 
 /// State shared by the link's workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LinkState {
     last_credentials_alert: std::sync::Mutex<Option<std::time::Instant>>,
+    metrics: Arc<Metrics>,
+}
+
+impl LinkState {
+    /// The workers' shared state, counting into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        LinkState {
+            last_credentials_alert: std::sync::Mutex::new(None),
+            metrics,
+        }
+    }
 }
 
 /// The axis refuses this relay's system id, secret or clock: no retry can fix that, so it is

@@ -1,17 +1,28 @@
 #![forbid(unsafe_code)]
 //! The relay daemon's command line.
 
+use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
-use trucd::Config;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+use trucd::admin::LogControl;
+use trucd::config::LogFormat;
+use trucd::{Config, Listeners, ServeOptions};
 
 /// trucd: the document exchange relay of a ministry (trục liên thông văn bản).
+///
+/// It carries edXML packages between the ministry's units (gRPC over mutual TLS to each
+/// level-2 unit's adapter) and the national document exchange axis (HTTPS), storing every
+/// package durably until its recipients acknowledge it.
 #[derive(Debug, Parser)]
-#[command(name = "trucd", version, about)]
+#[command(name = "trucd", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,101 +30,271 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve unit adapters (gRPC over mutual TLS).
-    Serve {
-        /// The configuration file (TOML).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Override the listen address.
-        #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-        /// Logs as JSON lines (for files and log collectors) instead of text.
-        #[arg(long)]
-        json_logs: bool,
-    },
+    /// Serve unit adapters (gRPC over mutual TLS), the national-axis link and the admin API.
+    Serve(Layers),
+    /// Run a whole exchange in one process: this relay with the generated registry of the
+    /// transport ministry (57 level-2, 226 level-3 units), a second ministry, a national-axis
+    /// simulator and adapters; print a summary and keep running until Ctrl-C.
+    Demo(trucd::demo::DemoArgs),
+    /// Print the effective configuration (secrets masked) and check every path,
+    /// certificate and address it names.
+    CheckConfig(Layers),
     /// Print the version.
     Version,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Version => {
-            println!("trucd {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+/// The configuration layers given on the command line.
+#[derive(Debug, Args)]
+struct Layers {
+    /// The configuration file (TOML). Settings not in it take their defaults, then
+    /// `TRUC_*` environment variables and the flags below override them.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The adapters' gRPC listen address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The admin API's listen address.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// The store directory.
+    #[arg(long)]
+    store_dir: Option<PathBuf>,
+    /// The log filter (`info`, `debug`, `trucd=debug,info`).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<FormatArg>,
+    /// Same as `--log-format json`.
+    #[arg(long, hide = true)]
+    json_logs: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Auto,
+    Pretty,
+    Json,
+}
+
+impl Layers {
+    /// Defaults → file → environment → flags.
+    fn load(&self) -> anyhow::Result<(Config, Vec<String>)> {
+        let text = match &self.config {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the configuration {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let (mut config, applied) = Config::layered(text.as_deref(), std::env::vars())
+            .with_context(|| match &self.config {
+                Some(p) => format!(
+                    "in the configuration {} (and TRUC_* variables)",
+                    p.display()
+                ),
+                None => "in the TRUC_* variables (no --config given)".into(),
+            })?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
         }
-        Command::Serve {
-            config,
-            listen,
-            json_logs,
-        } => match serve(config, listen, json_logs) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("trucd: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        if let Some(admin) = self.admin_listen {
+            config.admin.listen = admin;
+        }
+        if let Some(dir) = &self.store_dir {
+            config.store_dir = dir.clone();
+        }
+        if let Some(level) = &self.log_level {
+            config.log_level = level.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = match format {
+                FormatArg::Auto => LogFormat::Auto,
+                FormatArg::Pretty => LogFormat::Pretty,
+                FormatArg::Json => LogFormat::Json,
+            };
+        }
+        if self.json_logs {
+            config.log_format = LogFormat::Json;
+        }
+        config.check()?;
+        Ok((config, applied))
     }
 }
 
-fn serve(
-    path: PathBuf,
-    listen: Option<std::net::SocketAddr>,
-    json_logs: bool,
-) -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
     // One crypto provider for rustls, chosen here, before anything uses TLS.
-    rustls::crypto::ring::default_provider()
+    if rustls::crypto::ring::default_provider()
         .install_default()
-        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
-    let filter = EnvFilter::try_from_env("TRUC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if json_logs {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        .is_err()
+    {
+        eprintln!("trucd: a rustls crypto provider was already installed");
+        return ExitCode::FAILURE;
     }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the configuration {}", path.display()))?;
-    let mut config = Config::from_toml(&text)
-        .with_context(|| format!("in the configuration {}", path.display()))?;
-    if let Some(listen) = listen {
-        config.listen = listen;
+    let result = match cli.command {
+        Command::Version => {
+            println!("trucd {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(layers) => serve(&layers).map(|()| ExitCode::SUCCESS),
+        Command::CheckConfig(layers) => check_config(&layers),
+        Command::Demo(args) => demo(args).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("trucd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The log filter, changeable at run time through the admin API.
+struct ReloadableFilter {
+    handle: reload::Handle<EnvFilter, Registry>,
+    current: Mutex<String>,
+}
+
+impl LogControl for ReloadableFilter {
+    fn current(&self) -> String {
+        self.current
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set(&self, filter: &str) -> Result<(), String> {
+        let parsed = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+        self.handle.reload(parsed).map_err(|e| e.to_string())?;
+        if let Ok(mut c) = self.current.lock() {
+            *c = filter.to_owned();
+        }
+        Ok(())
+    }
+}
+
+/// Installs logging: the filter (reloadable) and the format.
+fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<Arc<ReloadableFilter>> {
+    let filter = EnvFilter::try_new(level)
+        .with_context(|| format!("log_level {level:?} is not a log filter"))?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let terminal = std::io::stdout().is_terminal();
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !terminal,
+    };
+    let output = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(false)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(terminal && std::env::var_os("NO_COLOR").is_none())
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .context("installing the logger")?;
+    Ok(Arc::new(ReloadableFilter {
+        handle,
+        current: Mutex::new(level.to_owned()),
+    }))
+}
+
+fn serve(layers: &Layers) -> anyhow::Result<()> {
+    let (config, applied) = layers.load()?;
+    let log = init_logging(&config.log_level, config.log_format)?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "trucd starting");
+    if !applied.is_empty() {
+        tracing::info!(variables = ?applied, "settings taken from the environment");
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(addr = %listener.local_addr()?, "listening");
-        trucd::run(listener, config, shutdown_signal()).await
+        // Every port first: a port in use fails before the store is opened.
+        let listeners = Listeners::bind(&config).await?;
+        tracing::info!(addr = %listeners.grpc.local_addr()?, "gRPC listener bound");
+        if let Some(admin) = &listeners.admin {
+            tracing::info!(addr = %admin.local_addr()?, "admin listener bound");
+        }
+        let prepared = trucd::prepare(&config).await?;
+        let options = ServeOptions {
+            log: Some(log as Arc<dyn LogControl>),
+            lifecycle: None,
+        };
+        trucd::serve(listeners, config, prepared, options, shutdown_signal()).await
     })
+}
+
+fn check_config(layers: &Layers) -> anyhow::Result<ExitCode> {
+    let (config, applied) = layers.load()?;
+    println!("# Effective configuration (secrets masked)");
+    if !applied.is_empty() {
+        println!("# from the environment: {}", applied.join(", "));
+    }
+    println!("{}", config.masked_toml()?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let checks = runtime.block_on(trucd::check::run(&config));
+    let mut failed = 0;
+    for check in &checks {
+        let mark = if check.ok { "ok  " } else { "FAIL" };
+        println!("{mark} {}: {}", check.what, check.detail);
+        failed += usize::from(!check.ok);
+    }
+    if failed == 0 {
+        println!("configuration ok");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{failed} problem(s) found");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn demo(args: trucd::demo::DemoArgs) -> anyhow::Result<()> {
+    let level = if args.verbose { "info" } else { "warn" };
+    let log = init_logging(level, LogFormat::Pretty)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(trucd::demo::run(
+        args,
+        Some(log as Arc<dyn LogControl>),
+        shutdown_signal(),
+    ))
 }
 
 /// The first SIGTERM or Ctrl-C starts a graceful shutdown; a second one exits at once.
 async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutting down; a second signal exits at once");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("trucd: second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
         }
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("shutting down; a second signal exits at once");
-    tokio::spawn(async {
-        let _ = tokio::signal::ctrl_c().await;
-        std::process::exit(130);
-    });
 }

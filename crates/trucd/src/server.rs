@@ -1,4 +1,5 @@
-//! Starting and stopping the relay: `run(listener, config, shutdown)`.
+//! Starting and stopping the relay: bind every port, prepare (store, registry, TLS), then
+//! serve gRPC and the admin API until shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use truc_relay::{Registry, RegistryFile, Relay};
 use truc_store::{SledStore, Store, StoreConfig, Timestamp};
 
+use crate::admin::{AdminState, Lifecycle, LinkView, LogControl};
 use crate::config::Config;
 use crate::grpc::{Identity, RelayService};
+use crate::metrics::{LinkHealth, MeteredUpstream, Metrics};
 use crate::tls::ReloadableTls;
 
 /// How long a graceful shutdown may take before remaining connections are cut. Submissions
@@ -20,31 +23,101 @@ use crate::tls::ReloadableTls;
 /// acknowledged is lost either way.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A running relay's handles, for tests and the demo.
-#[derive(Debug, Clone)]
-pub struct Running {
-    /// The engine.
-    pub relay: Arc<Relay>,
+/// Where the digest of the last imported registry file is kept.
+const REGISTRY_FILE_NAMESPACE: &str = "registry-file";
+
+/// The sockets a relay serves, bound before anything else starts: a port in use fails
+/// at once, with its address in the message.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC for adapters.
+    pub grpc: TcpListener,
+    /// The admin API (absent when `[admin] enabled = false`).
+    pub admin: Option<TcpListener>,
 }
 
-/// Opens the store, loads the registry, and serves adapters on `listener` until `shutdown`
-/// completes. In-flight submissions finish (durably) or are refused; nothing half-stored.
+impl Listeners {
+    /// Binds the configured addresses.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "cannot listen for adapters on {} (listen): is another trucd running?",
+                config.listen
+            )
+        })?;
+        let admin = if config.admin.enabled {
+            Some(
+                TcpListener::bind(config.admin.listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot listen for the admin API on {} ([admin] listen)",
+                            config.admin.listen
+                        )
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(Listeners { grpc, admin })
+    }
+}
+
+/// A relay ready to serve: engine, TLS and metrics.
+#[derive(Clone)]
+pub struct Prepared {
+    /// The engine.
+    pub relay: Arc<Relay>,
+    /// The adapters' TLS (absent in development plaintext mode).
+    pub tls: Option<ReloadableTls>,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Extras the embedding program gives the relay.
+#[derive(Default, Clone)]
+pub struct ServeOptions {
+    /// Control of the process's log filter (for the admin API).
+    pub log: Option<Arc<dyn LogControl>>,
+    /// Told the admin API's address once it is bound (tests and the demo).
+    pub lifecycle: Option<Arc<Lifecycle>>,
+}
+
+/// Opens the store, loads the registry, and serves adapters (and the admin API) on
+/// `listeners` until `shutdown` completes. In-flight submissions finish (durably) or are
+/// refused; nothing half-stored.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (relay, tls) = prepare(&config).await?;
-    serve(listener, config, relay, tls, shutdown).await
+    let prepared = prepare(&config).await?;
+    serve(
+        listeners,
+        config,
+        prepared,
+        ServeOptions::default(),
+        shutdown,
+    )
+    .await
 }
 
-/// Everything before listening: store, registry, TLS. Fails fast with a clear message.
-pub async fn prepare(config: &Config) -> anyhow::Result<(Arc<Relay>, Option<ReloadableTls>)> {
+/// Everything before serving: store, registry, TLS. Fails fast with a clear message.
+pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let store_dir = config.store_dir.clone();
     let store_config = StoreConfig {
         retry: config.limits.retry(),
         ..StoreConfig::default()
     };
+    tracing::info!(dir = %config.store_dir.display(), "opening the store");
     let store = tokio::task::spawn_blocking(move || SledStore::open(&store_dir, store_config))
         .await
         .context("opening the store")?
@@ -53,24 +126,38 @@ pub async fn prepare(config: &Config) -> anyhow::Result<(Arc<Relay>, Option<Relo
     let registry = Arc::new(Registry::new(config.ministry.clone()));
     let loaded = registry.load(store.as_ref()).await?;
     if let Some(path) = &config.registry_file {
-        let text = std::fs::read_to_string(path)
+        // Imported when it changed since the last import: changes made at run time (a unit
+        // suspended, a certificate rotated through the admin API) survive restarts until
+        // the file itself is edited.
+        let bytes = std::fs::read(path)
             .with_context(|| format!("reading the registry file {}", path.display()))?;
-        let is_csv = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-        let file = if is_csv {
-            RegistryFile::from_csv(&config.ministry, &text)?
+        let digest = truc_edxml::Sha256Digest::of(&bytes).to_hex();
+        let last = store
+            .settings(REGISTRY_FILE_NAMESPACE)
+            .await?
+            .into_iter()
+            .find(|(k, _)| k == "sha256")
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned());
+        if last.as_deref() == Some(digest.as_str()) {
+            tracing::info!(file = %path.display(), "registry file unchanged since its last import");
         } else {
-            RegistryFile::from_toml(&text)?
-        };
-        let n = registry
-            .import(store.as_ref(), &file, "system:registry-file")
-            .await?;
-        tracing::info!(units = n, file = %path.display(), "registry file imported");
+            let file = read_registry_file(&config.ministry, path)?;
+            let n = registry
+                .import(store.as_ref(), &file, "system:registry-file")
+                .await?;
+            store
+                .put_setting(REGISTRY_FILE_NAMESPACE, "sha256", digest.as_bytes())
+                .await?;
+            tracing::info!(units = n, file = %path.display(), "registry file imported");
+        }
     }
     tracing::info!(stored_units = loaded, units = registry.units().len(), ministry = %config.ministry, "registry ready");
     let tls = match (&config.tls, config.insecure_plaintext) {
-        (Some(tls), false) => Some(ReloadableTls::load(tls)?),
+        (Some(tls), false) => {
+            let loaded = ReloadableTls::load(tls)?;
+            tracing::info!(cert = %tls.cert.display(), client_ca = %tls.client_ca.display(), "TLS certificates loaded");
+            Some(loaded)
+        }
         (None, true) => {
             tracing::warn!("INSECURE: serving gRPC WITHOUT TLS and WITHOUT client identities (insecure_plaintext = true). Development only: never expose this listener.");
             None
@@ -78,17 +165,77 @@ pub async fn prepare(config: &Config) -> anyhow::Result<(Arc<Relay>, Option<Relo
         (Some(_), true) => anyhow::bail!("both [tls] and insecure_plaintext are set: choose one"),
         (None, false) => anyhow::bail!("no [tls] section: the relay serves adapters over mutual TLS (set insecure_plaintext = true only for development)"),
     };
-    Ok((Arc::new(Relay::new(store, registry)), tls))
+    Ok(Prepared {
+        relay: Arc::new(Relay::new(store, registry)),
+        tls,
+        metrics: Arc::new(Metrics::new()),
+    })
+}
+
+/// Reads a registry file (TOML, or CSV by its extension).
+pub fn read_registry_file(
+    ministry: &truc_edxml::OrgCode,
+    path: &std::path::Path,
+) -> anyhow::Result<RegistryFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the registry file {}", path.display()))?;
+    let is_csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let file = if is_csv {
+        RegistryFile::from_csv(ministry, &text)?
+    } else {
+        RegistryFile::from_toml(&text)?
+    };
+    Ok(file)
+}
+
+/// The national-axis client of `[upstream]`, metered.
+fn upstream_client(
+    up: &crate::config::UpstreamSection,
+    metrics: &Arc<Metrics>,
+    health: &Arc<LinkHealth>,
+) -> anyhow::Result<Arc<dyn truc_upstream::Upstream>> {
+    let read = |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+        p.as_ref()
+            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+            .transpose()
+    };
+    let identity = match (read(&up.client_cert)?, read(&up.client_key)?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => anyhow::bail!("[upstream] needs both client_cert and client_key, or neither"),
+    };
+    let client = truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
+        base_url: up.base_url.clone(),
+        system_id: up.system_id.clone(),
+        secret: up.secret.clone(),
+        ca_pem: read(&up.ca_file)?,
+        client_identity_pem: identity,
+        timeout: Duration::from_secs(up.timeout_secs.max(1)),
+        breaker_max_open: Duration::from_secs(up.breaker_max_open_secs.max(1)),
+    })?;
+    Ok(Arc::new(MeteredUpstream::new(
+        Arc::new(client),
+        metrics.clone(),
+        health.clone(),
+    )))
 }
 
 /// Serves a prepared relay.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     config: Config,
-    relay: Arc<Relay>,
-    tls: Option<ReloadableTls>,
+    prepared: Prepared,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Prepared {
+        relay,
+        tls,
+        metrics,
+    } = prepared;
+    let listener = listeners.grpc;
     let identity =
         match &tls {
             Some(_) => Identity::Certificates,
@@ -96,18 +243,28 @@ pub async fn serve(
                 "insecure_plaintext needs insecure_unit: the unit every caller acts as",
             )?),
         };
+    let lifecycle = options.lifecycle.clone().unwrap_or_default();
     // When shutdown starts: inbox streams end, then in-flight calls finish (submissions
     // complete durably or are refused), within a deadline.
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let started_closing = Arc::new(tokio::sync::Notify::new());
     let notify = started_closing.clone();
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let closing_lifecycle = lifecycle.clone();
     let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down: closing inbox streams, finishing in-flight calls");
+        closing_lifecycle.set_shutting_down();
         let _ = closing_tx.send(true);
         notify.notify_one();
     };
-    let service = RelayService::new(relay.clone(), config.limits.clone(), identity, closing_rx);
+    let service = RelayService::new(
+        relay.clone(),
+        config.limits.clone(),
+        identity,
+        closing_rx,
+        metrics.clone(),
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<truc_proto::v1::relay_server::RelayServer<RelayService>>()
@@ -119,29 +276,17 @@ pub async fn serve(
 
     // The national axis, when configured.
     let mut link_tasks = Vec::new();
+    let mut link_view = None;
     if let Some(up) = &config.upstream {
-        let read = |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
-            p.as_ref()
-                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
-                .transpose()
-        };
-        let identity = match (read(&up.client_cert)?, read(&up.client_key)?) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            _ => anyhow::bail!("[upstream] needs both client_cert and client_key, or neither"),
-        };
-        let client = truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
-            base_url: up.base_url.clone(),
-            system_id: up.system_id.clone(),
-            secret: up.secret.clone(),
-            ca_pem: read(&up.ca_file)?,
-            client_identity_pem: identity,
-            timeout: Duration::from_secs(up.timeout_secs.max(1)),
-            breaker_max_open: Duration::from_secs(up.breaker_max_open_secs.max(1)),
-        })?;
-        let upstream: Arc<dyn truc_upstream::Upstream> = Arc::new(client);
+        let link_health = Arc::new(LinkHealth::default());
+        let upstream = upstream_client(up, &metrics, &link_health)?;
         tracing::info!(base = %up.base_url, system = %up.system_id, "national axis link configured");
-        let state = Arc::new(crate::link::LinkState::default());
+        link_view = Some(LinkView {
+            upstream: upstream.clone(),
+            health: link_health,
+            base_url: up.base_url.clone(),
+        });
+        let state = Arc::new(crate::link::LinkState::new(metrics.clone()));
         link_tasks.push(tokio::spawn(crate::link::outbound(
             relay.clone(),
             upstream.clone(),
@@ -157,6 +302,34 @@ pub async fn serve(
             upstream,
             state,
             Duration::from_millis((up.poll_secs.max(1) * 1000).min(60_000)),
+        )));
+    }
+
+    // The admin API, on its own port.
+    let addr = listener.local_addr()?;
+    let mut admin_task = None;
+    if let Some(admin_listener) = listeners.admin {
+        let admin_addr = admin_listener.local_addr()?;
+        let state = Arc::new(AdminState::new(
+            relay.clone(),
+            metrics.clone(),
+            config.admin.tokens.clone(),
+            addr,
+            config.store_dir.clone(),
+            link_view,
+            lifecycle.clone(),
+            options.log.clone(),
+        ));
+        if config.admin.tokens.is_empty() {
+            tracing::warn!(%admin_addr, "no [[admin.tokens]]: /api/v1 refuses every call (health and metrics stay open)");
+        }
+        tracing::info!(addr = %admin_addr, "admin API listening");
+        admin_task = Some(tokio::spawn(crate::admin::serve(
+            admin_listener,
+            state,
+            async move {
+                let _ = admin_stop_rx.await;
+            },
         )));
     }
 
@@ -207,8 +380,8 @@ pub async fn serve(
                 .max_decoding_message_size(8 * 1024 * 1024)
                 .max_encoding_message_size(8 * 1024 * 1024),
         );
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = tls.is_some(), "serving adapters");
+    lifecycle.set_serving();
     let deadline = async move {
         started_closing.notified().await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;
@@ -245,6 +418,10 @@ pub async fn serve(
     sweeper.abort();
     for t in link_tasks {
         t.abort();
+    }
+    let _ = admin_stop_tx.send(());
+    if let Some(t) = admin_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
     result.context("gRPC server")?;
     tracing::info!("stopped");

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use truc_client::{Client, ClientTls};
@@ -35,57 +34,9 @@ pub fn code(s: &str) -> OrgCode {
     OrgCode::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
-/// A test certificate authority, generated per test run (no private key is committed).
-pub struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    /// The CA certificate (PEM).
-    pub pem: String,
-}
-
-/// A certificate and its key (PEM), and its SHA-256 fingerprint.
-#[derive(Debug, Clone)]
-pub struct TestCert {
-    /// Certificate, PEM.
-    pub cert: String,
-    /// Private key, PEM.
-    pub key: String,
-    /// SHA-256 of the DER certificate, lowercase hex: what the registry stores.
-    pub fingerprint: String,
-}
-
-impl TestCa {
-    /// A new CA.
-    pub fn new(name: &str) -> anyhow::Result<Self> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key)?;
-        Ok(TestCa {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
-    }
-
-    /// A leaf certificate for `names` (DNS names or IP addresses).
-    pub fn issue(&self, common_name: &str, names: &[&str]) -> anyhow::Result<TestCert> {
-        let key = KeyPair::generate()?;
-        let mut params =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(TestCert {
-            fingerprint: Sha256::digest(cert.der().as_ref())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        })
-    }
-}
+/// A test certificate authority, generated per test run (no private key is committed): the
+/// daemon's own, as the demo uses.
+pub use trucd::pki::{LocalCa as TestCa, LocalCert as TestCert};
 
 /// Installs the rustls crypto provider once per test process, as `trucd`'s `main` does.
 pub fn install_crypto() {
@@ -426,12 +377,12 @@ impl TestRelay {
 
     /// A certificate from the adapters' CA with these DNS names.
     pub fn issue(&self, common_name: &str, names: &[&str]) -> anyhow::Result<TestCert> {
-        self.ca.issue(common_name, names)
+        Ok(self.ca.issue(common_name, names)?)
     }
 
     /// A certificate from the same CA that no unit registered.
     pub fn unregistered_cert(&self) -> anyhow::Result<TestCert> {
-        self.ca.issue("stranger", &["stranger.example"])
+        Ok(self.ca.issue("stranger", &["stranger.example"])?)
     }
 
     /// Stops the relay gracefully and waits for it.

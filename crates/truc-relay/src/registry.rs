@@ -34,6 +34,7 @@ impl UnitState {
 
 /// A unit of the ministry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Unit {
     /// Its code.
     pub code: OrgCode,

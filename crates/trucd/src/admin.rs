@@ -34,6 +34,9 @@ use truc_upstream::{BreakerState, Upstream};
 use crate::config::AdminToken;
 use crate::metrics::{LinkHealth, Metrics, STATE_REFRESH};
 
+/// Observing the store longer than this makes the figures reused for [`STATE_REFRESH`].
+const SLOW_OBSERVATION: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Changes the log filter of the running process (installed by `trucd serve`; absent when
 /// the relay runs inside another program, such as a test).
 pub trait LogControl: Send + Sync + 'static {
@@ -93,7 +96,8 @@ pub struct AdminState {
     pub lifecycle: Arc<Lifecycle>,
     /// Log filter control, when this process owns its logging.
     pub log: Option<Arc<dyn LogControl>>,
-    /// Figures of the last scrape, reused for [`STATE_REFRESH`].
+    /// Figures of the last scrape and when they were taken, reused for [`STATE_REFRESH`]
+    /// when taking them was slow (a deep backlog).
     observed: Mutex<Option<(Instant, Vec<QueueDepth>, StoreStats)>>,
 }
 
@@ -147,10 +151,15 @@ impl AdminState {
             }
         }
         let store = self.relay.store();
+        let started = Instant::now();
         let queues = store.queue_depths(Timestamp::now()).await?;
         let stats = store.stats().await?;
-        if let Ok(mut guard) = self.observed.lock() {
-            *guard = Some((Instant::now(), queues.clone(), stats.clone()));
+        // Cheap figures are always fresh; costly ones (counting a deep backlog walks its
+        // index) are reused for a moment, so frequent scrapes cannot load the store.
+        if started.elapsed() >= SLOW_OBSERVATION {
+            if let Ok(mut guard) = self.observed.lock() {
+                *guard = Some((Instant::now(), queues.clone(), stats.clone()));
+            }
         }
         Ok((queues, stats))
     }

@@ -230,6 +230,25 @@ impl Metrics {
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         registry.register_collector(Box::new(m.flush.clone()));
+        // Every series that can appear starts at zero, so rates and `increase()` see the
+        // first event.
+        for kind in ["document", "status"] {
+            for source in ["adapter", "national_axis"] {
+                for outcome in ["accepted", "duplicate", "refused"] {
+                    let _ = m.submissions.get_or_create(&SubmissionLabels {
+                        kind,
+                        source,
+                        outcome,
+                    });
+                }
+            }
+        }
+        for to in [INBOX, NATIONAL_AXIS] {
+            let _ = m.deliveries.get_or_create(&to);
+            let _ = m.acks.get_or_create(&to);
+            let _ = m.retries.get_or_create(&to);
+            let _ = m.dead_lettered.get_or_create(&to);
+        }
         Metrics { registry, ..m }
     }
 
@@ -433,6 +452,11 @@ impl std::fmt::Debug for MeteredUpstream {
 impl MeteredUpstream {
     /// Wraps a client.
     pub fn new(inner: Arc<dyn Upstream>, metrics: Arc<Metrics>, health: Arc<LinkHealth>) -> Self {
+        for operation in operations::ALL {
+            let _ = metrics
+                .upstream_calls
+                .get_or_create(&OperationLabel { operation });
+        }
         MeteredUpstream {
             inner,
             metrics,

@@ -87,10 +87,9 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "ADMIN_METHOD_NOT_ALLOWED";
     /// The change conflicts with the current state (a unit that already exists).
     pub const CONFLICT: &str = "ADMIN_CONFLICT";
-    /// The daemon cannot do this now (shutting down; no log control in this process).
+    /// Not possible in this process (the log level of a relay embedded in another
+    /// program).
     pub const UNAVAILABLE: &str = "ADMIN_UNAVAILABLE";
-    /// Something failed inside the relay; the message says what.
-    pub const INTERNAL: &str = "ADMIN_INTERNAL";
 
     /// Every admin code, for documentation tests.
     pub const ALL: &[&str] = &[
@@ -100,7 +99,6 @@ pub mod codes {
         METHOD_NOT_ALLOWED,
         CONFLICT,
         UNAVAILABLE,
-        INTERNAL,
     ];
 }
 
@@ -332,6 +330,19 @@ pub struct LogLevel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_documented() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md"))
+                .expect("docs/errors.md");
+        for code in codes::ALL {
+            assert!(
+                docs.contains(&format!("`{code}`")),
+                "{code} is missing from docs/errors.md"
+            );
+        }
+    }
 
     #[test]
     fn paths_are_filled_and_encoded() {

@@ -180,7 +180,6 @@ impl AdminState {
 /// The admin router.
 pub fn router(state: Arc<AdminState>) -> Router {
     let api = Router::new()
-        .route(paths::OPENAPI, get(openapi))
         .route(paths::STATUS, get(status))
         .route(paths::UNITS, get(list_units).post(add_unit))
         .route(paths::UNIT, get(show_unit).put(replace_unit))
@@ -207,6 +206,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(paths::HEALTHZ, get(|| async { "ok\n" }))
         .route(paths::READYZ, get(readyz))
         .route(paths::METRICS, get(metrics))
+        .route(paths::OPENAPI, get(openapi))
         .merge(api)
         .fallback(|| async {
             ApiError::new(
@@ -332,7 +332,15 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"truc admin\""),
+            );
+        }
+        response
     }
 }
 
@@ -677,9 +685,28 @@ async fn change_certificates(
             unit.certificates.push(fp.clone());
         }
     }
-    unit.names.retain(|n| !change.remove_names.contains(n));
-    for n in &change.add_names {
-        if !unit.names.contains(n) {
+    let lower = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .map(|n| n.trim().to_ascii_lowercase())
+            .collect()
+    };
+    let (add_names, remove_names) = (lower(&change.add_names), lower(&change.remove_names));
+    for n in &remove_names {
+        if !unit.names.iter().any(|m| m.eq_ignore_ascii_case(n)) {
+            return Err(ApiError::not_found(format!(
+                "unit {} has no DNS name {n}",
+                unit.code
+            )));
+        }
+    }
+    unit.names
+        .retain(|n| !remove_names.contains(&n.to_ascii_lowercase()));
+    for n in &add_names {
+        if n.is_empty() {
+            return Err(ApiError::bad_request("an empty DNS name"));
+        }
+        if !unit.names.iter().any(|m| m.eq_ignore_ascii_case(n)) {
             unit.names.push(n.clone());
         }
     }
@@ -690,8 +717,7 @@ async fn change_certificates(
         .upsert(store.as_ref(), unit.clone(), &actor.0)
         .await?;
     let detail = format!(
-        "added {:?} removed {:?} names added {:?} removed {:?}",
-        add, remove, change.add_names, change.remove_names
+        "added {add:?} removed {remove:?} names added {add_names:?} removed {remove_names:?}"
     );
     store
         .audit(
@@ -741,11 +767,11 @@ fn delivery_key(message: &str, recipient: &str) -> Result<DeliveryKey, ApiError>
     })
 }
 
-async fn show_dead_letter(
-    State(state): State<Arc<AdminState>>,
-    ApiPath((message, recipient)): ApiPath<(String, String)>,
-) -> ApiResult<truc_admin::DeadLetterDetail> {
-    let key = delivery_key(&message, &recipient)?;
+/// The dead letter `key` and its message, or `ADMIN_NOT_FOUND` if it is not one.
+async fn dead_letter(
+    state: &AdminState,
+    key: &DeliveryKey,
+) -> Result<(truc_store::Delivery, truc_store::MessageRecord), ApiError> {
     let store = state.relay.store();
     let record = store
         .message(key.message_id)
@@ -755,7 +781,7 @@ async fn show_dead_letter(
         .deliveries(key.message_id)
         .await?
         .into_iter()
-        .find(|d| d.key == key)
+        .find(|d| &d.key == key)
         .ok_or_else(|| {
             ApiError::not_found(format!(
                 "message {} has no recipient {}",
@@ -768,7 +794,16 @@ async fn show_dead_letter(
             delivery.state.as_str()
         )));
     }
-    let events = store.events(key.message_id).await?;
+    Ok((delivery, record))
+}
+
+async fn show_dead_letter(
+    State(state): State<Arc<AdminState>>,
+    ApiPath((message, recipient)): ApiPath<(String, String)>,
+) -> ApiResult<truc_admin::DeadLetterDetail> {
+    let key = delivery_key(&message, &recipient)?;
+    let (delivery, record) = dead_letter(&state, &key).await?;
+    let events = state.relay.store().events(key.message_id).await?;
     Ok(axum::Json(truc_admin::DeadLetterDetail {
         delivery,
         message: record,
@@ -803,6 +838,7 @@ async fn drop_dead_letter(
             "a reason is required: it is kept in the audit log",
         ));
     }
+    dead_letter(&state, &key).await?;
     let delivery = state
         .relay
         .store()
@@ -881,7 +917,12 @@ fn parse_date(raw: &str) -> Result<CalendarDate, ApiError> {
 /// A time parameter: a date (midnight in Vietnam) or milliseconds since the epoch.
 fn parse_time(raw: &str) -> Result<Timestamp, ApiError> {
     match raw.parse::<u64>() {
-        Ok(ms) => Ok(Timestamp(ms)),
+        // Milliseconds since 1970 have 12 digits or more since 1973; fewer is a mistake
+        // (such as 20261121), not a time.
+        Ok(ms) if raw.len() >= 12 => Ok(Timestamp(ms)),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "{raw:?} is neither a date (YYYY-MM-DD) nor milliseconds since 1970"
+        ))),
         Err(_) => parse_date(raw).map(vietnam_midnight),
     }
 }
@@ -929,7 +970,7 @@ async fn stats(
         .unwrap_or_default();
     let to = match q.to.as_deref() {
         // A date as the end means the end of that day.
-        Some(raw) if raw.parse::<u64>().is_err() => {
+        Some(raw) if raw.parse::<u64>().is_err() || raw.len() < 12 => {
             let day = parse_date(raw)?;
             vietnam_midnight(CalendarDate::from_unix_days(day.unix_days() + 1))
         }

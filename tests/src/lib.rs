@@ -125,6 +125,11 @@ impl Setup {
     }
 }
 
+/// The `trucctl` binary beside this test binary, built on demand like [`trucd_binary`].
+pub fn trucctl_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("trucctl")
+}
+
 /// The admin API token of every test relay.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -139,19 +144,25 @@ pub fn admin_token_sha256() -> String {
 /// The `trucd` binary beside this test binary (built by `cargo test --workspace`), built
 /// on demand when only this package's tests are run.
 pub fn trucd_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("trucd")
+}
+
+/// A binary of the workspace (package and binary share the name) in the target directory
+/// of this test, built when missing.
+fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let debug_dir = exe
         .parent()
         .and_then(Path::parent)
         .ok_or_else(|| anyhow::anyhow!("no target directory"))?;
-    let bin = debug_dir.join("trucd");
+    let bin = debug_dir.join(name);
     if !bin.is_file() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "trucd", "--bin", "trucd"])
+            .args(["build", "-p", name, "--bin", name])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()?;
-        anyhow::ensure!(status.success(), "building trucd failed");
+        anyhow::ensure!(status.success(), "building {name} failed");
     }
     Ok(bin)
 }
@@ -243,8 +254,13 @@ impl TestRelay {
 
     /// Starts the real `trucd` binary as a child process (killed when this is dropped).
     pub async fn spawn_process(adapters: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_process_with(adapters, "").await
+    }
+
+    /// Same, with extra `[limits]` settings (TOML lines).
+    pub async fn spawn_process_with(adapters: &[&str], extra_limits: &str) -> anyhow::Result<Self> {
         use std::io::BufRead;
-        let setup = Setup::new(adapters, |_| {}, "")?;
+        let setup = Setup::new(adapters, |_| {}, extra_limits)?;
         let config_path = setup.dir.path().join("trucd.toml");
         std::fs::write(&config_path, &setup.config_text)?;
         let mut command = std::process::Command::new(trucd_binary()?);

@@ -337,6 +337,34 @@ impl TestRelay {
         self.engine.as_ref()
     }
 
+    /// Waits (up to `limit`) for a relay process to exit by itself; its status, or `None`
+    /// if it is still running (or not a process).
+    pub async fn wait_exit(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let child = self.process.as_mut()?;
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`, `"HUP"`) to a relay process.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self.pid().ok_or_else(|| anyhow::anyhow!("not a process"))?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+        Ok(())
+    }
+
     /// The process id of a relay started with [`spawn_process`](Self::spawn_process).
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(|p| p.id())

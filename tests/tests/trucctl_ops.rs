@@ -77,7 +77,7 @@ fn date() -> CalendarDate {
 
 /// Sends a document A → B and lets B's adapter refuse it once it is older than the
 /// relay's maximum age (1 s here): a dead letter. Returns its message id.
-async fn dead_letter(relay: &TestRelay, number: &str) -> String {
+async fn dead_letter(relay: &TestRelay, ctl: &Ctl, number: &str) -> String {
     let mut a = relay.adapter(A).await.expect("adapter A");
     let doc = DocumentBuilder::new(code(A), vec![code(B)], date(), number, "DLQ")
         .subject("refused by the recipient")
@@ -96,6 +96,20 @@ async fn dead_letter(relay: &TestRelay, number: &str) -> String {
         .nack(&got.delivery_id, "the unit's system cannot file it")
         .await
         .expect("nack");
+    // The stream stays open until the relay has recorded the refusal (closing it at once
+    // could release the delivery before the nack is read).
+    for _ in 0..200 {
+        let list = ctl.json(&["dlq", "list"]);
+        let listed = list["dead_letters"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|d| d["delivery"]["key"]["message_id"] == receipt.message_id.as_str())
+        });
+        if listed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(inbox);
     receipt.message_id
 }
 
@@ -153,7 +167,7 @@ async fn every_operations_command_works_against_a_running_relay() {
     ctl.fails(&["units", "show", "nonsense"], 1, "ADMIN_BAD_REQUEST");
 
     // A dead letter, requeued, then delivered.
-    let dead = dead_letter(&relay, "1").await;
+    let dead = dead_letter(&relay, &ctl, "1").await;
     let list = ctl.json(&["dlq", "list"]);
     let entries = list["dead_letters"].as_array().expect("list");
     assert_eq!(entries.len(), 1, "{list}");
@@ -193,7 +207,7 @@ async fn every_operations_command_works_against_a_running_relay() {
     assert!(ctl.ok(&["trace", &document_id]).contains("acknowledged"));
 
     // Another dead letter, dropped with a reason.
-    let second = dead_letter(&relay, "2").await;
+    let second = dead_letter(&relay, &ctl, "2").await;
     ctl.fails(&["dlq", "drop", &second, B], 2, "--reason");
     assert!(ctl
         .ok(&["dlq", "drop", &second, B, "--reason", "sent again on paper"])

@@ -790,7 +790,18 @@ impl InboxSession {
                 _ = notifier.notified() => {}
                 // Retries come due and leases of other sessions run out: look again.
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = tx.closed() => break,
+                _ = tx.closed() => {
+                    // The adapter stopped reading: acks and nacks it sent before going are
+                    // still applied, so they do not turn into redeliveries.
+                    while let Ok(Some(Ok(m))) =
+                        tokio::time::timeout(Duration::from_millis(200), inbound.next()).await
+                    {
+                        if self.handle(m).await.is_err() {
+                            break;
+                        }
+                    }
+                    break;
+                }
                 _ = wait_closing(&mut closing) => {
                     let _ = tx
                         .send(Ok(pb::InboxEvent {

@@ -1,0 +1,118 @@
+//! Stopping a real `trucd` process: SIGTERM under load finishes in-flight submissions and
+//! loses nothing acknowledged; a second signal during a slow shutdown exits at once.
+
+use std::time::Duration;
+
+use truc_edxml::{CalendarDate, DocumentBuilder};
+use truc_store::{MessageId, SledStore, Store, StoreConfig};
+use truc_tests::{code, TestRelay};
+
+const A: &str = "000.00.05.G04";
+const B: &str = "000.00.07.G04";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_loses_nothing_acknowledged() {
+    let mut relay = TestRelay::spawn_process(&[A]).await.expect("trucd");
+    let adapter = relay.adapter(A).await.expect("adapter");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    // Four submitters keep sending until the relay stops answering.
+    let mut senders = tokio::task::JoinSet::new();
+    for worker in 0..4u32 {
+        let mut client = adapter.clone();
+        senders.spawn(async move {
+            let mut acknowledged = Vec::new();
+            for n in 0..10_000u32 {
+                let doc = DocumentBuilder::new(
+                    code(A),
+                    vec![code(B)],
+                    date,
+                    &format!("{}", worker * 100_000 + n),
+                    "SIGTERM",
+                )
+                .build();
+                match client.submit_document(&doc, None).await {
+                    Ok(r) => acknowledged.push(r.message_id),
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    relay.signal("TERM").expect("SIGTERM");
+    let status = relay
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("trucd exits after SIGTERM");
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    let mut acknowledged = Vec::new();
+    while let Some(done) = senders.join_next().await {
+        acknowledged.extend(done.expect("sender"));
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "some submissions were acknowledged"
+    );
+
+    // Every acknowledged submission is in the store, intact, after the stop.
+    let store =
+        SledStore::open(&relay.dir.path().join("store"), StoreConfig::default()).expect("reopen");
+    for id in &acknowledged {
+        let id: MessageId = id.parse().expect("message id");
+        let m = store
+            .message(id)
+            .await
+            .expect("read")
+            .expect("acknowledged, so stored");
+        let bytes = store
+            .payload(id)
+            .await
+            .expect("payload")
+            .read_all()
+            .expect("bytes");
+        assert_eq!(truc_edxml::Sha256Digest::of(&bytes), m.sha256);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let mut relay = TestRelay::spawn_process(&[A]).await.expect("trucd");
+    let adapter = relay.adapter(A).await.expect("adapter");
+    // A submission that starts and then stalls holds the graceful shutdown open.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut grpc = adapter.grpc();
+    let _call = tokio::spawn(async move {
+        grpc.submit_document(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    use truc_client::proto::{submit_document_request::Part, SubmitDocumentRequest, SubmitHeader};
+    tx.send(SubmitDocumentRequest {
+        part: Some(Part::Header(SubmitHeader::default())),
+    })
+    .await
+    .expect("header");
+    tx.send(SubmitDocumentRequest {
+        part: Some(Part::Chunk(b"<?xml version=\"1.0\"?><edXML".to_vec())),
+    })
+    .await
+    .expect("chunk");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.signal("TERM").expect("first SIGTERM");
+    // The first signal waits for the stalled call; it is still running.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        relay.wait_exit(Duration::from_millis(10)).await.is_none(),
+        "the graceful shutdown waits for in-flight calls"
+    );
+    relay.signal("TERM").expect("second SIGTERM");
+    let status = relay
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("exits after the second signal");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "the second signal's exit: {status}"
+    );
+    drop(tx);
+}

@@ -779,8 +779,25 @@ impl InboxSession {
             tokio::select! {
                 message = inbound.next() => match message {
                     Some(Ok(m)) => {
-                        if let Err(e) = self.handle(m).await {
+                        // Everything the adapter has already sent is handled together, so
+                        // its acknowledgements share the store's flushes.
+                        let mut batch = vec![m];
+                        let mut ended = false;
+                        while batch.len() < 512 {
+                            match tokio::time::timeout(Duration::ZERO, inbound.next()).await {
+                                Ok(Some(Ok(m))) => batch.push(m),
+                                Ok(Some(Err(_)) | None) => {
+                                    ended = true;
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if let Err(e) = self.handle_batch(batch).await {
                             let _ = tx.send(Err(e)).await;
+                            break;
+                        }
+                        if ended {
                             break;
                         }
                     }
@@ -890,6 +907,46 @@ impl InboxSession {
             self.metrics.delivered(&INBOX);
         }
         Ok(())
+    }
+
+    /// Handles requests that arrived together: acknowledgements run concurrently (one
+    /// flush of the store for all of them), the rest in order.
+    async fn handle_batch(&mut self, batch: Vec<pb::InboxRequest>) -> Result<(), Status> {
+        use pb::inbox_request::Action;
+        let mut acks = tokio::task::JoinSet::new();
+        for request in batch {
+            match request.action {
+                Some(Action::Ack(id)) => {
+                    let Some((token, message)) = self.in_flight.remove(&id) else {
+                        return Err(unknown_delivery(&id));
+                    };
+                    self.credits += 1;
+                    let relay = self.relay.clone();
+                    acks.spawn(async move { relay.ack(&token, &message).await });
+                }
+                action => {
+                    self.handle(pb::InboxRequest { action }).await?;
+                }
+            }
+        }
+        let mut failure = None;
+        while let Some(done) = acks.join_next().await {
+            match done {
+                Ok(Ok(_)) => self.metrics.acknowledged(&INBOX),
+                // The lease ran out and the delivery was offered again: not an error for the
+                // adapter, the new offer carries a new id.
+                Ok(Err(RelayError::Store(truc_store::StoreError::LeaseLost(_)))) => {}
+                Ok(Err(e)) => failure = Some(relay_status(e)),
+                Err(e) => {
+                    failure = Some(status(
+                        tonic::Code::Internal,
+                        "RELAY_INTERNAL",
+                        format!("acknowledging: {e}"),
+                    ))
+                }
+            }
+        }
+        failure.map_or(Ok(()), Err)
     }
 
     async fn handle(&mut self, request: pb::InboxRequest) -> Result<(), Status> {

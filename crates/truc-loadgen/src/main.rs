@@ -1,0 +1,446 @@
+#![forbid(unsafe_code)]
+//! `truc-loadgen`: drives `trucd` through real adapters (truc-client over mutual TLS) and
+//! reports what a ministry would want to know: how many packages per second arrive, verified
+//! byte for byte, how long each takes from submission to the recipient's acknowledgement,
+//! what failed, and what the relay spent in CPU and memory.
+//!
+//! The relays run as `trucd` processes of their own (the sibling binary of this one, or
+//! `--trucd`), each on a fresh store; cross-ministry traffic goes through a national-axis
+//! simulator in this process to a second relay.
+
+mod relay;
+mod traffic;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Serialize;
+
+use relay::{usage, AxisLink, SpawnedRelay};
+use traffic::{Ledger, Pace, Routes, Size};
+
+/// Load generator for the truc relay.
+#[derive(Debug, Parser)]
+#[command(name = "truc-loadgen", version, about)]
+struct Cli {
+    /// Adapters (level-2 units of the sample registry), each sending and receiving.
+    #[arg(long, default_value_t = 8)]
+    adapters: usize,
+    /// Package size.
+    #[arg(long, value_enum, default_value = "8k")]
+    size: Size,
+    /// Closed loop: this many submissions in flight.
+    #[arg(long, conflicts_with = "rate")]
+    concurrency: Option<usize>,
+    /// Open loop: this many submissions per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many submissions (whichever comes first).
+    #[arg(long, default_value_t = u64::MAX)]
+    count: u64,
+    /// Fraction of packages sent to a second ministry through the national axis.
+    #[arg(long, default_value_t = 0.0)]
+    cross: f64,
+    /// The trucd binary (default: beside this one).
+    #[arg(long)]
+    trucd: Option<PathBuf>,
+    /// Working directory (default: a temporary one, removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Also write the report as JSON to this file (`-` for standard output only).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Chaos: kill the (first) relay with SIGKILL about every this many seconds while the
+    /// load runs, and restart it on the same store.
+    #[arg(long)]
+    kill_every: Option<f64>,
+    /// Chaos: stop the load after this many kills (and one more period).
+    #[arg(long, requires = "kill_every")]
+    kills: Option<u64>,
+    /// Seconds to wait after sending for the last deliveries.
+    #[arg(long, default_value_t = 60.0)]
+    drain: f64,
+}
+
+/// The report.
+#[derive(Debug, Serialize)]
+struct Report {
+    size: Size,
+    pace: String,
+    adapters: usize,
+    cross: f64,
+    sending_seconds: f64,
+    total_seconds: f64,
+    acknowledged: u64,
+    received: u64,
+    lost: u64,
+    duplicates: u64,
+    corrupted: u64,
+    unknown: u64,
+    statuses: u64,
+    kills: u64,
+    delivered_unacknowledged: u64,
+    missing: Vec<String>,
+    errors: std::collections::BTreeMap<String, u64>,
+    submitted_per_second: f64,
+    delivered_per_second: f64,
+    megabytes_per_second: f64,
+    latency_ms: Latency,
+    relays: Vec<RelayUsage>,
+    loadgen_cpu_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    samples: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct RelayUsage {
+    ministry: String,
+    cpu_seconds: f64,
+    cpu_percent: f64,
+    peak_rss_mib: f64,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        eprintln!("truc-loadgen: a rustls crypto provider was already installed");
+        return std::process::ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("truc-loadgen: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(report) if report.lost == 0 && report.corrupted == 0 => std::process::ExitCode::SUCCESS,
+        Ok(_) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("truc-loadgen: {e:#}");
+            std::process::ExitCode::from(3)
+        }
+    }
+}
+
+fn sibling_trucd() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("no directory for this binary")?;
+    let trucd = dir.join("trucd");
+    anyhow::ensure!(
+        trucd.is_file(),
+        "no trucd beside {} (build it: cargo build --release -p trucd, or give --trucd)",
+        exe.display()
+    );
+    Ok(trucd)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Report> {
+    anyhow::ensure!(cli.adapters >= 2, "--adapters: at least 2");
+    let trucd = match &cli.trucd {
+        Some(p) => p.clone(),
+        None => sibling_trucd()?,
+    };
+    let temp = tempfile::Builder::new().prefix("truc-loadgen-").tempdir()?;
+    let dir = cli.dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    let ca = trucd::pki::LocalCa::new("truc-loadgen CA")?;
+
+    // The relays (and the axis between them, for cross-ministry traffic).
+    let axis = if cli.cross > 0.0 {
+        Some(
+            truc_axis_sim::LocalSimulator::start(vec![
+                truc_axis_sim::SystemConfig::new("loadgen-a", "secret-a", "000.00.00.G04"),
+                truc_axis_sim::SystemConfig::new("loadgen-b", "secret-b", "000.00.00.G12"),
+            ])
+            .await?,
+        )
+    } else {
+        None
+    };
+    let relay_a = SpawnedRelay::start(
+        &trucd,
+        &dir.join("relay-a"),
+        &ca,
+        "000.00.00.G04",
+        cli.adapters,
+        axis.as_ref().map(|a| AxisLink {
+            base_url: &a.base_url,
+            system: "loadgen-a",
+            secret: "secret-a",
+        }),
+    )?;
+    let relay_b = match &axis {
+        Some(a) => Some(SpawnedRelay::start(
+            &trucd,
+            &dir.join("relay-b"),
+            &ca,
+            "000.00.00.G12",
+            cli.adapters,
+            Some(AxisLink {
+                base_url: &a.base_url,
+                system: "loadgen-b",
+                secret: "secret-b",
+            }),
+        )?),
+        None => None,
+    };
+    let relays: Vec<&SpawnedRelay> = std::iter::once(&relay_a).chain(relay_b.as_ref()).collect();
+
+    // Adapters: each sends to the others' units (level-2 and level-3) of its own ministry,
+    // and across the axis to the other ministry's.
+    let ledger = Arc::new(Ledger::default());
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    let mut local = Vec::new();
+    let mut remote = Vec::new();
+    for (i, r) in relays.iter().enumerate() {
+        let recipients = |relay: &SpawnedRelay| -> Vec<String> {
+            relay
+                .adapter_units()
+                .into_iter()
+                .flat_map(|u| {
+                    let mut all = vec![u.clone()];
+                    all.extend(relay.children.get(&u).cloned().unwrap_or_default());
+                    all
+                })
+                .collect()
+        };
+        let own = recipients(r);
+        let other = relays
+            .get(1 - i.min(1))
+            .filter(|_| relays.len() > 1)
+            .map(|o| recipients(o))
+            .unwrap_or_default();
+        for unit in r.adapter_units() {
+            let client = r.connect(&unit).await?;
+            receivers.push(tokio::spawn(traffic::receive(
+                ledger.clone(),
+                client.clone(),
+            )));
+            local.push(
+                own.iter()
+                    .filter(|c| c.as_str() != unit)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            remote.push(other.clone());
+            senders.push((unit, client));
+        }
+    }
+    let routes = Routes {
+        senders,
+        local,
+        remote,
+        cross: cli.cross,
+    };
+    let pace = match (cli.concurrency, cli.rate) {
+        (_, Some(rate)) => Pace::Open(rate),
+        (Some(c), None) => Pace::Closed(c),
+        (None, None) => Pace::Closed(64),
+    };
+    let ministries: Vec<String> = relays.iter().map(|r| r.ministry.clone()).collect();
+    let before: Vec<_> = relays.iter().map(|r| usage(&r.pid().to_string())).collect();
+    let pid_b = relay_b.as_ref().map(|r| r.pid());
+    let self_before = usage("self");
+    eprintln!(
+        "truc-loadgen: {} adapters per relay, {:?}, {:?}, {} s{}",
+        cli.adapters,
+        cli.size,
+        pace,
+        cli.duration,
+        if cli.cross > 0.0 {
+            format!(", {:.0} % across the national axis", cli.cross * 100.0)
+        } else {
+            String::new()
+        }
+    );
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(cli.duration);
+    let relay_a = Arc::new(std::sync::Mutex::new(relay_a));
+    let max_kills = cli.kills.unwrap_or(u64::MAX);
+    let chaos = cli.kill_every.map(|every| {
+        let (relay, ledger) = (relay_a.clone(), ledger.clone());
+        tokio::spawn(async move {
+            let mut kills = 0u64;
+            while Instant::now() < until && !ledger.sending_stopped() {
+                if kills >= max_kills {
+                    // Load for one more period on the last restart, then stop sending.
+                    tokio::time::sleep(Duration::from_secs_f64(every)).await;
+                    ledger.stop_sending();
+                    break;
+                }
+                // Random moments: 0.5 to 1.5 times the period.
+                let wait = every * (0.5 + fastrand::f64());
+                tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                if Instant::now() >= until {
+                    break;
+                }
+                let relay = relay.clone();
+                let restarted = tokio::task::spawn_blocking(move || {
+                    relay
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))
+                        .and_then(|mut r| r.kill_and_restart())
+                })
+                .await;
+                match restarted {
+                    Ok(Ok(())) => kills += 1,
+                    Ok(Err(e)) => {
+                        eprintln!("truc-loadgen: the relay did not come back: {e:#}");
+                        break;
+                    }
+                    Err(e) => {
+                        eprintln!("truc-loadgen: {e}");
+                        break;
+                    }
+                }
+            }
+            kills
+        })
+    });
+    traffic::send(ledger.clone(), routes, pace, cli.size, until, cli.count).await;
+    let sending = started.elapsed();
+    let kills = match chaos {
+        Some(task) => task.await.unwrap_or(0),
+        None => 0,
+    };
+    // Wait for what was acknowledged to arrive.
+    let drain_until = Instant::now() + Duration::from_secs_f64(cli.drain);
+    while ledger.outstanding() > 0 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = started.elapsed();
+    ledger.stop();
+    let pid_a = relay_a.lock().map(|r| r.pid()).unwrap_or(0);
+    let after: Vec<_> = std::iter::once(pid_a)
+        .chain(pid_b)
+        .map(|pid| usage(&pid.to_string()))
+        .collect();
+    let self_after = usage("self");
+    for r in receivers {
+        r.abort();
+    }
+
+    let (p50, p99, p999, max, samples) = ledger.latency();
+    let acknowledged = ledger.acknowledged.load(Ordering::Relaxed);
+    let received = ledger.received.load(Ordering::Relaxed);
+    let report = Report {
+        size: cli.size,
+        pace: match pace {
+            Pace::Closed(c) => format!("closed loop, {c} in flight"),
+            Pace::Open(r) => format!("open loop, {r}/s"),
+        },
+        adapters: cli.adapters,
+        cross: cli.cross,
+        sending_seconds: sending.as_secs_f64(),
+        total_seconds: total.as_secs_f64(),
+        acknowledged,
+        received,
+        lost: ledger.outstanding(),
+        duplicates: ledger.duplicates.load(Ordering::Relaxed),
+        corrupted: ledger.corrupted.load(Ordering::Relaxed),
+        unknown: ledger.unknown.load(Ordering::Relaxed),
+        statuses: ledger.statuses.load(Ordering::Relaxed),
+        kills,
+        delivered_unacknowledged: ledger.delivered_unacknowledged.load(Ordering::Relaxed),
+        missing: ledger.missing(10),
+        errors: ledger
+            .errors
+            .lock()
+            .map(|e| e.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default(),
+        submitted_per_second: acknowledged as f64 / sending.as_secs_f64(),
+        delivered_per_second: received as f64 / total.as_secs_f64(),
+        megabytes_per_second: ledger.bytes.load(Ordering::Relaxed) as f64
+            / (1024.0 * 1024.0)
+            / total.as_secs_f64(),
+        latency_ms: Latency {
+            p50,
+            p99,
+            p999,
+            max,
+            samples,
+        },
+        relays: ministries
+            .iter()
+            .zip(before.iter().zip(&after))
+            .map(|(m, (b, a))| RelayUsage {
+                ministry: m.clone(),
+                // After kills, the process is a new one: its own figures.
+                cpu_seconds: if kills > 0 {
+                    a.cpu_seconds
+                } else {
+                    a.cpu_seconds - b.cpu_seconds
+                },
+                cpu_percent: 100.0 * (a.cpu_seconds - b.cpu_seconds).max(0.0) / total.as_secs_f64(),
+                peak_rss_mib: a.peak_rss as f64 / (1024.0 * 1024.0),
+            })
+            .collect(),
+        loadgen_cpu_seconds: self_after.cpu_seconds - self_before.cpu_seconds,
+    };
+    print_table(&report);
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    drop(relay_b);
+    drop(relay_a);
+    drop(axis);
+    Ok(report)
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "size {:?} · {} · {} adapters per relay",
+        r.size, r.pace, r.adapters
+    );
+    println!(
+        "  acknowledged {} · received and verified {} · lost {} · duplicates {} · corrupted {} · errors {:?}",
+        r.acknowledged, r.received, r.lost, r.duplicates, r.corrupted, r.errors
+    );
+    if r.kills > 0 {
+        println!(
+            "  chaos: {} kills (SIGKILL) · acknowledged {} · delivered {} · lost {} · duplicates delivered {} (redeliveries of what was in flight at a kill: delivery is at least once) · delivered although the adapter saw its submission fail: {}",
+            r.kills, r.acknowledged, r.received, r.lost, r.duplicates, r.delivered_unacknowledged
+        );
+    }
+    if !r.missing.is_empty() {
+        println!("  not delivered (first ones): {:?}", r.missing);
+    }
+    println!(
+        "  throughput: {:.0} submitted/s, {:.0} delivered/s end to end, {:.1} MiB/s",
+        r.submitted_per_second, r.delivered_per_second, r.megabytes_per_second
+    );
+    println!(
+        "  latency submit → recipient's ack (ms): p50 {:.2} · p99 {:.2} · p99.9 {:.2} · max {:.2} ({} samples)",
+        r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999, r.latency_ms.max, r.latency_ms.samples
+    );
+    for u in &r.relays {
+        println!(
+            "  relay {}: {:.1} s CPU ({:.0} % of a core), peak RSS {:.0} MiB",
+            u.ministry, u.cpu_seconds, u.cpu_percent, u.peak_rss_mib
+        );
+    }
+    println!("  loadgen: {:.1} s CPU", r.loadgen_cpu_seconds);
+}

@@ -1,0 +1,92 @@
+//! The load generator against real `trucd` processes: a short mixed run (local and across
+//! the national axis) where every acknowledged package is delivered, verified by content.
+
+use std::path::PathBuf;
+
+/// `trucd`, beside this package's binary (built with the workspace), or built now.
+fn trucd_binary() -> PathBuf {
+    let loadgen = PathBuf::from(env!("CARGO_BIN_EXE_truc-loadgen"));
+    let trucd = loadgen.with_file_name("trucd");
+    if !trucd.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "trucd", "--bin", "trucd"])
+            .status()
+            .expect("cargo");
+        assert!(status.success(), "building trucd");
+    }
+    trucd
+}
+
+#[test]
+fn a_short_load_is_delivered_and_verified_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_truc-loadgen"))
+        .args(["--adapters", "3", "--concurrency", "8", "--count", "150"])
+        .args(["--cross", "0.2", "--duration", "120", "--drain", "60"])
+        .arg("--trucd")
+        .arg(trucd_binary())
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .expect("loadgen runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(r["acknowledged"], 150, "{r}");
+    assert_eq!(r["received"], 150, "{r}");
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["corrupted"], 0);
+    assert_eq!(r["unknown"], 0);
+    assert_eq!(
+        r["relays"].as_array().map(Vec::len),
+        Some(2),
+        "two ministries"
+    );
+    assert!(r["latency_ms"]["samples"] == 150);
+    assert!(r["relays"][0]["peak_rss_mib"]
+        .as_f64()
+        .is_some_and(|m| m > 1.0));
+    assert!(stdout.contains("received and verified 150"), "{stdout}");
+}
+
+/// The CI version of `scripts/chaos.sh`: the relay is killed with SIGKILL ten times under
+/// load and restarted on its store; every acknowledged package is delivered.
+#[test]
+fn ten_kills_under_load_lose_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_truc-loadgen"))
+        .args(["--adapters", "3", "--concurrency", "8", "--duration", "300"])
+        .args(["--kill-every", "0.5", "--kills", "10", "--drain", "120"])
+        .arg("--trucd")
+        .arg(trucd_binary())
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .expect("loadgen runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(r["kills"], 10, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["corrupted"], 0, "{r}");
+    let acknowledged = r["acknowledged"].as_u64().expect("count");
+    assert!(acknowledged > 0, "{r}");
+    assert!(
+        r["received"].as_u64().expect("count") >= acknowledged,
+        "{r}"
+    );
+    assert!(stdout.contains("chaos: 10 kills"), "{stdout}");
+}

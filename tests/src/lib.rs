@@ -105,15 +105,20 @@ impl Setup {
         }
         adjust(&mut registry);
         write(dir.path(), "registry.toml", &registry.to_toml())?;
+        // The size limit of the tests, unless the caller sets its own.
+        let size_limit = if extra_limits.contains("max_package_bytes") {
+            String::new()
+        } else {
+            format!("max_package_bytes = {}\n", 300 * 1024 * 1024)
+        };
         let config_text = format!(
-            "ministry = \"{ministry}\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n{extra_config}\n\n[[admin.tokens]]\nname = \"test\"\nsha256 = \"{}\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\nlease_secs = 5\nmax_package_bytes = {}\n{}\n",
+            "ministry = \"{ministry}\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n{extra_config}\n\n[[admin.tokens]]\nname = \"test\"\nsha256 = \"{}\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\nlease_secs = 5\n{size_limit}{}\n",
             dir.path().join("store"),
             dir.path().join("registry.toml"),
             admin_token_sha256(),
             dir.path().join("server.pem"),
             dir.path().join("server.key"),
             dir.path().join("ca.pem"),
-            300 * 1024 * 1024,
             extra_limits,
         );
         Ok(Setup {

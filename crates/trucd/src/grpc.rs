@@ -1007,6 +1007,7 @@ impl InboxSession {
 /// longer than `idle` (a stalled or slowloris client cannot hold a submission open).
 async fn next_message<T>(stream: &mut Streaming<T>, idle: Duration) -> Result<Option<T>, Status> {
     match tokio::time::timeout(idle, stream.message()).await {
+        Ok(Err(e)) if is_decode_error(&e) => Err(bad_message(e.message())),
         Ok(r) => r,
         Err(_) => Err(status(
             tonic::Code::DeadlineExceeded,
@@ -1017,6 +1018,45 @@ async fn next_message<T>(stream: &mut Streaming<T>, idle: Duration) -> Result<Op
             ),
         )),
     }
+}
+
+/// tonic answers a request it cannot decode with `INTERNAL`; it is the client's fault.
+fn is_decode_error(e: &Status) -> bool {
+    e.code() == tonic::Code::Internal && e.message().starts_with("failed to decode")
+}
+
+fn bad_message(detail: &str) -> Status {
+    status(
+        tonic::Code::InvalidArgument,
+        "RPC_BAD_MESSAGE",
+        format!("the request is not a valid protobuf message of this method ({detail})"),
+    )
+}
+
+/// Rewrites the answers tonic gives, before any handler runs, to requests that are not
+/// valid protobuf: `INVALID_ARGUMENT` with the code `RPC_BAD_MESSAGE`, like every other
+/// refusal, instead of a bare `INTERNAL`.
+pub fn clear_decode_errors<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let headers = response.headers_mut();
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let decode = headers
+        .get("grpc-message")
+        .is_some_and(|v| v.as_bytes().starts_with(b"failed%20to%20decode"));
+    if internal && decode {
+        headers.insert(
+            "grpc-status",
+            tonic::codegen::http::HeaderValue::from_static("3"),
+        );
+        headers.insert(
+            "truc-error-code",
+            tonic::codegen::http::HeaderValue::from_static("RPC_BAD_MESSAGE"),
+        );
+    }
+    response
 }
 
 /// Resolves once the relay starts shutting down (the guard of the value is not kept).

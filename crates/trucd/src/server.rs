@@ -370,6 +370,9 @@ pub async fn serve(
     }
 
     let router = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            crate::grpc::clear_decode_errors::<tonic::body::Body>,
+        ))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(256))

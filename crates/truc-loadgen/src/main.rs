@@ -8,6 +8,7 @@
 //! `--trucd`), each on a fresh store; cross-ministry traffic goes through a national-axis
 //! simulator in this process to a second relay.
 
+mod jetstream;
 mod relay;
 mod traffic;
 
@@ -27,6 +28,12 @@ use traffic::{Ledger, Pace, Routes, Size};
 #[derive(Debug, Parser)]
 #[command(name = "truc-loadgen", version, about)]
 struct Cli {
+    /// What carries the packages: the relay (`truc`), or NATS JetStream for comparison.
+    #[arg(long, value_enum, default_value = "truc")]
+    target: Target,
+    /// The nats-server binary, for `--target jetstream`.
+    #[arg(long, default_value = "nats-server")]
+    nats_server: PathBuf,
     /// Adapters (level-2 units of the sample registry), each sending and receiving.
     #[arg(long, default_value_t = 8)]
     adapters: usize,
@@ -69,9 +76,20 @@ struct Cli {
     drain: f64,
 }
 
+/// What carries the packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Target {
+    /// `trucd` processes, through adapters over mutual TLS.
+    Truc,
+    /// A `nats-server` with JetStream on files: publish with awaited acks, pull consumers.
+    Jetstream,
+}
+
 /// The report.
 #[derive(Debug, Serialize)]
 struct Report {
+    target: Target,
     size: Size,
     pace: String,
     adapters: usize,
@@ -154,6 +172,9 @@ fn sibling_trucd() -> anyhow::Result<PathBuf> {
 
 async fn run(cli: Cli) -> anyhow::Result<Report> {
     anyhow::ensure!(cli.adapters >= 2, "--adapters: at least 2");
+    if cli.target == Target::Jetstream {
+        return run_jetstream(cli).await;
+    }
     let trucd = match &cli.trucd {
         Some(p) => p.clone(),
         None => sibling_trucd()?,
@@ -241,7 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
                     .collect::<Vec<_>>(),
             );
             remote.push(other.clone());
-            senders.push((unit, client));
+            senders.push((unit, traffic::Submitter::Truc(client)));
         }
     }
     let routes = Routes {
@@ -338,10 +359,147 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         r.abort();
     }
 
+    let relays_usage: Vec<RelayUsage> = ministries
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|(m, (b, a))| RelayUsage {
+            ministry: m.clone(),
+            // After kills, the process is a new one: its own figures.
+            cpu_seconds: if kills > 0 {
+                a.cpu_seconds
+            } else {
+                a.cpu_seconds - b.cpu_seconds
+            },
+            cpu_percent: 100.0 * (a.cpu_seconds - b.cpu_seconds).max(0.0) / total.as_secs_f64(),
+            peak_rss_mib: a.peak_rss as f64 / (1024.0 * 1024.0),
+        })
+        .collect();
+    let report = build_report(
+        &cli,
+        pace,
+        &ledger,
+        (sending, total),
+        kills,
+        relays_usage,
+        self_after.cpu_seconds - self_before.cpu_seconds,
+    );
+    emit(&cli, &report)?;
+    drop(relay_b);
+    drop(relay_a);
+    drop(axis);
+    Ok(report)
+}
+
+/// The same load through NATS JetStream.
+async fn run_jetstream(cli: Cli) -> anyhow::Result<Report> {
+    anyhow::ensure!(cli.cross == 0.0, "--cross: only with --target truc");
+    anyhow::ensure!(
+        cli.kill_every.is_none(),
+        "--kill-every: only with --target truc"
+    );
+    let temp = tempfile::Builder::new().prefix("truc-loadgen-").tempdir()?;
+    let dir = cli.dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    let server = jetstream::NatsServer::start(&cli.nats_server, &dir.join("nats"))?;
+    // The same unit codes as the relay's run, one subject (and consumer) each.
+    let units: Vec<String> =
+        truc_relay::sample_transport_ministry(&truc_edxml::OrgCode::parse("000.00.00.G04")?)
+            .units
+            .iter()
+            .filter(|u| u.code.level() == Some(truc_edxml::OrgLevel::Two))
+            .take(cli.adapters)
+            .map(|u| u.code.to_string())
+            .collect();
+    let (js, consumers) = jetstream::prepare(&server.url, &units).await?;
+    let ledger = Arc::new(Ledger::default());
+    let receivers: Vec<_> = consumers
+        .into_iter()
+        .map(|c| tokio::spawn(jetstream::receive(ledger.clone(), c)))
+        .collect();
+    let routes = Routes {
+        senders: units
+            .iter()
+            .map(|u| (u.clone(), traffic::Submitter::JetStream(js.clone())))
+            .collect(),
+        local: units
+            .iter()
+            .map(|me| units.iter().filter(|u| *u != me).cloned().collect())
+            .collect(),
+        remote: vec![Vec::new(); units.len()],
+        cross: 0.0,
+    };
+    let pace = match (cli.concurrency, cli.rate) {
+        (_, Some(rate)) => Pace::Open(rate),
+        (Some(c), None) => Pace::Closed(c),
+        (None, None) => Pace::Closed(64),
+    };
+    let pid = server.pid().to_string();
+    let before = usage(&pid);
+    let self_before = usage("self");
+    eprintln!(
+        "truc-loadgen: JetStream at {}, {} units, {:?}, {:?}, {} s",
+        server.url, cli.adapters, cli.size, pace, cli.duration
+    );
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(cli.duration);
+    traffic::send(ledger.clone(), routes, pace, cli.size, until, cli.count).await;
+    let sending = started.elapsed();
+    let drain_until = Instant::now() + Duration::from_secs_f64(cli.drain);
+    while ledger.outstanding() > 0 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = started.elapsed();
+    ledger.stop();
+    let after = usage(&pid);
+    let self_after = usage("self");
+    for r in receivers {
+        r.abort();
+    }
+    let report = build_report(
+        &cli,
+        pace,
+        &ledger,
+        (sending, total),
+        0,
+        vec![RelayUsage {
+            ministry: "nats-server (JetStream)".into(),
+            cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+            cpu_percent: 100.0 * (after.cpu_seconds - before.cpu_seconds) / total.as_secs_f64(),
+            peak_rss_mib: after.peak_rss as f64 / (1024.0 * 1024.0),
+        }],
+        self_after.cpu_seconds - self_before.cpu_seconds,
+    );
+    emit(&cli, &report)?;
+    drop(server);
+    Ok(report)
+}
+
+fn emit(cli: &Cli, report: &Report) -> anyhow::Result<()> {
+    print_table(report);
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(report)?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn build_report(
+    cli: &Cli,
+    pace: Pace,
+    ledger: &Ledger,
+    (sending, total): (Duration, Duration),
+    kills: u64,
+    relays: Vec<RelayUsage>,
+    loadgen_cpu_seconds: f64,
+) -> Report {
     let (p50, p99, p999, max, samples) = ledger.latency();
     let acknowledged = ledger.acknowledged.load(Ordering::Relaxed);
     let received = ledger.received.load(Ordering::Relaxed);
-    let report = Report {
+    Report {
+        target: cli.target,
         size: cli.size,
         pace: match pace {
             Pace::Closed(c) => format!("closed loop, {c} in flight"),
@@ -378,42 +536,15 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             max,
             samples,
         },
-        relays: ministries
-            .iter()
-            .zip(before.iter().zip(&after))
-            .map(|(m, (b, a))| RelayUsage {
-                ministry: m.clone(),
-                // After kills, the process is a new one: its own figures.
-                cpu_seconds: if kills > 0 {
-                    a.cpu_seconds
-                } else {
-                    a.cpu_seconds - b.cpu_seconds
-                },
-                cpu_percent: 100.0 * (a.cpu_seconds - b.cpu_seconds).max(0.0) / total.as_secs_f64(),
-                peak_rss_mib: a.peak_rss as f64 / (1024.0 * 1024.0),
-            })
-            .collect(),
-        loadgen_cpu_seconds: self_after.cpu_seconds - self_before.cpu_seconds,
-    };
-    print_table(&report);
-    if let Some(path) = &cli.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-        }
+        relays,
+        loadgen_cpu_seconds,
     }
-    drop(relay_b);
-    drop(relay_a);
-    drop(axis);
-    Ok(report)
 }
 
 fn print_table(r: &Report) {
     println!(
-        "size {:?} · {} · {} adapters per relay",
-        r.size, r.pace, r.adapters
+        "{:?} · size {:?} · {} · {} adapters",
+        r.target, r.size, r.pace, r.adapters
     );
     println!(
         "  acknowledged {} · received and verified {} · lost {} · duplicates {} · corrupted {} · errors {:?}",

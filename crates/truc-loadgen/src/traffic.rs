@@ -132,6 +132,74 @@ impl Ledger {
             .unwrap_or(0)
     }
 
+    /// A package is about to be submitted.
+    pub fn expect(&self, document_id: &str, sha256: [u8; 32], started: Instant) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(
+                document_id.to_owned(),
+                Pending {
+                    sha256,
+                    started,
+                    acknowledged: false,
+                    failed: false,
+                },
+            );
+        }
+    }
+
+    /// Its submission was acknowledged.
+    pub fn submitted(&self, document_id: &str, bytes: u64) {
+        self.acknowledged.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Ok(mut p) = self.pending.lock() {
+            if let Some(e) = p.get_mut(document_id) {
+                e.acknowledged = true;
+            }
+        }
+    }
+
+    /// Its submission failed. It stays expected: the relay may have stored it before the
+    /// answer was lost; a delivery of it is then counted, not taken for a duplicate.
+    pub fn submit_failed(&self, document_id: &str, code: &str) {
+        self.error(code);
+        if let Ok(mut p) = self.pending.lock() {
+            if let Some(entry) = p.get_mut(document_id) {
+                entry.failed = true;
+            }
+        }
+    }
+
+    /// A package was delivered (and acknowledged by its recipient at `acked`).
+    pub fn delivered(&self, document_id: &str, sha256: [u8; 32], acked: Instant) {
+        let entry = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(document_id));
+        match entry {
+            Some(e) if e.sha256 == sha256 => {
+                self.received.fetch_add(1, Ordering::Relaxed);
+                if e.failed {
+                    self.delivered_unacknowledged
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let us = acked.duration_since(e.started).as_micros() as u64;
+                if let Ok(mut h) = self.latency.lock() {
+                    let _ = h.record(us.max(1));
+                }
+            }
+            Some(_) => {
+                self.corrupted.fetch_add(1, Ordering::Relaxed);
+            }
+            None if document_id.ends_with("/LOAD") => {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                self.unknown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Some acknowledged submissions not yet received (for the report).
     pub fn missing(&self, n: usize) -> Vec<String> {
         self.pending
@@ -167,7 +235,7 @@ impl Ledger {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn error(&self, code: &str) {
+    pub fn error(&self, code: &str) {
         if let Ok(mut e) = self.errors.lock() {
             *e.entry(code.to_owned()).or_insert(0) += 1;
         }
@@ -178,7 +246,7 @@ impl Ledger {
 #[derive(Clone)]
 pub struct Routes {
     /// Adapter clients by level-2 unit, with the ministry they belong to.
-    pub senders: Vec<(String, Client)>,
+    pub senders: Vec<(String, Submitter)>,
     /// Recipients reachable inside the same ministry as each sender (by sender index).
     pub local: Vec<Vec<String>>,
     /// Recipients in the other ministry (across the national axis).
@@ -188,7 +256,7 @@ pub struct Routes {
 }
 
 /// Builds one package of about `size` bytes from `from` to `to`, unique by `number`.
-fn package(from: &str, to: &str, number: u64, size: usize, date: CalendarDate) -> Vec<u8> {
+pub fn package(from: &str, to: &str, number: u64, size: usize, date: CalendarDate) -> Vec<u8> {
     let (Ok(from), Ok(to)) = (OrgCode::parse(from), OrgCode::parse(to)) else {
         return Vec::new();
     };
@@ -203,7 +271,6 @@ fn package(from: &str, to: &str, number: u64, size: usize, date: CalendarDate) -
         .build()
 }
 
-/// Sends one package and records it.
 /// One submission to make: who, to whom, its number, and when it was due.
 struct Job<'a> {
     from: &'a str,
@@ -212,9 +279,51 @@ struct Job<'a> {
     started: Instant,
 }
 
+/// Where submissions go: a relay's adapter, or (for comparison) a JetStream stream.
+#[derive(Clone)]
+pub enum Submitter {
+    /// An adapter of the relay (mutual TLS gRPC).
+    Truc(Client),
+    /// NATS JetStream: publish with a synchronous acknowledgement of the stored message.
+    JetStream(async_nats::jetstream::Context),
+}
+
+/// The JetStream subject of a unit's inbox.
+pub fn subject_of(unit: &str) -> String {
+    format!("truc.load.{}", unit.replace('.', "_"))
+}
+
+impl Submitter {
+    /// Submits; the error is a short code.
+    async fn submit(&mut self, to: &str, document_id: &str, bytes: Vec<u8>) -> Result<(), String> {
+        match self {
+            Submitter::Truc(c) => c
+                .submit_document(&bytes, None)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    e.code()
+                        .filter(|c| !c.is_empty())
+                        .unwrap_or("TRANSPORT")
+                        .to_owned()
+                }),
+            Submitter::JetStream(js) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Truc-Document", document_id);
+                let ack = js
+                    .publish_with_headers(subject_of(to), headers, bytes.into())
+                    .await
+                    .map_err(|_| "PUBLISH".to_owned())?;
+                ack.await.map(|_| ()).map_err(|_| "PUBLISH_ACK".to_owned())
+            }
+        }
+    }
+}
+
+/// Sends one package and records it.
 async fn send_one(
     ledger: &Ledger,
-    client: &mut Client,
+    submitter: &mut Submitter,
     job: Job<'_>,
     size: Size,
     date: CalendarDate,
@@ -228,38 +337,12 @@ async fn send_one(
     let bytes = package(from, to, number, size.draw(), date);
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
     let document_id = format!("{from},{date},{number}/LOAD");
-    if let Ok(mut p) = ledger.pending.lock() {
-        p.insert(
-            document_id.clone(),
-            Pending {
-                sha256: sha,
-                started,
-                acknowledged: false,
-                failed: false,
-            },
-        );
-    }
-    match client.submit_document(&bytes, None).await {
-        Ok(_) => {
-            ledger.acknowledged.fetch_add(1, Ordering::Relaxed);
-            ledger
-                .bytes
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            if let Ok(mut p) = ledger.pending.lock() {
-                if let Some(e) = p.get_mut(&document_id) {
-                    e.acknowledged = true;
-                }
-            }
-        }
-        Err(e) => {
-            // Kept (not acknowledged): the relay may have stored it before the answer was
-            // lost; a delivery of it is then counted, not taken for a duplicate.
-            ledger.error(e.code().filter(|c| !c.is_empty()).unwrap_or("TRANSPORT"));
-            if let Ok(mut p) = ledger.pending.lock() {
-                if let Some(entry) = p.get_mut(&document_id) {
-                    entry.failed = true;
-                }
-            }
+    let len = bytes.len() as u64;
+    ledger.expect(&document_id, sha, started);
+    match submitter.submit(to, &document_id, bytes).await {
+        Ok(()) => ledger.submitted(&document_id, len),
+        Err(code) => {
+            ledger.submit_failed(&document_id, &code);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -307,7 +390,7 @@ pub async fn send(
                 let (ledger, routes, take) = (ledger.clone(), routes.clone(), take.clone());
                 tasks.spawn(async move {
                     let sender = worker % routes.senders.len();
-                    let (from, mut client) = routes.senders[sender].clone();
+                    let (from, mut submitter) = routes.senders[sender].clone();
                     while Instant::now() < until && !ledger.sending_stopped() {
                         let Some(n) = take() else { break };
                         let to = pick(&routes, sender);
@@ -317,7 +400,7 @@ pub async fn send(
                             number: n,
                             started: Instant::now(),
                         };
-                        send_one(&ledger, &mut client, job, size, date).await;
+                        send_one(&ledger, &mut submitter, job, size, date).await;
                     }
                 });
             }
@@ -338,7 +421,7 @@ pub async fn send(
                     break;
                 };
                 let sender = (i as usize) % routes.senders.len();
-                let (from, mut client) = routes.senders[sender].clone();
+                let (from, mut submitter) = routes.senders[sender].clone();
                 let to = pick(&routes, sender);
                 let ledger = ledger.clone();
                 tasks.spawn(async move {
@@ -348,7 +431,7 @@ pub async fn send(
                         number: n,
                         started: at,
                     };
-                    send_one(&ledger, &mut client, job, size, date).await;
+                    send_one(&ledger, &mut submitter, job, size, date).await;
                     drop(permit);
                 });
                 i += 1;
@@ -399,34 +482,6 @@ async fn receive_stream(ledger: &Ledger, client: &mut Client) {
         if inbox.ack(&d.delivery_id).await.is_err() {
             break;
         }
-        let acked = Instant::now();
-        let entry = ledger
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(&d.document_id));
-        match entry {
-            Some(e) if e.sha256 == sha => {
-                ledger.received.fetch_add(1, Ordering::Relaxed);
-                if e.failed {
-                    ledger
-                        .delivered_unacknowledged
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                let us = acked.duration_since(e.started).as_micros() as u64;
-                if let Ok(mut h) = ledger.latency.lock() {
-                    let _ = h.record(us.max(1));
-                }
-            }
-            Some(_) => {
-                ledger.corrupted.fetch_add(1, Ordering::Relaxed);
-            }
-            None if d.document_id.ends_with("/LOAD") => {
-                ledger.duplicates.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {
-                ledger.unknown.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        ledger.delivered(&d.document_id, sha, Instant::now());
     }
 }

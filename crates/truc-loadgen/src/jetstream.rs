@@ -36,9 +36,18 @@ impl NatsServer {
             .local_addr()?
             .port();
         std::fs::create_dir_all(dir)?;
+        // Packages reach 8 MiB in the mix (NATS allows 1 MiB by default).
+        let config = dir.join("nats.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\nmax_payload: 16777216\njetstream {{\n  store_dir: {:?}\n}}\n",
+                dir.join("store")
+            ),
+        )?;
         let child = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir)
+            .arg("-c")
+            .arg(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -332,14 +332,11 @@ impl Relay {
         if message.kind == PackageKind::Document {
             if let Some(doc) = &message.document_id {
                 self.store
-                    .record_status(StatusEntry {
-                        document_id: doc.clone(),
-                        code: StatusCode::new("01"),
-                        from: delivery.key.recipient.clone(),
-                        at: delivery.completed_at.unwrap_or_else(Timestamp::now),
-                        message_id: None,
-                        description: "recorded by the relay: the recipient's system acknowledged the delivery".into(),
-                    })
+                    .record_status(arrived_entry(
+                        doc,
+                        &delivery.key.recipient,
+                        delivery.completed_at.unwrap_or_else(Timestamp::now),
+                    ))
                     .await?;
                 // A document from another ministry: its sender learns of the arrival only
                 // through a status package, which the relay sends on the recipient's behalf.
@@ -394,12 +391,37 @@ impl Relay {
         token: &truc_store::ClaimToken,
         message: &MessageRecord,
     ) -> Result<Delivery, RelayError> {
+        let now = Timestamp::now();
+        let arrived = match (&message.kind, &message.document_id) {
+            (PackageKind::Document, Some(doc)) => {
+                Some(arrived_entry(doc, &token.key.recipient, now))
+            }
+            _ => None,
+        };
         let d = self
             .store
-            .ack(token, Completion::Acknowledged, Timestamp::now())
+            .ack_with_status(token, Completion::Acknowledged, arrived, now)
             .await?;
-        self.acknowledged(&d, message).await?;
+        if let (PackageKind::Document, Some(doc), Source::NationalAxis { .. }) =
+            (&message.kind, &message.document_id, &message.source)
+        {
+            self.send_arrived(&d, doc).await?;
+        }
         Ok(d)
+    }
+}
+
+/// Status 01 (arrived) of `doc` from `recipient`, as the relay records it when the
+/// recipient's system acknowledges the delivery.
+fn arrived_entry(doc: &truc_edxml::DocumentId, recipient: &OrgCode, at: Timestamp) -> StatusEntry {
+    StatusEntry {
+        document_id: doc.clone(),
+        code: StatusCode::new("01"),
+        from: recipient.clone(),
+        at,
+        message_id: None,
+        description: "recorded by the relay: the recipient's system acknowledged the delivery"
+            .into(),
     }
 }
 

@@ -1034,6 +1034,16 @@ impl Store for SledStore {
         completion: Completion,
         now: Timestamp,
     ) -> Result<Delivery> {
+        self.ack_with_status(token, completion, None, now).await
+    }
+
+    async fn ack_with_status(
+        &self,
+        token: &ClaimToken,
+        completion: Completion,
+        status: Option<StatusEntry>,
+        now: Timestamp,
+    ) -> Result<Delivery> {
         let writing = self.committer.writing();
         let d = {
             let _g = self.guard();
@@ -1050,6 +1060,10 @@ impl Store for SledStore {
             d.completed_at = Some(now);
             txn.update(d.clone())?;
             txn.complete_if_done(d.key.message_id, now)?;
+            if let Some(entry) = &status {
+                txn.batch
+                    .insert(status_key(entry), encode("status", entry)?);
+            }
             txn.apply()?;
             d
         };

@@ -246,23 +246,46 @@ impl SledStore {
                 hint: restore_hint(meta.as_ref()),
             });
         }
-        let db = sled::Config::new()
+        let sled_config = sled::Config::new()
             .path(&db_path)
             .cache_capacity(config.cache_bytes)
             .mode(sled::Mode::HighThroughput)
             // Only the committer flushes: one flushing thread, never concurrent flushes
             // (concurrent `flush_async` deadlocks in sled 0.34, sled issue #1308).
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if crate::error::is_full(&io) => StoreError::Full(io),
-                sled::Error::Io(io) => StoreError::Io(io),
-                other => StoreError::Corrupt {
-                    path: dir.to_owned(),
-                    reason: format!("the database does not open: {other}"),
-                    hint: restore_hint(meta.as_ref()),
-                },
-            })?;
+            .flush_every_ms(None);
+        // The directory lock of a store closed a moment ago in this process can outlive it
+        // briefly (sled's I/O threads finish their last writes): wait for it a little. A
+        // lock still held after that belongs to another process.
+        let mut attempts = 0;
+        let opened = loop {
+            match sled_config.open() {
+                Err(sled::Error::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock && attempts < 50 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(40));
+                }
+                Err(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    break Err(sled::Error::Io(std::io::Error::new(
+                        io.kind(),
+                        format!(
+                            "{}: the store is open in another process (is trucd already running?)",
+                            dir.display()
+                        ),
+                    )))
+                }
+                other => break other,
+            }
+        };
+        let db = opened.map_err(|e| match e {
+            sled::Error::Io(io) if crate::error::is_full(&io) => StoreError::Full(io),
+            sled::Error::Io(io) => StoreError::Io(io),
+            other => StoreError::Corrupt {
+                path: dir.to_owned(),
+                reason: format!("the database does not open: {other}"),
+                hint: restore_hint(meta.as_ref()),
+            },
+        })?;
         let format_key = key(keys::SYSTEM, &[b"format"]);
         if is_new {
             db.insert(&format_key, &FORMAT.to_be_bytes()[..])?;

@@ -135,6 +135,80 @@ pub fn trucctl_binary() -> anyhow::Result<PathBuf> {
     workspace_binary("trucctl")
 }
 
+/// Starts `trucd serve` on a configuration (optionally under a shell prefix setting
+/// resource limits); returns it with its gRPC and admin addresses once it reports them.
+fn launch_trucd(
+    config_path: &Path,
+    shell_prefix: Option<&str>,
+) -> anyhow::Result<(std::process::Child, SocketAddr, SocketAddr)> {
+    use std::io::BufRead;
+    let mut command = match shell_prefix {
+        Some(prefix) => {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c")
+                .arg(format!("{prefix}; exec \"$0\" \"$@\""))
+                .arg(trucd_binary()?);
+            c
+        }
+        None => std::process::Command::new(trucd_binary()?),
+    };
+    // The test's own TRUC_* variables (fault drill sizes...) are not settings.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TRUC_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--log-format", "pretty", "--log-level", "info"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Some(at) = line.find("addr=") else {
+                continue;
+            };
+            let addr = line[at + 5..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            if line.contains("gRPC listener bound") {
+                let _ = tx.send((true, addr));
+            } else if line.contains("admin listener bound") {
+                let _ = tx.send((false, addr));
+            }
+        }
+    });
+    let mut addr = None;
+    let mut admin_addr = None;
+    while addr.is_none() || admin_addr.is_none() {
+        let (grpc, found) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .map_err(|_| anyhow::anyhow!("trucd did not report its addresses"))?;
+        let found: SocketAddr = found.parse()?;
+        if grpc {
+            addr = Some(found);
+        } else {
+            admin_addr = Some(found);
+        }
+    }
+    match (addr, admin_addr) {
+        (Some(a), Some(b)) => Ok((child, a, b)),
+        _ => anyhow::bail!("no addresses"),
+    }
+}
+
 /// The admin API token of every test relay.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -264,63 +338,21 @@ impl TestRelay {
 
     /// Same, with extra `[limits]` settings (TOML lines).
     pub async fn spawn_process_with(adapters: &[&str], extra_limits: &str) -> anyhow::Result<Self> {
-        use std::io::BufRead;
+        Self::spawn_process_under(adapters, extra_limits, None).await
+    }
+
+    /// Same, started through `sh -c "PREFIX; exec trucd ..."` (resource limits such as
+    /// `ulimit -f` for a disk that fills up).
+    pub async fn spawn_process_under(
+        adapters: &[&str],
+        extra_limits: &str,
+        shell_prefix: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let setup = Setup::new(adapters, |_| {}, extra_limits)?;
         let config_path = setup.dir.path().join("trucd.toml");
         std::fs::write(&config_path, &setup.config_text)?;
-        let mut command = std::process::Command::new(trucd_binary()?);
-        // The test's own TRUC_* variables (fault drill sizes...) are not settings.
-        for (name, _) in std::env::vars() {
-            if name.starts_with("TRUC_") {
-                command.env_remove(name);
-            }
-        }
-        let mut child = command
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--log-format", "pretty", "--log-level", "info"])
-            .env("NO_COLOR", "1")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let Some(at) = line.find("addr=") else {
-                    continue;
-                };
-                let addr = line[at + 5..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
-                if line.contains("gRPC listener bound") {
-                    let _ = tx.send((true, addr));
-                } else if line.contains("admin listener bound") {
-                    let _ = tx.send((false, addr));
-                }
-            }
-        });
-        let mut addr = None;
-        let mut admin_addr = None;
-        while addr.is_none() || admin_addr.is_none() {
-            let (grpc, found) = rx
-                .recv_timeout(std::time::Duration::from_secs(60))
-                .map_err(|_| anyhow::anyhow!("trucd did not report its addresses"))?;
-            let found: SocketAddr = found.parse()?;
-            if grpc {
-                addr = Some(found);
-            } else {
-                admin_addr = Some(found);
-            }
-        }
-        let addr = addr.ok_or_else(|| anyhow::anyhow!("no gRPC address"))?;
+        let (child, addr, admin_addr) = launch_trucd(&config_path, shell_prefix)?;
+        let admin_addr = Some(admin_addr);
         let relay = TestRelay {
             addr,
             admin_addr,
@@ -357,6 +389,21 @@ impl TestRelay {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         None
+    }
+
+    /// Starts a relay process again on its configuration and store, after it exited (or
+    /// kills it first); its addresses change.
+    pub async fn restart_process(&mut self) -> anyhow::Result<()> {
+        if let Some(mut old) = self.process.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        let config = self.dir.path().join("trucd.toml");
+        let (child, addr, admin) = launch_trucd(&config, None)?;
+        self.process = Some(child);
+        self.addr = addr;
+        self.admin_addr = Some(admin);
+        self.wait_ready().await
     }
 
     /// Sends a signal (`"TERM"`, `"INT"`, `"HUP"`) to a relay process.

@@ -251,8 +251,26 @@ pub async fn serve(
     let notify = started_closing.clone();
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let closing_lifecycle = lifecycle.clone();
+    // A store that can no longer write although its disk has space again stops the relay,
+    // so that its supervisor restarts it and the store is opened afresh.
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
+    let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
+    let fatal_seen = fatal.clone();
+    let watcher = tokio::spawn(watch_store(
+        relay.clone(),
+        config.store_dir.clone(),
+        fatal_tx,
+    ));
     let shutdown = async move {
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            Ok(reason) = fatal_rx => {
+                tracing::error!(%reason, "stopping so that the store is reopened");
+                if let Ok(mut f) = fatal_seen.lock() {
+                    *f = Some(reason);
+                }
+            }
+        }
         tracing::info!("shutting down: closing inbox streams, finishing in-flight calls");
         closing_lifecycle.set_shutting_down();
         let _ = closing_tx.send(true);
@@ -419,6 +437,7 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    watcher.abort();
     for t in link_tasks {
         t.abort();
     }
@@ -427,8 +446,65 @@ pub async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
     result.context("gRPC server")?;
+    if let Some(reason) = fatal.lock().ok().and_then(|f| f.clone()) {
+        anyhow::bail!("{reason}; start trucd again (systemd and Kubernetes do so by themselves)");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Watches the store's ability to write. While its disk is full, submissions are refused
+/// with `STORE_FULL` (and the log says so); once the disk takes writes again but the store
+/// still cannot (sled keeps the I/O error it met), reports the reason on `fatal`.
+async fn watch_store(
+    relay: Arc<Relay>,
+    store_dir: std::path::PathBuf,
+    fatal: tokio::sync::oneshot::Sender<String>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let now = Timestamp::now();
+        match relay
+            .store()
+            .put_setting("health", "write-probe", &now.0.to_be_bytes())
+            .await
+        {
+            Ok(()) => {}
+            Err(truc_store::StoreError::Full(e)) => {
+                let dir = store_dir.clone();
+                let space = tokio::task::spawn_blocking(move || disk_takes_writes(&dir))
+                    .await
+                    .unwrap_or(false);
+                if space {
+                    let _ = fatal.send(format!(
+                        "the store's disk has space again, but the store still fails its writes ({e})"
+                    ));
+                    return;
+                }
+                tracing::error!(error = %e, dir = %store_dir.display(), "the store's disk is full: submissions are refused (STORE_FULL) until space is freed");
+            }
+            Err(e) => tracing::warn!(error = %e, "the store's write probe failed"),
+        }
+    }
+}
+
+/// Whether 1 MiB can be written and synced beside the store, past the size of its largest
+/// file (so a per-file size limit is noticed as well as a full file system).
+fn disk_takes_writes(store_dir: &std::path::Path) -> bool {
+    use std::io::{Seek, SeekFrom, Write};
+    let largest = std::fs::metadata(store_dir.join("db").join("db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let probe = store_dir.join(".space-probe");
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&probe)?;
+        f.seek(SeekFrom::Start(largest))?;
+        f.write_all(&vec![0u8; 1024 * 1024])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    result.is_ok()
 }
 
 /// Accepts TCP connections and runs each TLS handshake on its own task, so one slow client

@@ -187,9 +187,10 @@ async fn every_operations_command_works_against_a_running_relay() {
         .expect("delivery");
     assert_eq!(again.message_id, dead);
     inbox.ack(&again.delivery_id).await.expect("ack");
-    drop(inbox);
+    // The stream stays open until the relay has applied the ack (dropping it at once can
+    // reset the stream before the ack is read; the delivery would then come again later).
     let mut acknowledged = false;
-    for _ in 0..100 {
+    for _ in 0..200 {
         let trace = ctl.json(&["trace", &dead]);
         acknowledged = trace["trace"]["deliveries"]
             .as_array()
@@ -199,6 +200,7 @@ async fn every_operations_command_works_against_a_running_relay() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drop(inbox);
     assert!(
         acknowledged,
         "the requeued letter was delivered and acknowledged"

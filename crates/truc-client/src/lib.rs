@@ -414,6 +414,23 @@ impl Inbox {
         .await
     }
 
+    /// Closes the stream gracefully: every ack and nack sent before is applied by the
+    /// relay (durably) before this returns; deliveries still unacknowledged are offered again
+    /// at once. Dropping an `Inbox` instead may cut the stream before the last acks are read
+    /// (they are then delivered again: at least once).
+    pub async fn close(self) -> Result<(), ClientError> {
+        let Inbox { tx, mut events } = self;
+        drop(tx);
+        let drain = async {
+            while let Some(_event) = events.message().await? {}
+            Ok::<(), ClientError>(())
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(30), drain).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Closed),
+        }
+    }
+
     /// Grants more credits.
     pub async fn credit(&self, n: u32) -> Result<(), ClientError> {
         self.send(pb::inbox_request::Action::Credit(n)).await

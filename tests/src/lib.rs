@@ -209,6 +209,32 @@ fn launch_trucd(
     }
 }
 
+/// A submission that sends its header and the first bytes of a package, then nothing, like
+/// a stalled or slowloris client. Keep the sender to keep the call open; the handle answers
+/// with the relay's verdict.
+pub type StalledSubmission = (
+    tokio::sync::mpsc::Sender<truc_client::proto::SubmitDocumentRequest>,
+    tokio::task::JoinHandle<Result<tonic::Response<truc_client::Receipt>, tonic::Status>>,
+);
+
+/// Starts a [`StalledSubmission`] on an adapter's connection.
+pub async fn stalled_submission(client: &Client) -> StalledSubmission {
+    use truc_client::proto::{submit_document_request::Part, SubmitDocumentRequest, SubmitHeader};
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut grpc = client.grpc();
+    let call = tokio::spawn(async move {
+        grpc.submit_document(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    for part in [
+        Part::Header(SubmitHeader::default()),
+        Part::Chunk(b"<?xml version=\"1.0\"?><edXML".to_vec()),
+    ] {
+        let _ = tx.send(SubmitDocumentRequest { part: Some(part) }).await;
+    }
+    (tx, call)
+}
+
 /// The admin API token of every test relay.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 

@@ -47,23 +47,7 @@ async fn a_stalled_submission_is_cancelled() {
         .await
         .expect("relay");
     let a = relay.adapter(A).await.expect("A");
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut grpc = a.grpc();
-    let call = tokio::spawn(async move {
-        grpc.submit_document(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-    });
-    use truc_client::proto::{submit_document_request::Part, SubmitDocumentRequest, SubmitHeader};
-    tx.send(SubmitDocumentRequest {
-        part: Some(Part::Header(SubmitHeader::default())),
-    })
-    .await
-    .expect("header");
-    tx.send(SubmitDocumentRequest {
-        part: Some(Part::Chunk(b"<?xml version=\"1.0\"?><edXML".to_vec())),
-    })
-    .await
-    .expect("chunk");
+    let (tx, call) = truc_tests::stalled_submission(&a).await;
     // ... and then nothing, like a slowloris client.
     let result = tokio::time::timeout(Duration::from_secs(20), call)
         .await

@@ -79,23 +79,7 @@ async fn a_second_signal_exits_at_once() {
     let mut relay = TestRelay::spawn_process(&[A]).await.expect("trucd");
     let adapter = relay.adapter(A).await.expect("adapter");
     // A submission that starts and then stalls holds the graceful shutdown open.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut grpc = adapter.grpc();
-    let _call = tokio::spawn(async move {
-        grpc.submit_document(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-    });
-    use truc_client::proto::{submit_document_request::Part, SubmitDocumentRequest, SubmitHeader};
-    tx.send(SubmitDocumentRequest {
-        part: Some(Part::Header(SubmitHeader::default())),
-    })
-    .await
-    .expect("header");
-    tx.send(SubmitDocumentRequest {
-        part: Some(Part::Chunk(b"<?xml version=\"1.0\"?><edXML".to_vec())),
-    })
-    .await
-    .expect("chunk");
+    let (tx, _call) = truc_tests::stalled_submission(&adapter).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     relay.signal("TERM").expect("first SIGTERM");
     // The first signal waits for the stalled call; it is still running.

@@ -18,27 +18,45 @@ fn trucd_binary() -> PathBuf {
     trucd
 }
 
-#[test]
-fn a_short_load_is_delivered_and_verified_end_to_end() {
+/// Runs the load generator against `trucd` with `args`; expects success and returns its
+/// JSON report and its printed table.
+fn run_loadgen(args: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("report.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_truc-loadgen"))
-        .args(["--adapters", "3", "--concurrency", "8", "--count", "150"])
-        .args(["--cross", "0.2", "--duration", "120", "--drain", "60"])
+        .args(args)
         .arg("--trucd")
         .arg(trucd_binary())
         .arg("--json")
         .arg(&report)
         .output()
         .expect("loadgen runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let r = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    (r, stdout)
+}
+
+#[test]
+fn a_short_load_is_delivered_and_verified_end_to_end() {
+    let (r, stdout) = run_loadgen(&[
+        "--adapters",
+        "3",
+        "--concurrency",
+        "8",
+        "--count",
+        "150",
+        "--cross",
+        "0.2",
+        "--duration",
+        "120",
+        "--drain",
+        "60",
+    ]);
     assert_eq!(r["acknowledged"], 150, "{r}");
     assert_eq!(r["received"], 150, "{r}");
     assert_eq!(r["lost"], 0);
@@ -60,25 +78,20 @@ fn a_short_load_is_delivered_and_verified_end_to_end() {
 /// load and restarted on its store; every acknowledged package is delivered.
 #[test]
 fn ten_kills_under_load_lose_nothing_acknowledged() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let report = dir.path().join("report.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_truc-loadgen"))
-        .args(["--adapters", "3", "--concurrency", "8", "--duration", "300"])
-        .args(["--kill-every", "0.5", "--kills", "10", "--drain", "120"])
-        .arg("--trucd")
-        .arg(trucd_binary())
-        .arg("--json")
-        .arg(&report)
-        .output()
-        .expect("loadgen runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let (r, stdout) = run_loadgen(&[
+        "--adapters",
+        "3",
+        "--concurrency",
+        "8",
+        "--duration",
+        "300",
+        "--kill-every",
+        "0.5",
+        "--kills",
+        "10",
+        "--drain",
+        "120",
+    ]);
     assert_eq!(r["kills"], 10, "{r}");
     assert_eq!(r["lost"], 0, "{r}");
     assert_eq!(r["corrupted"], 0, "{r}");

@@ -9,6 +9,11 @@
 //! 64 KiB and 1 MiB packages; beside each, plain sled `insert` + `flush` with the same
 //! concurrency and value size, and the disk's raw `write` + `fdatasync` rate.
 //!
+//! `cycle`: the whole life of a package in the store, as the relay drives it: submitters
+//! (`--pipelines`, default 64) submit 8 KiB documents while one consumer claims them in
+//! batches and acknowledges each (durably). Reports packages per second, and — steadier on
+//! a shared machine — CPU time and bytes written to disk per package.
+//!
 //! `backlog`: fills one queue with N messages, measures claim+ack throughput from it, and the
 //! time and peak memory for a fresh process to open the store with the backlog.
 
@@ -294,6 +299,106 @@ fn open_only(dir: &Path) {
     );
 }
 
+/// This process's CPU time (user + system) so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Linux reports in clock ticks of 1/100 s on every platform this runs on.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Bytes this process caused to be written to the storage layer so far.
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("write_bytes:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+async fn cycle(secs: f64, pipelines: usize, size: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Arc::new(SledStore::open(&dir.path().join("store"), StoreConfig::default()).expect("open"));
+    let dest = Destination::Inbox(code("000.00.07.G04"));
+    let (cpu0, bytes0, start) = (cpu_time(), written_bytes(), Instant::now());
+    let deadline = start + Duration::from_secs_f64(secs);
+    let submitted = Arc::new(AtomicU64::new(0));
+    let mut submitters = Vec::new();
+    for t in 0..pipelines {
+        let (s, submitted) = (store.clone(), submitted.clone());
+        submitters.push(tokio::spawn(async move {
+            let mut n = t as u64;
+            while Instant::now() < deadline {
+                s.submit(message(n, size)).await.expect("submit");
+                submitted.fetch_add(1, Ordering::Relaxed);
+                n += pipelines as u64;
+            }
+        }));
+    }
+    let acked = Arc::new(AtomicU64::new(0));
+    let consumer = {
+        let (s, acked) = (store.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut acks = tokio::task::JoinSet::new();
+            loop {
+                let claims = s
+                    .claim(&dest, 256, Duration::from_secs(60), Timestamp::now())
+                    .await
+                    .expect("claim");
+                if claims.is_empty() {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                for c in claims {
+                    let (s, acked) = (s.clone(), acked.clone());
+                    acks.spawn(async move {
+                        s.ack(&c.token, Completion::Acknowledged, Timestamp::now())
+                            .await
+                            .expect("ack");
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+                while acks.len() > 1024 {
+                    acks.join_next().await;
+                }
+            }
+            while acks.join_next().await.is_some() {}
+        })
+    };
+    for h in submitters {
+        h.await.expect("submitter");
+    }
+    consumer.await.expect("consumer");
+    let elapsed = start.elapsed().as_secs_f64();
+    let (cpu, bytes) = (cpu_time() - cpu0, written_bytes() - bytes0);
+    let done = acked.load(Ordering::Relaxed).max(1);
+    let stats = store.commit_stats();
+    println!(
+        "| {} KiB | {pipelines} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} |",
+        size / 1024,
+        done as f64 / elapsed,
+        cpu.as_micros() as f64 / done as f64,
+        bytes as f64 / done as f64 / 1024.0,
+        bytes as f64 / done as f64 / size as f64,
+        stats.requests.load(Ordering::Relaxed) as f64
+            / stats.flushes.load(Ordering::Relaxed).max(1) as f64,
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs: f64 = arg(&args, "--seconds")
@@ -313,6 +418,19 @@ fn main() {
             .unwrap_or(1_000_000);
         let dir = tempfile::tempdir().expect("tempdir");
         rt.block_on(backlog(messages, dir.path().join("store")));
+        return;
+    }
+    if args.iter().any(|a| a == "cycle") {
+        let pipelines = arg(&args, "--pipelines")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64);
+        let size = arg(&args, "--kib")
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(8)
+            * 1024;
+        println!("| payload | submitters | submit+claim+ack per s | CPU µs per package | KiB written per package | written / payload | durable requests per flush |");
+        println!("|---|---|---|---|---|---|---|");
+        rt.block_on(cycle(secs, pipelines, size));
         return;
     }
     if args.iter().any(|a| a == "submit") {

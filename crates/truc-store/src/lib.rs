@@ -21,6 +21,8 @@ mod backup;
 pub use backup::RestoreReport;
 mod blob;
 mod committer;
+#[cfg(test)]
+mod crash_prefix;
 mod error;
 mod retry;
 mod sled_store;

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sled::Batch;
 use truc_edxml::{CalendarDate, DocumentId, KnownStatus, OrgCode, PackageKind, Sha256Digest};
 
 use crate::blob::{BlobDir, BlobWriter};
@@ -64,8 +63,8 @@ const FORMAT: u32 = 1;
 pub(crate) const PAYLOAD_TREE: &[u8] = b"payloads";
 const META_FILE: &str = "truc-store.json";
 
-/// Key prefixes of the one sled tree. Every index is a key with an empty value, so each
-/// state change is one atomic batch.
+/// Key prefixes of the one sled tree. Every index is a key with an empty value; how a
+/// change of several keys stays consistent across a crash is explained at [`Writes`].
 mod keys {
     /// A message and its deliveries.
     pub const MESSAGE: u8 = b'M';
@@ -253,21 +252,29 @@ impl SledStore {
             // Only the committer flushes: one flushing thread, never concurrent flushes
             // (concurrent `flush_async` deadlocks in sled 0.34, sled issue #1308).
             .flush_every_ms(None);
-        // The directory lock of a store closed a moment ago in this process can outlive it
-        // briefly (sled's I/O threads finish their last writes): wait for it a little. A
-        // lock still held after that belongs to another process.
-        let mut attempts = 0;
+        // The lock of a store closed a moment ago in this process can outlive it for a while:
+        // sled lets go of its files through deferred drops that run when its threads next
+        // get around to it. Wait for a lock this process holds (up to 15 s); a lock held by
+        // another process fails at once. (Which process holds a lock is not always
+        // visible, e.g. in sandboxes without /proc/locks: this process remembers what it
+        // opened.)
+        let started = std::time::Instant::now();
         let opened = loop {
             match sled_config.open() {
                 Err(sled::Error::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock && attempts < 50 =>
+                    if is_lock_conflict(&io)
+                        && opened_here(&db_path)
+                        && started.elapsed() < Duration::from_secs(15) =>
                 {
-                    attempts += 1;
+                    // Hand this thread's deferred drops over and let the epoch move on.
+                    for _ in 0..3 {
+                        crossbeam_epoch::pin().flush();
+                    }
                     std::thread::sleep(Duration::from_millis(40));
                 }
-                Err(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(sled::Error::Io(io)) if is_lock_conflict(&io) => {
                     break Err(sled::Error::Io(std::io::Error::new(
-                        io.kind(),
+                        std::io::ErrorKind::WouldBlock,
                         format!(
                             "{}: the store is open in another process (is trucd already running?)",
                             dir.display()
@@ -277,6 +284,9 @@ impl SledStore {
                 other => break other,
             }
         };
+        if opened.is_ok() {
+            remember_opened(&db_path);
+        }
         let db = opened.map_err(|e| match e {
             sled::Error::Io(io) if crate::error::is_full(&io) => StoreError::Full(io),
             sled::Error::Io(io) => StoreError::Io(io),
@@ -331,6 +341,7 @@ impl SledStore {
             event_seq: AtomicU64::new(0),
         };
         let released = store.release_leases(u64::MAX, Timestamp::now())?;
+        store.drop_stale_dead_letters()?;
         if released > 0 {
             tracing::info!(released, "released the claims of the previous process");
         }
@@ -384,10 +395,31 @@ impl SledStore {
     fn txn(&self) -> Txn<'_> {
         Txn {
             store: self,
-            batch: Batch::default(),
+            batch: Writes::default(),
             messages: HashMap::new(),
             dirty: Vec::new(),
         }
+    }
+
+    /// Removes dead-letter index entries whose delivery is no longer dead: left when a
+    /// crash interrupted a requeue or drop after its record was written (see [`Writes`]).
+    /// Dead letters are few, so this costs little at start-up.
+    fn drop_stale_dead_letters(&self) -> Result<()> {
+        let _g = self.guard();
+        let mut txn = self.txn();
+        for kv in self.db.scan_prefix([keys::DEAD]) {
+            let (k, _) = kv?;
+            let live = match DeliveryKey::from_bytes(&k[1..]) {
+                Some(dk) => txn
+                    .delivery_if_stored(&dk)?
+                    .is_some_and(|d| d.state == DeliveryState::Dead),
+                None => false,
+            };
+            if !live {
+                txn.batch.remove(k);
+            }
+        }
+        txn.apply()
     }
 
     /// Claimed deliveries whose lease ends at or before `until` go back to their queue.
@@ -402,7 +434,9 @@ impl SledStore {
             let Some(dk) = DeliveryKey::from_bytes(&k[9..]) else {
                 continue;
             };
-            let mut d = txn.delivery(&dk)?;
+            let Some(mut d) = txn.delivery_if_stored(&dk)? else {
+                continue;
+            };
             if d.state != DeliveryState::Claimed {
                 continue;
             }
@@ -465,7 +499,11 @@ impl SledStore {
         for k in candidates {
             if let Some(id) = self.db.get(&k)? {
                 if let Some(id) = MessageId::from_bytes(&id) {
-                    return Ok(Some(self.load_required(id)?.record));
+                    // An index entry without its record is from a submission a crash
+                    // interrupted before it was acknowledged: not a duplicate.
+                    if let Some(original) = self.load(id)? {
+                        return Ok(Some(original.record));
+                    }
                 }
             }
         }
@@ -526,7 +564,7 @@ struct StoredMessage {
 /// within the operation see its own writes. Applied atomically.
 struct Txn<'a> {
     store: &'a SledStore,
-    batch: Batch,
+    batch: Writes,
     messages: HashMap<MessageId, StoredMessage>,
     dirty: Vec<MessageId>,
 }
@@ -540,6 +578,16 @@ impl Txn<'_> {
         self.messages
             .get_mut(&id)
             .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
+    }
+
+    /// The delivery, or `None` if its message does not exist (an index entry left by an
+    /// operation a crash interrupted).
+    fn delivery_if_stored(&mut self, k: &DeliveryKey) -> Result<Option<Delivery>> {
+        match self.delivery(k) {
+            Ok(d) => Ok(Some(d)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn delivery(&mut self, k: &DeliveryKey) -> Result<Delivery> {
@@ -669,6 +717,12 @@ impl Txn<'_> {
             key(keys::AUDIT, &[&entry.seq.to_be_bytes()]),
             encode("audit entry", &entry)?,
         );
+        // The entry, then the head, then the change it records (an audit log records intent:
+        // a crash may leave an entry for a change that did not happen, never the reverse).
+        // Both are `BeforeRecords` writes, which go in key order: 'A' before 'S'. A crash
+        // between entry and head leaves one entry past the head, which the next append
+        // replaces and verification does not count.
+        const _: () = assert!(keys::AUDIT < keys::SYSTEM);
         self.batch.insert(
             head_key,
             encode(
@@ -682,14 +736,85 @@ impl Txn<'_> {
         Ok(entry)
     }
 
-    fn apply(mut self) -> Result<()> {
-        for id in std::mem::take(&mut self.dirty) {
-            if let Some(m) = self.messages.get(&id) {
-                self.batch
-                    .insert(key(keys::MESSAGE, &[&id.bytes()]), encode("message", m)?);
+    fn apply(self) -> Result<()> {
+        let mut records = Vec::with_capacity(self.dirty.len());
+        for id in &self.dirty {
+            if let Some(m) = self.messages.get(id) {
+                records.push((key(keys::MESSAGE, &[&id.bytes()]), encode("message", m)?));
             }
         }
-        self.store.db.apply_batch(self.batch)?;
+        self.batch.apply(&self.store.db, records)
+    }
+}
+
+/// When a write of an operation reaches the log, relative to its message records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the records: new keys that point at a record (indexes, payload references,
+    /// timeline entries). If a crash keeps them but not the record, they are orphans, which
+    /// every reader skips (and the queue scan removes).
+    BeforeRecords,
+    /// After the records: removals of what the new state no longer has, and releases
+    /// (reference counts going down, the audit head). If a crash loses them, the record
+    /// already says what is true, and the leftovers are recognised as stale.
+    AfterRecords,
+}
+
+/// The writes of one operation, applied key by key in a crash-safe order.
+///
+/// sled 0.34's atomic batches (and transactions) write out and sync the current log buffer
+/// twice per batch and take a process-wide lock; with several batches per package that was
+/// most of the relay's disk and CPU time. Instead, an operation's writes go to the log in an
+/// order such that every prefix of it is a state the store recovers from (sled recovers a
+/// prefix of its log: a write is never kept while an earlier one is lost): first the
+/// [`Phase::BeforeRecords`] writes, then the message records, then the
+/// [`Phase::AfterRecords`] writes. The record is the truth; an index that disagrees with it
+/// is ignored or repaired where it is read. Within the process, the store's lock keeps
+/// other operations from seeing a half-applied change; durability still comes from the
+/// group commit's flush, which covers every write made before it.
+#[derive(Default)]
+struct Writes {
+    ops: std::collections::BTreeMap<Vec<u8>, (Phase, Option<sled::IVec>)>,
+}
+
+impl Writes {
+    /// Sets `k` before the records are written (the last write of a key wins).
+    fn insert(&mut self, k: impl AsRef<[u8]>, v: impl Into<sled::IVec>) {
+        self.ops
+            .insert(k.as_ref().to_vec(), (Phase::BeforeRecords, Some(v.into())));
+    }
+
+    /// Sets `k` after the records are written: for values that release something the
+    /// records must stop using first.
+    fn insert_after(&mut self, k: impl AsRef<[u8]>, v: impl Into<sled::IVec>) {
+        self.ops
+            .insert(k.as_ref().to_vec(), (Phase::AfterRecords, Some(v.into())));
+    }
+
+    /// Removes `k` after the records are written.
+    fn remove(&mut self, k: impl AsRef<[u8]>) {
+        self.ops
+            .insert(k.as_ref().to_vec(), (Phase::AfterRecords, None));
+    }
+
+    fn apply(self, db: &sled::Db, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        let (before, after): (Vec<_>, Vec<_>) = self
+            .ops
+            .into_iter()
+            .partition(|(_, (phase, _))| *phase == Phase::BeforeRecords);
+        let ordered = before
+            .into_iter()
+            .map(|(k, (_, v))| (k, v))
+            .chain(records.into_iter().map(|(k, v)| (k, Some(v.into()))))
+            .chain(after.into_iter().map(|(k, (_, v))| (k, v)));
+        for (k, v) in ordered {
+            #[cfg(test)]
+            crash_point::reached()?;
+            match v {
+                Some(v) => db.insert(k, v).map(drop)?,
+                None => db.remove(k).map(drop)?,
+            }
+        }
         Ok(())
     }
 }
@@ -726,7 +851,7 @@ fn dead_key(k: &DeliveryKey) -> Vec<u8> {
 }
 
 /// Removes a delivery from the index of its current state.
-fn unindex(batch: &mut Batch, d: &Delivery) {
+fn unindex(batch: &mut Writes, d: &Delivery) {
     match d.state {
         DeliveryState::Queued => batch.remove(queue_key(d)),
         DeliveryState::Claimed => batch.remove(lease_key(d)),
@@ -737,7 +862,7 @@ fn unindex(batch: &mut Batch, d: &Delivery) {
 }
 
 /// Adds a delivery to the index of its state.
-fn index(batch: &mut Batch, d: &Delivery) {
+fn index(batch: &mut Writes, d: &Delivery) {
     match d.state {
         DeliveryState::Queued => batch.insert(queue_key(d), &[][..]),
         DeliveryState::Claimed => batch.insert(lease_key(d), d.destination.key()),
@@ -759,6 +884,31 @@ fn audit_hash(e: &AuditEntry) -> Sha256Digest {
         h.update(field.as_bytes());
     }
     Sha256Digest(h.finalize().into())
+}
+
+/// Whether sled failed to open because another handle holds its lock (sled reports it as
+/// an `Other` error whose message says so).
+fn is_lock_conflict(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
+}
+
+/// Database directories this process has opened: a lock conflict on one of them is most
+/// likely this process's own store, closed a moment ago.
+static OPENED_HERE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn opened_here(db_path: &Path) -> bool {
+    OPENED_HERE
+        .lock()
+        .map(|paths| paths.iter().any(|p| p == db_path))
+        .unwrap_or(false)
+}
+
+fn remember_opened(db_path: &Path) {
+    if let Ok(mut paths) = OPENED_HERE.lock() {
+        if !paths.iter().any(|p| p == db_path) {
+            paths.push(db_path.to_owned());
+        }
+    }
 }
 
 fn dir_size(dir: &Path) -> Result<u64> {
@@ -946,10 +1096,18 @@ impl Store for SledStore {
     }
 
     async fn find_by_upstream_id(&self, doc_id: &str) -> Result<Option<MessageId>> {
-        Ok(self
+        let Some(id) = self
             .db
             .get(key(keys::UPSTREAM, &[doc_id.as_bytes()]))?
-            .and_then(|v| MessageId::from_bytes(&v)))
+            .and_then(|v| MessageId::from_bytes(&v))
+        else {
+            return Ok(None);
+        };
+        // Only a stored message counts (see `Writes` for index entries without one).
+        Ok(self
+            .db
+            .contains_key(key(keys::MESSAGE, &[&id.bytes()]))?
+            .then_some(id))
     }
 
     async fn find_by_document(&self, document_id: &DocumentId) -> Result<Vec<MessageRecord>> {
@@ -957,8 +1115,12 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for kv in self.db.scan_prefix(&prefix) {
             let (_, v) = kv?;
-            if let Some(id) = MessageId::from_bytes(&v) {
-                out.push(self.load_required(id)?.record);
+            let Some(id) = MessageId::from_bytes(&v) else {
+                continue;
+            };
+            // Skips an index entry whose record was never written (see `Writes`).
+            if let Some(m) = self.load(id)? {
+                out.push(m.record);
             }
         }
         out.sort_by_key(|m| m.id);
@@ -1181,7 +1343,9 @@ impl Store for SledStore {
                 let Some(dk) = DeliveryKey::from_bytes(&k[prefix.len()..]) else {
                     continue;
                 };
-                let mut d = txn.delivery(&dk)?;
+                let Some(mut d) = txn.delivery_if_stored(&dk)? else {
+                    continue;
+                };
                 if d.state != DeliveryState::Held {
                     continue;
                 }
@@ -1217,10 +1381,18 @@ impl Store for SledStore {
             let m = match cache.entry(dk.message_id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(self.load_required(dk.message_id)?)
+                    let Some(m) = self.load(dk.message_id)? else {
+                        continue;
+                    };
+                    e.insert(m)
                 }
             };
-            if let Some(d) = m.deliveries.iter().find(|d| d.key == dk) {
+            // The record decides (an index entry can outlive a requeue a crash interrupted).
+            if let Some(d) = m
+                .deliveries
+                .iter()
+                .find(|d| d.key == dk && d.state == DeliveryState::Dead)
+            {
                 out.push(d.clone());
             }
         }
@@ -1422,8 +1594,14 @@ impl Store for SledStore {
     }
 
     async fn audit_log(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let head: Option<AuditHead> =
+            self.get("audit head", &key(keys::SYSTEM, &[b"audit_head"]))?;
+        // Up to the head: an entry past it is from an append a crash interrupted.
+        let end = head.map_or(0, |h| h.seq).saturating_add(1);
         self.db
-            .range(key(keys::AUDIT, &[&from.to_be_bytes()])..vec![keys::AUDIT + 1])
+            .range(
+                key(keys::AUDIT, &[&from.to_be_bytes()])..key(keys::AUDIT, &[&end.to_be_bytes()]),
+            )
             .take(limit)
             .map(|kv| {
                 let (_, v) = kv?;
@@ -1434,10 +1612,12 @@ impl Store for SledStore {
 
     async fn verify_audit(&self) -> Result<AuditReport> {
         let mut prev = Sha256Digest([0; 32]);
+        let mut before_last = prev;
         let mut entries = 0u64;
         for kv in self.db.scan_prefix([keys::AUDIT]) {
             let (_, v) = kv?;
             entries += 1;
+            before_last = prev;
             let ok = match decode::<AuditEntry>("audit entry", &v) {
                 Ok(e) => {
                     let ok = e.seq == entries && e.prev_hash == prev && audit_hash(&e) == e.hash;
@@ -1459,6 +1639,19 @@ impl Store for SledStore {
             Some(h) => h.seq == entries && h.hash == prev,
             None => entries == 0,
         };
+        // One entry past the head, chained to it: an append a crash interrupted (see
+        // `Txn::audit`). The chain is whole; that entry is not counted.
+        let interrupted_append = entries > 0
+            && match head {
+                Some(h) => h.seq + 1 == entries && h.hash == before_last,
+                None => entries == 1,
+            };
+        if !head_ok && interrupted_append {
+            return Ok(AuditReport {
+                entries: entries - 1,
+                first_bad: None,
+            });
+        }
         Ok(AuditReport {
             entries,
             first_bad: (!head_ok).then_some(entries + 1),
@@ -1662,8 +1855,16 @@ impl Store for SledStore {
                 let Some(id) = MessageId::from_bytes(&k[9..]) else {
                     continue;
                 };
-                let m = txn.message(id)?;
-                if m.record.payload_purged {
+                let m = match txn.message(id) {
+                    Ok(m) => m,
+                    // Left by an operation a crash interrupted: nothing to purge.
+                    Err(StoreError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                // The record decides: the index entry may be left from a completion a crash
+                // interrupted, or from before a requeue.
+                let completed_long_ago = m.record.completed_at.is_some_and(|at| at <= cutoff);
+                if m.record.payload_purged || !completed_long_ago {
                     continue;
                 }
                 m.record.payload_purged = true;
@@ -1687,7 +1888,8 @@ impl Store for SledStore {
                             report.bytes += size;
                             delete_blobs.push(sha);
                         } else {
-                            txn.batch.insert(ref_key, encode("blob ref", &r)?);
+                            // A release: only after the record stops using the blob.
+                            txn.batch.insert_after(ref_key, encode("blob ref", &r)?);
                         }
                     }
                 }
@@ -1770,4 +1972,37 @@ fn status_key(entry: &StatusEntry) -> Vec<u8> {
             entry.code.as_str().as_bytes(),
         ],
     )
+}
+
+/// Tests stop an operation after its n-th write, as a crash would (see `crash_prefix`).
+#[cfg(test)]
+pub(crate) mod crash_point {
+    use std::cell::Cell;
+
+    thread_local! {
+        static CUT: Cell<Option<usize>> = const { Cell::new(None) };
+        static DONE: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// From now on, on this thread, fail the write after `writes` more (`None`: never).
+    pub(crate) fn arm(writes: Option<usize>) {
+        CUT.with(|c| c.set(writes));
+        DONE.with(|d| d.set(0));
+    }
+
+    /// Writes made on this thread since [`arm`].
+    pub(crate) fn writes() -> usize {
+        DONE.with(Cell::get)
+    }
+
+    pub(super) fn reached() -> super::Result<()> {
+        let done = DONE.with(Cell::get);
+        if CUT.with(Cell::get) == Some(done) {
+            return Err(super::StoreError::Io(std::io::Error::other(
+                "simulated crash",
+            )));
+        }
+        DONE.with(|d| d.set(done + 1));
+        Ok(())
+    }
 }

@@ -453,6 +453,7 @@ impl pb::relay_server::Relay for RelayService {
             },
             lease: self.limits.lease(),
             in_flight: HashMap::new(),
+            acks: tokio::task::JoinSet::new(),
             metrics: self.metrics.clone(),
             _open: self.metrics.inbox_opened(caller.unit.code.as_str()),
         };
@@ -753,6 +754,10 @@ struct InboxSession {
     max_inline: u64,
     lease: Duration,
     in_flight: HashMap<String, (ClaimToken, truc_store::MessageRecord)>,
+    /// Acknowledgements being made durable. The session keeps delivering meanwhile (the
+    /// adapter's credit comes back when its ack arrives), so an inbox never stalls for a
+    /// flush of the store; the session waits for them all before it ends.
+    acks: tokio::task::JoinSet<Result<truc_store::Delivery, RelayError>>,
     metrics: Arc<Metrics>,
     /// Counts this stream as open while it lives.
     _open: InboxGuard,
@@ -804,6 +809,12 @@ impl InboxSession {
                     // The adapter went away (or the stream broke).
                     Some(Err(_)) | None => break,
                 },
+                Some(done) = self.acks.join_next(), if !self.acks.is_empty() => {
+                    if let Err(e) = self.acknowledged(done) {
+                        let _ = tx.send(Err(e)).await;
+                        break;
+                    }
+                }
                 _ = notifier.notified() => {}
                 // Retries come due and leases of other sessions run out: look again.
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -830,6 +841,11 @@ impl InboxSession {
                     break;
                 }
             }
+        }
+        // Acknowledgements already received are applied before the stream ends, so an
+        // adapter that closes after acking gets no redeliveries.
+        while let Some(done) = self.acks.join_next().await {
+            let _ = self.acknowledged(done);
         }
         // Whatever this adapter did not acknowledge is offered again at once.
         let now = Timestamp::now();
@@ -909,11 +925,11 @@ impl InboxSession {
         Ok(())
     }
 
-    /// Handles requests that arrived together: acknowledgements run concurrently (one
-    /// flush of the store for all of them), the rest in order.
+    /// Handles requests that arrived together: acknowledgements are started at once and
+    /// made durable together (one flush of the store for all of them) while the session
+    /// goes on; the rest run in order.
     async fn handle_batch(&mut self, batch: Vec<pb::InboxRequest>) -> Result<(), Status> {
         use pb::inbox_request::Action;
-        let mut acks = tokio::task::JoinSet::new();
         for request in batch {
             match request.action {
                 Some(Action::Ack(id)) => {
@@ -922,31 +938,37 @@ impl InboxSession {
                     };
                     self.credits += 1;
                     let relay = self.relay.clone();
-                    acks.spawn(async move { relay.ack(&token, &message).await });
+                    self.acks
+                        .spawn(async move { relay.ack(&token, &message).await });
                 }
                 action => {
                     self.handle(pb::InboxRequest { action }).await?;
                 }
             }
         }
-        let mut failure = None;
-        while let Some(done) = acks.join_next().await {
-            match done {
-                Ok(Ok(_)) => self.metrics.acknowledged(&INBOX),
-                // The lease ran out and the delivery was offered again: not an error for the
-                // adapter, the new offer carries a new id.
-                Ok(Err(RelayError::Store(truc_store::StoreError::LeaseLost(_)))) => {}
-                Ok(Err(e)) => failure = Some(relay_status(e)),
-                Err(e) => {
-                    failure = Some(status(
-                        tonic::Code::Internal,
-                        "RELAY_INTERNAL",
-                        format!("acknowledging: {e}"),
-                    ))
-                }
+        Ok(())
+    }
+
+    /// The outcome of one acknowledgement started by [`Self::handle_batch`].
+    fn acknowledged(
+        &self,
+        done: Result<Result<truc_store::Delivery, RelayError>, tokio::task::JoinError>,
+    ) -> Result<(), Status> {
+        match done {
+            Ok(Ok(_)) => {
+                self.metrics.acknowledged(&INBOX);
+                Ok(())
             }
+            // The lease ran out and the delivery was offered again: not an error for the
+            // adapter, the new offer carries a new id.
+            Ok(Err(RelayError::Store(truc_store::StoreError::LeaseLost(_)))) => Ok(()),
+            Ok(Err(e)) => Err(relay_status(e)),
+            Err(e) => Err(status(
+                tonic::Code::Internal,
+                "RELAY_INTERNAL",
+                format!("acknowledging: {e}"),
+            )),
         }
-        failure.map_or(Ok(()), Err)
     }
 
     async fn handle(&mut self, request: pb::InboxRequest) -> Result<(), Status> {

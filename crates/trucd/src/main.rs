@@ -16,6 +16,12 @@ use trucd::admin::LogControl;
 use trucd::config::LogFormat;
 use trucd::{Config, Listeners, ServeOptions};
 
+/// mimalloc instead of the system allocator: the relay allocates and frees many small
+/// buffers per package on two threads; glibc's malloc spent about a sixth of the relay's
+/// CPU on it under load (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// trucd: the document exchange relay of a ministry (trục liên thông văn bản).
 ///
 /// It carries edXML packages between the ministry's units (gRPC over mutual TLS to each

@@ -371,8 +371,8 @@ impl SledStore {
     }
 
     fn guard(&self) -> MutexGuard<'_, ()> {
-        // A panic while holding the lock leaves no partial batch (batches apply atomically),
-        // so the lock stays usable.
+        // A panic while holding the lock can leave an operation's first writes only: a state
+        // the store handles like one a crash leaves (see `Writes`), so the lock stays usable.
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -560,8 +560,8 @@ struct StoredMessage {
     deliveries: Vec<Delivery>,
 }
 
-/// The changes of one operation: a batch, plus the messages it read and changed, so reads
-/// within the operation see its own writes. Applied atomically.
+/// The changes of one operation: its writes, plus the messages it read and changed, so reads
+/// within the operation see its own writes. Applied in a crash-safe order (see [`Writes`]).
 struct Txn<'a> {
     store: &'a SledStore,
     batch: Writes,

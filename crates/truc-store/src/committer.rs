@@ -6,9 +6,17 @@
 //! log and fsyncs), and answers them all. A request is answered only by a flush that started
 //! after it was made, so its writes are covered. Under load, one fsync serves dozens of
 //! submissions; alone, a submission waits for exactly one.
+//!
+//! sled writes an item larger than a quarter of a log segment (a large value, or a leaf
+//! holding several) to a file of its own in `db/blobs`, and never fsyncs it: only the log
+//! entry pointing at it. A power loss could then lose data sled believes stored, including
+//! older values carried into a rewritten leaf. So after each flush the committer fsyncs the
+//! files that appeared in `db/blobs` since the last one (and the directory), before it
+//! answers anyone.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -51,6 +59,8 @@ pub struct CommitStats {
     pub requests: AtomicU64,
     /// Total flush time, in microseconds.
     pub flush_micros: AtomicU64,
+    /// sled's own blob files made durable after a flush (see the module documentation).
+    pub sled_blobs_synced: AtomicU64,
     /// Flushes by duration: `flush_buckets[i]` counts flushes that took at most
     /// [`FLUSH_BUCKETS_SECONDS`]`[i]` (not cumulative); the last slot counts slower ones.
     pub flush_buckets: [AtomicU64; FLUSH_BUCKETS_SECONDS.len() + 1],
@@ -101,14 +111,18 @@ impl Drop for Writing {
 const GATHER: Duration = Duration::from_micros(400);
 
 impl Committer {
-    pub(crate) fn start(db: sled::Db) -> Result<Self, StoreError> {
+    /// Starts the committer of `db`, whose directory is `db_dir`.
+    pub(crate) fn start(db: sled::Db, db_dir: &Path) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let stats = Arc::new(CommitStats::default());
         let writers = Arc::new(AtomicUsize::new(0));
         let (thread_stats, thread_writers) = (stats.clone(), writers.clone());
+        let mut sled_blobs = SledBlobs::new(db_dir.join("blobs"));
+        // Files left by a previous process may never have been synced either.
+        sled_blobs.sync_new().map_err(StoreError::from_io)?;
         let thread = std::thread::Builder::new()
             .name("truc-store-commit".into())
-            .spawn(move || run(db, rx, &thread_stats, &thread_writers))
+            .spawn(move || run(db, sled_blobs, rx, &thread_stats, &thread_writers))
             .map_err(StoreError::Io)?;
         Ok(Committer {
             tx: Some(tx),
@@ -158,7 +172,13 @@ impl Drop for Committer {
     }
 }
 
-fn run(db: sled::Db, rx: mpsc::Receiver<Request>, stats: &CommitStats, writers: &AtomicUsize) {
+fn run(
+    db: sled::Db,
+    mut sled_blobs: SledBlobs,
+    rx: mpsc::Receiver<Request>,
+    stats: &CommitStats,
+    writers: &AtomicUsize,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         let deadline = Instant::now() + GATHER;
@@ -179,7 +199,23 @@ fn run(db: sled::Db, rx: mpsc::Receiver<Request>, stats: &CommitStats, writers: 
         }
         let dirs: BTreeSet<PathBuf> = batch.iter().flat_map(|r| r.dirs.iter().cloned()).collect();
         let started = std::time::Instant::now();
-        let result = flush(&db, &dirs);
+        // sled's blob files are listed before the flush: every one the flush covers exists
+        // by then (the writers of this batch made theirs before asking), and is complete
+        // once the flush returns (sled writes a blob file before its log entry can be
+        // written). Newer ones are synced by the next commit.
+        let result = sled_blobs
+            .list_new()
+            .map_err(|e| failure(StoreError::from_io(e)))
+            .and_then(|listed| flush(&db, &dirs).map(|()| listed))
+            .and_then(|listed| {
+                let synced = sled_blobs
+                    .sync(listed)
+                    .map_err(|e| failure(StoreError::from_io(e)))?;
+                stats
+                    .sled_blobs_synced
+                    .fetch_add(synced as u64, Ordering::Relaxed);
+                Ok(())
+            });
         stats.observe(started.elapsed());
         stats
             .requests
@@ -215,5 +251,68 @@ fn failure(e: StoreError) -> Failure {
             full: false,
             message: other.to_string(),
         },
+    }
+}
+
+/// sled's blob files, and which of them are known to be durable.
+struct SledBlobs {
+    dir: PathBuf,
+    synced: HashSet<OsString>,
+}
+
+impl SledBlobs {
+    fn new(dir: PathBuf) -> Self {
+        SledBlobs {
+            dir,
+            synced: HashSet::new(),
+        }
+    }
+
+    /// Files of the directory not synced yet. Forgets files sled has removed. A listing
+    /// costs microseconds, so it is read at every commit.
+    fn list_new(&mut self) -> std::io::Result<Vec<OsString>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut still_there = HashSet::with_capacity(self.synced.len());
+        let mut new = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name();
+            if self.synced.contains(&name) {
+                still_there.insert(name);
+            } else {
+                new.push(name);
+            }
+        }
+        self.synced = still_there;
+        Ok(new)
+    }
+
+    /// Fsyncs `names` (from [`Self::list_new`]), then the directory; returns how many.
+    fn sync(&mut self, names: Vec<OsString>) -> std::io::Result<usize> {
+        let mut synced = 0;
+        for name in names {
+            match std::fs::File::open(self.dir.join(&name)) {
+                Ok(f) => f.sync_all()?,
+                // Removed by sled since the listing: nothing to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            self.synced.insert(name);
+            synced += 1;
+        }
+        if synced > 0 {
+            std::fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(synced)
+    }
+
+    /// Lists and syncs at once: for files a previous process left, when nothing is being
+    /// written.
+    fn sync_new(&mut self) -> std::io::Result<usize> {
+        let names = self.list_new()?;
+        self.sync(names)
     }
 }

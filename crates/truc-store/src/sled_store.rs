@@ -329,7 +329,7 @@ impl SledStore {
         }
         let blobs = BlobDir::open(dir.join("blobs"))?;
         let payloads = db.open_tree(PAYLOAD_TREE)?;
-        let committer = Committer::start(db.clone())?;
+        let committer = Committer::start(db.clone(), &db_path)?;
         let store = SledStore {
             dir: dir.to_owned(),
             db,

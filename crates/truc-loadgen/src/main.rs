@@ -74,6 +74,23 @@ struct Cli {
     /// Seconds to wait after sending for the last deliveries.
     #[arg(long, default_value_t = 60.0)]
     drain: f64,
+    /// Faults the national-axis simulator injects for the whole run (with `--cross`), as the
+    /// JSON of its `/_control/faults`: error_rate (by operation, `*` for all), latency_ms,
+    /// reset_rate, lose_ack_rate, duplicate_list.
+    #[arg(long, requires = "cross")]
+    axis_faults: Option<String>,
+    /// Backlog: the recipients' adapters stay away while the load is sent, so everything
+    /// queues in the relay; then the relay is killed (SIGKILL) and started again on its
+    /// store (start-up timed), and only then do the adapters connect and drain it.
+    #[arg(long, conflicts_with_all = ["cross", "kill_every"])]
+    backlog: bool,
+    /// An outage of the national axis of this many seconds (with `--cross`).
+    #[arg(long, requires = "cross")]
+    axis_outage: Option<f64>,
+    /// When the outage starts, in seconds from the start (default: a third of
+    /// `--duration`). It may fall in the drain, after sending stopped.
+    #[arg(long, requires = "axis_outage")]
+    axis_outage_at: Option<f64>,
 }
 
 /// What carries the packages.
@@ -113,6 +130,43 @@ struct Report {
     latency_ms: Latency,
     relays: Vec<RelayUsage>,
     loadgen_cpu_seconds: f64,
+    /// The national axis, for cross-ministry runs.
+    axis: Option<AxisReport>,
+    /// The backlog run, with `--backlog`.
+    backlog: Option<BacklogReport>,
+}
+
+/// A backlog queued while the recipients were away, a restart, and the drain.
+#[derive(Debug, Serialize)]
+struct BacklogReport {
+    /// Packages queued (acknowledged while no recipient was connected).
+    queued: u64,
+    /// The relay's store on disk with the backlog, in MiB.
+    store_mib: f64,
+    /// Store bytes per queued package.
+    store_bytes_per_package: f64,
+    /// The relay's peak resident memory while the backlog built up, in MiB.
+    fill_peak_rss_mib: f64,
+    /// From the restart (after SIGKILL) to serving adapters again, in seconds.
+    startup_seconds: f64,
+    /// From the adapters connecting to the last delivery, in seconds.
+    drain_seconds: f64,
+    /// Deliveries per second during the drain.
+    drain_per_second: f64,
+    /// The restarted relay's peak resident memory (start-up and drain), in MiB.
+    drain_peak_rss_mib: f64,
+}
+
+/// What the national-axis simulator did during a cross-ministry run.
+#[derive(Debug, Serialize)]
+struct AxisReport {
+    /// The faults it injected for the whole run.
+    faults: truc_axis_sim::Faults,
+    /// The outage, if any, in seconds.
+    outage_seconds: f64,
+    /// Its calls by operation and outcome (`.ok`, `.injected_error`, `.reset`,
+    /// `.outage`, ...).
+    calls: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -195,6 +249,13 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
     } else {
         None
     };
+    let faults: truc_axis_sim::Faults = match &cli.axis_faults {
+        Some(json) => serde_json::from_str(json).context("--axis-faults")?,
+        None => truc_axis_sim::Faults::default(),
+    };
+    if let Some(a) = &axis {
+        a.sim.set_faults(faults.clone());
+    }
     let relay_a = SpawnedRelay::start(
         &trucd,
         &dir.join("relay-a"),
@@ -229,6 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
     let ledger = Arc::new(Ledger::default());
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
+    let mut away = Vec::new();
     let mut local = Vec::new();
     let mut remote = Vec::new();
     for (i, r) in relays.iter().enumerate() {
@@ -251,10 +313,15 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             .unwrap_or_default();
         for unit in r.adapter_units() {
             let client = r.connect(&unit).await?;
-            receivers.push(tokio::spawn(traffic::receive(
-                ledger.clone(),
-                client.clone(),
-            )));
+            if cli.backlog {
+                // Connected later, after the backlog and the restart.
+                away.push(client.clone());
+            } else {
+                receivers.push(tokio::spawn(traffic::receive(
+                    ledger.clone(),
+                    client.clone(),
+                )));
+            }
             local.push(
                 own.iter()
                     .filter(|c| c.as_str() != unit)
@@ -336,12 +403,76 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             kills
         })
     });
+    let outage = match (&axis, cli.axis_outage) {
+        (Some(a), Some(seconds)) => {
+            let (sim, mut with_outage) = (a.sim.clone(), faults.clone());
+            let starts_in =
+                Duration::from_secs_f64(cli.axis_outage_at.unwrap_or(cli.duration / 3.0));
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(starts_in).await;
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                with_outage.outage_until_ms = Some(now_ms + (seconds * 1000.0) as i64);
+                sim.set_faults(with_outage);
+                eprintln!("truc-loadgen: the national axis is down for {seconds} s");
+            }))
+        }
+        _ => None,
+    };
     traffic::send(ledger.clone(), routes, pace, cli.size, until, cli.count).await;
     let sending = started.elapsed();
     let kills = match chaos {
         Some(task) => task.await.unwrap_or(0),
         None => 0,
     };
+    let mut backlog = None;
+    if cli.backlog {
+        let queued = ledger.acknowledged.load(Ordering::Relaxed);
+        let (pid, store) = {
+            let r = relay_a.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            (r.pid(), dir.join("relay-a").join("store"))
+        };
+        let fill_peak = usage(&pid.to_string()).peak_rss;
+        let store_bytes = dir_size(&store);
+        eprintln!("truc-loadgen: {queued} packages queued; killing and restarting the relay");
+        let relay = relay_a.clone();
+        let restart = Instant::now();
+        tokio::task::spawn_blocking(move || {
+            relay
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))
+                .and_then(|mut r| r.kill_and_restart())
+        })
+        .await??;
+        let startup = restart.elapsed();
+        eprintln!(
+            "truc-loadgen: serving again after {:.2} s; the adapters connect",
+            startup.as_secs_f64()
+        );
+        let drain_started = Instant::now();
+        for client in away.drain(..) {
+            receivers.push(tokio::spawn(traffic::receive(ledger.clone(), client)));
+        }
+        let drain_until = drain_started + Duration::from_secs_f64(cli.drain);
+        while ledger.outstanding() > 0 && Instant::now() < drain_until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let drained = drain_started.elapsed();
+        let pid = relay_a.lock().map(|r| r.pid()).unwrap_or(0);
+        backlog = Some(BacklogReport {
+            queued,
+            store_mib: store_bytes as f64 / (1024.0 * 1024.0),
+            store_bytes_per_package: store_bytes as f64 / queued.max(1) as f64,
+            fill_peak_rss_mib: fill_peak as f64 / (1024.0 * 1024.0),
+            startup_seconds: startup.as_secs_f64(),
+            drain_seconds: drained.as_secs_f64(),
+            drain_per_second: ledger.received.load(Ordering::Relaxed) as f64
+                / drained.as_secs_f64(),
+            drain_peak_rss_mib: usage(&pid.to_string()).peak_rss as f64 / (1024.0 * 1024.0),
+        });
+    }
     // Wait for what was acknowledged to arrive.
     let drain_until = Instant::now() + Duration::from_secs_f64(cli.drain);
     while ledger.outstanding() > 0 && Instant::now() < drain_until {
@@ -349,6 +480,9 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
     }
     let total = started.elapsed();
     ledger.stop();
+    if let Some(task) = outage {
+        task.abort();
+    }
     let pid_a = relay_a.lock().map(|r| r.pid()).unwrap_or(0);
     let after: Vec<_> = std::iter::once(pid_a)
         .chain(pid_b)
@@ -374,7 +508,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             peak_rss_mib: a.peak_rss as f64 / (1024.0 * 1024.0),
         })
         .collect();
-    let report = build_report(
+    let mut report = build_report(
         &cli,
         pace,
         &ledger,
@@ -383,6 +517,12 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         relays_usage,
         self_after.cpu_seconds - self_before.cpu_seconds,
     );
+    report.backlog = backlog;
+    report.axis = axis.as_ref().map(|a| AxisReport {
+        faults,
+        outage_seconds: cli.axis_outage.unwrap_or(0.0),
+        calls: a.sim.counters(),
+    });
     emit(&cli, &report)?;
     drop(relay_b);
     drop(relay_a);
@@ -397,6 +537,7 @@ async fn run_jetstream(cli: Cli) -> anyhow::Result<Report> {
         cli.kill_every.is_none(),
         "--kill-every: only with --target truc"
     );
+    anyhow::ensure!(!cli.backlog, "--backlog: only with --target truc");
     let temp = tempfile::Builder::new().prefix("truc-loadgen-").tempdir()?;
     let dir = cli.dir.clone().unwrap_or_else(|| temp.path().to_owned());
     let server = jetstream::NatsServer::start(&cli.nats_server, &dir.join("nats"))?;
@@ -538,7 +679,24 @@ fn build_report(
         },
         relays,
         loadgen_cpu_seconds,
+        axis: None,
+        backlog: None,
     }
+}
+
+/// Bytes in the files under `dir`.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn print_table(r: &Report) {
@@ -554,6 +712,48 @@ fn print_table(r: &Report) {
         println!(
             "  chaos: {} kills (SIGKILL) · acknowledged {} · delivered {} · lost {} · duplicates delivered {} (redeliveries of what was in flight at a kill: delivery is at least once) · delivered although the adapter saw its submission fail: {}",
             r.kills, r.acknowledged, r.received, r.lost, r.duplicates, r.delivered_unacknowledged
+        );
+    }
+    if let Some(axis) = r
+        .axis
+        .as_ref()
+        .filter(|a| a.outage_seconds > 0.0 || a.faults != truc_axis_sim::Faults::default())
+    {
+        let failed: u64 = axis
+            .calls
+            .iter()
+            .filter(|(k, _)| !k.ends_with(".ok"))
+            .map(|(_, v)| v)
+            .sum();
+        let ok: u64 = axis
+            .calls
+            .iter()
+            .filter(|(k, _)| k.ends_with(".ok"))
+            .map(|(_, v)| v)
+            .sum();
+        println!(
+            "  axis faults: {} · outage {} s · axis calls {} ok, {} failed or cut · acknowledged {} · delivered {} · lost {} · duplicates delivered {}",
+            serde_json::to_string(&axis.faults).unwrap_or_default(),
+            axis.outage_seconds,
+            ok,
+            failed,
+            r.acknowledged,
+            r.received,
+            r.lost,
+            r.duplicates
+        );
+    }
+    if let Some(b) = &r.backlog {
+        println!(
+            "  backlog: {} queued · store {:.0} MiB ({:.0} B per package) · relay peak RSS {:.0} MiB while queuing · restart after SIGKILL serving in {:.2} s · drained in {:.1} s ({:.0}/s) · peak RSS {:.0} MiB after the restart",
+            b.queued,
+            b.store_mib,
+            b.store_bytes_per_package,
+            b.fill_peak_rss_mib,
+            b.startup_seconds,
+            b.drain_seconds,
+            b.drain_per_second,
+            b.drain_peak_rss_mib
         );
     }
     if !r.missing.is_empty() {

@@ -109,7 +109,7 @@ impl SpawnedRelay {
             None => String::new(),
         };
         let config = format!(
-            "ministry = \"{ministry}\"\nlisten = \"127.0.0.1:0\"\nstore_dir = {store:?}\nregistry_file = {registry_file:?}\nlog_level = \"warn,trucd=info\"\nlog_format = \"pretty\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = {cert_file:?}\nkey = {key_file:?}\nclient_ca = {ca_file:?}\n\n[limits]\nsubmits_per_second = 1000000\nsubmit_burst = 1000000\nmax_credits = 10000\n{upstream}",
+            "ministry = \"{ministry}\"\nlisten = \"127.0.0.1:0\"\nstore_dir = {store:?}\nregistry_file = {registry_file:?}\nlog_level = \"warn,trucd=info\"\nlog_format = \"pretty\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = {cert_file:?}\nkey = {key_file:?}\nclient_ca = {ca_file:?}\n\n[limits]\nsubmits_per_second = 1000000\nsubmit_burst = 1000000\nmax_credits = 10000\nretry_base_ms = 250\nretry_cap_secs = 5\n{upstream}",
             store = dir.join("store"),
         );
         let config_file = write("trucd.toml", &config)?;

@@ -103,3 +103,84 @@ fn ten_kills_under_load_lose_nothing_acknowledged() {
     );
     assert!(stdout.contains("chaos: 10 kills"), "{stdout}");
 }
+
+/// The CI version of `scripts/chaos-axis.sh`: half the load crosses a national axis that
+/// fails calls, cuts connections, loses acknowledgements, lists entries twice and goes down
+/// for a while; every acknowledged package still arrives, once.
+#[test]
+fn a_failing_national_axis_under_load_loses_nothing_acknowledged() {
+    let (r, stdout) = run_loadgen(&[
+        "--adapters",
+        "3",
+        "--concurrency",
+        "8",
+        "--count",
+        "300",
+        "--cross",
+        "0.5",
+        "--duration",
+        "6",
+        "--drain",
+        "150",
+        "--axis-faults",
+        r#"{"error_rate":{"*":0.2},"reset_rate":0.05,"lose_ack_rate":0.2,"duplicate_list":true}"#,
+        "--axis-outage",
+        "2",
+        "--axis-outage-at",
+        "0.3",
+    ]);
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["corrupted"], 0, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    let acknowledged = r["acknowledged"].as_u64().expect("count");
+    assert!(acknowledged > 0, "{r}");
+    assert_eq!(r["received"].as_u64(), Some(acknowledged), "{r}");
+    // The faults happened.
+    let calls = r["axis"]["calls"].as_object().expect("axis calls");
+    let count = |suffix: &str| -> u64 {
+        calls
+            .iter()
+            .filter(|(k, _)| k.ends_with(suffix))
+            .filter_map(|(_, v)| v.as_u64())
+            .sum()
+    };
+    assert!(count(".injected_error") > 0, "{r}");
+    assert!(count(".reset") > 0, "{r}");
+    assert!(count(".outage") > 0, "{r}");
+    assert!(count(".ok") > 0, "{r}");
+    assert!(stdout.contains("axis faults:"), "{stdout}");
+}
+
+/// The small version of the backlog measurement: packages queue while their recipients are
+/// away, the relay is killed and restarted on that backlog, and the recipients drain it.
+#[test]
+fn a_backlog_survives_a_restart_and_drains() {
+    let (r, stdout) = run_loadgen(&[
+        "--adapters",
+        "3",
+        "--concurrency",
+        "8",
+        "--count",
+        "300",
+        "--duration",
+        "120",
+        "--drain",
+        "120",
+        "--backlog",
+    ]);
+    assert_eq!(r["acknowledged"], 300, "{r}");
+    assert_eq!(r["received"], 300, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    let b = &r["backlog"];
+    assert_eq!(b["queued"], 300, "{r}");
+    assert!(
+        b["startup_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{r}"
+    );
+    assert!(b["store_mib"].as_f64().is_some_and(|m| m > 0.0), "{r}");
+    assert!(
+        b["drain_per_second"].as_f64().is_some_and(|d| d > 0.0),
+        "{r}"
+    );
+    assert!(stdout.contains("backlog: 300 queued"), "{stdout}");
+}

@@ -61,12 +61,16 @@ async fn a_document_reaches_a_unit_and_a_level3_unit_and_statuses_flow_back() {
     assert_eq!(got.document_id, document_id);
     assert_eq!(got.package, doc, "byte for byte");
     b_inbox.ack(&got.delivery_id).await.expect("ack");
+    b_inbox.close().await.expect("close B's inbox");
 
     let mut c_inbox = c.inbox(8).await.expect("C inbox");
     let got_c = next_delivery(&mut c_inbox).await;
     assert_eq!(got_c.recipient, C_CHILD, "the final recipient is kept");
     assert_eq!(got_c.package, doc);
     c_inbox.ack(&got_c.delivery_id).await.expect("ack");
+    // An ack is sent, not awaited; closing the stream waits until the relay applied it, so
+    // the arrivals (01) of B and C are recorded before B's statuses below.
+    c_inbox.close().await.expect("close C's inbox");
 
     // B accepts (03) and completes (06): both go back to A.
     let mut a_inbox = a.inbox(8).await.expect("A inbox");

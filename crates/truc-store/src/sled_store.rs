@@ -30,6 +30,16 @@ pub struct StoreConfig {
     pub retry: RetryPolicy,
     /// sled's page cache, in bytes (default 64 MiB).
     pub cache_bytes: u64,
+    /// New submissions are refused (`STORE_FULL`) while the store's file system has less
+    /// free space than this, in bytes (default 64 MiB): so that sled never fails a write
+    /// for lack of space (after one it refuses writes, and some reads, until restarted).
+    /// Acknowledgements and other changes go on, so queues still drain.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+fn default_min_free_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 impl Default for StoreConfig {
@@ -38,6 +48,7 @@ impl Default for StoreConfig {
             inline_threshold: 256 * 1024,
             retry: RetryPolicy::default(),
             cache_bytes: 64 * 1024 * 1024,
+            min_free_bytes: default_min_free_bytes(),
         }
     }
 }
@@ -151,7 +162,15 @@ pub struct SledStore {
     lock: Mutex<()>,
     committer: Committer,
     event_seq: AtomicU64,
+    /// When free space was last found sufficient (ms since the store opened, +1; 0:
+    /// never): checked at most every [`SPACE_CHECK_MS`] under load.
+    space_ok_at: AtomicU64,
+    opened_at: std::time::Instant,
 }
+
+/// How long a free-space check stays valid, in milliseconds. At 100 MB/s of writes this is
+/// 10 MB, well inside the reserve.
+const SPACE_CHECK_MS: u64 = 100;
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -339,6 +358,8 @@ impl SledStore {
             lock: Mutex::new(()),
             committer,
             event_seq: AtomicU64::new(0),
+            space_ok_at: AtomicU64::new(0),
+            opened_at: std::time::Instant::now(),
         };
         let released = store.release_leases(u64::MAX, Timestamp::now())?;
         store.drop_stale_dead_letters()?;
@@ -346,6 +367,31 @@ impl SledStore {
             tracing::info!(released, "released the claims of the previous process");
         }
         Ok(store)
+    }
+
+    /// Refuses a new submission while free space is below the reserve (see
+    /// [`StoreConfig::min_free_bytes`]).
+    fn check_space(&self) -> Result<()> {
+        let now = self.opened_at.elapsed().as_millis() as u64 + 1;
+        let last = self.space_ok_at.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < SPACE_CHECK_MS {
+            return Ok(());
+        }
+        let free = fs2::available_space(&self.dir).map_err(StoreError::from_io)?;
+        if free < self.config.min_free_bytes {
+            self.space_ok_at.store(0, Ordering::Relaxed);
+            return Err(StoreError::Full(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "{} free under {}, below the reserve of {} kept so the database never runs out",
+                    human_bytes(free),
+                    self.dir.display(),
+                    human_bytes(self.config.min_free_bytes)
+                ),
+            )));
+        }
+        self.space_ok_at.store(now, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The store directory.
@@ -911,6 +957,10 @@ fn remember_opened(db_path: &Path) {
     }
 }
 
+fn human_bytes(n: u64) -> String {
+    format!("{:.0} MiB", n as f64 / (1024.0 * 1024.0))
+}
+
 fn dir_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for entry in fs::read_dir(dir).map_err(StoreError::from_io)? {
@@ -932,6 +982,7 @@ impl Store for SledStore {
     }
 
     async fn submit(&self, mut m: NewMessage) -> Result<SubmitOutcome> {
+        self.check_space()?;
         let writing = self.committer.writing();
         // Large payloads go to disk before taking the lock.
         let payload = std::mem::replace(&mut m.payload, PayloadInput::Bytes(bytes::Bytes::new()));

@@ -1040,3 +1040,49 @@ async fn sled_blob_files_are_made_durable_before_the_acknowledgement() {
         .expect("read");
     assert_eq!(bytes.as_ref(), big.as_slice());
 }
+
+/// Below the free-space reserve, new submissions are refused before sled can fail a write,
+/// while deliveries go on draining and everything stays readable.
+#[tokio::test]
+async fn below_the_free_space_reserve_submissions_are_refused_and_queues_drain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let to = |n| {
+        document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", inbox("000.00.07.G04"))],
+            n,
+            b"<edXML>reserve</edXML>",
+        )
+    };
+    let id = {
+        let store = open(dir.path());
+        store.submit(to(1)).await.expect("submit").record().id
+    };
+    // A reserve larger than any disk: the file system is "full" for new submissions.
+    let store = SledStore::open(
+        dir.path(),
+        StoreConfig {
+            min_free_bytes: u64::MAX,
+            ..fast_config()
+        },
+    )
+    .expect("open");
+    let refused = store.submit(to(2)).await.expect_err("refused");
+    assert_eq!(refused.code(), "STORE_FULL", "{refused}");
+    assert!(refused.to_string().contains("reserve"), "{refused}");
+    // Reads work, and what is queued is still delivered and acknowledged.
+    assert!(store.message(id).await.expect("read").is_some());
+    let claims = store
+        .claim(&inbox("000.00.07.G04"), 10, LEASE, T0)
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 1);
+    store
+        .ack(&claims[0].token, Completion::Acknowledged, T0)
+        .await
+        .expect("an acknowledgement is not a new submission");
+    drop(store);
+    // With room again, submissions are taken.
+    let store = open(dir.path());
+    assert!(!store.submit(to(3)).await.expect("submit").is_duplicate());
+}

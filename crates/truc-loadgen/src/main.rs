@@ -128,6 +128,8 @@ struct Report {
     delivered_per_second: f64,
     megabytes_per_second: f64,
     latency_ms: Latency,
+    /// From the submission to the relay's receipt (stored durably), without the delivery.
+    receipt_latency_ms: Latency,
     relays: Vec<RelayUsage>,
     loadgen_cpu_seconds: f64,
     /// The national axis, for cross-ministry runs.
@@ -637,6 +639,7 @@ fn build_report(
     loadgen_cpu_seconds: f64,
 ) -> Report {
     let (p50, p99, p999, max, samples) = ledger.latency();
+    let receipt = ledger.receipt_latency();
     let acknowledged = ledger.acknowledged.load(Ordering::Relaxed);
     let received = ledger.received.load(Ordering::Relaxed);
     Report {
@@ -676,6 +679,13 @@ fn build_report(
             p999,
             max,
             samples,
+        },
+        receipt_latency_ms: Latency {
+            p50: receipt.0,
+            p99: receipt.1,
+            p999: receipt.2,
+            max: receipt.3,
+            samples: receipt.4,
         },
         relays,
         loadgen_cpu_seconds,
@@ -766,6 +776,11 @@ fn print_table(r: &Report) {
     println!(
         "  latency submit → recipient's ack (ms): p50 {:.2} · p99 {:.2} · p99.9 {:.2} · max {:.2} ({} samples)",
         r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999, r.latency_ms.max, r.latency_ms.samples
+    );
+    let q = &r.receipt_latency_ms;
+    println!(
+        "  of which submit → durable receipt (ms): p50 {:.2} · p99 {:.2} · p99.9 {:.2} · max {:.2}",
+        q.p50, q.p99, q.p999, q.max
     );
     for u in &r.relays {
         println!(

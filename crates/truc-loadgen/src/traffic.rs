@@ -61,6 +61,9 @@ struct Pending {
 pub struct Ledger {
     pending: Mutex<HashMap<String, Pending>>,
     latency: Mutex<Histogram<u64>>,
+    /// From the submission (or its scheduled time) to the relay's receipt: the durable
+    /// part of the path, without the delivery.
+    receipt_latency: Mutex<Histogram<u64>>,
     /// Submissions the relay acknowledged.
     pub acknowledged: AtomicU64,
     /// Submissions refused or failed, by error code.
@@ -92,6 +95,9 @@ impl Default for Ledger {
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
             ),
+            receipt_latency: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+            ),
             acknowledged: AtomicU64::new(0),
             errors: Mutex::default(),
             received: AtomicU64::new(0),
@@ -108,22 +114,42 @@ impl Default for Ledger {
 }
 
 impl Ledger {
-    /// Latency quantiles in milliseconds: p50, p99, p99.9, max; and the count.
+    /// Latency quantiles in milliseconds, submission to the recipient's ack: p50, p99,
+    /// p99.9, max; and the count.
     pub fn latency(&self) -> (f64, f64, f64, f64, u64) {
-        let h = match self.latency.lock() {
-            Ok(h) => h.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        let ms = |us: u64| us as f64 / 1000.0;
-        (
-            ms(h.value_at_quantile(0.5)),
-            ms(h.value_at_quantile(0.99)),
-            ms(h.value_at_quantile(0.999)),
-            ms(h.max()),
-            h.len(),
-        )
+        quantiles(&self.latency)
     }
 
+    /// The same, submission to the relay's receipt.
+    pub fn receipt_latency(&self) -> (f64, f64, f64, f64, u64) {
+        quantiles(&self.receipt_latency)
+    }
+
+    /// Records a receipt `after` the submission started.
+    pub fn receipt(&self, after: Duration) {
+        if let Ok(mut h) = self.receipt_latency.lock() {
+            let _ = h.record((after.as_micros() as u64).max(1));
+        }
+    }
+}
+
+/// Quantiles of a histogram of microseconds, in milliseconds: p50, p99, p99.9, max; count.
+fn quantiles(histogram: &Mutex<Histogram<u64>>) -> (f64, f64, f64, f64, u64) {
+    let h = match histogram.lock() {
+        Ok(h) => h.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let ms = |us: u64| us as f64 / 1000.0;
+    (
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max()),
+        h.len(),
+    )
+}
+
+impl Ledger {
     /// Acknowledged submissions not yet received.
     pub fn outstanding(&self) -> u64 {
         self.pending
@@ -340,7 +366,10 @@ async fn send_one(
     let len = bytes.len() as u64;
     ledger.expect(&document_id, sha, started);
     match submitter.submit(to, &document_id, bytes).await {
-        Ok(()) => ledger.submitted(&document_id, len),
+        Ok(()) => {
+            ledger.receipt(started.elapsed());
+            ledger.submitted(&document_id, len)
+        }
         Err(code) => {
             ledger.submit_failed(&document_id, &code);
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -423,10 +423,14 @@ pub async fn serve(
             r
         }
         None => {
-            let serving = router.serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown,
-            );
+            use tokio_stream::StreamExt as _;
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|tcp| {
+                tcp.inspect(|t| {
+                    // As for TLS connections: no Nagle delay on small frames.
+                    let _ = t.set_nodelay(true);
+                })
+            });
+            let serving = router.serve_with_incoming_shutdown(incoming, shutdown);
             tokio::select! {
                 r = serving => r,
                 _ = deadline => {
@@ -525,6 +529,11 @@ async fn accept_tls(
                 continue;
             }
         };
+        // Small gRPC frames (receipts, deliveries, acks) go out at once: without this, Nagle's
+        // algorithm holds them back while earlier bytes await the peer's delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
+        }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let tx = tx.clone();
         tokio::spawn(async move {

@@ -47,8 +47,11 @@ fn main() {
         .await
         .expect("simulator");
         let (sim, base) = (local.sim.clone(), local.base_url.clone());
-        let relay_a = TestRelay::start_ministry("000.00.00.G04", &["000.00.05.G04"], &upstream(&base, "a", "sa")).await.expect("A");
-        let relay_b = TestRelay::start_ministry("000.00.00.G12", &["000.00.07.G12"], &upstream(&base, "b", "sb")).await.expect("B");
+        // One adapter submits everything: lift its per-unit rate limit (500/s by default),
+        // which this benchmark would otherwise measure instead of the axis.
+        let limits = "submits_per_second = 1000000\nsubmit_burst = 1000000\n";
+        let relay_a = TestRelay::start_ministry_with("000.00.00.G04", &["000.00.05.G04"], &upstream(&base, "a", "sa"), limits).await.expect("A");
+        let relay_b = TestRelay::start_ministry_with("000.00.00.G12", &["000.00.07.G12"], &upstream(&base, "b", "sb"), limits).await.expect("B");
         let date = CalendarDate::new(2026, 11, 21).expect("date");
         let docs: Vec<Vec<u8>> = (0..n)
             .map(|i| {

@@ -223,6 +223,11 @@ impl Simulator {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt as _;
+        // Answers go out at once, not behind the client's delayed ACK (Nagle).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await
@@ -742,6 +747,8 @@ impl axum::serve::Listener for TlsListener {
                     continue;
                 }
             };
+            // Answers go out at once, not behind the client's delayed ACK (Nagle).
+            let _ = tcp.set_nodelay(true);
             match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => return (stream, addr),
                 Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake refused"),

@@ -394,6 +394,40 @@ impl SledStore {
         Ok(())
     }
 
+    /// Closes the store and waits (up to 15 s) until its database lock is released, so that
+    /// another process can open it at once. Dropping a store releases the lock too, but
+    /// only when sled's deferred drops next run.
+    pub fn close(self) -> Result<()> {
+        let lock_file = self.dir.join("db").join("db");
+        drop(self);
+        let started = std::time::Instant::now();
+        loop {
+            for _ in 0..3 {
+                crossbeam_epoch::pin().flush();
+            }
+            let file = match fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&lock_file)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(StoreError::from_io(e)),
+            };
+            if fs2::FileExt::try_lock_exclusive(&file).is_ok() {
+                let _ = fs2::FileExt::unlock(&file);
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                return Err(StoreError::Io(std::io::Error::other(format!(
+                    "{}: the database lock was not released within 15 s of closing",
+                    lock_file.display()
+                ))));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir

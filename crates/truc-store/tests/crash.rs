@@ -217,6 +217,8 @@ async fn verify(dir: &Path, seen: &Seen) -> usize {
             "acknowledged delivery of {id} came back"
         );
     }
+    // The next child opens the store as soon as it starts: release it for good.
+    store.close().expect("close");
     checked
 }
 
@@ -283,7 +285,10 @@ fn a_full_disk_refuses_submissions_clearly_and_loses_nothing() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     // Create the store first, so the size limit only bites on new writes.
-    drop(SledStore::open(dir.path(), fast_config()).expect("create"));
+    SledStore::open(dir.path(), fast_config())
+        .expect("create")
+        .close()
+        .expect("close");
     // A file size limit (ulimit -f, in KiB) makes every write past 6 MiB fail with EFBIG,
     // as a full disk fails with ENOSPC; SIGXFSZ is ignored so the write returns an error.
     let mut child = KillOnDrop(spawn_child(

@@ -429,15 +429,15 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         Some(task) => task.await.unwrap_or(0),
         None => 0,
     };
-    let mut backlog = None;
-    if cli.backlog {
+    // With a backlog: measure it, restart the relay on it, then let the adapters in.
+    let backlog_before_drain = if cli.backlog {
         let queued = ledger.acknowledged.load(Ordering::Relaxed);
-        let (pid, store) = {
-            let r = relay_a.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-            (r.pid(), dir.join("relay-a").join("store"))
-        };
+        let pid = relay_a
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .pid();
         let fill_peak = usage(&pid.to_string()).peak_rss;
-        let store_bytes = dir_size(&store);
+        let store_bytes = dir_size(&dir.join("relay-a").join("store"));
         eprintln!("truc-loadgen: {queued} packages queued; killing and restarting the relay");
         let relay = relay_a.clone();
         let restart = Instant::now();
@@ -453,34 +453,35 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             "truc-loadgen: serving again after {:.2} s; the adapters connect",
             startup.as_secs_f64()
         );
-        let drain_started = Instant::now();
         for client in away.drain(..) {
             receivers.push(tokio::spawn(traffic::receive(ledger.clone(), client)));
         }
-        let drain_until = drain_started + Duration::from_secs_f64(cli.drain);
-        while ledger.outstanding() > 0 && Instant::now() < drain_until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let drained = drain_started.elapsed();
-        let pid = relay_a.lock().map(|r| r.pid()).unwrap_or(0);
-        backlog = Some(BacklogReport {
-            queued,
-            store_mib: store_bytes as f64 / (1024.0 * 1024.0),
-            store_bytes_per_package: store_bytes as f64 / queued.max(1) as f64,
-            fill_peak_rss_mib: fill_peak as f64 / (1024.0 * 1024.0),
-            startup_seconds: startup.as_secs_f64(),
-            drain_seconds: drained.as_secs_f64(),
-            drain_per_second: ledger.received.load(Ordering::Relaxed) as f64
-                / drained.as_secs_f64(),
-            drain_peak_rss_mib: usage(&pid.to_string()).peak_rss as f64 / (1024.0 * 1024.0),
-        });
-    }
+        Some((queued, fill_peak, store_bytes, startup, Instant::now()))
+    } else {
+        None
+    };
     // Wait for what was acknowledged to arrive.
     let drain_until = Instant::now() + Duration::from_secs_f64(cli.drain);
     while ledger.outstanding() > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = started.elapsed();
+    let backlog =
+        backlog_before_drain.map(|(queued, fill_peak, store_bytes, startup, drain_started)| {
+            let drained = drain_started.elapsed();
+            let pid = relay_a.lock().map(|r| r.pid()).unwrap_or(0);
+            BacklogReport {
+                queued,
+                store_mib: store_bytes as f64 / (1024.0 * 1024.0),
+                store_bytes_per_package: store_bytes as f64 / queued.max(1) as f64,
+                fill_peak_rss_mib: fill_peak as f64 / (1024.0 * 1024.0),
+                startup_seconds: startup.as_secs_f64(),
+                drain_seconds: drained.as_secs_f64(),
+                drain_per_second: ledger.received.load(Ordering::Relaxed) as f64
+                    / drained.as_secs_f64(),
+                drain_peak_rss_mib: usage(&pid.to_string()).peak_rss as f64 / (1024.0 * 1024.0),
+            }
+        });
     ledger.stop();
     if let Some(task) = outage {
         task.abort();

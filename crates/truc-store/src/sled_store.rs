@@ -285,10 +285,7 @@ impl SledStore {
                         && opened_here(&db_path)
                         && started.elapsed() < Duration::from_secs(15) =>
                 {
-                    // Hand this thread's deferred drops over and let the epoch move on.
-                    for _ in 0..3 {
-                        crossbeam_epoch::pin().flush();
-                    }
+                    run_deferred_drops();
                     std::thread::sleep(Duration::from_millis(40));
                 }
                 Err(sled::Error::Io(io)) if is_lock_conflict(&io) => {
@@ -402,9 +399,7 @@ impl SledStore {
         drop(self);
         let started = std::time::Instant::now();
         loop {
-            for _ in 0..3 {
-                crossbeam_epoch::pin().flush();
-            }
+            run_deferred_drops();
             let file = match fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -964,6 +959,14 @@ fn audit_hash(e: &AuditEntry) -> Sha256Digest {
         h.update(field.as_bytes());
     }
     Sha256Digest(h.finalize().into())
+}
+
+/// Hands this thread's deferred drops to crossbeam-epoch's global collector and lets the
+/// epoch move on, so that sled lets go of a closed store's files sooner.
+fn run_deferred_drops() {
+    for _ in 0..3 {
+        crossbeam_epoch::pin().flush();
+    }
 }
 
 /// Whether sled failed to open because another handle holds its lock (sled reports it as

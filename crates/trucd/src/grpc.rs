@@ -925,31 +925,17 @@ impl InboxSession {
         Ok(())
     }
 
-    /// Handles requests that arrived together: acknowledgements are started at once and
-    /// made durable together (one flush of the store for all of them) while the session
-    /// goes on; the rest run in order.
+    /// Handles requests that arrived together, in order. Acknowledgements are started at
+    /// once and made durable together (one flush of the store for all of them) while the
+    /// session goes on.
     async fn handle_batch(&mut self, batch: Vec<pb::InboxRequest>) -> Result<(), Status> {
-        use pb::inbox_request::Action;
         for request in batch {
-            match request.action {
-                Some(Action::Ack(id)) => {
-                    let Some((token, message)) = self.in_flight.remove(&id) else {
-                        return Err(unknown_delivery(&id));
-                    };
-                    self.credits += 1;
-                    let relay = self.relay.clone();
-                    self.acks
-                        .spawn(async move { relay.ack(&token, &message).await });
-                }
-                action => {
-                    self.handle(pb::InboxRequest { action }).await?;
-                }
-            }
+            self.handle(request).await?;
         }
         Ok(())
     }
 
-    /// The outcome of one acknowledgement started by [`Self::handle_batch`].
+    /// The outcome of one acknowledgement started by [`Self::handle`].
     fn acknowledged(
         &self,
         done: Result<Result<truc_store::Delivery, RelayError>, tokio::task::JoinError>,
@@ -982,13 +968,10 @@ impl InboxSession {
                     return Err(unknown_delivery(&id));
                 };
                 self.credits += 1;
-                match self.relay.ack(&token, &message).await {
-                    Ok(_) => self.metrics.acknowledged(&INBOX),
-                    // The lease ran out and the delivery was offered again: not an error for
-                    // the adapter, the new offer carries a new id.
-                    Err(RelayError::Store(truc_store::StoreError::LeaseLost(_))) => {}
-                    Err(e) => return Err(relay_status(e)),
-                }
+                // Made durable in the background; the session waits for it before it ends.
+                let relay = self.relay.clone();
+                self.acks
+                    .spawn(async move { relay.ack(&token, &message).await });
             }
             Some(Action::Nack(nack)) => {
                 let Some((token, _)) = self.in_flight.remove(&nack.delivery_id) else {

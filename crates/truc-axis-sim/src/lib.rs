@@ -224,9 +224,12 @@ impl Simulator {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         use axum::serve::ListenerExt as _;
-        // Answers go out at once, not behind the client's delayed ACK (Nagle).
-        let listener = listener.tap_io(|tcp| {
+        // Answers go out at once, not behind the client's delayed ACK (Nagle). Connections
+        // are counted: how many a relay opens is part of what it costs the axis.
+        let sim = self.clone();
+        let listener = listener.tap_io(move |tcp| {
             let _ = tcp.set_nodelay(true);
+            sim.count("connections.accepted".into());
         });
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)

@@ -29,17 +29,7 @@ impl BlobDir {
             let entry = entry.map_err(StoreError::from_io)?;
             let _ = fs::remove_file(entry.path());
         }
-        let mut created = false;
-        for i in 0..=255u8 {
-            let dir = root.join(format!("{i:02x}"));
-            if !dir.exists() {
-                fs::create_dir(&dir).map_err(StoreError::from_io)?;
-                created = true;
-            }
-        }
-        if created {
-            sync_dir(&root)?;
-        }
+        // The 256 shard directories are made on first use (most payloads stay inline).
         Ok(BlobDir { root })
     }
 
@@ -80,6 +70,16 @@ impl BlobDir {
         if target.exists() {
             staged.discard();
             return Ok(target);
+        }
+        let shard = self.dir_of(&staged.sha256);
+        if !shard.exists() {
+            // Made by this call or a concurrent one: either way its entry in the root must
+            // be durable before a blob in it is acknowledged.
+            match fs::create_dir(&shard) {
+                Ok(()) => sync_dir(&self.root)?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => sync_dir(&self.root)?,
+                Err(e) => return Err(StoreError::from_io(e)),
+            }
         }
         fs::rename(&staged.path, &target).map_err(StoreError::from_io)?;
         staged.forget();

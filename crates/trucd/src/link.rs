@@ -11,6 +11,9 @@ use truc_upstream::{Upstream, UpstreamError};
 
 use crate::metrics::{Metrics, NATIONAL_AXIS};
 
+/// How many received packages are fetched, stored and acknowledged at once.
+const RECEIVING_WINDOW: usize = 64;
+
 /// Lease on deliveries being sent upward.
 const SEND_LEASE: Duration = Duration::from_secs(300);
 
@@ -167,7 +170,8 @@ pub async fn inbound(
     state: Arc<LinkState>,
     every: Duration,
 ) {
-    let mut wait = every;
+    // The first poll at once: packages may have waited on the axis while the relay was down.
+    let mut wait = Duration::ZERO;
     loop {
         tokio::time::sleep(wait).await;
         let mut failed = false;
@@ -182,31 +186,31 @@ pub async fn inbound(
                         .map(|i| i.doc_id)
                         .filter(|id| seen.insert(id.clone())) // listed twice
                         .collect();
-                    // Up to 32 at a time. A failure on one item is retried at the next poll,
-                    // at the normal pace: only a failing list means the axis is in trouble.
-                    for batch in ids.chunks(32) {
-                        let mut receiving = tokio::task::JoinSet::new();
-                        for id in batch {
-                            let (relay, upstream, id, metrics) = (
-                                relay.clone(),
-                                upstream.clone(),
-                                id.clone(),
-                                state.metrics.clone(),
-                            );
+                    // Up to RECEIVING_WINDOW at a time, a new one starting as soon as one
+                    // finishes. A failure on one item is retried at the next poll, at the
+                    // normal pace: only a failing list means the axis is in trouble.
+                    let mut ids = ids.into_iter();
+                    let mut receiving = tokio::task::JoinSet::new();
+                    loop {
+                        while receiving.len() < RECEIVING_WINDOW {
+                            let Some(id) = ids.next() else { break };
+                            let (relay, upstream, metrics) =
+                                (relay.clone(), upstream.clone(), state.metrics.clone());
                             receiving.spawn(async move {
                                 let r = receive_one(&relay, upstream.as_ref(), &metrics, &id).await;
                                 (id, r)
                             });
                         }
-                        while let Some(joined) = receiving.join_next().await {
-                            match joined {
-                                // Progress was made: poll again at once, there may be more.
-                                Ok((_, Ok(()))) => busy = true,
-                                Ok((id, Err(e))) => {
-                                    tracing::warn!(error = %e, doc_id = %id, "receiving from the national axis failed; retried at the next poll")
-                                }
-                                Err(_) => {}
+                        let Some(joined) = receiving.join_next().await else {
+                            break;
+                        };
+                        match joined {
+                            // Progress was made: poll again at once, there may be more.
+                            Ok((_, Ok(()))) => busy = true,
+                            Ok((id, Err(e))) => {
+                                tracing::warn!(error = %e, doc_id = %id, "receiving from the national axis failed; retried at the next poll")
                             }
+                            Err(_) => {}
                         }
                     }
                 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench -p truc-store --bench store -- submit  [--seconds 3]
-//! cargo bench -p truc-store --bench store -- backlog [--messages 1000000]
+//! cargo bench -p truc-store --bench store -- backlog [--messages 1000000] [--kib 1]
 //! ```
 //!
 //! `submit`: durable submissions per second with 1, 16 and 64 concurrent submitters for 8 KiB,
@@ -190,18 +190,22 @@ async fn submit_matrix(secs: f64, only: Option<(usize, usize)>, no_raw: bool) {
 }
 
 fn vm_hwm_kib() -> u64 {
+    proc_status_kib("VmHWM:")
+}
+
+/// A memory figure of this process from `/proc/self/status`, in KiB.
+fn proc_status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
 }
 
-async fn backlog(messages: u64, dir: PathBuf) {
-    let size = 1024;
+async fn backlog(messages: u64, size: usize, dir: PathBuf) {
     let dest = Destination::Inbox(code("000.00.07.G04"));
     {
         let store = Arc::new(SledStore::open(&dir, StoreConfig::default()).expect("open"));
@@ -242,6 +246,7 @@ async fn backlog(messages: u64, dir: PathBuf) {
     print!("{}", String::from_utf8_lossy(&out.stdout));
 
     let store = Arc::new(SledStore::open(&dir, StoreConfig::default()).expect("open"));
+    let rss_before = proc_status_kib("VmRSS:");
     let start = Instant::now();
     let mut done = 0u64;
     let sample = messages.min(200_000);
@@ -269,9 +274,11 @@ async fn backlog(messages: u64, dir: PathBuf) {
     }
     let elapsed = start.elapsed();
     println!(
-        "claim+ack from a queue of {messages}: {done} in {:.1} s = {:.0}/s (batches of 256, acks concurrent)",
+        "claim+ack from a queue of {messages}: {done} in {:.1} s = {:.0}/s (batches of 256, acks concurrent); RSS {} MiB before, {} MiB after",
         elapsed.as_secs_f64(),
-        done as f64 / elapsed.as_secs_f64()
+        done as f64 / elapsed.as_secs_f64(),
+        rss_before / 1024,
+        proc_status_kib("VmRSS:") / 1024
     );
 }
 
@@ -416,8 +423,11 @@ fn main() {
         let messages = arg(&args, "--messages")
             .and_then(|s| s.parse().ok())
             .unwrap_or(1_000_000);
+        let kib: usize = arg(&args, "--kib")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
         let dir = tempfile::tempdir().expect("tempdir");
-        rt.block_on(backlog(messages, dir.path().join("store")));
+        rt.block_on(backlog(messages, kib * 1024, dir.path().join("store")));
         return;
     }
     if args.iter().any(|a| a == "cycle") {

@@ -763,6 +763,10 @@ struct InboxSession {
     _open: InboxGuard,
 }
 
+/// Acknowledgements of one inbox stream being made durable at most, before the stream stops
+/// delivering until the store catches up (a few flushes' worth at full speed).
+const MAX_PENDING_ACKS: usize = 2048;
+
 fn delivery_id(token: &ClaimToken) -> String {
     format!("{}/{:016x}", token.key, token.lease)
 }
@@ -777,6 +781,13 @@ impl InboxSession {
         let destination = Destination::Inbox(self.unit.clone());
         let notifier = self.relay.hub().notifier(&destination);
         loop {
+            // Finished acknowledgements are collected at every turn: under a steady stream
+            // of acks the select below rarely picks that branch, and each finished task
+            // holds memory until it is collected.
+            if let Err(e) = self.collect_finished_acks() {
+                let _ = tx.send(Err(e)).await;
+                break;
+            }
             if let Err(e) = self.push(&destination, &tx).await {
                 let _ = tx.send(Err(e)).await;
                 break;
@@ -860,7 +871,9 @@ impl InboxSession {
         destination: &Destination,
         tx: &mpsc::Sender<Result<pb::InboxEvent, Status>>,
     ) -> Result<(), Status> {
-        if self.credits == 0 {
+        // No new deliveries while the adapter has credit but the store lags behind its
+        // acknowledgements: the backlog of acks being made durable stays bounded.
+        if self.credits == 0 || self.acks.len() >= MAX_PENDING_ACKS {
             return Ok(());
         }
         let store = self.relay.store();
@@ -931,6 +944,14 @@ impl InboxSession {
     async fn handle_batch(&mut self, batch: Vec<pb::InboxRequest>) -> Result<(), Status> {
         for request in batch {
             self.handle(request).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the outcome of every acknowledgement that has finished, without waiting.
+    fn collect_finished_acks(&mut self) -> Result<(), Status> {
+        while let Some(done) = self.acks.try_join_next() {
+            self.acknowledged(done)?;
         }
         Ok(())
     }

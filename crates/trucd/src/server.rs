@@ -117,11 +117,31 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         retry: config.limits.retry(),
         ..StoreConfig::default()
     };
-    tracing::info!(dir = %config.store_dir.display(), "opening the store");
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&store_dir, store_config))
-        .await
+    let on_disk = database_bytes(&config.store_dir);
+    tracing::info!(dir = %config.store_dir.display(), database_mib = on_disk >> 20, "opening the store");
+    let started = std::time::Instant::now();
+    let mut opening =
+        tokio::task::spawn_blocking(move || SledStore::open(&store_dir, store_config));
+    // sled reads its whole log at start-up: with a large backlog that takes a while (about
+    // 40 s for 20 GB), so an operator hears that it is progressing.
+    let mut progress = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(10),
+        Duration::from_secs(10),
+    );
+    let opened = loop {
+        tokio::select! {
+            opened = &mut opening => break opened,
+            _ = progress.tick() => tracing::info!(
+                seconds = started.elapsed().as_secs(),
+                database_mib = on_disk >> 20,
+                "still opening the store (the database reads its whole log at start-up)"
+            ),
+        }
+    };
+    let store = opened
         .context("opening the store")?
         .with_context(|| format!("opening the store {}", config.store_dir.display()))?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "store open");
     let store: Arc<dyn Store> = Arc::new(store);
     let registry = Arc::new(Registry::new(config.ministry.clone()));
     let loaded = registry.load(store.as_ref()).await?;
@@ -546,4 +566,18 @@ async fn accept_tls(
             }
         });
     }
+}
+
+/// Size of the store's database files (not its blob files, which start-up does not read):
+/// for the start-up log lines. 0 where it cannot be read.
+fn database_bytes(store_dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(store_dir.join("db")) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }

@@ -596,3 +596,62 @@ async fn metrics_move_as_documents_flow_and_cover_the_deploy_rules() {
     }
     relay.stop().await.expect("stop");
 }
+
+/// An adapter acknowledging a steady stream of deliveries: the acknowledgements waiting for
+/// the store stay few (each finished one is collected at once, not left to pile up in the
+/// stream until it ends), and none is left once the stream is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_waiting_for_the_store_stay_few_under_a_steady_stream() {
+    const DOCUMENTS: usize = 3_000;
+    let relay = TestRelay::start_full(
+        &[A, B],
+        |_| {},
+        "submits_per_second = 1000000\nsubmit_burst = 1000000\n",
+    )
+    .await
+    .expect("relay");
+    let admin = Admin::of(&relay);
+    let pending = || async {
+        let (s, text) = admin
+            .call(reqwest::Method::GET, "/metrics", None, None)
+            .await;
+        assert_eq!(s, 200);
+        sample(&parse_metrics(&text).0, "truc_inbox_acks_pending")
+    };
+    // Queued for B before its adapter connects, from 8 submitters.
+    let mut submitters = Vec::new();
+    for part in 0..8 {
+        let mut a = relay.adapter(A).await.expect("adapter");
+        submitters.push(tokio::spawn(async move {
+            for i in (part..DOCUMENTS).step_by(8) {
+                let doc =
+                    DocumentBuilder::new(code(A), vec![code(B)], date(), &i.to_string(), "ACKS")
+                        .build();
+                a.submit_document(&doc, None).await.expect("submit");
+            }
+        }));
+    }
+    for s in submitters {
+        s.await.expect("submitter");
+    }
+
+    let mut b = relay.adapter(B).await.expect("adapter");
+    let mut inbox = b.inbox(128).await.expect("inbox");
+    let mut most = 0.0f64;
+    for n in 1..=DOCUMENTS {
+        let d = inbox.next().await.expect("next").expect("delivery");
+        inbox.ack(&d.delivery_id).await.expect("ack");
+        if n % 100 == 0 {
+            most = most.max(pending().await);
+        }
+    }
+    // Finished acknowledgements left uncollected would count here until the stream ends:
+    // under this load they reached the stream's limit of 2,048.
+    assert!(
+        most < 1024.0,
+        "{most} acknowledgements waiting for the store at once"
+    );
+    inbox.close().await.expect("close");
+    assert_eq!(pending().await, 0.0);
+    relay.stop().await.expect("stop");
+}

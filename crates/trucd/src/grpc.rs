@@ -961,6 +961,7 @@ impl InboxSession {
         &self,
         done: Result<Result<truc_store::Delivery, RelayError>, tokio::task::JoinError>,
     ) -> Result<(), Status> {
+        self.metrics.ack_finished();
         match done {
             Ok(Ok(_)) => {
                 self.metrics.acknowledged(&INBOX);
@@ -993,6 +994,7 @@ impl InboxSession {
                 let relay = self.relay.clone();
                 self.acks
                     .spawn(async move { relay.ack(&token, &message).await });
+                self.metrics.ack_pending();
             }
             Some(Action::Nack(nack)) => {
                 let Some((token, _)) = self.in_flight.remove(&nack.delivery_id) else {

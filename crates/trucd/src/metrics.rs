@@ -98,6 +98,7 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     upstream_duration: Family<OperationLabel, Histogram, fn() -> Histogram>,
     inbox_connections: Family<UnitLabel, Gauge>,
+    inbox_acks_pending: Gauge,
     inbox_total: AtomicU64,
     queue_depth: Family<QueueLabels, Gauge>,
     queue_oldest_age: Family<DestinationLabel, Gauge<f64, AtomicU64>>,
@@ -129,6 +130,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             upstream_duration: Family::new_with_constructor(call_histogram),
             inbox_connections: Family::default(),
+            inbox_acks_pending: Gauge::default(),
             inbox_total: AtomicU64::new(0),
             queue_depth: Family::default(),
             queue_oldest_age: Family::default(),
@@ -185,6 +187,11 @@ impl Metrics {
             "inbox_connections",
             "Open inbox streams, by level-2 unit",
             m.inbox_connections.clone(),
+        );
+        registry.register(
+            "inbox_acks_pending",
+            "Acknowledgements received from adapters and not yet made durable by the store",
+            m.inbox_acks_pending.clone(),
         );
         registry.register(
             "queue_depth",
@@ -281,6 +288,21 @@ impl Metrics {
     /// A delivery went to the dead-letter list.
     pub fn dead_lettered(&self, to: &DestinationKind) {
         self.dead_lettered.get_or_create(to).inc();
+    }
+
+    /// An adapter's acknowledgement is being made durable.
+    pub fn ack_pending(&self) {
+        self.inbox_acks_pending.inc();
+    }
+
+    /// An acknowledgement started with [`Self::ack_pending`] finished (durable or failed).
+    pub fn ack_finished(&self) {
+        self.inbox_acks_pending.dec();
+    }
+
+    /// Acknowledgements being made durable now, all inbox streams together.
+    pub fn acks_pending(&self) -> i64 {
+        self.inbox_acks_pending.get()
     }
 
     /// An inbox stream of `unit` opened; the guard closes it when dropped.

@@ -141,9 +141,10 @@ async fn submit_matrix(secs: f64, only: Option<(usize, usize)>, no_raw: bool) {
             let per100 =
                 100.0 * flushes as f64 / stats.requests.load(Ordering::Relaxed).max(1) as f64;
             eprintln!(
-                "  {} KiB x {tasks}: mean flush {:.0} us over {flushes} flushes",
+                "  {} KiB x {tasks}: mean flush {:.0} us over {flushes} flushes; {} of sled's blob files synced",
                 size / 1024,
-                stats.flush_micros.load(Ordering::Relaxed) as f64 / flushes.max(1) as f64
+                stats.flush_micros.load(Ordering::Relaxed) as f64 / flushes.max(1) as f64,
+                stats.sled_blobs_synced.load(Ordering::Relaxed)
             );
             drop(store);
             if no_raw {

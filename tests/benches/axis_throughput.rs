@@ -68,7 +68,7 @@ fn main() {
 
         // Phase 1, sending: relay A's unit submits, relay A sends everything to the axis.
         // Ministry B's relay is not running yet, so the packages wait on the axis.
-        let connections = || sim.counters().get("connections.accepted").copied().unwrap_or(0);
+        let counter = |name: &str| sim.counters().get(name).copied().unwrap_or(0);
         let cpu0 = cpu_seconds();
         let start = Instant::now();
         let chunks: Vec<Vec<Vec<u8>>> = docs.chunks(n.div_ceil(16)).map(|c| c.to_vec()).collect();
@@ -85,12 +85,12 @@ fn main() {
             s.await.expect("submitter");
         }
         let submitted = start.elapsed();
-        while (sim.counters().get("sendEdoc.ok").copied().unwrap_or(0) as usize) < n {
+        while (counter("sendEdoc.ok") as usize) < n {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let sent = start.elapsed();
         let send_cpu = cpu_seconds() - cpu0;
-        let send_connections = connections();
+        let send_connections = counter("connections.accepted");
 
         // Phase 2, receiving: relay B starts, polls the axis, fetches, stores and delivers
         // every package to its adapter (which acknowledges it), and sends the `01` arrival
@@ -111,7 +111,7 @@ fn main() {
         inbox.close().await.expect("close");
         let received = start.elapsed();
         let receive_cpu = cpu_seconds() - cpu0;
-        let receive_connections = connections() - send_connections;
+        let receive_connections = counter("connections.accepted") - send_connections;
         let rate = |d: Duration| n as f64 / d.as_secs_f64();
         println!("{n} documents of {size} bytes; one process holds both relays, the simulator and the adapters (2 cores)");
         println!("sending (relay B not running):");

@@ -425,6 +425,15 @@ fn parse_metrics(text: &str) -> (BTreeMap<String, f64>, Vec<String>) {
     (samples, families)
 }
 
+/// The relay's `/metrics`, parsed by [`parse_metrics`].
+async fn scrape_metrics(admin: &Admin) -> (BTreeMap<String, f64>, Vec<String>) {
+    let (s, text) = admin
+        .call(reqwest::Method::GET, "/metrics", None, None)
+        .await;
+    assert_eq!(s, 200);
+    parse_metrics(&text)
+}
+
 fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
     samples.get(series).copied().unwrap_or(0.0)
 }
@@ -448,13 +457,7 @@ async fn metrics_move_as_documents_flow_and_cover_the_deploy_rules() {
         .await
         .expect("relay");
     let admin = Admin::of(&relay);
-    let scrape = || async {
-        let (s, text) = admin
-            .call(reqwest::Method::GET, "/metrics", None, None)
-            .await;
-        assert_eq!(s, 200);
-        parse_metrics(&text)
-    };
+    let scrape = || scrape_metrics(&admin);
     let (before, _) = scrape().await;
 
     // A document from A to B, queued: the first scrape after it sees the queue.
@@ -611,13 +614,7 @@ async fn acknowledgements_waiting_for_the_store_stay_few_under_a_steady_stream()
     .await
     .expect("relay");
     let admin = Admin::of(&relay);
-    let pending = || async {
-        let (s, text) = admin
-            .call(reqwest::Method::GET, "/metrics", None, None)
-            .await;
-        assert_eq!(s, 200);
-        sample(&parse_metrics(&text).0, "truc_inbox_acks_pending")
-    };
+    let pending = || async { sample(&scrape_metrics(&admin).await.0, "truc_inbox_acks_pending") };
     // Queued for B before its adapter connects, from 8 submitters.
     let mut submitters = Vec::new();
     for part in 0..8 {

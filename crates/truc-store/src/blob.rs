@@ -76,9 +76,10 @@ impl BlobDir {
             // Made by this call or a concurrent one: either way its entry in the root must
             // be durable before a blob in it is acknowledged.
             match fs::create_dir(&shard) {
-                Ok(()) => sync_dir(&self.root)?,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => sync_dir(&self.root)?,
-                Err(e) => return Err(StoreError::from_io(e)),
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(StoreError::from_io(e))
+                }
+                _ => sync_dir(&self.root)?,
             }
         }
         fs::rename(&staged.path, &target).map_err(StoreError::from_io)?;

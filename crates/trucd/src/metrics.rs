@@ -300,11 +300,6 @@ impl Metrics {
         self.inbox_acks_pending.dec();
     }
 
-    /// Acknowledgements being made durable now, all inbox streams together.
-    pub fn acks_pending(&self) -> i64 {
-        self.inbox_acks_pending.get()
-    }
-
     /// An inbox stream of `unit` opened; the guard closes it when dropped.
     pub fn inbox_opened(self: &Arc<Self>, unit: &str) -> InboxGuard {
         let label = UnitLabel {

@@ -3,6 +3,8 @@
 //! ```text
 //! cargo bench -p truc-store --bench store -- submit  [--seconds 3]
 //! cargo bench -p truc-store --bench store -- backlog [--messages 1000000] [--kib 1]
+//! cargo bench -p truc-store --bench store -- fill --dir DIR [--messages 1000000] [--kib 1]
+//! cargo bench -p truc-store --bench store -- open-only --dir DIR
 //! ```
 //!
 //! `submit`: durable submissions per second with 1, 16 and 64 concurrent submitters for 8 KiB,
@@ -18,6 +20,11 @@
 //! time and peak memory for a fresh process to open the store with the backlog.
 
 use std::path::{Path, PathBuf};
+
+/// The allocator `trucd` runs with, so that timings and memory match the relay's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,8 +124,8 @@ fn raw_fsync_rate(dir: &Path, size: usize, threads: usize, secs: f64) -> f64 {
 }
 
 async fn submit_matrix(secs: f64, only: Option<(usize, usize)>, no_raw: bool) {
-    println!("| payload | submitters | truc-store submits/s | sled insert+flush/s | ratio | raw write+fdatasync/s (same threads, max 16) | fsyncs per 100 submits |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| payload | submitters | truc-store submits/s | sled insert+flush/s | ratio | same + log length sync/s | ratio | raw write+fdatasync/s (same threads, max 16) | fsyncs per 100 submits |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for size in [8 * 1024, 64 * 1024, 1024 * 1024] {
         for tasks in [1usize, 16, 64] {
             if only.is_some_and(|o| o != (size / 1024, tasks)) {
@@ -141,53 +148,81 @@ async fn submit_matrix(secs: f64, only: Option<(usize, usize)>, no_raw: bool) {
             let per100 =
                 100.0 * flushes as f64 / stats.requests.load(Ordering::Relaxed).max(1) as f64;
             eprintln!(
-                "  {} KiB x {tasks}: mean flush {:.0} us over {flushes} flushes; {} of sled's blob files synced",
+                "  {} KiB x {tasks}: mean flush {:.0} us over {flushes} flushes; {} of sled's blob files synced; log length synced after {} flushes",
                 size / 1024,
                 stats.flush_micros.load(Ordering::Relaxed) as f64 / flushes.max(1) as f64,
-                stats.sled_blobs_synced.load(Ordering::Relaxed)
+                stats.sled_blobs_synced.load(Ordering::Relaxed),
+                stats.log_length_syncs.load(Ordering::Relaxed)
             );
             drop(store);
             if no_raw {
                 println!(
-                    "| {} KiB | {tasks} | {ours:.0} | - | - | - | {per100:.1} |",
+                    "| {} KiB | {tasks} | {ours:.0} | - | - | - | - | - | {per100:.1} |",
                     size / 1024
                 );
                 continue;
             }
 
             let raw_dir = tempfile::tempdir().expect("tempdir");
-            let db = sled::Config::new()
-                .path(raw_dir.path().join("sled"))
-                .mode(sled::Mode::HighThroughput)
-                .cache_capacity(64 * 1024 * 1024)
-                .open()
-                .expect("sled");
-            let value = Arc::new(vec![7u8; size]);
-            let d = db.clone();
-            // `flush_async` deadlocks when called concurrently in sled 0.34 (sled issue #1308,
-            // reproduced here at 16 submitters), so the raw baseline is `flush` on a blocking
-            // thread per call, the same call the store's committer makes.
-            let raw = rate(tasks, secs, move |n| {
-                let (d, value) = (d.clone(), value.clone());
-                async move {
-                    tokio::task::spawn_blocking(move || {
-                        d.insert(n.to_be_bytes(), value.as_slice()).expect("insert");
-                        d.flush().expect("flush");
-                    })
-                    .await
-                    .expect("blocking");
-                }
-            })
-            .await;
-            drop(db);
+            let raw = raw_sled_rate(&raw_dir.path().join("sled"), tasks, size, secs, false).await;
+            let raw_dir_synced = tempfile::tempdir().expect("tempdir");
+            let raw_synced =
+                raw_sled_rate(&raw_dir_synced.path().join("sled"), tasks, size, secs, true).await;
             let fsync = raw_fsync_rate(raw_dir.path(), size, tasks.min(16), secs.min(2.0));
             println!(
-                "| {} KiB | {tasks} | {ours:.0} | {raw:.0} | {:.0} % | {fsync:.0} | {per100:.1} |",
+                "| {} KiB | {tasks} | {ours:.0} | {raw:.0} | {:.0} % | {raw_synced:.0} | {:.0} % | {fsync:.0} | {per100:.1} |",
                 size / 1024,
-                100.0 * ours / raw
+                100.0 * ours / raw,
+                100.0 * ours / raw_synced
             );
         }
     }
+}
+
+/// Plain sled `insert` + `flush` per call from `tasks` concurrent submitters; with
+/// `length_sync`, also `fdatasync` of the log whenever the flush changed its length (what a
+/// power-loss-safe acknowledgement needs, and what the store's committer does).
+async fn raw_sled_rate(
+    path: &Path,
+    tasks: usize,
+    size: usize,
+    secs: f64,
+    length_sync: bool,
+) -> f64 {
+    let db = sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+        .expect("sled");
+    let log = Arc::new(std::fs::File::open(path.join("db")).expect("sled log"));
+    let synced_len = Arc::new(AtomicU64::new(u64::MAX));
+    let value = Arc::new(vec![7u8; size]);
+    let d = db.clone();
+    // `flush_async` deadlocks when called concurrently in sled 0.34 (sled issue #1308,
+    // reproduced here at 16 submitters), so the raw baseline is `flush` on a blocking
+    // thread per call, the same call the store's committer makes.
+    let rate = rate(tasks, secs, move |n| {
+        let (d, value, log, synced_len) =
+            (d.clone(), value.clone(), log.clone(), synced_len.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                d.insert(n.to_be_bytes(), value.as_slice()).expect("insert");
+                d.flush().expect("flush");
+                if length_sync {
+                    let len = log.metadata().expect("log length").len();
+                    if synced_len.swap(len, Ordering::AcqRel) != len {
+                        log.sync_data().expect("fdatasync");
+                    }
+                }
+            })
+            .await
+            .expect("blocking");
+        }
+    })
+    .await;
+    drop(db);
+    rate
 }
 
 fn vm_hwm_kib() -> u64 {
@@ -206,10 +241,10 @@ fn proc_status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn backlog(messages: u64, size: usize, dir: PathBuf) {
-    let dest = Destination::Inbox(code("000.00.07.G04"));
+/// Fills one inbox with `messages` one-recipient messages of `size` bytes from 64 submitters.
+async fn fill(messages: u64, size: usize, dir: &Path) {
     {
-        let store = Arc::new(SledStore::open(&dir, StoreConfig::default()).expect("open"));
+        let store = Arc::new(SledStore::open(dir, StoreConfig::default()).expect("open"));
         let s = store.clone();
         let next = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
@@ -237,6 +272,11 @@ async fn backlog(messages: u64, size: usize, dir: PathBuf) {
             store.size_on_disk().expect("size") / (1 << 20)
         );
     }
+}
+
+async fn backlog(messages: u64, size: usize, dir: PathBuf) {
+    let dest = Destination::Inbox(code("000.00.07.G04"));
+    fill(messages, size, &dir).await;
     // A fresh process opens the store with the backlog.
     let exe = std::env::current_exe().expect("exe");
     let out = std::process::Command::new(exe)
@@ -420,6 +460,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if args.iter().any(|a| a == "fill") {
+        // Leaves a filled store behind (to time or profile `open-only` on a copy of it).
+        let messages = arg(&args, "--messages")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000);
+        let kib: usize = arg(&args, "--kib")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        let dir = PathBuf::from(arg(&args, "--dir").expect("--dir"));
+        rt.block_on(fill(messages, kib * 1024, &dir));
+        return;
+    }
     if args.iter().any(|a| a == "backlog") {
         let messages = arg(&args, "--messages")
             .and_then(|s| s.parse().ok())

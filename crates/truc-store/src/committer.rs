@@ -13,6 +13,13 @@
 //! older values carried into a rewritten leaf. So after each flush the committer fsyncs the
 //! files that appeared in `db/blobs` since the last one (and the directory), before it
 //! answers anyone.
+//!
+//! sled's flush ends with `sync_file_range`, which writes the log's data but not its inode.
+//! When a flush extends the log file (its tip grows), the new length and block mapping would
+//! stay in memory until the kernel writes the inode back (ext4: up to its journal commit
+//! interval), and a power loss in that window would cut acknowledged entries off the end of
+//! the log. So after each flush, if the log file's length changed since it was last synced,
+//! the committer `fdatasync`s it before it answers.
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
@@ -61,6 +68,10 @@ pub struct CommitStats {
     pub flush_micros: AtomicU64,
     /// sled's own blob files made durable after a flush (see the module documentation).
     pub sled_blobs_synced: AtomicU64,
+    /// Flushes after which the log file's new length was made durable (`fdatasync`).
+    pub log_length_syncs: AtomicU64,
+    /// The log file's length when it was last made durable.
+    pub log_synced_length: AtomicU64,
     /// Flushes by duration: `flush_buckets[i]` counts flushes that took at most
     /// [`FLUSH_BUCKETS_SECONDS`]`[i]` (not cumulative); the last slot counts slower ones.
     pub flush_buckets: [AtomicU64; FLUSH_BUCKETS_SECONDS.len() + 1],
@@ -120,9 +131,10 @@ impl Committer {
         let mut sled_blobs = SledBlobs::new(db_dir.join("blobs"));
         // Files left by a previous process may never have been synced either.
         sled_blobs.sync_new().map_err(StoreError::from_io)?;
+        let log = LogLength::open(&db_dir.join("db")).map_err(StoreError::from_io)?;
         let thread = std::thread::Builder::new()
             .name("truc-store-commit".into())
-            .spawn(move || run(db, sled_blobs, rx, &thread_stats, &thread_writers))
+            .spawn(move || run(db, sled_blobs, log, rx, &thread_stats, &thread_writers))
             .map_err(StoreError::Io)?;
         Ok(Committer {
             tx: Some(tx),
@@ -175,6 +187,7 @@ impl Drop for Committer {
 fn run(
     db: sled::Db,
     mut sled_blobs: SledBlobs,
+    mut log: LogLength,
     rx: mpsc::Receiver<Request>,
     stats: &CommitStats,
     writers: &AtomicUsize,
@@ -214,6 +227,13 @@ fn run(
                 stats
                     .sled_blobs_synced
                     .fetch_add(synced as u64, Ordering::Relaxed);
+                if let Some(len) = log
+                    .sync_if_grown()
+                    .map_err(|e| failure(StoreError::from_io(e)))?
+                {
+                    stats.log_length_syncs.fetch_add(1, Ordering::Relaxed);
+                    stats.log_synced_length.store(len, Ordering::Relaxed);
+                }
                 Ok(())
             });
         stats.observe(started.elapsed());
@@ -251,6 +271,34 @@ fn failure(e: StoreError) -> Failure {
             full: false,
             message: other.to_string(),
         },
+    }
+}
+
+/// sled's log file, and the length it was last made durable at.
+struct LogLength {
+    file: std::fs::File,
+    synced: Option<u64>,
+}
+
+impl LogLength {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        Ok(LogLength {
+            file: std::fs::File::open(path)?,
+            synced: None,
+        })
+    }
+
+    /// `fdatasync`s the log if its length changed since the last time (the first call
+    /// always syncs: a previous process may have left it unsynced); returns the length it
+    /// synced, if it did.
+    fn sync_if_grown(&mut self) -> std::io::Result<Option<u64>> {
+        let len = self.file.metadata()?.len();
+        if self.synced == Some(len) {
+            return Ok(None);
+        }
+        self.file.sync_data()?;
+        self.synced = Some(len);
+        Ok(Some(len))
     }
 }
 

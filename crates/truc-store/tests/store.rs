@@ -988,6 +988,47 @@ async fn stats_report_flushes_disk_use_and_dead_letters() {
 /// of its own that it never fsyncs; the store's group commit must make them durable before
 /// it acknowledges.
 #[tokio::test]
+async fn the_log_files_new_length_is_made_durable_before_the_acknowledgement() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(dir.path(), fast_config()).expect("open");
+    let log = dir.path().join("db").join("db");
+    let stats = store.commit_stats();
+    let mut grew = 0;
+    for n in 0..40u32 {
+        let before = std::fs::metadata(&log).expect("log").len();
+        store
+            .submit(document(
+                "000.00.05.G04",
+                &[("000.00.07.G04", inbox("000.00.07.G04"))],
+                n,
+                &vec![n as u8; 8 * 1024],
+            ))
+            .await
+            .expect("submit");
+        let after = std::fs::metadata(&log).expect("log").len();
+        if after > before {
+            grew += 1;
+        }
+        // sled's flush extends the file with `sync_file_range`, which leaves the new length
+        // in memory only; the acknowledgement must wait until it is on disk too.
+        assert!(
+            stats
+                .log_synced_length
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= after,
+            "submission {n} was acknowledged while the log's length {after} was not synced"
+        );
+    }
+    assert!(grew > 0, "premise: the submissions extended the log file");
+    assert!(
+        stats
+            .log_length_syncs
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= grew
+    );
+}
+
+#[tokio::test]
 async fn sled_blob_files_are_made_durable_before_the_acknowledgement() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SledStore::open(

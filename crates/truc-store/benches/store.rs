@@ -225,6 +225,16 @@ async fn raw_sled_rate(
     rate
 }
 
+/// `--messages N` (default one million) and `--kib K` (default 1, returned in bytes) of
+/// `fill` and `backlog`.
+fn backlog_shape(args: &[String]) -> (u64, usize) {
+    let messages = arg(args, "--messages")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let kib: usize = arg(args, "--kib").and_then(|s| s.parse().ok()).unwrap_or(1);
+    (messages, kib * 1024)
+}
+
 fn vm_hwm_kib() -> u64 {
     proc_status_kib("VmHWM:")
 }
@@ -462,25 +472,15 @@ fn main() {
         .expect("runtime");
     if args.iter().any(|a| a == "fill") {
         // Leaves a filled store behind (to time or profile `open-only` on a copy of it).
-        let messages = arg(&args, "--messages")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1_000_000);
-        let kib: usize = arg(&args, "--kib")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1);
+        let (messages, size) = backlog_shape(&args);
         let dir = PathBuf::from(arg(&args, "--dir").expect("--dir"));
-        rt.block_on(fill(messages, kib * 1024, &dir));
+        rt.block_on(fill(messages, size, &dir));
         return;
     }
     if args.iter().any(|a| a == "backlog") {
-        let messages = arg(&args, "--messages")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1_000_000);
-        let kib: usize = arg(&args, "--kib")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1);
+        let (messages, size) = backlog_shape(&args);
         let dir = tempfile::tempdir().expect("tempdir");
-        rt.block_on(backlog(messages, kib * 1024, dir.path().join("store")));
+        rt.block_on(backlog(messages, size, dir.path().join("store")));
         return;
     }
     if args.iter().any(|a| a == "cycle") {

@@ -14,12 +14,13 @@
 //! files that appeared in `db/blobs` since the last one (and the directory), before it
 //! answers anyone.
 //!
-//! sled's flush ends with `sync_file_range`, which writes the log's data but not its inode.
-//! When a flush extends the log file (its tip grows), the new length and block mapping would
-//! stay in memory until the kernel writes the inode back (ext4: up to its journal commit
-//! interval), and a power loss in that window would cut acknowledged entries off the end of
-//! the log. So after each flush, if the log file's length changed since it was last synced,
-//! the committer `fdatasync`s it before it answers.
+//! sled's flush ends with `sync_file_range`, which waits until the log's data has reached
+//! the disk, but neither flushes the disk's volatile write cache nor writes the file's
+//! metadata: the written blocks may sit in the drive's cache, and when a flush extends the
+//! log file, its new length and block mapping stay in memory until the kernel writes the
+//! inode back. A power loss could then lose acknowledged entries. So after each flush the
+//! committer `fdatasync`s the log file (a cache flush, plus the inode when the file grew)
+//! before it answers.
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
@@ -68,7 +69,9 @@ pub struct CommitStats {
     pub flush_micros: AtomicU64,
     /// sled's own blob files made durable after a flush (see the module documentation).
     pub sled_blobs_synced: AtomicU64,
-    /// Flushes after which the log file's new length was made durable (`fdatasync`).
+    /// `fdatasync`s of the log file (one after every successful flush).
+    pub log_syncs: AtomicU64,
+    /// Of those, the ones after a flush that had extended the file.
     pub log_length_syncs: AtomicU64,
     /// The log file's length when it was last made durable.
     pub log_synced_length: AtomicU64,
@@ -131,7 +134,7 @@ impl Committer {
         let mut sled_blobs = SledBlobs::new(db_dir.join("blobs"));
         // Files left by a previous process may never have been synced either.
         sled_blobs.sync_new().map_err(StoreError::from_io)?;
-        let log = LogLength::open(&db_dir.join("db")).map_err(StoreError::from_io)?;
+        let log = LogFile::open(&db_dir.join("db")).map_err(StoreError::from_io)?;
         let thread = std::thread::Builder::new()
             .name("truc-store-commit".into())
             .spawn(move || run(db, sled_blobs, log, rx, &thread_stats, &thread_writers))
@@ -187,7 +190,7 @@ impl Drop for Committer {
 fn run(
     db: sled::Db,
     mut sled_blobs: SledBlobs,
-    mut log: LogLength,
+    mut log: LogFile,
     rx: mpsc::Receiver<Request>,
     stats: &CommitStats,
     writers: &AtomicUsize,
@@ -227,13 +230,14 @@ fn run(
                 stats
                     .sled_blobs_synced
                     .fetch_add(synced as u64, Ordering::Relaxed);
-                if let Some(len) = log
-                    .sync_if_grown()
-                    .map_err(|e| failure(StoreError::from_io(e)))?
-                {
+                let synced = log.sync().map_err(|e| failure(StoreError::from_io(e)))?;
+                stats.log_syncs.fetch_add(1, Ordering::Relaxed);
+                if synced.grew {
                     stats.log_length_syncs.fetch_add(1, Ordering::Relaxed);
-                    stats.log_synced_length.store(len, Ordering::Relaxed);
                 }
+                stats
+                    .log_synced_length
+                    .store(synced.length, Ordering::Relaxed);
                 Ok(())
             });
         stats.observe(started.elapsed());
@@ -275,30 +279,34 @@ fn failure(e: StoreError) -> Failure {
 }
 
 /// sled's log file, and the length it was last made durable at.
-struct LogLength {
+struct LogFile {
     file: std::fs::File,
     synced: Option<u64>,
 }
 
-impl LogLength {
+/// What one [`LogFile::sync`] made durable.
+struct LogSynced {
+    length: u64,
+    /// The length differs from the previous sync (or this is the first one).
+    grew: bool,
+}
+
+impl LogFile {
     fn open(path: &Path) -> std::io::Result<Self> {
-        Ok(LogLength {
+        Ok(LogFile {
             file: std::fs::File::open(path)?,
             synced: None,
         })
     }
 
-    /// `fdatasync`s the log if its length changed since the last time (the first call
-    /// always syncs: a previous process may have left it unsynced); returns the length it
-    /// synced, if it did.
-    fn sync_if_grown(&mut self) -> std::io::Result<Option<u64>> {
-        let len = self.file.metadata()?.len();
-        if self.synced == Some(len) {
-            return Ok(None);
-        }
+    /// `fdatasync`s the log: the disk's write cache is flushed, and the file's length with
+    /// it if it changed.
+    fn sync(&mut self) -> std::io::Result<LogSynced> {
+        let length = self.file.metadata()?.len();
         self.file.sync_data()?;
-        self.synced = Some(len);
-        Ok(Some(len))
+        let grew = self.synced != Some(length);
+        self.synced = Some(length);
+        Ok(LogSynced { length, grew })
     }
 }
 

@@ -1028,6 +1028,79 @@ async fn the_log_files_new_length_is_made_durable_before_the_acknowledgement() {
     );
 }
 
+/// sled's flush waits with `sync_file_range`, which leaves the written log in the disk's
+/// volatile write cache; every acknowledgement must wait for an `fdatasync` of the log
+/// (which flushes that cache), not only those whose flush grew the file.
+#[tokio::test]
+async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(dir.path(), fast_config()).expect("open");
+    let stats = store.commit_stats();
+    let syncs = || stats.log_syncs.load(std::sync::atomic::Ordering::Relaxed);
+    let recipient = "000.00.07.G04";
+    let mut without_growth = 0;
+    // Early on, every flush extends the file; the loop goes on until sled has written
+    // into space it already had a few times.
+    for n in 0..1000u32 {
+        if without_growth >= 5 {
+            break;
+        }
+        let grown_before = stats
+            .log_length_syncs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let before = syncs();
+        let stored = store
+            .submit(document(
+                "000.00.05.G04",
+                &[(recipient, inbox(recipient))],
+                n,
+                &[n as u8; 512],
+            ))
+            .await
+            .expect("submit");
+        assert!(
+            syncs() > before,
+            "submission {n} was acknowledged without an fdatasync of the log"
+        );
+        if stats
+            .log_length_syncs
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == grown_before
+        {
+            without_growth += 1;
+        }
+        // The acknowledgement of a delivery is as durable as a submission.
+        let claims = store
+            .claim(
+                &inbox(recipient),
+                1,
+                Duration::from_secs(60),
+                truc_store::Timestamp::now(),
+            )
+            .await
+            .expect("claim");
+        let claim = claims.into_iter().next().expect("claimed");
+        assert_eq!(claim.message.id, stored.record().id);
+        let before = syncs();
+        store
+            .ack(
+                &claim.token,
+                Completion::Acknowledged,
+                truc_store::Timestamp::now(),
+            )
+            .await
+            .expect("ack");
+        assert!(
+            syncs() > before,
+            "acknowledgement {n} returned without an fdatasync of the log"
+        );
+    }
+    assert!(
+        without_growth > 0,
+        "premise: some flushes did not grow the log (the case a length check alone misses)"
+    );
+}
+
 #[tokio::test]
 async fn sled_blob_files_are_made_durable_before_the_acknowledgement() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,7 +1,7 @@
 //! Store benchmarks, with the raw limits measured in the same run.
 //!
 //! ```text
-//! cargo bench -p truc-store --bench store -- submit  [--seconds 3]
+//! cargo bench -p truc-store --bench store -- submit  [--seconds 3] [--rounds 3] [--only KIB:N]
 //! cargo bench -p truc-store --bench store -- backlog [--messages 1000000] [--kib 1]
 //! cargo bench -p truc-store --bench store -- fill --dir DIR [--messages 1000000] [--kib 1]
 //! cargo bench -p truc-store --bench store -- open-only --dir DIR
@@ -9,7 +9,9 @@
 //!
 //! `submit`: durable submissions per second with 1, 16 and 64 concurrent submitters for 8 KiB,
 //! 64 KiB and 1 MiB packages; beside each, plain sled `insert` + `flush` with the same
-//! concurrency and value size, and the disk's raw `write` + `fdatasync` rate.
+//! concurrency and value size, the same made power-safe as the store's committer makes it
+//! (`fdatasync` of the log, `fsync` of sled's blob files), and the disk's raw `write` +
+//! `fdatasync` rate. The store and its baselines alternate over `--rounds` rounds.
 //!
 //! `cycle`: the whole life of a package in the store, as the relay drives it: submitters
 //! (`--pipelines`, default 64) submit 8 KiB documents while one consumer claims them in
@@ -123,39 +125,63 @@ fn raw_fsync_rate(dir: &Path, size: usize, threads: usize, secs: f64) -> f64 {
     counter.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn submit_matrix(secs: f64, only: Option<(usize, usize)>, no_raw: bool) {
-    println!("| payload | submitters | truc-store submits/s | sled insert+flush/s | ratio | same + fdatasync of the log/s | ratio | raw write+fdatasync/s (same threads, max 16) | fsyncs per 100 submits |");
+/// One cell of the submit matrix: the store's durable submissions per second from
+/// `tasks` submitters, on a fresh store; prints the committer's counters.
+async fn store_submit_rate(tasks: usize, size: usize, secs: f64) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Arc::new(SledStore::open(&dir.path().join("store"), StoreConfig::default()).expect("open"));
+    let s = store.clone();
+    let ours = rate(tasks, secs, move |n| {
+        let s = s.clone();
+        async move {
+            s.submit(message(n, size)).await.expect("submit");
+        }
+    })
+    .await;
+    let stats = store.commit_stats();
+    let flushes = stats.flushes.load(Ordering::Relaxed);
+    let per100 = 100.0 * flushes as f64 / stats.requests.load(Ordering::Relaxed).max(1) as f64;
+    eprintln!(
+        "  {} KiB x {tasks}: mean flush {:.0} us over {flushes} flushes; {} of sled's blob files synced; log fdatasync'd {} times, {} of them grown",
+        size / 1024,
+        stats.flush_micros.load(Ordering::Relaxed) as f64 / flushes.max(1) as f64,
+        stats.sled_blobs_synced.load(Ordering::Relaxed),
+        stats.log_syncs.load(Ordering::Relaxed),
+        stats.log_length_syncs.load(Ordering::Relaxed)
+    );
+    (ours, per100)
+}
+
+/// The submit matrix. Each cell alternates the store and its baselines for `rounds`
+/// rounds of `secs / rounds` seconds each (fresh databases every round), and reports the
+/// mean rates: on a shared machine whose speed drifts, alternating keeps the ratios fair.
+async fn submit_matrix(secs: f64, rounds: usize, only: Option<(usize, usize)>, no_raw: bool) {
+    println!("| payload | submitters | truc-store submits/s | sled insert+flush/s | ratio | power-safe sled (same + fdatasync log, fsync sled's blob files)/s | ratio | raw write+fdatasync/s (same threads, max 16) | fsyncs per 100 submits |");
     println!("|---|---|---|---|---|---|---|---|---|");
+    let rounds = rounds.max(1);
+    let slice = secs / rounds as f64;
     for size in [8 * 1024, 64 * 1024, 1024 * 1024] {
         for tasks in [1usize, 16, 64] {
             if only.is_some_and(|o| o != (size / 1024, tasks)) {
                 continue;
             }
-            let dir = tempfile::tempdir().expect("tempdir");
-            let store = Arc::new(
-                SledStore::open(&dir.path().join("store"), StoreConfig::default()).expect("open"),
-            );
-            let s = store.clone();
-            let ours = rate(tasks, secs, move |n| {
-                let s = s.clone();
-                async move {
-                    s.submit(message(n, size)).await.expect("submit");
+            let (mut ours, mut per100, mut raw, mut raw_synced) = (0.0, 0.0, 0.0, 0.0);
+            for _ in 0..rounds {
+                let (rate, flushes) = store_submit_rate(tasks, size, slice).await;
+                ours += rate / rounds as f64;
+                per100 += flushes / rounds as f64;
+                if no_raw {
+                    continue;
                 }
-            })
-            .await;
-            let stats = store.commit_stats();
-            let flushes = stats.flushes.load(Ordering::Relaxed);
-            let per100 =
-                100.0 * flushes as f64 / stats.requests.load(Ordering::Relaxed).max(1) as f64;
-            eprintln!(
-                "  {} KiB x {tasks}: mean flush {:.0} us over {flushes} flushes; {} of sled's blob files synced; log fdatasync'd {} times, {} of them grown",
-                size / 1024,
-                stats.flush_micros.load(Ordering::Relaxed) as f64 / flushes.max(1) as f64,
-                stats.sled_blobs_synced.load(Ordering::Relaxed),
-                stats.log_syncs.load(Ordering::Relaxed),
-                stats.log_length_syncs.load(Ordering::Relaxed)
-            );
-            drop(store);
+                let raw_dir = tempfile::tempdir().expect("tempdir");
+                raw += raw_sled_rate(&raw_dir.path().join("sled"), tasks, size, slice, false).await
+                    / rounds as f64;
+                let safe_dir = tempfile::tempdir().expect("tempdir");
+                raw_synced +=
+                    raw_sled_rate(&safe_dir.path().join("sled"), tasks, size, slice, true).await
+                        / rounds as f64;
+            }
             if no_raw {
                 println!(
                     "| {} KiB | {tasks} | {ours:.0} | - | - | - | - | - | {per100:.1} |",
@@ -163,13 +189,8 @@ async fn submit_matrix(secs: f64, only: Option<(usize, usize)>, no_raw: bool) {
                 );
                 continue;
             }
-
-            let raw_dir = tempfile::tempdir().expect("tempdir");
-            let raw = raw_sled_rate(&raw_dir.path().join("sled"), tasks, size, secs, false).await;
-            let raw_dir_synced = tempfile::tempdir().expect("tempdir");
-            let raw_synced =
-                raw_sled_rate(&raw_dir_synced.path().join("sled"), tasks, size, secs, true).await;
-            let fsync = raw_fsync_rate(raw_dir.path(), size, tasks.min(16), secs.min(2.0));
+            let fsync_dir = tempfile::tempdir().expect("tempdir");
+            let fsync = raw_fsync_rate(fsync_dir.path(), size, tasks.min(16), secs.min(2.0));
             println!(
                 "| {} KiB | {tasks} | {ours:.0} | {raw:.0} | {:.0} % | {raw_synced:.0} | {:.0} % | {fsync:.0} | {per100:.1} |",
                 size / 1024,
@@ -181,11 +202,15 @@ async fn submit_matrix(secs: f64, only: Option<(usize, usize)>, no_raw: bool) {
 }
 
 /// Plain sled `insert` + `flush` per call from `tasks` concurrent submitters; with
-/// `power_safe`, also `fdatasync` of the log after the flush (sled's flush ends with
-/// `sync_file_range`, which flushes neither the disk's write cache nor a grown file's
-/// length: what a power-loss-safe acknowledgement needs, and what the store's committer
-/// does).
+/// `power_safe`, after the flush also what a power-loss-safe acknowledgement needs on sled
+/// 0.34 and the store's committer does (docs/store.md): `fdatasync` of the log (sled's flush
+/// ends with `sync_file_range`, which flushes neither the disk's write cache nor a grown
+/// file's length) and `fsync` of the files sled wrote to `db/blobs` since the last check
+/// (items over a quarter of a segment, e.g. leaves holding several 64 KiB values, which
+/// sled never syncs).
 async fn raw_sled_rate(path: &Path, tasks: usize, size: usize, secs: f64, power_safe: bool) -> f64 {
+    let blobs_dir = Arc::new(path.join("blobs"));
+    let blobs_synced = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let db = sled::Config::new()
         .path(path)
         .mode(sled::Mode::HighThroughput)
@@ -200,12 +225,14 @@ async fn raw_sled_rate(path: &Path, tasks: usize, size: usize, secs: f64, power_
     // thread per call, the same call the store's committer makes.
     let rate = rate(tasks, secs, move |n| {
         let (d, value, log) = (d.clone(), value.clone(), log.clone());
+        let (blobs_dir, blobs_synced) = (blobs_dir.clone(), blobs_synced.clone());
         async move {
             tokio::task::spawn_blocking(move || {
                 d.insert(n.to_be_bytes(), value.as_slice()).expect("insert");
                 d.flush().expect("flush");
                 if power_safe {
                     log.sync_data().expect("fdatasync");
+                    sync_new_sled_blobs(&blobs_dir, &blobs_synced);
                 }
             })
             .await
@@ -215,6 +242,33 @@ async fn raw_sled_rate(path: &Path, tasks: usize, size: usize, secs: f64, power_
     .await;
     drop(db);
     rate
+}
+
+/// Fsyncs the files of sled's `blobs` directory not synced before, then the directory.
+fn sync_new_sled_blobs(
+    dir: &Path,
+    synced: &std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut any = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if synced.lock().expect("lock").contains(&name) {
+            continue;
+        }
+        if let Ok(f) = std::fs::File::open(entry.path()) {
+            f.sync_all().expect("fsync");
+            synced.lock().expect("lock").insert(name);
+            any = true;
+        }
+    }
+    if any {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .expect("fsync dir");
+    }
 }
 
 /// `--messages N` (default one million) and `--kib K` (default 1, returned in bytes) of
@@ -494,8 +548,13 @@ fn main() {
             let (k, t) = o.split_once(':')?;
             Some((k.parse().ok()?, t.parse().ok()?))
         });
+        // `--rounds N`: each cell alternates the store and its baselines N times.
+        let rounds = arg(&args, "--rounds")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(3);
         rt.block_on(submit_matrix(
             secs,
+            rounds,
             only,
             args.iter().any(|a| a == "--no-raw"),
         ));

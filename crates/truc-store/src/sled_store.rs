@@ -178,8 +178,13 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
+/// Values are MessagePack with structs as arrays (positional): a record is about half the
+/// size it is with field names, and records are written three times per package. serde
+/// reads a struct from an array or a map, so values written with names by earlier versions
+/// still decode. The rule that keeps positions meaningful: a field is only ever appended to
+/// a stored struct, with `#[serde(default)]`, and never removed or reordered.
 fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
-    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Codec {
+    rmp_serde::to_vec(value).map_err(|e| StoreError::Codec {
         what,
         reason: e.to_string(),
     })
@@ -2092,5 +2097,82 @@ pub(crate) mod crash_point {
         }
         DONE.with(|d| d.set(done + 1));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+    use crate::{Completion, Destination, NewMessage, PayloadInput, Route, Source, Summary};
+    use truc_edxml::{BusinessDocType, DocumentId, OrgCode, PackageKind, Sha256Digest};
+
+    fn code(s: &str) -> OrgCode {
+        OrgCode::parse(s).expect("unit code")
+    }
+
+    fn message(bytes: &'static [u8]) -> NewMessage {
+        let recipient = code("000.00.07.G04");
+        NewMessage {
+            kind: PackageKind::Document,
+            sender: code("000.00.05.G04"),
+            document_id: Some(DocumentId::new("000.00.05.G04,2026/11/22,7/CV")),
+            business_doc_type: BusinessDocType::New,
+            sha256: Sha256Digest::of(bytes),
+            source: Source::Adapter {
+                unit: code("000.00.05.G04"),
+                certificate: None,
+            },
+            received_at: Timestamp::now(),
+            routes: vec![Route {
+                destination: Destination::Inbox(recipient.clone()),
+                recipient,
+                held: false,
+            }],
+            summary: Summary::default(),
+            idempotency_key: None,
+            payload: PayloadInput::Bytes(bytes::Bytes::from_static(bytes)),
+        }
+    }
+
+    /// Records written by versions that encoded field names are read, claimed and
+    /// acknowledged like new ones; new records are positional and smaller.
+    #[tokio::test]
+    async fn records_written_with_field_names_still_decode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path(), StoreConfig::default()).expect("open");
+        let stored = store.submit(message(b"payload")).await.expect("submit");
+        let id = stored.record().id;
+        let k = key(keys::MESSAGE, &[&id.bytes()]);
+        let positional = store.db.get(&k).expect("get").expect("record");
+        let m: StoredMessage = decode("message", &positional).expect("decode");
+        let named = rmp_serde::to_vec_named(&m).expect("encode with names");
+        assert!(
+            positional.len() * 3 < named.len() * 2,
+            "positional {} bytes against {} with names",
+            positional.len(),
+            named.len()
+        );
+        // As an earlier version left it.
+        store.db.insert(&k, named).expect("insert");
+        let record = store.message(id).await.expect("read").expect("record");
+        assert_eq!(record.id, id);
+        assert_eq!(record.sender, code("000.00.05.G04"));
+        let claims = store
+            .claim(
+                &Destination::Inbox(code("000.00.07.G04")),
+                10,
+                Duration::from_secs(30),
+                Timestamp::now(),
+            )
+            .await
+            .expect("claim");
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].message.id, id);
+        store
+            .ack(&claims[0].token, Completion::Acknowledged, Timestamp::now())
+            .await
+            .expect("ack");
+        let deliveries = store.deliveries(id).await.expect("deliveries");
+        assert_eq!(deliveries[0].state, DeliveryState::Acknowledged);
     }
 }

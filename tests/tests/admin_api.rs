@@ -543,6 +543,24 @@ async fn metrics_move_as_documents_flow_and_cover_the_deploy_rules() {
         "B's stream is open"
     );
     assert!(sample(&after, "truc_store_flush_duration_seconds_count") >= 1.0);
+    // Both submissions (accepted and refused) were timed.
+    assert_eq!(
+        sample(
+            &after,
+            r#"truc_submission_duration_seconds_count{kind="document"}"#
+        ) - sample(
+            &before,
+            r#"truc_submission_duration_seconds_count{kind="document"}"#
+        ),
+        2.0,
+        "{after:?}"
+    );
+    assert!(
+        sample(
+            &after,
+            r#"truc_submission_duration_seconds_sum{kind="document"}"#
+        ) > 0.0
+    );
     assert!(sample(&after, "truc_store_disk_bytes") > 0.0);
     assert_eq!(sample(&after, "truc_ready"), 1.0);
     assert_eq!(

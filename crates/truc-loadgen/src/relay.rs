@@ -20,6 +20,8 @@ pub struct SpawnedRelay {
     pub ministry: String,
     /// Its gRPC address.
     pub addr: SocketAddr,
+    /// Its admin API (plain HTTP on loopback), for `/metrics`.
+    pub admin: Option<SocketAddr>,
     child: Child,
     trucd: PathBuf,
     config_file: PathBuf,
@@ -113,7 +115,7 @@ impl SpawnedRelay {
             store = dir.join("store"),
         );
         let config_file = write("trucd.toml", &config)?;
-        let (child, addr) = launch(trucd, &config_file)?;
+        let (child, addr, admin) = launch(trucd, &config_file)?;
         // Later starts (after a kill) listen on the same address, so adapters reconnect.
         std::fs::write(
             &config_file,
@@ -126,6 +128,7 @@ impl SpawnedRelay {
         Ok(SpawnedRelay {
             ministry: ministry.to_owned(),
             addr,
+            admin,
             child,
             trucd: trucd.to_owned(),
             config_file,
@@ -140,9 +143,10 @@ impl SpawnedRelay {
     pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         self.child.wait()?;
-        let (child, addr) = launch(&self.trucd, &self.config_file)?;
+        let (child, addr, admin) = launch(&self.trucd, &self.config_file)?;
         anyhow::ensure!(addr == self.addr, "restarted on {addr}, not {}", self.addr);
         self.child = child;
+        self.admin = admin;
         Ok(())
     }
 
@@ -179,9 +183,19 @@ impl SpawnedRelay {
     }
 }
 
+/// What `trucd` says on its standard output while it starts.
+enum StartLine {
+    Grpc(String),
+    Admin(String),
+    Serving,
+}
+
 /// Starts `trucd serve` with a configuration; returns it once it serves, with the
-/// address it bound.
-fn launch(trucd: &Path, config_file: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+/// addresses it bound (gRPC, and the admin API if it said where).
+fn launch(
+    trucd: &Path,
+    config_file: &Path,
+) -> anyhow::Result<(Child, SocketAddr, Option<SocketAddr>)> {
     let mut command = Command::new(trucd);
     for (name, _) in std::env::vars() {
         if name.starts_with("TRUC_") {
@@ -197,25 +211,39 @@ fn launch(trucd: &Path, config_file: &Path) -> anyhow::Result<(Child, SocketAddr
         .spawn()
         .with_context(|| format!("starting {}", trucd.display()))?;
     let stdout = child.stdout.take().context("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
+    let (tx, rx) = std::sync::mpsc::channel::<StartLine>();
     std::thread::spawn(move || {
+        let addr_of = |line: &str| {
+            line.find("addr=").map(|at| {
+                line[at + 5..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+        };
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if line.contains("gRPC listener bound") {
-                if let Some(at) = line.find("addr=") {
-                    let addr = line[at + 5..].split_whitespace().next().unwrap_or("");
-                    let _ = tx.send(Some(addr.to_owned()));
-                }
+            let said = if line.contains("gRPC listener bound") {
+                addr_of(&line).map(StartLine::Grpc)
+            } else if line.contains("admin API listening") {
+                addr_of(&line).map(StartLine::Admin)
             } else if line.contains("serving adapters") {
-                let _ = tx.send(None);
+                Some(StartLine::Serving)
+            } else {
+                None
+            };
+            if let Some(said) = said {
+                let _ = tx.send(said);
             }
         }
     });
-    let mut addr = None;
+    let (mut addr, mut admin) = (None, None);
     loop {
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(Some(a)) => addr = Some(a.parse::<SocketAddr>()?),
-            Ok(None) => break,
+            Ok(StartLine::Grpc(a)) => addr = Some(a.parse::<SocketAddr>()?),
+            Ok(StartLine::Admin(a)) => admin = a.parse::<SocketAddr>().ok(),
+            Ok(StartLine::Serving) => break,
             Err(_) => {
                 let _ = child.kill();
                 anyhow::bail!("trucd did not start serving within 120 s");
@@ -223,7 +251,93 @@ fn launch(trucd: &Path, config_file: &Path) -> anyhow::Result<(Child, SocketAddr
         }
     }
     let addr = addr.context("trucd did not say where it listens")?;
-    Ok((child, addr))
+    Ok((child, addr, admin))
+}
+
+/// Cumulative buckets (`le` in seconds, count) of the relay's
+/// `truc_submission_duration_seconds{kind="document"}`, read from its `/metrics`.
+pub async fn submission_buckets(admin: SocketAddr) -> anyhow::Result<Vec<(f64, u64)>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await?;
+    // HTTP/1.0: the whole body, then the connection closes (no chunked encoding).
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(parse_submission_buckets(&response))
+}
+
+fn parse_submission_buckets(text: &str) -> Vec<(f64, u64)> {
+    let mut buckets = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("truc_submission_duration_seconds_bucket{") else {
+            continue;
+        };
+        if !rest.contains("kind=\"document\"") {
+            continue;
+        }
+        let le = rest
+            .split("le=\"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .map(|v| {
+                if v == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    v.parse().unwrap_or(f64::NAN)
+                }
+            });
+        let count = line.rsplit(' ').next().and_then(|c| c.parse::<u64>().ok());
+        if let (Some(le), Some(count)) = (le, count) {
+            buckets.push((le, count));
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The smallest bucket bound under which at least `q` of the submissions between two
+/// readings fell, in milliseconds (`None` without submissions, infinite past the last
+/// bound).
+pub fn bucket_quantile_ms(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<f64> {
+    let at = |buckets: &[(f64, u64)], le: f64| {
+        buckets
+            .iter()
+            .find(|(l, _)| *l == le)
+            .map_or(0, |(_, c)| *c)
+    };
+    let total = after.last().map(|(le, c)| c - at(before, *le))?;
+    if total == 0 {
+        return None;
+    }
+    after
+        .iter()
+        .find(|(le, c)| (c - at(before, *le)) as f64 >= q * total as f64)
+        .map(|(le, _)| le * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_buckets_between_two_readings() {
+        let text = "# TYPE truc_submission_duration_seconds histogram\n\
+            truc_submission_duration_seconds_bucket{le=\"0.001\",kind=\"document\"} 10\n\
+            truc_submission_duration_seconds_bucket{le=\"0.005\",kind=\"document\"} 108\n\
+            truc_submission_duration_seconds_bucket{le=\"0.01\",kind=\"document\"} 110\n\
+            truc_submission_duration_seconds_bucket{le=\"+Inf\",kind=\"document\"} 110\n\
+            truc_submission_duration_seconds_bucket{le=\"0.001\",kind=\"status\"} 99\n";
+        let after = parse_submission_buckets(text);
+        assert_eq!(after.len(), 4);
+        let before = vec![(0.001, 10), (0.005, 10), (0.01, 10), (f64::INFINITY, 10)];
+        // 100 submissions between the readings: 98 under 5 ms, 2 more under 10 ms.
+        assert_eq!(bucket_quantile_ms(&before, &after, 0.5), Some(5.0));
+        assert_eq!(bucket_quantile_ms(&before, &after, 0.98), Some(5.0));
+        assert_eq!(bucket_quantile_ms(&before, &after, 0.99), Some(10.0));
+        assert_eq!(bucket_quantile_ms(&after, &after, 0.99), None);
+    }
 }
 
 /// CPU time (user + system) and peak resident memory of a process, from `/proc`.

@@ -111,7 +111,11 @@ impl FromStr for MessageId {
 }
 
 /// Where deliveries wait: a level-2 unit's inbox, or the outbox to the national axis.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Serialized as `{"kind": "inbox", "unit": CODE}` or `{"kind": "national_axis"}`; in the
+/// store's positional encoding, `[kind, unit]` or `[kind]` (read by the hand-written
+/// `Deserialize` below: serde's derived one rejects the one-element form).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "unit")]
 pub enum Destination {
     /// The inbox of a level-2 unit (its adapter reads it for the unit and its level-3
@@ -119,6 +123,71 @@ pub enum Destination {
     Inbox(OrgCode),
     /// The national axis.
     NationalAxis,
+}
+
+/// The derived form of [`Destination`], for maps (JSON, and values stored with field
+/// names).
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "unit")]
+enum TaggedDestination {
+    Inbox(OrgCode),
+    NationalAxis,
+}
+
+impl From<TaggedDestination> for Destination {
+    fn from(t: TaggedDestination) -> Self {
+        match t {
+            TaggedDestination::Inbox(code) => Destination::Inbox(code),
+            TaggedDestination::NationalAxis => Destination::NationalAxis,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Destination {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Destination;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a destination: {kind, unit} or [kind, unit]")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Destination, A::Error> {
+                TaggedDestination::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Destination::from)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Destination, A::Error> {
+                use serde::de::Error;
+                let kind: String = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                match kind.as_str() {
+                    "inbox" => seq
+                        .next_element::<OrgCode>()?
+                        .map(Destination::Inbox)
+                        .ok_or_else(|| A::Error::invalid_length(1, &self)),
+                    "national_axis" => {
+                        // Tolerates an empty content slot.
+                        let _ = seq.next_element::<serde::de::IgnoredAny>()?;
+                        Ok(Destination::NationalAxis)
+                    }
+                    other => Err(A::Error::unknown_variant(
+                        other,
+                        &["inbox", "national_axis"],
+                    )),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
 }
 
 impl Destination {

@@ -407,7 +407,10 @@ impl pb::relay_server::Relay for RelayService {
         &self,
         request: Request<Streaming<pb::SubmitDocumentRequest>>,
     ) -> Result<Response<pb::Receipt>, Status> {
+        let started = std::time::Instant::now();
         let result = self.receive_document(request).await;
+        self.metrics
+            .submission_finished("document", started.elapsed());
         self.count_submission("document", &result);
         result
     }
@@ -416,7 +419,10 @@ impl pb::relay_server::Relay for RelayService {
         &self,
         request: Request<pb::SubmitStatusRequest>,
     ) -> Result<Response<pb::Receipt>, Status> {
+        let started = std::time::Instant::now();
         let result = self.receive_status(request).await;
+        self.metrics
+            .submission_finished("status", started.elapsed());
         self.count_submission("status", &result);
         result
     }

@@ -69,6 +69,20 @@ struct UnitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// Buckets of the adapters' submission latency: a durable receipt takes a flush of the
+/// store (a fraction of a millisecond to a few on a healthy disk).
+fn submission_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 10.0,
+    ])
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
     operation: &'static str,
 }
@@ -90,6 +104,7 @@ fn call_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     submissions: Family<SubmissionLabels, Counter>,
+    submission_duration: Family<KindLabel, Histogram, fn() -> Histogram>,
     deliveries: Family<DestinationKind, Counter>,
     acks: Family<DestinationKind, Counter>,
     retries: Family<DestinationKind, Counter>,
@@ -122,6 +137,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("truc");
         let m = Metrics {
             submissions: Family::default(),
+            submission_duration: Family::new_with_constructor(submission_histogram),
             deliveries: Family::default(),
             acks: Family::default(),
             retries: Family::default(),
@@ -146,6 +162,11 @@ impl Metrics {
             "submissions",
             "Packages submitted, by kind, source and outcome",
             m.submissions.clone(),
+        );
+        registry.register(
+            "submission_duration_seconds",
+            "Adapters' submissions, from the call's start to the durable receipt (or refusal), by kind",
+            m.submission_duration.clone(),
         );
         registry.register(
             "deliveries",
@@ -268,6 +289,13 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// An adapter's submission call ended after `elapsed`.
+    pub fn submission_finished(&self, kind: &'static str, elapsed: std::time::Duration) {
+        self.submission_duration
+            .get_or_create(&KindLabel { kind })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// A package was handed over.

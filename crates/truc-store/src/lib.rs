@@ -73,6 +73,12 @@ pub trait Store: Send + Sync + 'static {
     /// A message's package bytes.
     async fn payload(&self, id: MessageId) -> Result<Payload>;
 
+    /// The package bytes of a message whose record the caller holds (from a claim): a
+    /// backend may skip reading the record again, which every delivery would otherwise do.
+    async fn payload_of(&self, message: &MessageRecord) -> Result<Payload> {
+        self.payload(message.id).await
+    }
+
     /// A message's deliveries.
     async fn deliveries(&self, id: MessageId) -> Result<Vec<Delivery>>;
 

@@ -1222,6 +1222,11 @@ impl Store for SledStore {
 
     async fn payload(&self, id: MessageId) -> Result<Payload> {
         let m = self.load_required(id)?.record;
+        self.payload_of(&m).await
+    }
+
+    async fn payload_of(&self, m: &MessageRecord) -> Result<Payload> {
+        let id = m.id;
         if m.payload_purged {
             return Err(StoreError::Purged(id.to_string()));
         }

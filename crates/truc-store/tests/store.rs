@@ -1200,3 +1200,42 @@ async fn below_the_free_space_reserve_submissions_are_refused_and_queues_drain()
     let store = open(dir.path());
     assert!(!store.submit(to(3)).await.expect("submit").is_duplicate());
 }
+
+/// Deliveries read the package through the record their claim returned: the same bytes as
+/// reading by id, inline or from a blob file.
+#[tokio::test]
+async fn payload_of_a_claimed_record_is_the_payload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(dir.path(), fast_config()).expect("open");
+    let recipient = "000.00.07.G04";
+    // fast_config keeps up to 1 KiB inline: one of each.
+    let small = vec![3u8; 512];
+    let large: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    for (n, bytes) in [(1u32, &small), (2, &large)] {
+        store
+            .submit(document(
+                "000.00.05.G04",
+                &[(recipient, inbox(recipient))],
+                n,
+                bytes,
+            ))
+            .await
+            .expect("submit");
+    }
+    let claims = store
+        .claim(&inbox(recipient), 10, LEASE, truc_store::Timestamp::now())
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 2);
+    let mut kinds = Vec::new();
+    for claim in &claims {
+        let by_record = store.payload_of(&claim.message).await.expect("payload_of");
+        let by_id = store.payload(claim.message.id).await.expect("payload");
+        kinds.push(matches!(by_record, Payload::Inline(_)));
+        let bytes = by_record.read_all().expect("read");
+        assert_eq!(bytes, by_id.read_all().expect("read"));
+        assert_eq!(bytes.len() as u64, claim.message.size);
+    }
+    kinds.sort();
+    assert_eq!(kinds, vec![false, true], "one inline, one in a blob file");
+}

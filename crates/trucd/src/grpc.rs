@@ -896,7 +896,7 @@ impl InboxSession {
             let m = &claim.message;
             let package = if m.size <= self.max_inline {
                 match store
-                    .payload(m.id)
+                    .payload_of(m)
                     .await
                     .and_then(|p| p.read_all().map_err(truc_store::StoreError::Io))
                 {

@@ -106,7 +106,7 @@ async fn send_message(
         .iter()
         .map(|c| c.token.key.recipient.to_string())
         .collect();
-    let result = match store.payload(message.id).await {
+    let result = match store.payload_of(message).await {
         Ok(p) => match p.read_all() {
             Ok(bytes) => {
                 upstream

@@ -296,9 +296,15 @@ async fn an_interrupted_submission_leaves_nothing_that_counts() {
     every_cut(Stage::Submit).await;
 }
 
+/// A claim writes nothing (leases live in memory), so a crash cannot leave half of one;
+/// the run still checks that a reopened store offers the claimed deliveries again.
 #[tokio::test]
-async fn an_interrupted_claim_is_released_on_reopen() {
-    every_cut(Stage::Claim).await;
+async fn a_claim_writes_nothing_and_is_released_on_reopen() {
+    assert_eq!(
+        run(Stage::Claim, None).await,
+        0,
+        "a claim wrote to the database"
+    );
 }
 
 #[tokio::test]

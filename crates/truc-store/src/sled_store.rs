@@ -157,15 +157,104 @@ pub struct SledStore {
     payloads: sled::Tree,
     blobs: BlobDir,
     config: StoreConfig,
-    /// Serialises read-modify-write sections (in memory, microseconds); fsyncs happen
-    /// outside it, in the committer.
-    lock: Mutex<()>,
+    /// Serialises read-modify-write sections (in memory, microseconds), and holds this
+    /// process's claims; fsyncs happen outside it, in the committer.
+    lock: Mutex<Leases>,
     committer: Committer,
     event_seq: AtomicU64,
     /// When free space was last found sufficient (ms since the store opened, +1; 0:
     /// never): checked at most every [`SPACE_CHECK_MS`] under load.
     space_ok_at: AtomicU64,
     opened_at: std::time::Instant,
+}
+
+/// The claims of this process, in memory. A store directory serves one relay process, so
+/// a lease needs no write: a crash or a restart forgets them all, which releases them —
+/// what opening a store did anyway. A claimed delivery stays `queued` in its record and in
+/// its queue index until it is acknowledged, refused or retried (which write the record
+/// once, with the attempt count and claim time the lease kept). Guarded by the store's
+/// lock.
+#[derive(Default)]
+pub(crate) struct Leases {
+    held: HashMap<DeliveryKey, Held>,
+    /// Per destination (its key), the last queue key a claim scan went past: every entry
+    /// up to it is held by a lease (or was removed), so the next scan starts after it.
+    /// Dropped whenever an entry may appear at or before it.
+    cursors: HashMap<Vec<u8>, Vec<u8>>,
+    /// Attempts of deliveries whose lease ran out or was released (nothing was written):
+    /// the next claim counts on from there.
+    attempts: HashMap<DeliveryKey, u32>,
+}
+
+/// One lease.
+struct Held {
+    lease: u64,
+    until: Timestamp,
+    claimed_at: Timestamp,
+    attempts: u32,
+    destination: Destination,
+}
+
+impl Leases {
+    /// `d` (as its record has it) as claimed under `h`.
+    fn claimed(mut d: Delivery, h: &Held) -> Delivery {
+        d.state = DeliveryState::Claimed;
+        d.lease = Some(h.lease);
+        d.attempts = h.attempts;
+        d.claimed_at = Some(h.claimed_at);
+        d.ready_at = h.until;
+        d
+    }
+
+    /// The claims of `d`'s message show in what readers see.
+    fn overlay(&self, d: &mut Delivery) {
+        if d.state == DeliveryState::Queued {
+            if let Some(h) = self.held.get(&d.key) {
+                *d = Self::claimed(d.clone(), h);
+            }
+        }
+    }
+
+    /// A queue entry was (re)inserted in `destination`: the next scan must see it.
+    fn queued(&mut self, destination: &Destination, queue_key: &[u8]) {
+        let dest = destination.key();
+        if self
+            .cursors
+            .get(&dest)
+            .is_some_and(|c| queue_key <= c.as_slice())
+        {
+            self.cursors.remove(&dest);
+        }
+    }
+
+    /// Ends the lease on `key` without an answer (its queue entry becomes claimable
+    /// again, and its attempt is remembered).
+    fn drop_lease(&mut self, key: &DeliveryKey) -> Option<Held> {
+        let h = self.held.remove(key)?;
+        self.cursors.remove(&h.destination.key());
+        self.attempts.insert(key.clone(), h.attempts);
+        Some(h)
+    }
+
+    /// The lease on `key` ended with an answer written to its record.
+    fn settle(&mut self, key: &DeliveryKey) {
+        self.held.remove(key);
+        self.attempts.remove(key);
+    }
+
+    /// Removes the leases ended at `now`; returns their keys.
+    fn expire(&mut self, now: Timestamp) -> Vec<DeliveryKey> {
+        let expired: Vec<DeliveryKey> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.until <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &expired {
+            self.drop_lease(k);
+        }
+        expired
+    }
 }
 
 /// How long a free-space check stays valid, in milliseconds. At 100 MB/s of writes this is
@@ -357,7 +446,7 @@ impl SledStore {
             payloads,
             blobs,
             config,
-            lock: Mutex::new(()),
+            lock: Mutex::new(Leases::default()),
             committer,
             event_seq: AtomicU64::new(0),
             space_ok_at: AtomicU64::new(0),
@@ -450,7 +539,7 @@ impl SledStore {
         self.config.retry
     }
 
-    fn guard(&self) -> MutexGuard<'_, ()> {
+    fn guard(&self) -> MutexGuard<'_, Leases> {
         // A panic while holding the lock can leave an operation's first writes only: a state
         // the store handles like one a crash leaves (see `Writes`), so the lock stays usable.
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
@@ -502,7 +591,9 @@ impl SledStore {
         txn.apply()
     }
 
-    /// Claimed deliveries whose lease ends at or before `until` go back to their queue.
+    /// Claims that earlier versions of the store wrote down (a lease index entry and a
+    /// claimed record) and whose lease ends at or before `until` go back to their queue.
+    /// Called at open; this version keeps claims in memory ([`Leases`]).
     fn release_leases(&self, until: u64, now: Timestamp) -> Result<usize> {
         let _g = self.guard();
         let mut txn = self.txn();
@@ -538,18 +629,25 @@ impl SledStore {
         Ok(n)
     }
 
-    fn check_lease(txn: &mut Txn<'_>, token: &ClaimToken) -> Result<Delivery> {
+    /// The delivery `token` holds, as its lease has it (claimed, with the lease's attempt
+    /// count); the record in `txn` stays as stored (queued), so an update of the delivery
+    /// removes its queue entry.
+    fn check_lease(txn: &mut Txn<'_>, leases: &Leases, token: &ClaimToken) -> Result<Delivery> {
+        let lost = || StoreError::LeaseLost(token.key.to_string());
+        let held = leases
+            .held
+            .get(&token.key)
+            .filter(|h| h.lease == token.lease)
+            .ok_or_else(lost)?;
         let d = match txn.delivery(&token.key) {
             Ok(d) => d,
-            Err(StoreError::NotFound(_)) => {
-                return Err(StoreError::LeaseLost(token.key.to_string()))
-            }
+            Err(StoreError::NotFound(_)) => return Err(lost()),
             Err(e) => return Err(e),
         };
-        if d.state != DeliveryState::Claimed || d.lease != Some(token.lease) {
-            return Err(StoreError::LeaseLost(token.key.to_string()));
+        if d.state != DeliveryState::Queued {
+            return Err(lost());
         }
-        Ok(d)
+        Ok(Leases::claimed(d, held))
     }
 
     /// The dedupe key, which is also the by-document index: DocumentId, then a digest of
@@ -602,7 +700,7 @@ impl SledStore {
         &self.blobs
     }
 
-    pub(crate) fn lock_for_backup(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn lock_for_backup(&self) -> MutexGuard<'_, Leases> {
         self.guard()
     }
 
@@ -1064,7 +1162,7 @@ impl Store for SledStore {
 
         let mut dirs = Vec::new();
         let outcome = {
-            let _g = self.guard();
+            let mut g = self.guard();
             if let Some(original) = self.find_duplicate(&m)? {
                 if inline.is_some() {
                     self.payloads.remove(id.bytes())?;
@@ -1167,6 +1265,11 @@ impl Store for SledStore {
                     }
                     deliveries.push(d);
                 }
+                let queued: Vec<(Destination, Vec<u8>)> = deliveries
+                    .iter()
+                    .filter(|d| d.state == DeliveryState::Queued)
+                    .map(|d| (d.destination.clone(), queue_key(d)))
+                    .collect();
                 txn.messages.insert(
                     id,
                     StoredMessage {
@@ -1176,6 +1279,9 @@ impl Store for SledStore {
                 );
                 txn.touch(id);
                 txn.apply()?;
+                for (destination, k) in &queued {
+                    g.queued(destination, k);
+                }
                 SubmitOutcome::Stored(record)
             }
         };
@@ -1247,7 +1353,12 @@ impl Store for SledStore {
     }
 
     async fn deliveries(&self, id: MessageId) -> Result<Vec<Delivery>> {
-        Ok(self.load(id)?.map(|m| m.deliveries).unwrap_or_default())
+        let mut deliveries = self.load(id)?.map(|m| m.deliveries).unwrap_or_default();
+        let g = self.guard();
+        for d in &mut deliveries {
+            g.overlay(d);
+        }
+        Ok(deliveries)
     }
 
     async fn claim(
@@ -1257,11 +1368,20 @@ impl Store for SledStore {
         lease: Duration,
         now: Timestamp,
     ) -> Result<Vec<Claim>> {
-        let _g = self.guard();
-        let prefix = key(keys::QUEUE, &[&destination.key(), &[0]]);
+        use std::ops::Bound;
+        let mut g = self.guard();
+        let dest = destination.key();
+        let prefix = key(keys::QUEUE, &[&dest, &[0]]);
+        let end = key(keys::QUEUE, &[&dest, &[1]]);
+        // Entries up to the cursor are held by leases: start after them.
+        let start = match g.cursors.get(&dest) {
+            Some(c) => Bound::Excluded(c.clone()),
+            None => Bound::Included(prefix.clone()),
+        };
         let mut txn = self.txn();
         let mut claims = Vec::new();
-        for kv in self.db.scan_prefix(&prefix) {
+        let mut cursor = None;
+        for kv in self.db.range::<Vec<u8>, _>((start, Bound::Excluded(end))) {
             if claims.len() >= max {
                 break;
             }
@@ -1275,11 +1395,15 @@ impl Store for SledStore {
             if ready > now.0 {
                 break;
             }
-            let Some(dk) = DeliveryKey::from_bytes(&rest[8..]) else {
+            cursor = Some(k.to_vec());
+            let Some(dk) = rest.get(8..).and_then(DeliveryKey::from_bytes) else {
                 txn.batch.remove(k);
                 continue;
             };
-            let mut d = match txn.delivery(&dk) {
+            if g.held.contains_key(&dk) {
+                continue;
+            }
+            let d = match txn.delivery(&dk) {
                 Ok(d) => d,
                 Err(StoreError::NotFound(_)) => {
                     txn.batch.remove(k);
@@ -1291,23 +1415,30 @@ impl Store for SledStore {
                 txn.batch.remove(k);
                 continue;
             }
-            d.state = DeliveryState::Claimed;
-            d.attempts += 1;
-            d.lease = Some(fastrand::u64(..));
-            d.claimed_at = Some(now);
-            d.ready_at = now.plus(lease);
-            txn.update(d.clone())?;
+            let held = Held {
+                lease: fastrand::u64(..),
+                until: now.plus(lease),
+                claimed_at: now,
+                attempts: d.attempts.max(g.attempts.remove(&dk).unwrap_or(0)) + 1,
+                destination: d.destination.clone(),
+            };
+            let delivery = Leases::claimed(d, &held);
             let message = txn.message(dk.message_id)?.record.clone();
             claims.push(Claim {
                 token: ClaimToken {
-                    key: dk,
-                    lease: d.lease.unwrap_or_default(),
+                    key: dk.clone(),
+                    lease: held.lease,
                 },
-                delivery: d,
+                delivery,
                 message,
             });
+            g.held.insert(dk, held);
         }
+        // Only index repairs (entries whose record is gone or moved on).
         txn.apply()?;
+        if let Some(c) = cursor {
+            g.cursors.insert(dest, c);
+        }
         Ok(claims)
     }
 
@@ -1329,9 +1460,9 @@ impl Store for SledStore {
     ) -> Result<Delivery> {
         let writing = self.committer.writing();
         let d = {
-            let _g = self.guard();
+            let mut g = self.guard();
             let mut txn = self.txn();
-            let mut d = Self::check_lease(&mut txn, token)?;
+            let mut d = Self::check_lease(&mut txn, &g, token)?;
             d.state = match completion {
                 Completion::Acknowledged => DeliveryState::Acknowledged,
                 Completion::Delivered { upstream_doc_id } => {
@@ -1348,6 +1479,8 @@ impl Store for SledStore {
                     .insert(status_key(entry), encode("status", entry)?);
             }
             txn.apply()?;
+            // Its queue entry is gone with the update: the scan cursor stays valid.
+            g.settle(&token.key);
             d
         };
         self.committer.commit(Vec::new(), Some(writing)).await?;
@@ -1357,9 +1490,9 @@ impl Store for SledStore {
     async fn nack(&self, token: &ClaimToken, error: &str, now: Timestamp) -> Result<NackOutcome> {
         let writing = self.committer.writing();
         let outcome = {
-            let _g = self.guard();
+            let mut g = self.guard();
             let mut txn = self.txn();
-            let mut d = Self::check_lease(&mut txn, token)?;
+            let mut d = Self::check_lease(&mut txn, &g, token)?;
             d.lease = None;
             d.last_error = Some(error.to_owned());
             let policy = self.config.retry;
@@ -1383,6 +1516,9 @@ impl Store for SledStore {
                 NackOutcome::RetryAt(at)
             };
             txn.apply()?;
+            // A retry re-enters the queue, maybe before the scan cursor.
+            g.drop_lease(&token.key);
+            g.settle(&token.key);
             outcome
         };
         self.committer.commit(Vec::new(), Some(writing)).await?;
@@ -1392,14 +1528,15 @@ impl Store for SledStore {
     async fn fail(&self, token: &ClaimToken, reason: &str, now: Timestamp) -> Result<Delivery> {
         let writing = self.committer.writing();
         let d = {
-            let _g = self.guard();
+            let mut g = self.guard();
             let mut txn = self.txn();
-            let mut d = Self::check_lease(&mut txn, token)?;
+            let mut d = Self::check_lease(&mut txn, &g, token)?;
             let reason = format!("refused for good after {} attempts: {reason}", d.attempts);
             d.lease = None;
             d.last_error = Some(reason.clone());
             let d = txn.dead_letter(d, &reason, now)?;
             txn.apply()?;
+            g.settle(&token.key);
             d
         };
         self.committer.commit(Vec::new(), Some(writing)).await?;
@@ -1407,18 +1544,19 @@ impl Store for SledStore {
     }
 
     async fn release(&self, token: &ClaimToken, now: Timestamp) -> Result<()> {
-        let _g = self.guard();
+        let mut g = self.guard();
+        if g.held
+            .get(&token.key)
+            .is_none_or(|h| h.lease != token.lease)
+        {
+            return Err(StoreError::LeaseLost(token.key.to_string()));
+        }
+        g.drop_lease(&token.key);
         let mut txn = self.txn();
-        let mut d = Self::check_lease(&mut txn, token)?;
-        d.state = DeliveryState::Queued;
-        d.lease = None;
-        d.ready_at = now.min(d.queued_at);
-        let (id, recipient) = (d.key.message_id, d.key.recipient.clone());
-        txn.update(d)?;
         txn.event(
             now,
-            id,
-            Some(&recipient),
+            token.key.message_id,
+            Some(&token.key.recipient),
             EventKind::LeaseExpired,
             "released: the adapter disconnected",
         )?;
@@ -1426,12 +1564,25 @@ impl Store for SledStore {
     }
 
     async fn release_expired(&self, now: Timestamp) -> Result<usize> {
-        self.release_leases(now.0, now)
+        let mut g = self.guard();
+        let expired = g.expire(now);
+        let mut txn = self.txn();
+        for k in &expired {
+            txn.event(
+                now,
+                k.message_id,
+                Some(&k.recipient),
+                EventKind::LeaseExpired,
+                "",
+            )?;
+        }
+        txn.apply()?;
+        Ok(expired.len())
     }
 
     async fn release_held(&self, recipient: &OrgCode, now: Timestamp) -> Result<usize> {
         let n = {
-            let _g = self.guard();
+            let mut g = self.guard();
             let prefix = key(keys::HELD, &[recipient.as_str().as_bytes(), &[0]]);
             let mut txn = self.txn();
             let mut n = 0;
@@ -1462,6 +1613,8 @@ impl Store for SledStore {
                 n += 1;
             }
             txn.apply()?;
+            // Entries may now sit before a scan cursor.
+            g.cursors.clear();
             n
         };
         self.committer.commit(Vec::new(), None).await?;
@@ -1499,7 +1652,7 @@ impl Store for SledStore {
 
     async fn requeue(&self, key_: &DeliveryKey, actor: &str, now: Timestamp) -> Result<Delivery> {
         let d = {
-            let _g = self.guard();
+            let mut g = self.guard();
             let mut txn = self.txn();
             let mut d = txn.delivery(key_)?;
             if d.state != DeliveryState::Dead {
@@ -1525,6 +1678,7 @@ impl Store for SledStore {
             )?;
             txn.audit(actor, "requeue", &key_.to_string(), "", now)?;
             txn.apply()?;
+            g.cursors.remove(&d.destination.key());
             d
         };
         self.committer.commit(Vec::new(), None).await?;
@@ -1539,7 +1693,7 @@ impl Store for SledStore {
         now: Timestamp,
     ) -> Result<Delivery> {
         let d = {
-            let _g = self.guard();
+            let mut g = self.guard();
             let mut txn = self.txn();
             let mut d = txn.delivery(key_)?;
             if matches!(
@@ -1567,6 +1721,8 @@ impl Store for SledStore {
             txn.complete_if_done(key_.message_id, now)?;
             txn.audit(actor, "drop", &key_.to_string(), reason, now)?;
             txn.apply()?;
+            // A claim on it ends: its adapter's acknowledgement will find the lease lost.
+            g.settle(key_);
             d
         };
         self.committer.commit(Vec::new(), None).await?;
@@ -1765,6 +1921,15 @@ impl Store for SledStore {
             claimed: 0,
             oldest: None,
         };
+        // Claimed deliveries keep their queue entry (see `Leases`); the scan runs without
+        // the lock, over a copy of this queue's claims.
+        let held: std::collections::HashSet<DeliveryKey> = self
+            .guard()
+            .held
+            .iter()
+            .filter(|(_, h)| h.destination == *destination)
+            .map(|(k, _)| k.clone())
+            .collect();
         for kv in self.db.scan_prefix(&prefix) {
             let (k, _) = kv?;
             let ready = k
@@ -1772,6 +1937,13 @@ impl Store for SledStore {
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
+            if k.get(prefix.len() + 8..)
+                .and_then(DeliveryKey::from_bytes)
+                .is_some_and(|dk| held.contains(&dk))
+            {
+                depth.claimed += 1;
+                continue;
+            }
             if depth.oldest.is_none() {
                 depth.oldest = Some(Timestamp(ready));
             }
@@ -1779,13 +1951,6 @@ impl Store for SledStore {
                 depth.ready += 1;
             } else {
                 depth.waiting += 1;
-            }
-        }
-        let dest_key = destination.key();
-        for kv in self.db.scan_prefix([keys::LEASE]) {
-            let (_, v) = kv?;
-            if v.as_ref() == dest_key.as_slice() {
-                depth.claimed += 1;
             }
         }
         Ok(depth)
@@ -1806,6 +1971,8 @@ impl Store for SledStore {
                 })
                 .clone()
         };
+        let held: std::collections::HashSet<DeliveryKey> =
+            self.guard().held.keys().cloned().collect();
         for kv in self.db.scan_prefix([keys::QUEUE]) {
             let (k, _) = kv?;
             let Some(end) = k.iter().skip(1).position(|&b| b == 0).map(|p| p + 1) else {
@@ -1820,6 +1987,15 @@ impl Store for SledStore {
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
             entry(&mut depths, dest.clone());
+            if k.get(end + 9..)
+                .and_then(DeliveryKey::from_bytes)
+                .is_some_and(|dk| held.contains(&dk))
+            {
+                if let Some(depth) = depths.get_mut(&dest) {
+                    depth.claimed += 1;
+                }
+                continue;
+            }
             if let Some(depth) = depths.get_mut(&dest) {
                 let ts = Timestamp(ready);
                 depth.oldest = Some(depth.oldest.map_or(ts, |o| o.min(ts)));
@@ -1828,16 +2004,6 @@ impl Store for SledStore {
                 } else {
                     depth.waiting += 1;
                 }
-            }
-        }
-        for kv in self.db.scan_prefix([keys::LEASE]) {
-            let (_, v) = kv?;
-            let Some(dest) = Destination::from_key(&v) else {
-                continue;
-            };
-            entry(&mut depths, dest.clone());
-            if let Some(depth) = depths.get_mut(&dest) {
-                depth.claimed += 1;
             }
         }
         Ok(depths.into_values().collect())

@@ -62,8 +62,16 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug, Clone, PartialEq)]
 enum ModelState {
-    Queued { ready_at: Timestamp },
-    Claimed { lease: u64, until: Timestamp },
+    Queued {
+        ready_at: Timestamp,
+    },
+    /// `ready_before`: where it stood in its queue before the claim, and returns to when the
+    /// lease ends without an answer (expiry, restart).
+    Claimed {
+        lease: u64,
+        until: Timestamp,
+        ready_before: Timestamp,
+    },
     Acknowledged,
     Dead,
 }
@@ -209,14 +217,15 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         .deliveries
                         .get_mut(&c.token.key)
                         .ok_or_else(|| fail(StoreError::NotFound(c.token.key.to_string())))?;
-                    prop_assert!(
-                        matches!(d.state, ModelState::Queued { ready_at } if ready_at <= now),
-                        "claimed {:?}",
-                        d.state
-                    );
+                    let ModelState::Queued { ready_at } = d.state else {
+                        prop_assert!(false, "claimed {:?}", d.state);
+                        continue;
+                    };
+                    prop_assert!(ready_at <= now, "claimed before {:?}", ready_at);
                     d.state = ModelState::Claimed {
                         lease: c.token.lease,
                         until: now.plus(LEASE),
+                        ready_before: ready_at,
                     };
                     model.tokens.push(c.token);
                 }
@@ -262,11 +271,18 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let released = store.release_expired(now).await.map_err(fail)?;
                 let mut expected = 0;
                 for d in model.deliveries.values_mut() {
-                    if matches!(d.state, ModelState::Claimed { until, .. } if until <= now) {
-                        d.state = ModelState::Queued {
-                            ready_at: d.queued_at,
-                        };
-                        expected += 1;
+                    if let ModelState::Claimed {
+                        until,
+                        ready_before,
+                        ..
+                    } = d.state
+                    {
+                        if until <= now {
+                            d.state = ModelState::Queued {
+                                ready_at: ready_before,
+                            };
+                            expected += 1;
+                        }
                     }
                 }
                 prop_assert_eq!(released, expected);
@@ -291,9 +307,9 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 drop(store);
                 store = SledStore::open(dir.path(), config.clone()).map_err(fail)?;
                 for d in model.deliveries.values_mut() {
-                    if matches!(d.state, ModelState::Claimed { .. }) {
+                    if let ModelState::Claimed { ready_before, .. } = d.state {
                         d.state = ModelState::Queued {
-                            ready_at: d.queued_at,
+                            ready_at: ready_before,
                         };
                     }
                 }

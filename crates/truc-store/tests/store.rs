@@ -1239,3 +1239,58 @@ async fn payload_of_a_claimed_record_is_the_payload() {
     kinds.sort();
     assert_eq!(kinds, vec![false, true], "one inline, one in a blob file");
 }
+
+/// Claims live in memory and a claim scan resumes after the entries leases hold; an entry
+/// that lands before that point (a submission stamped a moment earlier than one already
+/// claimed, a lease that ends) is still found by the next claim.
+#[tokio::test]
+async fn entries_queued_behind_held_claims_are_still_claimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let unit = "000.00.07.G04";
+    let dest = inbox(unit);
+    let at = |ms: u64, n: u32| {
+        let mut m = document("000.00.05.G04", &[(unit, dest.clone())], n, b"x");
+        m.received_at = T0.plus(Duration::from_millis(ms));
+        m
+    };
+    let now = T0.plus(Duration::from_secs(1));
+    store.submit(at(10, 1)).await.expect("submit");
+    store.submit(at(20, 2)).await.expect("submit");
+    let first = store.claim(&dest, 1, LEASE, now).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    // Stamped before the claimed one (its adapter's clock read earlier), stored after.
+    store.submit(at(5, 3)).await.expect("submit");
+    let next = store.claim(&dest, 10, LEASE, now).await.expect("claim");
+    let ns: Vec<String> = next
+        .iter()
+        .map(|c| {
+            c.message
+                .document_id
+                .as_ref()
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(next.len(), 2, "{ns:?}");
+    // Nothing more while the three are held...
+    assert!(store
+        .claim(&dest, 10, LEASE, now)
+        .await
+        .expect("claim")
+        .is_empty());
+    let depth = store.queue_depth(&dest, now).await.expect("depth");
+    assert_eq!((depth.ready, depth.claimed), (0, 3));
+    // ...and the first again once its holder lets it go.
+    store.release(&first[0].token, now).await.expect("release");
+    let again = store.claim(&dest, 10, LEASE, now).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].message.id, first[0].message.id);
+    assert_eq!(again[0].delivery.attempts, 2, "the released attempt counts");
+    let shown = store
+        .deliveries(first[0].message.id)
+        .await
+        .expect("deliveries");
+    assert_eq!(shown[0].state, DeliveryState::Claimed);
+    assert_eq!(shown[0].lease, Some(again[0].token.lease));
+}

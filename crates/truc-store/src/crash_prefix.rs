@@ -31,11 +31,11 @@ enum Stage {
     Purge,
 }
 
-fn code(s: &str) -> OrgCode {
+pub(crate) fn code(s: &str) -> OrgCode {
     OrgCode::parse(s).expect("code")
 }
 
-fn inbox() -> Destination {
+pub(crate) fn inbox() -> Destination {
     Destination::Inbox(code("000.00.07.G04"))
 }
 
@@ -43,7 +43,9 @@ fn document_id(n: u32) -> DocumentId {
     DocumentId::new(&format!("000.00.05.G04,2026/11/22,{n}/CRASH"))
 }
 
-fn document(n: u32, bytes: &[u8], idempotency_key: Option<&str>) -> NewMessage {
+/// Document `n` from 000.00.05.G04 to 000.00.07.G04's inbox (also used by other tests of
+/// the crate).
+pub(crate) fn document(n: u32, bytes: &[u8], idempotency_key: Option<&str>) -> NewMessage {
     NewMessage {
         kind: PackageKind::Document,
         sender: code("000.00.05.G04"),

@@ -195,14 +195,21 @@ struct Held {
     destination: Destination,
 }
 
+impl Held {
+    /// Makes `d` say what this lease says.
+    fn show_on(&self, d: &mut Delivery) {
+        d.state = DeliveryState::Claimed;
+        d.lease = Some(self.lease);
+        d.attempts = self.attempts;
+        d.claimed_at = Some(self.claimed_at);
+        d.ready_at = self.until;
+    }
+}
+
 impl Leases {
     /// `d` (as its record has it) as claimed under `h`.
     fn claimed(mut d: Delivery, h: &Held) -> Delivery {
-        d.state = DeliveryState::Claimed;
-        d.lease = Some(h.lease);
-        d.attempts = h.attempts;
-        d.claimed_at = Some(h.claimed_at);
-        d.ready_at = h.until;
+        h.show_on(&mut d);
         d
     }
 
@@ -210,20 +217,25 @@ impl Leases {
     fn overlay(&self, d: &mut Delivery) {
         if d.state == DeliveryState::Queued {
             if let Some(h) = self.held.get(&d.key) {
-                *d = Self::claimed(d.clone(), h);
+                h.show_on(d);
             }
         }
     }
 
-    /// A queue entry was (re)inserted in `destination`: the next scan must see it.
-    fn queued(&mut self, destination: &Destination, queue_key: &[u8]) {
-        let dest = destination.key();
+    /// A queue entry was (re)inserted: if it sits at or before its queue's scan cursor,
+    /// the next scan starts over.
+    fn queued(&mut self, queue_key: &[u8]) {
+        // `Q`, the destination's key (no zero byte), 0, ready time, delivery.
+        let Some(end) = queue_key.iter().skip(1).position(|&b| b == 0) else {
+            return;
+        };
+        let dest = &queue_key[1..end + 1];
         if self
             .cursors
-            .get(&dest)
+            .get(dest)
             .is_some_and(|c| queue_key <= c.as_slice())
         {
-            self.cursors.remove(&dest);
+            self.cursors.remove(dest);
         }
     }
 
@@ -574,7 +586,7 @@ impl SledStore {
     /// crash interrupted a requeue or drop after its record was written (see [`Writes`]).
     /// Dead letters are few, so this costs little at start-up.
     fn drop_stale_dead_letters(&self) -> Result<()> {
-        let _g = self.guard();
+        let mut g = self.guard();
         let mut txn = self.txn();
         for kv in self.db.scan_prefix([keys::DEAD]) {
             let (k, _) = kv?;
@@ -588,14 +600,14 @@ impl SledStore {
                 txn.batch.remove(k);
             }
         }
-        txn.apply()
+        txn.apply(&mut g)
     }
 
     /// Claims that earlier versions of the store wrote down (a lease index entry and a
     /// claimed record) and whose lease ends at or before `until` go back to their queue.
     /// Called at open; this version keeps claims in memory ([`Leases`]).
     fn release_leases(&self, until: u64, now: Timestamp) -> Result<usize> {
-        let _g = self.guard();
+        let mut g = self.guard();
         let mut txn = self.txn();
         let mut n = 0;
         let end = key(keys::LEASE, &[&until.to_be_bytes(), &[0xFF]]);
@@ -625,7 +637,7 @@ impl SledStore {
             )?;
             n += 1;
         }
-        txn.apply()?;
+        txn.apply(&mut g)?;
         Ok(n)
     }
 
@@ -914,14 +926,27 @@ impl Txn<'_> {
         Ok(entry)
     }
 
-    fn apply(self) -> Result<()> {
+    /// Writes the operation, then tells `leases` of every queue entry it inserted, so a
+    /// claim scan never resumes past one.
+    fn apply(self, leases: &mut Leases) -> Result<()> {
         let mut records = Vec::with_capacity(self.dirty.len());
         for id in &self.dirty {
             if let Some(m) = self.messages.get(id) {
                 records.push((key(keys::MESSAGE, &[&id.bytes()]), encode("message", m)?));
             }
         }
-        self.batch.apply(&self.store.db, records)
+        let queued: Vec<Vec<u8>> = self
+            .batch
+            .ops
+            .iter()
+            .filter(|(k, (_, v))| k.first() == Some(&keys::QUEUE) && v.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.batch.apply(&self.store.db, records)?;
+        for k in &queued {
+            leases.queued(k);
+        }
+        Ok(())
     }
 }
 
@@ -1265,11 +1290,6 @@ impl Store for SledStore {
                     }
                     deliveries.push(d);
                 }
-                let queued: Vec<(Destination, Vec<u8>)> = deliveries
-                    .iter()
-                    .filter(|d| d.state == DeliveryState::Queued)
-                    .map(|d| (d.destination.clone(), queue_key(d)))
-                    .collect();
                 txn.messages.insert(
                     id,
                     StoredMessage {
@@ -1278,10 +1298,7 @@ impl Store for SledStore {
                     },
                 );
                 txn.touch(id);
-                txn.apply()?;
-                for (destination, k) in &queued {
-                    g.queued(destination, k);
-                }
+                txn.apply(&mut g)?;
                 SubmitOutcome::Stored(record)
             }
         };
@@ -1435,7 +1452,7 @@ impl Store for SledStore {
             g.held.insert(dk, held);
         }
         // Only index repairs (entries whose record is gone or moved on).
-        txn.apply()?;
+        txn.apply(&mut g)?;
         if let Some(c) = cursor {
             g.cursors.insert(dest, c);
         }
@@ -1478,7 +1495,7 @@ impl Store for SledStore {
                 txn.batch
                     .insert(status_key(entry), encode("status", entry)?);
             }
-            txn.apply()?;
+            txn.apply(&mut g)?;
             // Its queue entry is gone with the update: the scan cursor stays valid.
             g.settle(&token.key);
             d
@@ -1515,9 +1532,7 @@ impl Store for SledStore {
                 txn.event(now, id, Some(&recipient), EventKind::RetryScheduled, detail)?;
                 NackOutcome::RetryAt(at)
             };
-            txn.apply()?;
-            // A retry re-enters the queue, maybe before the scan cursor.
-            g.drop_lease(&token.key);
+            txn.apply(&mut g)?;
             g.settle(&token.key);
             outcome
         };
@@ -1535,7 +1550,7 @@ impl Store for SledStore {
             d.lease = None;
             d.last_error = Some(reason.clone());
             let d = txn.dead_letter(d, &reason, now)?;
-            txn.apply()?;
+            txn.apply(&mut g)?;
             g.settle(&token.key);
             d
         };
@@ -1560,7 +1575,7 @@ impl Store for SledStore {
             EventKind::LeaseExpired,
             "released: the adapter disconnected",
         )?;
-        txn.apply()
+        txn.apply(&mut g)
     }
 
     async fn release_expired(&self, now: Timestamp) -> Result<usize> {
@@ -1576,7 +1591,7 @@ impl Store for SledStore {
                 "",
             )?;
         }
-        txn.apply()?;
+        txn.apply(&mut g)?;
         Ok(expired.len())
     }
 
@@ -1612,9 +1627,7 @@ impl Store for SledStore {
                 )?;
                 n += 1;
             }
-            txn.apply()?;
-            // Entries may now sit before a scan cursor.
-            g.cursors.clear();
+            txn.apply(&mut g)?;
             n
         };
         self.committer.commit(Vec::new(), None).await?;
@@ -1677,8 +1690,7 @@ impl Store for SledStore {
                 format!("by {actor}"),
             )?;
             txn.audit(actor, "requeue", &key_.to_string(), "", now)?;
-            txn.apply()?;
-            g.cursors.remove(&d.destination.key());
+            txn.apply(&mut g)?;
             d
         };
         self.committer.commit(Vec::new(), None).await?;
@@ -1720,7 +1732,7 @@ impl Store for SledStore {
             )?;
             txn.complete_if_done(key_.message_id, now)?;
             txn.audit(actor, "drop", &key_.to_string(), reason, now)?;
-            txn.apply()?;
+            txn.apply(&mut g)?;
             // A claim on it ends: its adapter's acknowledgement will find the lease lost.
             g.settle(key_);
             d
@@ -1837,10 +1849,10 @@ impl Store for SledStore {
         now: Timestamp,
     ) -> Result<AuditEntry> {
         let entry = {
-            let _g = self.guard();
+            let mut g = self.guard();
             let mut txn = self.txn();
             let entry = txn.audit(actor, action, target, detail, now)?;
-            txn.apply()?;
+            txn.apply(&mut g)?;
             entry
         };
         self.committer.commit(Vec::new(), None).await?;
@@ -2108,7 +2120,7 @@ impl Store for SledStore {
         let mut delete_inline = Vec::new();
         let mut delete_blobs = Vec::new();
         {
-            let _g = self.guard();
+            let mut g = self.guard();
             let mut txn = self.txn();
             // Several messages of this pass may share a blob: count down in memory.
             let mut refs: HashMap<Sha256Digest, BlobRef> = HashMap::new();
@@ -2166,7 +2178,7 @@ impl Store for SledStore {
                 )?;
                 report.messages += 1;
             }
-            txn.apply()?;
+            txn.apply(&mut g)?;
         }
         // The records no longer point at the payloads once this is durable; only then
         // delete them, under the lock, and blobs only if no submission took them up again
@@ -2274,35 +2286,11 @@ pub(crate) mod crash_point {
 #[cfg(test)]
 mod encoding_tests {
     use super::*;
-    use crate::{Completion, Destination, NewMessage, PayloadInput, Route, Source, Summary};
-    use truc_edxml::{BusinessDocType, DocumentId, OrgCode, PackageKind, Sha256Digest};
+    use crate::crash_prefix::{code, document};
+    use crate::{Completion, Destination, Route, Source};
 
-    fn code(s: &str) -> OrgCode {
-        OrgCode::parse(s).expect("unit code")
-    }
-
-    fn message(bytes: &'static [u8]) -> NewMessage {
-        let recipient = code("000.00.07.G04");
-        NewMessage {
-            kind: PackageKind::Document,
-            sender: code("000.00.05.G04"),
-            document_id: Some(DocumentId::new("000.00.05.G04,2026/11/22,7/CV")),
-            business_doc_type: BusinessDocType::New,
-            sha256: Sha256Digest::of(bytes),
-            source: Source::Adapter {
-                unit: code("000.00.05.G04"),
-                certificate: None,
-            },
-            received_at: Timestamp::now(),
-            routes: vec![Route {
-                destination: Destination::Inbox(recipient.clone()),
-                recipient,
-                held: false,
-            }],
-            summary: Summary::default(),
-            idempotency_key: None,
-            payload: PayloadInput::Bytes(bytes::Bytes::from_static(bytes)),
-        }
+    fn message(bytes: &[u8]) -> crate::NewMessage {
+        document(7, bytes, None)
     }
 
     /// Every variant of the enums inside stored values survives the positional encoding

@@ -7,6 +7,12 @@
 //! after it was made, so its writes are covered. Under load, one fsync serves dozens of
 //! submissions; alone, a submission waits for exactly one.
 //!
+//! A request may also say it can wait a little ([`Committer::commit_within`]): an adapter's
+//! acknowledgement, whose durability nobody is waiting to hear about. It is answered by the
+//! next flush that anything else asks for, or by its own once its delay has passed. At a
+//! moderate rate this halves the flushes per package (each one costs sled's I/O threads,
+//! the committer and an `fdatasync`), without delaying any submission.
+//!
 //! sled writes an item larger than a quarter of a log segment (a large value, or a leaf
 //! holding several) to a file of its own in `db/blobs`, and never fsyncs it: only the log
 //! entry pointing at it. A power loss could then lose data sled believes stored, including
@@ -55,6 +61,8 @@ impl From<Failure> for StoreError {
 
 struct Request {
     dirs: Vec<PathBuf>,
+    /// When the flush answering this request must start at the latest.
+    due: Instant,
     done: oneshot::Sender<Result<(), Failure>>,
 }
 
@@ -162,14 +170,34 @@ impl Committer {
         dirs: Vec<PathBuf>,
         writing: Option<Writing>,
     ) -> Result<(), StoreError> {
+        self.request(dirs, writing, Duration::ZERO).await
+    }
+
+    /// Like [`Self::commit`], but the flush may start up to `delay` later, so that it is
+    /// shared with whatever else asks for one meanwhile.
+    pub(crate) async fn commit_within(
+        &self,
+        writing: Option<Writing>,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        self.request(Vec::new(), writing, delay).await
+    }
+
+    async fn request(
+        &self,
+        dirs: Vec<PathBuf>,
+        writing: Option<Writing>,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
+        let due = Instant::now() + delay;
         // No longer "preparing": the committer need not wait for this writer, whose request
         // is in the channel from the next line on.
         drop(writing);
         self.tx
             .as_ref()
             .ok_or(StoreError::Closed)?
-            .send(Request { dirs, done })
+            .send(Request { dirs, due, done })
             .map_err(|_| StoreError::Closed)?;
         match wait.await {
             Ok(result) => result.map_err(StoreError::from),
@@ -195,12 +223,38 @@ fn run(
     stats: &CommitStats,
     writers: &AtomicUsize,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        let deadline = Instant::now() + GATHER;
-        loop {
+    let mut waiting: Vec<Request> = Vec::new();
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        if waiting.is_empty() {
+            match rx.recv() {
+                Ok(first) => waiting.push(first),
+                Err(_) => break,
+            }
+        }
+        // Requests that may wait: until the first of them is due, or something that may
+        // not wait arrives.
+        while open {
             while let Ok(more) = rx.try_recv() {
-                batch.push(more);
+                waiting.push(more);
+            }
+            let now = Instant::now();
+            let Some(due) = waiting.iter().map(|r| r.due).min() else {
+                break;
+            };
+            if due <= now {
+                break;
+            }
+            match rx.recv_timeout(due - now) {
+                Ok(more) => waiting.push(more),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+            }
+        }
+        let deadline = Instant::now() + GATHER;
+        while open {
+            while let Ok(more) = rx.try_recv() {
+                waiting.push(more);
             }
             // Alone, or everyone has asked: flush now. Otherwise give the writers still
             // preparing a change a moment to join this flush.
@@ -209,10 +263,12 @@ fn run(
                 break;
             }
             match rx.recv_timeout(deadline - now) {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
+                Ok(more) => waiting.push(more),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
             }
         }
+        let batch = std::mem::take(&mut waiting);
         let dirs: BTreeSet<PathBuf> = batch.iter().flat_map(|r| r.dirs.iter().cloned()).collect();
         let started = std::time::Instant::now();
         // sled's blob files are listed before the flush: every one the flush covers exists

@@ -36,10 +36,21 @@ pub struct StoreConfig {
     /// Acknowledgements and other changes go on, so queues still drain.
     #[serde(default = "default_min_free_bytes")]
     pub min_free_bytes: u64,
+    /// How long an adapter's acknowledgement or refusal of a delivery may wait for a flush
+    /// that something else asks for, before it gets one of its own, in milliseconds
+    /// (default 5). It still returns only once it is on disk; nobody waits for that, so
+    /// sharing the flush costs nothing and saves one per delivered package at moderate
+    /// rates. 0 flushes at once.
+    #[serde(default = "default_ack_flush_delay_ms")]
+    pub ack_flush_delay_ms: u64,
 }
 
 fn default_min_free_bytes() -> u64 {
     64 * 1024 * 1024
+}
+
+fn default_ack_flush_delay_ms() -> u64 {
+    5
 }
 
 impl Default for StoreConfig {
@@ -49,6 +60,7 @@ impl Default for StoreConfig {
             retry: RetryPolicy::default(),
             cache_bytes: 64 * 1024 * 1024,
             min_free_bytes: default_min_free_bytes(),
+            ack_flush_delay_ms: default_ack_flush_delay_ms(),
         }
     }
 }
@@ -549,6 +561,10 @@ impl SledStore {
     /// The retry policy in force.
     pub fn retry_policy(&self) -> RetryPolicy {
         self.config.retry
+    }
+
+    fn ack_flush_delay(&self) -> Duration {
+        Duration::from_millis(self.config.ack_flush_delay_ms)
     }
 
     fn guard(&self) -> MutexGuard<'_, Leases> {
@@ -1500,7 +1516,15 @@ impl Store for SledStore {
             g.settle(&token.key);
             d
         };
-        self.committer.commit(Vec::new(), Some(writing)).await?;
+        match d.state {
+            // An adapter's acknowledgement: nobody waits to hear it is durable.
+            DeliveryState::Acknowledged => {
+                self.committer
+                    .commit_within(Some(writing), self.ack_flush_delay())
+                    .await?
+            }
+            _ => self.committer.commit(Vec::new(), Some(writing)).await?,
+        }
         Ok(d)
     }
 
@@ -1536,7 +1560,10 @@ impl Store for SledStore {
             g.settle(&token.key);
             outcome
         };
-        self.committer.commit(Vec::new(), Some(writing)).await?;
+        // A refusal: like an acknowledgement, nobody waits to hear it is durable.
+        self.committer
+            .commit_within(Some(writing), self.ack_flush_delay())
+            .await?;
         Ok(outcome)
     }
 

@@ -1101,6 +1101,127 @@ async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
     );
 }
 
+/// Submits one document to `recipient` and claims it.
+async fn submitted_and_claimed(store: &SledStore, recipient: &str, n: u32) -> truc_store::Claim {
+    store
+        .submit(document(
+            "000.00.05.G04",
+            &[(recipient, inbox(recipient))],
+            n,
+            &[n as u8; 256],
+        ))
+        .await
+        .expect("submit");
+    store
+        .claim(&inbox(recipient), 1, LEASE, truc_store::Timestamp::now())
+        .await
+        .expect("claim")
+        .into_iter()
+        .next()
+        .expect("claimed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_shares_the_flush_of_the_next_submission() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Long enough that an acknowledgement answered by a flush of its own would show.
+    let store = std::sync::Arc::new(
+        SledStore::open(
+            dir.path(),
+            StoreConfig {
+                ack_flush_delay_ms: 60_000,
+                ..fast_config()
+            },
+        )
+        .expect("open"),
+    );
+    let recipient = "000.00.07.G04";
+    let claim = submitted_and_claimed(&store, recipient, 1).await;
+    let id = claim.message.id;
+    let stats = store.commit_stats();
+    let flushes_before = stats.flushes.load(Relaxed);
+    let acking = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .ack(
+                    &claim.token,
+                    Completion::Acknowledged,
+                    truc_store::Timestamp::now(),
+                )
+                .await
+        }
+    });
+    // The acknowledgement is applied (then asks for its flush at once); it has not returned.
+    loop {
+        let d = store.deliveries(id).await.expect("deliveries");
+        if d[0].state == DeliveryState::Acknowledged {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !acking.is_finished(),
+        "the acknowledgement waits for a flush"
+    );
+    assert_eq!(stats.flushes.load(Relaxed), flushes_before);
+
+    store
+        .submit(document(
+            "000.00.05.G04",
+            &[(recipient, inbox(recipient))],
+            2,
+            b"<edXML>two</edXML>",
+        ))
+        .await
+        .expect("submit");
+    acking
+        .await
+        .expect("join")
+        .expect("the acknowledgement is durable with the submission's flush");
+    assert_eq!(
+        stats.flushes.load(Relaxed),
+        flushes_before + 1,
+        "one flush answered both"
+    );
+}
+
+#[tokio::test]
+async fn an_acknowledgement_alone_gets_a_flush_of_its_own() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(
+        dir.path(),
+        StoreConfig {
+            ack_flush_delay_ms: 20,
+            ..fast_config()
+        },
+    )
+    .expect("open");
+    let claim = submitted_and_claimed(&store, "000.00.07.G04", 1).await;
+    let stats = store.commit_stats();
+    let (flushes, syncs) = (stats.flushes.load(Relaxed), stats.log_syncs.load(Relaxed));
+    store
+        .ack(
+            &claim.token,
+            Completion::Acknowledged,
+            truc_store::Timestamp::now(),
+        )
+        .await
+        .expect("ack");
+    assert_eq!(stats.flushes.load(Relaxed), flushes + 1);
+    assert_eq!(stats.log_syncs.load(Relaxed), syncs + 1);
+    drop(store);
+    let store = open(dir.path());
+    let d = store
+        .deliveries(claim.message.id)
+        .await
+        .expect("deliveries");
+    assert_eq!(d[0].state, DeliveryState::Acknowledged);
+}
+
 #[tokio::test]
 async fn sled_blob_files_are_made_durable_before_the_acknowledgement() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -232,39 +232,29 @@ fn run(
                 Err(_) => break,
             }
         }
-        // Requests that may wait: until the first of them is due, or something that may
-        // not wait arrives.
+        let mut gather_until = None;
         while open {
             while let Ok(more) = rx.try_recv() {
                 waiting.push(more);
             }
             let now = Instant::now();
-            let Some(due) = waiting.iter().map(|r| r.due).min() else {
-                break;
+            let due = waiting.iter().map(|r| r.due).min().unwrap_or(now);
+            let until = if due > now {
+                // Only requests that may wait: until the first of them is due, or one that
+                // may not arrives.
+                due
+            } else {
+                // Alone, or everyone has asked: flush now. Otherwise give the writers still
+                // preparing a change a moment to join this flush.
+                let until = *gather_until.get_or_insert(now + GATHER);
+                if writers.load(Ordering::Acquire) == 0 || now >= until {
+                    break;
+                }
+                until
             };
-            if due <= now {
-                break;
-            }
-            match rx.recv_timeout(due - now) {
+            match rx.recv_timeout(until - now) {
                 Ok(more) => waiting.push(more),
-                Err(mpsc::RecvTimeoutError::Timeout) => break,
-                Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
-            }
-        }
-        let deadline = Instant::now() + GATHER;
-        while open {
-            while let Ok(more) = rx.try_recv() {
-                waiting.push(more);
-            }
-            // Alone, or everyone has asked: flush now. Otherwise give the writers still
-            // preparing a change a moment to join this flush.
-            let now = Instant::now();
-            if writers.load(Ordering::Acquire) == 0 || now >= deadline {
-                break;
-            }
-            match rx.recv_timeout(deadline - now) {
-                Ok(more) => waiting.push(more),
-                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
             }
         }

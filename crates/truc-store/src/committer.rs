@@ -174,13 +174,10 @@ impl Committer {
     }
 
     /// Like [`Self::commit`], but the flush may start up to `delay` later, so that it is
-    /// shared with whatever else asks for one meanwhile.
-    pub(crate) async fn commit_within(
-        &self,
-        writing: Option<Writing>,
-        delay: Duration,
-    ) -> Result<(), StoreError> {
-        self.request(Vec::new(), writing, delay).await
+    /// shared with whatever else asks for one meanwhile. Such a change is not announced
+    /// with [`Self::writing`]: no flush need wait for it.
+    pub(crate) async fn commit_within(&self, delay: Duration) -> Result<(), StoreError> {
+        self.request(Vec::new(), None, delay).await
     }
 
     async fn request(

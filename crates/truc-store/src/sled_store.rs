@@ -1491,7 +1491,12 @@ impl Store for SledStore {
         status: Option<StatusEntry>,
         now: Timestamp,
     ) -> Result<Delivery> {
-        let writing = self.committer.writing();
+        // An adapter's acknowledgement may wait for a later flush (see `commit_within`), so
+        // flushes do not wait for it while it is being prepared.
+        let writing = match completion {
+            Completion::Acknowledged => None,
+            Completion::Delivered { .. } => Some(self.committer.writing()),
+        };
         let d = {
             let mut g = self.guard();
             let mut txn = self.txn();
@@ -1516,20 +1521,17 @@ impl Store for SledStore {
             g.settle(&token.key);
             d
         };
-        match d.state {
+        match writing {
             // An adapter's acknowledgement: nobody waits to hear it is durable.
-            DeliveryState::Acknowledged => {
-                self.committer
-                    .commit_within(Some(writing), self.ack_flush_delay())
-                    .await?
-            }
-            _ => self.committer.commit(Vec::new(), Some(writing)).await?,
+            None => self.committer.commit_within(self.ack_flush_delay()).await?,
+            writing => self.committer.commit(Vec::new(), writing).await?,
         }
         Ok(d)
     }
 
     async fn nack(&self, token: &ClaimToken, error: &str, now: Timestamp) -> Result<NackOutcome> {
-        let writing = self.committer.writing();
+        // Like an adapter's acknowledgement, a refusal may wait for a later flush: flushes do
+        // not wait for it while it is being prepared.
         let outcome = {
             let mut g = self.guard();
             let mut txn = self.txn();
@@ -1560,10 +1562,8 @@ impl Store for SledStore {
             g.settle(&token.key);
             outcome
         };
-        // A refusal: like an acknowledgement, nobody waits to hear it is durable.
-        self.committer
-            .commit_within(Some(writing), self.ack_flush_delay())
-            .await?;
+        // Nobody waits to hear a refusal is durable.
+        self.committer.commit_within(self.ack_flush_delay()).await?;
         Ok(outcome)
     }
 

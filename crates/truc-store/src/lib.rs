@@ -92,7 +92,9 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<Claim>>;
 
-    /// Ends a claimed delivery well, durably.
+    /// Ends a claimed delivery well, durably. An adapter's acknowledgement
+    /// ([`Completion::Acknowledged`]) may share a flush that starts a moment later (the sled
+    /// backend's `ack_flush_delay_ms`); it still returns only once durable.
     async fn ack(
         &self,
         token: &ClaimToken,
@@ -111,6 +113,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Delivery>;
 
     /// Records a failed attempt, durably: retried later, or dead-lettered when too old.
+    /// Like an adapter's acknowledgement, it may share a flush that starts a moment later.
     async fn nack(&self, token: &ClaimToken, error: &str, now: Timestamp) -> Result<NackOutcome>;
 
     /// Dead-letters a claimed delivery at once: it can never succeed (the receiving side

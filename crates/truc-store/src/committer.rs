@@ -84,7 +84,7 @@ pub struct CommitStats {
     /// The log file's length when it was last made durable.
     pub log_synced_length: AtomicU64,
     /// Flushes by duration: `flush_buckets[i]` counts flushes that took at most
-    /// [`FLUSH_BUCKETS_SECONDS`]`[i]` (not cumulative); the last slot counts slower ones.
+    /// `FLUSH_BUCKETS_SECONDS[i]` (not cumulative); the last slot counts slower ones.
     pub flush_buckets: [AtomicU64; FLUSH_BUCKETS_SECONDS.len() + 1],
 }
 

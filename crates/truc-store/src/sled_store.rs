@@ -1491,12 +1491,10 @@ impl Store for SledStore {
         status: Option<StatusEntry>,
         now: Timestamp,
     ) -> Result<Delivery> {
-        // An adapter's acknowledgement may wait for a later flush (see `commit_within`), so
-        // flushes do not wait for it while it is being prepared.
-        let writing = match completion {
-            Completion::Acknowledged => None,
-            Completion::Delivered { .. } => Some(self.committer.writing()),
-        };
+        // An adapter's acknowledgement: nobody waits to hear it is durable, so it may share a
+        // later flush, and flushes do not wait for it while it is being prepared.
+        let shares_a_later_flush = matches!(completion, Completion::Acknowledged);
+        let writing = (!shares_a_later_flush).then(|| self.committer.writing());
         let d = {
             let mut g = self.guard();
             let mut txn = self.txn();
@@ -1521,10 +1519,10 @@ impl Store for SledStore {
             g.settle(&token.key);
             d
         };
-        match writing {
-            // An adapter's acknowledgement: nobody waits to hear it is durable.
-            None => self.committer.commit_within(self.ack_flush_delay()).await?,
-            writing => self.committer.commit(Vec::new(), writing).await?,
+        if shares_a_later_flush {
+            self.committer.commit_within(self.ack_flush_delay()).await?;
+        } else {
+            self.committer.commit(Vec::new(), writing).await?;
         }
         Ok(d)
     }

@@ -1049,15 +1049,7 @@ async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
             .log_length_syncs
             .load(std::sync::atomic::Ordering::Relaxed);
         let before = syncs();
-        let stored = store
-            .submit(document(
-                "000.00.05.G04",
-                &[(recipient, inbox(recipient))],
-                n,
-                &[n as u8; 512],
-            ))
-            .await
-            .expect("submit");
+        let stored = submit_to(&store, recipient, n, &[n as u8; 512]).await;
         assert!(
             syncs() > before,
             "submission {n} was acknowledged without an fdatasync of the log"
@@ -1070,16 +1062,7 @@ async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
             without_growth += 1;
         }
         // The acknowledgement of a delivery is as durable as a submission.
-        let claims = store
-            .claim(
-                &inbox(recipient),
-                1,
-                Duration::from_secs(60),
-                truc_store::Timestamp::now(),
-            )
-            .await
-            .expect("claim");
-        let claim = claims.into_iter().next().expect("claimed");
+        let claim = claim_one(&store, recipient).await;
         assert_eq!(claim.message.id, stored.record().id);
         let before = syncs();
         store
@@ -1101,17 +1084,26 @@ async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
     );
 }
 
-/// Submits one document to `recipient` and claims it.
-async fn submitted_and_claimed(store: &SledStore, recipient: &str, n: u32) -> truc_store::Claim {
+/// Submits document `n` from one fixed sender to `recipient`'s inbox.
+async fn submit_to(
+    store: &SledStore,
+    recipient: &str,
+    n: u32,
+    bytes: &[u8],
+) -> truc_store::SubmitOutcome {
     store
         .submit(document(
             "000.00.05.G04",
             &[(recipient, inbox(recipient))],
             n,
-            &[n as u8; 256],
+            bytes,
         ))
         .await
-        .expect("submit");
+        .expect("submit")
+}
+
+/// Claims the next delivery of `recipient`'s inbox.
+async fn claim_one(store: &SledStore, recipient: &str) -> truc_store::Claim {
     store
         .claim(&inbox(recipient), 1, LEASE, truc_store::Timestamp::now())
         .await
@@ -1137,7 +1129,8 @@ async fn an_acknowledgement_shares_the_flush_of_the_next_submission() {
         .expect("open"),
     );
     let recipient = "000.00.07.G04";
-    let claim = submitted_and_claimed(&store, recipient, 1).await;
+    submit_to(&store, recipient, 1, &[1; 256]).await;
+    let claim = claim_one(&store, recipient).await;
     let id = claim.message.id;
     let stats = store.commit_stats();
     let flushes_before = stats.flushes.load(Relaxed);
@@ -1168,15 +1161,7 @@ async fn an_acknowledgement_shares_the_flush_of_the_next_submission() {
     );
     assert_eq!(stats.flushes.load(Relaxed), flushes_before);
 
-    store
-        .submit(document(
-            "000.00.05.G04",
-            &[(recipient, inbox(recipient))],
-            2,
-            b"<edXML>two</edXML>",
-        ))
-        .await
-        .expect("submit");
+    submit_to(&store, recipient, 2, b"<edXML>two</edXML>").await;
     acking
         .await
         .expect("join")
@@ -1200,7 +1185,8 @@ async fn an_acknowledgement_alone_gets_a_flush_of_its_own() {
         },
     )
     .expect("open");
-    let claim = submitted_and_claimed(&store, "000.00.07.G04", 1).await;
+    submit_to(&store, "000.00.07.G04", 1, &[1; 256]).await;
+    let claim = claim_one(&store, "000.00.07.G04").await;
     let stats = store.commit_stats();
     let (flushes, syncs) = (stats.flushes.load(Relaxed), stats.log_syncs.load(Relaxed));
     store
@@ -1333,15 +1319,7 @@ async fn payload_of_a_claimed_record_is_the_payload() {
     let small = vec![3u8; 512];
     let large: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
     for (n, bytes) in [(1u32, &small), (2, &large)] {
-        store
-            .submit(document(
-                "000.00.05.G04",
-                &[(recipient, inbox(recipient))],
-                n,
-                bytes,
-            ))
-            .await
-            .expect("submit");
+        submit_to(&store, recipient, n, bytes).await;
     }
     let claims = store
         .claim(&inbox(recipient), 10, LEASE, truc_store::Timestamp::now())

@@ -215,6 +215,8 @@ async fn raw_sled_rate(path: &Path, tasks: usize, size: usize, secs: f64, power_
         .path(path)
         .mode(sled::Mode::HighThroughput)
         .cache_capacity(64 * 1024 * 1024)
+        // The store's segment size, so that the limit is sled's with the same layout.
+        .segment_size(truc_store::LOG_SEGMENT_BYTES)
         .open()
         .expect("sled");
     let log = Arc::new(std::fs::File::open(path.join("db")).expect("sled log"));

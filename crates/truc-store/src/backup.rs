@@ -205,7 +205,9 @@ impl SledStore {
         }
 
         empty_or_absent(target)?;
-        let db = sled::Config::new().path(target.join("db")).open()?;
+        let log_segment_bytes = crate::sled_store::LOG_SEGMENT_BYTES;
+        let db = crate::sled_store::sled_config(&target.join("db"), log_segment_bytes, 64 << 20)
+            .open()?;
         let payloads = db.open_tree(crate::sled_store::PAYLOAD_TREE)?;
         let mut reader = BufReader::with_capacity(
             1 << 20,
@@ -286,7 +288,7 @@ impl SledStore {
         }
         fs::create_dir_all(target_root.join("tmp")).map_err(StoreError::from_io)?;
         sync_dir(&target_root)?;
-        SledStore::write_restored_meta(target, manifest.created_at)?;
+        SledStore::write_restored_meta(target, manifest.created_at, log_segment_bytes)?;
         Ok(RestoreReport { records, blobs })
     }
 }

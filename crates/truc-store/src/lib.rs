@@ -38,7 +38,7 @@ pub use blob::{BlobWriter, StagedPayload};
 pub use committer::CommitStats;
 pub use error::StoreError;
 pub use retry::RetryPolicy;
-pub use sled_store::{SledStore, StoreConfig};
+pub use sled_store::{SledStore, StoreConfig, LOG_SEGMENT_BYTES};
 pub use types::{
     AuditEntry, AuditReport, BackupReport, Claim, ClaimToken, Completion, Delivery, DeliveryKey,
     DeliveryState, Destination, DocumentTrace, Event, EventKind, MessageId, MessageRecord,

@@ -22,10 +22,16 @@ const CHILD_ROLE: &str = "TRUC_STORE_TEST_CHILD";
 const CHILD_DIR: &str = "TRUC_STORE_TEST_DIR";
 const CHILD_START: &str = "TRUC_STORE_TEST_START";
 
+/// Documents numbered from here on carry 60 KB payloads, which a writer starting there
+/// keeps inline: they fill sled's log quickly (the full-disk test starts there).
+const LARGE_FROM: u64 = 1_000_000_000;
+
 fn payload(n: u64) -> Vec<u8> {
     // Some large enough to be blob files, most inline.
     let len = if n % 10 == 3 {
         300_000
+    } else if n >= LARGE_FROM {
+        60_000
     } else {
         200 + (n % 7) as usize * 1000
     };
@@ -41,7 +47,15 @@ fn dest() -> truc_store::Destination {
 /// The child: submits documents as fast as it can, printing `ACK n` once each submit
 /// returned, and acknowledges deliveries of earlier ones, printing `DONE n`.
 async fn child_writer(dir: &Path, start: u64) {
-    let store = SledStore::open(dir, fast_config()).expect("child opens the store");
+    let config = if start >= LARGE_FROM {
+        truc_store::StoreConfig {
+            inline_threshold: 256 * 1024,
+            ..fast_config()
+        }
+    } else {
+        fast_config()
+    };
+    let store = SledStore::open(dir, config).expect("child opens the store");
     // A newline first: the test harness may have printed "test NAME ... " without one.
     println!("\nOPEN");
     let mut n = start;
@@ -289,13 +303,15 @@ fn a_full_disk_refuses_submissions_clearly_and_loses_nothing() {
         .expect("create")
         .close()
         .expect("close");
-    // A file size limit (ulimit -f, in KiB) makes every write past 6 MiB fail with EFBIG,
+    // A file size limit (ulimit -f, in KiB) makes every write past 24 MiB fail with EFBIG,
     // as a full disk fails with ENOSPC; SIGXFSZ is ignored so the write returns an error.
+    // (sled continues on a fresh 8 MiB log segment at each opening: the log reaches 16 MiB
+    // as the child opens the store.)
     let mut child = KillOnDrop(spawn_child(
         "a_full_disk_refuses_submissions_clearly_and_loses_nothing",
         dir.path(),
-        0,
-        Some("trap '' XFSZ; ulimit -f 6144"),
+        LARGE_FROM,
+        Some("trap '' XFSZ; ulimit -f 24576"),
     ));
     let lines = read_lines(&mut child.0);
     let mut seen = Seen::default();

@@ -473,7 +473,11 @@ async fn the_audit_chain_verifies_and_detects_tampering() {
     }
     // Rewrite entry 3 behind the store's back, as an attacker with disk access might.
     {
-        let db = sled::open(dir.path().join("db")).unwrap_or_else(|e| panic!("raw open: {e:?}"));
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .segment_size(truc_store::LOG_SEGMENT_BYTES)
+            .open()
+            .unwrap_or_else(|e| panic!("raw open: {e:?}"));
         let mut k = vec![b'A'];
         k.extend_from_slice(&3u64.to_be_bytes());
         let v = db.get(&k).expect("get").expect("entry 3");
@@ -984,9 +988,9 @@ async fn stats_report_flushes_disk_use_and_dead_letters() {
         .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
 }
 
-/// sled keeps items over a quarter of a log segment (here a 200 KiB inline payload) in files
-/// of its own that it never fsyncs; the store's group commit must make them durable before
-/// it acknowledges.
+/// sled extends its log file with writes it waits for with `sync_file_range`, which leaves
+/// the new length in memory; the store's group commit must make it durable before it
+/// acknowledges.
 #[tokio::test]
 async fn the_log_files_new_length_is_made_durable_before_the_acknowledgement() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1034,7 +1038,15 @@ async fn the_log_files_new_length_is_made_durable_before_the_acknowledgement() {
 #[tokio::test]
 async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SledStore::open(dir.path(), fast_config()).expect("open");
+    // 64 KiB inline payloads fill the log's 8 MiB segments in a few hundred submissions.
+    let store = SledStore::open(
+        dir.path(),
+        truc_store::StoreConfig {
+            inline_threshold: 256 * 1024,
+            ..fast_config()
+        },
+    )
+    .expect("open");
     let stats = store.commit_stats();
     let syncs = || stats.log_syncs.load(std::sync::atomic::Ordering::Relaxed);
     let recipient = "000.00.07.G04";
@@ -1049,7 +1061,7 @@ async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
             .log_length_syncs
             .load(std::sync::atomic::Ordering::Relaxed);
         let before = syncs();
-        let stored = submit_to(&store, recipient, n, &[n as u8; 512]).await;
+        let stored = submit_to(&store, recipient, n, &vec![n as u8; 64 * 1024]).await;
         assert!(
             syncs() > before,
             "submission {n} was acknowledged without an fdatasync of the log"
@@ -1214,12 +1226,13 @@ async fn sled_blob_files_are_made_durable_before_the_acknowledgement() {
     let store = SledStore::open(
         dir.path(),
         StoreConfig {
-            inline_threshold: 256 * 1024,
+            inline_threshold: 4 * 1024 * 1024,
             ..fast_config()
         },
     )
     .expect("open");
-    let big = vec![42u8; 200 * 1024];
+    // Over a quarter of the store's 8 MiB log segments.
+    let big = vec![42u8; 2 * 1024 * 1024 + 4096];
     store
         .submit(document(
             "000.00.05.G04",
@@ -1235,7 +1248,7 @@ async fn sled_blob_files_are_made_durable_before_the_acknowledgement() {
         .unwrap_or(0);
     assert!(
         files >= 1,
-        "premise: sled stored the 200 KiB value in a file of its own under {}",
+        "premise: sled stored the 2 MiB value in a file of its own under {}",
         sled_blobs.display()
     );
     let synced = store

@@ -305,8 +305,8 @@ fn a_full_disk_refuses_submissions_clearly_and_loses_nothing() {
         .expect("close");
     // A file size limit (ulimit -f, in KiB) makes every write past 24 MiB fail with EFBIG,
     // as a full disk fails with ENOSPC; SIGXFSZ is ignored so the write returns an error.
-    // (sled continues on a fresh 8 MiB log segment at each opening: the log reaches 16 MiB
-    // as the child opens the store.)
+    // (sled pads the log segment it was writing when it opens a database: the log file is
+    // 8 MiB, a whole segment, once the child has opened the store.)
     let mut child = KillOnDrop(spawn_child(
         "a_full_disk_refuses_submissions_clearly_and_loses_nothing",
         dir.path(),

@@ -2566,7 +2566,8 @@ mod log_segment_tests {
     }
 
     /// A store created before the segment size was recorded (sled's default, 512 KiB, and
-    /// metadata without the field) keeps opening, and keeps its data and its size.
+    /// metadata without the field) keeps opening, and keeps its data and its size; a
+    /// backup and restore gives it the current size.
     #[tokio::test]
     async fn a_store_created_with_sleds_default_segments_still_opens() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -2608,7 +2609,22 @@ mod log_segment_tests {
             &payload.read_all().expect("read")[..],
             b"kept across versions"
         );
+        // A backup and a restore move it to the current segment size, data intact.
+        let backup = tempfile::tempdir().expect("backup dir");
+        store.backup(backup.path()).await.expect("backup");
         drop(store);
         assert_eq!(recorded_segment_size(dir.path()), "524288");
+        let restored = tempfile::tempdir().expect("restore dir");
+        SledStore::restore(backup.path(), restored.path()).expect("restore");
+        assert_eq!(
+            recorded_segment_size(restored.path()),
+            LOG_SEGMENT_BYTES.to_string()
+        );
+        let store = SledStore::open(restored.path(), StoreConfig::default()).expect("open");
+        let payload = store.payload(id).await.expect("payload");
+        assert_eq!(
+            &payload.read_all().expect("read")[..],
+            b"kept across versions"
+        );
     }
 }

@@ -206,8 +206,12 @@ impl SledStore {
 
         empty_or_absent(target)?;
         let log_segment_bytes = crate::sled_store::LOG_SEGMENT_BYTES;
-        let db = crate::sled_store::sled_config(&target.join("db"), log_segment_bytes, 64 << 20)
-            .open()?;
+        let db = crate::sled_store::sled_config(
+            &target.join("db"),
+            log_segment_bytes,
+            crate::StoreConfig::default().cache_bytes,
+        )
+        .open()?;
         let payloads = db.open_tree(crate::sled_store::PAYLOAD_TREE)?;
         let mut reader = BufReader::with_capacity(
             1 << 20,

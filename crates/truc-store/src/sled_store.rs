@@ -120,6 +120,7 @@ pub(crate) fn sled_config(
         // (concurrent `flush_async` deadlocks in sled 0.34, sled issue #1308).
         .flush_every_ms(None)
 }
+
 /// Name of the sled tree holding inline payloads.
 pub(crate) const PAYLOAD_TREE: &[u8] = b"payloads";
 const META_FILE: &str = "truc-store.json";

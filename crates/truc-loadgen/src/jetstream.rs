@@ -3,7 +3,7 @@
 //! file storage, publishes awaited until JetStream acknowledges them (stored), one durable
 //! pull consumer per unit with explicit acks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,31 @@ pub struct NatsServer {
     child: Child,
     /// Its client URL.
     pub url: String,
+    /// The certificates clients present and trust, when the server requires mutual TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// How JetStream is set up for a run: the defaults, or as durable and as guarded as the
+/// relay, so that the two can be compared like for like.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NatsSetup {
+    /// `sync_interval: always`: every stored message is fsynced before its publish is
+    /// acknowledged, as the relay does before its receipt (nats-server 2.10 or later; by
+    /// default JetStream syncs its files every two minutes).
+    pub sync_always: bool,
+    /// Mutual TLS between the clients and the server, as between adapters and the relay.
+    pub mutual_tls: bool,
+}
+
+/// PEM files of a mutual-TLS setup: the CA both sides trust and the client's certificate.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The client certificate.
+    pub cert: PathBuf,
+    /// The client's private key.
+    pub key: PathBuf,
 }
 
 impl Drop for NatsServer {
@@ -30,18 +55,30 @@ impl Drop for NatsServer {
 }
 
 impl NatsServer {
-    /// Starts `nats-server` (from `PATH`, or `binary`) storing in `dir`.
-    pub fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+    /// Starts `nats-server` (from `PATH`, or `binary`) storing in `dir`, set up as `setup`
+    /// says.
+    pub fn start(binary: &Path, dir: &Path, setup: NatsSetup) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         std::fs::create_dir_all(dir)?;
+        let sync = if setup.sync_always {
+            "  sync_interval: always\n"
+        } else {
+            ""
+        };
+        let (tls, tls_block) = if setup.mutual_tls {
+            let (files, block) = write_certificates(dir)?;
+            (Some(files), block)
+        } else {
+            (None, String::new())
+        };
         // Packages reach 8 MiB in the mix (NATS allows 1 MiB by default).
         let config = dir.join("nats.conf");
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\nmax_payload: 16777216\njetstream {{\n  store_dir: {:?}\n}}\n",
+                "listen: 127.0.0.1:{port}\nmax_payload: 16777216\njetstream {{\n  store_dir: {:?}\n{sync}}}\n{tls_block}",
                 dir.join("store")
             ),
         )?;
@@ -54,7 +91,8 @@ impl NatsServer {
             .with_context(|| format!("starting {} (apt install nats-server)", binary.display()))?;
         Ok(NatsServer {
             child,
-            url: format!("nats://127.0.0.1:{port}"),
+            url: format!("nats://localhost:{port}"),
+            tls,
         })
     }
 
@@ -64,15 +102,48 @@ impl NatsServer {
     }
 }
 
+/// Writes a CA, the server's certificate and a client certificate into `dir`; returns the
+/// client's files and the server's `tls` block.
+fn write_certificates(dir: &Path) -> anyhow::Result<(TlsFiles, String)> {
+    let ca = trucd::pki::LocalCa::new("truc-loadgen NATS CA")?;
+    let server = ca.issue("nats-server under load", &["localhost"])?;
+    let client = ca.issue("truc-loadgen", &["truc-loadgen"])?;
+    let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
+        let p = dir.join(name);
+        std::fs::write(&p, text)?;
+        Ok(p)
+    };
+    let ca_file = write("ca.pem", &ca.pem)?;
+    let server_cert = write("server.pem", &server.cert)?;
+    let server_key = write("server.key", &server.key)?;
+    let files = TlsFiles {
+        ca: ca_file.clone(),
+        cert: write("client.pem", &client.cert)?,
+        key: write("client.key", &client.key)?,
+    };
+    let block = format!(
+        "tls {{\n  cert_file: {server_cert:?}\n  key_file: {server_key:?}\n  ca_file: {ca_file:?}\n  verify: true\n}}\n"
+    );
+    Ok((files, block))
+}
+
 /// Connects, and creates the stream and one consumer per unit.
 pub async fn prepare(
-    url: &str,
+    server: &NatsServer,
     units: &[String],
 ) -> anyhow::Result<(jetstream::Context, Vec<consumer::PullConsumer>)> {
+    let url = server.url.as_str();
     let mut last = None;
     let mut client = None;
     for _ in 0..100 {
-        match async_nats::connect(url).await {
+        let options = match &server.tls {
+            Some(t) => async_nats::ConnectOptions::new()
+                .require_tls(true)
+                .add_root_certificates(t.ca.clone())
+                .add_client_certificate(t.cert.clone(), t.key.clone()),
+            None => async_nats::ConnectOptions::new(),
+        };
+        match options.connect(url).await {
             Ok(c) => {
                 client = Some(c);
                 break;

@@ -34,6 +34,15 @@ struct Cli {
     /// The nats-server binary, for `--target jetstream`.
     #[arg(long, default_value = "nats-server")]
     nats_server: PathBuf,
+    /// JetStream fsyncs every stored message before acknowledging its publish
+    /// (`sync_interval: always`, nats-server 2.10 or later), as the relay does before its
+    /// receipt. Without it JetStream syncs its files every two minutes.
+    #[arg(long)]
+    nats_sync_always: bool,
+    /// Mutual TLS between the load generator and nats-server, as between adapters and the
+    /// relay.
+    #[arg(long)]
+    nats_tls: bool,
     /// Adapters (level-2 units of the sample registry), each sending and receiving.
     #[arg(long, default_value_t = 8)]
     adapters: usize,
@@ -107,6 +116,8 @@ enum Target {
 #[derive(Debug, Serialize)]
 struct Report {
     target: Target,
+    /// How the target was set up: transport security and when stored data is synced.
+    setup: String,
     size: Size,
     pace: String,
     adapters: usize,
@@ -564,7 +575,11 @@ async fn run_jetstream(cli: Cli) -> anyhow::Result<Report> {
     anyhow::ensure!(!cli.backlog, "--backlog: only with --target truc");
     let temp = tempfile::Builder::new().prefix("truc-loadgen-").tempdir()?;
     let dir = cli.dir.clone().unwrap_or_else(|| temp.path().to_owned());
-    let server = jetstream::NatsServer::start(&cli.nats_server, &dir.join("nats"))?;
+    let setup = jetstream::NatsSetup {
+        sync_always: cli.nats_sync_always,
+        mutual_tls: cli.nats_tls,
+    };
+    let server = jetstream::NatsServer::start(&cli.nats_server, &dir.join("nats"), setup)?;
     // The same unit codes as the relay's run, one subject (and consumer) each.
     let units: Vec<String> =
         truc_relay::sample_transport_ministry(&truc_edxml::OrgCode::parse("000.00.00.G04")?)
@@ -574,7 +589,7 @@ async fn run_jetstream(cli: Cli) -> anyhow::Result<Report> {
             .take(cli.adapters)
             .map(|u| u.code.to_string())
             .collect();
-    let (js, consumers) = jetstream::prepare(&server.url, &units).await?;
+    let (js, consumers) = jetstream::prepare(&server, &units).await?;
     let ledger = Arc::new(Ledger::default());
     let receivers: Vec<_> = consumers
         .into_iter()
@@ -668,6 +683,7 @@ fn build_report(
     let received = ledger.received.load(Ordering::Relaxed);
     Report {
         target: cli.target,
+        setup: setup_of(cli),
         size: cli.size,
         pace: match pace {
             Pace::Closed(c) => format!("closed loop, {c} in flight"),
@@ -718,6 +734,26 @@ fn build_report(
     }
 }
 
+/// How the target of a run was set up, in words for the report.
+fn setup_of(cli: &Cli) -> String {
+    match cli.target {
+        Target::Truc => "mutual TLS, fsync before each receipt (group commit)".into(),
+        Target::Jetstream => format!(
+            "{}, {}",
+            if cli.nats_tls {
+                "mutual TLS"
+            } else {
+                "plain TCP"
+            },
+            if cli.nats_sync_always {
+                "fsync before each publish ack (sync_interval: always)"
+            } else {
+                "files synced every 2 min (JetStream's default)"
+            }
+        ),
+    }
+}
+
 /// Bytes in the files under `dir`.
 fn dir_size(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -735,8 +771,8 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 
 fn print_table(r: &Report) {
     println!(
-        "{:?} · size {:?} · {} · {} adapters",
-        r.target, r.size, r.pace, r.adapters
+        "{:?} ({}) · size {:?} · {} · {} adapters",
+        r.target, r.setup, r.size, r.pace, r.adapters
     );
     println!(
         "  acknowledged {} · received and verified {} · lost {} · duplicates {} · corrupted {} · errors {:?}",

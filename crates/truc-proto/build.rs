@@ -13,7 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("truc_v1_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // `bytes` fields as `Bytes`: a package's chunks are slices of the buffer tonic decoded
+    // them from, and a delivery carries the stored payload without copying it first.
     tonic_prost_build::configure()
+        .bytes(".")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -228,7 +228,7 @@ pub async fn stalled_submission(client: &Client) -> StalledSubmission {
     });
     for part in [
         Part::Header(SubmitHeader::default()),
-        Part::Chunk(b"<?xml version=\"1.0\"?><edXML".to_vec()),
+        Part::Chunk(bytes::Bytes::from_static(b"<?xml version=\"1.0\"?><edXML")),
     ] {
         let _ = tx.send(SubmitDocumentRequest { part: Some(part) }).await;
     }

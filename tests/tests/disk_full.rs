@@ -97,7 +97,7 @@ async fn a_full_disk_gives_clear_errors_loses_nothing_and_recovers() {
             .get(&got.document_id)
             .unwrap_or_else(|| panic!("{} was never acknowledged", got.document_id));
         let bytes = if got.inline {
-            got.package.clone()
+            got.package.to_vec()
         } else {
             b.fetch_payload(&got.message_id).await.expect("payload")
         };

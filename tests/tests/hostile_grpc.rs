@@ -96,7 +96,7 @@ async fn stream_submission(
     for p in parts {
         if tx
             .send(SubmitDocumentRequest {
-                part: Some(Part::Chunk(p)),
+                part: Some(Part::Chunk(p.into())),
             })
             .await
             .is_err()

@@ -18,6 +18,7 @@
 
 pub mod folder;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -180,7 +181,9 @@ impl Client {
             part: Some(pb::submit_document_request::Part::Header(header)),
         }];
         messages.extend(package.chunks(CHUNK).map(|c| pb::SubmitDocumentRequest {
-            part: Some(pb::submit_document_request::Part::Chunk(c.to_vec())),
+            part: Some(pb::submit_document_request::Part::Chunk(
+                Bytes::copy_from_slice(c),
+            )),
         }));
         let response = self
             .inner
@@ -217,7 +220,9 @@ impl Client {
                     return Ok::<(), std::io::Error>(());
                 }
                 let msg = pb::SubmitDocumentRequest {
-                    part: Some(pb::submit_document_request::Part::Chunk(buf[..n].to_vec())),
+                    part: Some(pb::submit_document_request::Part::Chunk(
+                        Bytes::copy_from_slice(&buf[..n]),
+                    )),
                 };
                 if tx.send(msg).await.is_err() {
                     return Ok(());
@@ -238,7 +243,7 @@ impl Client {
         let response = self
             .inner
             .submit_status(pb::SubmitStatusRequest {
-                package: package.to_vec(),
+                package: Bytes::copy_from_slice(package),
                 idempotency_key: idempotency_key.unwrap_or_default().to_owned(),
             })
             .await?;
@@ -281,7 +286,7 @@ impl Client {
         let mut handled = 0;
         while let Some(mut d) = inbox.next().await? {
             if !d.inline {
-                d.package = self.fetch_payload(&d.message_id).await?;
+                d.package = self.fetch_payload(&d.message_id).await?.into();
                 d.inline = true;
             }
             let id = d.delivery_id.clone();

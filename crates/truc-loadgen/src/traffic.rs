@@ -500,7 +500,7 @@ async fn receive_stream(ledger: &Ledger, client: &mut Client) {
             d.package
         } else {
             match client.fetch_payload(&d.message_id).await {
-                Ok(b) => b,
+                Ok(b) => b.into(),
                 Err(_) => {
                     let _ = inbox.nack(&d.delivery_id, "fetch failed").await;
                     continue;

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -234,32 +235,52 @@ fn receipt(r: truc_relay::Receipt) -> pb::Receipt {
 /// reading it.
 struct Incoming {
     reader: PackageReader,
-    memory: Vec<u8>,
+    /// The chunks received so far while the package is small enough to keep in memory, as
+    /// tonic decoded them (most packages are one chunk, kept without a copy).
+    memory: Vec<Bytes>,
+    memory_bytes: usize,
     file: Option<BlobWriter>,
     size: u64,
 }
 
 impl Incoming {
-    fn chunk(&mut self, relay: &Relay, limits: &LimitsConfig, data: &[u8]) -> Result<(), Status> {
+    fn chunk(&mut self, relay: &Relay, limits: &LimitsConfig, data: Bytes) -> Result<(), Status> {
         self.size += data.len() as u64;
-        self.reader.feed(data).map_err(|e| relay_status(e.into()))?;
-        if self.file.is_none() && self.memory.len() + data.len() > limits.memory_package_bytes {
+        self.reader
+            .feed(&data)
+            .map_err(|e| relay_status(e.into()))?;
+        if self.file.is_none() && self.memory_bytes + data.len() > limits.memory_package_bytes {
             let mut w = relay
                 .store()
                 .stage_payload()
                 .map_err(|e| relay_status(e.into()))?;
-            w.write(&self.memory).map_err(|e| relay_status(e.into()))?;
-            self.memory = Vec::new();
+            for kept in self.memory.drain(..) {
+                w.write(&kept).map_err(|e| relay_status(e.into()))?;
+            }
+            self.memory_bytes = 0;
             self.file = Some(w);
         }
         match &mut self.file {
-            Some(w) => w.write(data).map_err(|e| relay_status(e.into())),
+            Some(w) => w.write(&data).map_err(|e| relay_status(e.into())),
             None => {
-                self.memory.extend_from_slice(data);
+                self.memory_bytes += data.len();
+                self.memory.push(data);
                 Ok(())
             }
         }
     }
+}
+
+/// A package received in memory, in one piece.
+fn joined(mut chunks: Vec<Bytes>, len: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut all = Vec::with_capacity(len);
+    for chunk in &chunks {
+        all.extend_from_slice(chunk);
+    }
+    all.into()
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -319,13 +340,14 @@ impl RelayService {
         let mut incoming = Incoming {
             reader: PackageReader::new(limits),
             memory: Vec::new(),
+            memory_bytes: 0,
             file: None,
             size: 0,
         };
         while let Some(message) = next_message(&mut stream, idle).await? {
             match message.part {
                 Some(pb::submit_document_request::Part::Chunk(data)) => {
-                    incoming.chunk(&self.relay, &self.limits, &data)?
+                    incoming.chunk(&self.relay, &self.limits, data)?
                 }
                 _ => {
                     return Err(status(
@@ -357,7 +379,7 @@ impl RelayService {
                     .map_err(|e| status(tonic::Code::Internal, "RELAY_INTERNAL", e.to_string()))?
                     .map_err(|e| relay_status(e.into()))?,
             ),
-            None => PayloadInput::Bytes(incoming.memory.into()),
+            None => PayloadInput::Bytes(joined(incoming.memory, incoming.memory_bytes)),
         };
         let who = Submitter::Adapter {
             unit: caller.unit.code.clone(),
@@ -394,7 +416,7 @@ impl RelayService {
         let key = Some(req.idempotency_key).filter(|k| !k.is_empty());
         let r = self
             .relay
-            .submit(&who, &meta, PayloadInput::Bytes(req.package.into()), key)
+            .submit(&who, &meta, PayloadInput::Bytes(req.package), key)
             .await
             .map_err(relay_status)?;
         Ok(Response::new(receipt(r)))
@@ -503,7 +525,7 @@ impl pb::relay_server::Relay for RelayService {
                     while at < bytes.len() {
                         let end = (at + CHUNK).min(bytes.len());
                         let chunk = pb::PayloadChunk {
-                            data: bytes.slice(at..end).to_vec(),
+                            data: bytes.slice(at..end),
                             offset: at as u64,
                             total,
                         };
@@ -549,7 +571,7 @@ impl pb::relay_server::Relay for RelayService {
                             }
                         };
                         let chunk = pb::PayloadChunk {
-                            data: buf[..n].to_vec(),
+                            data: Bytes::copy_from_slice(&buf[..n]),
                             offset: at,
                             total: size,
                         };
@@ -900,11 +922,11 @@ impl InboxSession {
                     .await
                     .and_then(|p| p.read_all().map_err(truc_store::StoreError::Io))
                 {
-                    Ok(bytes) => bytes.to_vec(),
+                    Ok(bytes) => bytes,
                     Err(e) => return Err(relay_status(e.into())),
                 }
             } else {
-                Vec::new()
+                Bytes::new()
             };
             let id = delivery_id(&claim.token);
             let event = pb::InboxEvent {

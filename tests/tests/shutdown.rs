@@ -1,5 +1,6 @@
 //! Stopping a real `trucd` process: SIGTERM under load finishes in-flight submissions and
-//! loses nothing acknowledged; a second signal during a slow shutdown exits at once.
+//! loses nothing acknowledged, then checkpoints the store; a second signal during a slow
+//! shutdown exits at once.
 
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ async fn sigterm_under_load_loses_nothing_acknowledged() {
         });
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
+    let store_dir = relay.dir.path().join("store");
+    let snapshot_at_start = newest_snapshot_lsn(&store_dir);
     relay.signal("TERM").expect("SIGTERM");
     let status = relay
         .wait_exit(Duration::from_secs(60))
@@ -54,9 +57,16 @@ async fn sigterm_under_load_loses_nothing_acknowledged() {
         "some submissions were acknowledged"
     );
 
+    // The stop ended with a checkpoint: sled's snapshot covers what the run wrote, so the
+    // next start need not read the log back to this one's start.
+    let snapshot_at_stop = newest_snapshot_lsn(&store_dir);
+    assert!(
+        snapshot_at_stop > snapshot_at_start,
+        "sled's snapshot moved from {snapshot_at_start:?} to {snapshot_at_stop:?}"
+    );
+
     // Every acknowledged submission is in the store, intact, after the stop.
-    let store =
-        SledStore::open(&relay.dir.path().join("store"), StoreConfig::default()).expect("reopen");
+    let store = SledStore::open(&store_dir, StoreConfig::default()).expect("reopen");
     for id in &acknowledged {
         let id: MessageId = id.parse().expect("message id");
         let m = store
@@ -72,6 +82,18 @@ async fn sigterm_under_load_loses_nothing_acknowledged() {
             .expect("bytes");
         assert_eq!(truc_edxml::Sha256Digest::of(&bytes), m.sha256);
     }
+}
+
+/// The log position covered by the newest sled snapshot of the store in `store_dir`.
+fn newest_snapshot_lsn(store_dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_dir(store_dir.join("db"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            u64::from_str_radix(name.strip_prefix("snap.")?, 16).ok()
+        })
+        .max()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1406,3 +1406,73 @@ async fn entries_queued_behind_held_claims_are_still_claimed() {
     assert_eq!(shown[0].state, DeliveryState::Claimed);
     assert_eq!(shown[0].lease, Some(again[0].token.lease));
 }
+
+/// The newest sled snapshot of the database under `store_dir`: the log position it covers.
+fn newest_snapshot_lsn(store_dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_dir(store_dir.join("db"))
+        .expect("read db dir")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            u64::from_str_radix(name.strip_prefix("snap.")?, 16).ok()
+        })
+        .max()
+}
+
+/// A checkpoint at a clean stop makes sled write a snapshot covering everything the
+/// closed store wrote, so the next open need not read the log back to the previous start;
+/// the store opens afterwards with everything in it.
+#[tokio::test]
+async fn a_checkpoint_after_closing_snapshots_the_whole_log_and_keeps_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipient = "000.00.07.G04";
+    let payload = |n: u32| -> Vec<u8> {
+        let mut p = n.to_be_bytes().to_vec();
+        p.extend((0..900u32).map(|i| ((i * 7 + n) % 251) as u8));
+        p
+    };
+    let store = open(dir.path());
+    for n in 1..=300u32 {
+        submit_to(&store, recipient, n, &payload(n)).await;
+    }
+    store.close().expect("close");
+    let before = newest_snapshot_lsn(dir.path());
+
+    let took = SledStore::checkpoint(dir.path()).expect("checkpoint");
+    let after = newest_snapshot_lsn(dir.path()).expect("a snapshot after the checkpoint");
+    assert!(
+        before.is_none_or(|b| after > b),
+        "the snapshot moved from {before:?} to {after} in {took:?}"
+    );
+
+    let store = open(dir.path());
+    let claims = store
+        .claim(&inbox(recipient), 1000, LEASE, truc_store::Timestamp::now())
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 300, "every message is still queued");
+    let mut found = std::collections::BTreeSet::new();
+    for claim in &claims {
+        let bytes = store
+            .payload_of(&claim.message)
+            .await
+            .expect("payload_of")
+            .read_all()
+            .expect("read");
+        let n = (1..=300u32)
+            .find(|&n| payload(n) == bytes.as_ref())
+            .expect("the payload is one that was submitted, intact");
+        found.insert(n);
+    }
+    assert_eq!(found.len(), 300, "each payload once");
+}
+
+#[tokio::test]
+async fn a_checkpoint_refuses_a_directory_that_is_not_a_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("notes.txt"), b"not a store").expect("write");
+    assert!(matches!(
+        SledStore::checkpoint(dir.path()),
+        Err(StoreError::NotAStore { .. })
+    ));
+}

@@ -219,8 +219,9 @@ fn serve(layers: &Layers) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(variables = ?applied, "settings taken from the environment");
     }
+    let store_dir = config.store_dir.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         // Every port first: a port in use fails before the store is opened.
         let listeners = Listeners::bind(&config).await?;
         tracing::info!(addr = %listeners.grpc.local_addr()?, "gRPC listener bound");
@@ -233,7 +234,39 @@ fn serve(layers: &Layers) -> anyhow::Result<()> {
             lifecycle: None,
         };
         trucd::serve(listeners, config, prepared, options, shutdown_signal()).await
-    })
+    });
+    // Every task goes, and the store with them, before the checkpoint opens it again.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    served?;
+    checkpoint_store(store_dir)
+}
+
+/// After a clean stop, lets sled snapshot its log, so that the next start (even after a
+/// reboot) reads the snapshot instead of all the log written since this one started
+/// (`SledStore::checkpoint`). A failure only costs the next start that time. A signal
+/// during the checkpoint exits at once, which is as safe as any crash.
+fn checkpoint_store(store_dir: PathBuf) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        tracing::info!(dir = %store_dir.display(), "checkpointing the store, so that the next start reads little of its log (a signal skips it)");
+        let checkpoint =
+            tokio::task::spawn_blocking(move || truc_store::SledStore::checkpoint(&store_dir));
+        tokio::select! {
+            done = checkpoint => match done {
+                Ok(Ok(took)) => tracing::info!(seconds = took.as_secs_f64(), "store checkpointed; stopped"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the store checkpoint failed: the next start reads the log written since this one started"),
+                Err(e) => tracing::warn!(error = %e, "the store checkpoint did not finish"),
+            },
+            _ = wait_for_signal() => {
+                eprintln!("trucd: signal during the store checkpoint: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
 }
 
 fn check_config(layers: &Layers) -> anyhow::Result<ExitCode> {

@@ -26,8 +26,9 @@ targets=(truc)
 if command -v "$nats" >/dev/null; then
   targets+=(jetstream)
   # "nats-server: v2.10.27" -> 2 10
-  read -r major minor < <("$nats" --version | sed -E 's/.*v([0-9]+)\.([0-9]+).*/\1 \2/')
-  if (( major > 2 || (major == 2 && minor >= 10) )); then
+  read -r major minor < <("$nats" --version | sed -nE 's/.*v([0-9]+)\.([0-9]+).*/\1 \2/p') || true
+  if [[ "${major:-}" =~ ^[0-9]+$ && "${minor:-}" =~ ^[0-9]+$ ]] \
+    && (( major > 2 || (major == 2 && minor >= 10) )); then
     targets+=(jetstream-durable)
   fi
 fi
@@ -36,7 +37,12 @@ echo "| target | size | load | acknowledged | delivered/s | MiB/s | p50 ms | p99
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 run() {
   local name="$1"; shift
-  "$lg" "$@" --duration "$secs" --json "$out/$name.json" >/dev/null 2>&1 || true
+  rm -f "$out/$name.json"
+  if ! "$lg" "$@" --duration "$secs" --json "$out/$name.json" >"$out/$name.log" 2>&1 \
+    && [[ ! -s "$out/$name.json" ]]; then
+    echo "| $name | failed: see $out/$name.log |"
+    return 0
+  fi
   python3 - "$out/$name.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -122,3 +122,56 @@ async fn a_200_mib_package_passes_with_bounded_relay_memory() {
         "the relay's memory grew by {growth_mib} MiB for a 200 MiB package"
     );
 }
+
+/// A package sent in many small chunks, with empty ones between them, is joined in order and
+/// arrives intact (the relay keeps a one-chunk package as received and copies the pieces of
+/// any other together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_in_many_small_chunks_arrives_intact() {
+    use truc_client::proto::{submit_document_request::Part, SubmitDocumentRequest, SubmitHeader};
+
+    let relay = TestRelay::spawn_process(&[A, B])
+        .await
+        .expect("trucd process");
+    let a = relay.adapter(A).await.expect("A");
+    let mut b = relay.adapter(B).await.expect("B");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let package = DocumentBuilder::new(code(A), vec![code(B)], date, "3", "X")
+        .attachment(AttachmentSource::new("phu-luc.pdf", noise(30 * 1024)))
+        .build();
+    let mut messages = vec![SubmitDocumentRequest {
+        part: Some(Part::Header(SubmitHeader {
+            size: package.len() as u64,
+            ..SubmitHeader::default()
+        })),
+    }];
+    for piece in package.chunks(97) {
+        for part in [bytes::Bytes::new(), bytes::Bytes::copy_from_slice(piece)] {
+            messages.push(SubmitDocumentRequest {
+                part: Some(Part::Chunk(part)),
+            });
+        }
+    }
+    let receipt = a
+        .grpc()
+        .submit_document(tokio_stream::iter(messages))
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert_eq!(receipt.size, package.len() as u64);
+
+    let mut inbox = b.inbox(4).await.expect("inbox");
+    let d = tokio::time::timeout(Duration::from_secs(30), inbox.next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("some");
+    assert_eq!(d.message_id, receipt.message_id);
+    assert!(d.inline, "a small package is delivered inline");
+    assert_eq!(
+        d.package.as_ref(),
+        package.as_slice(),
+        "the bytes, in order"
+    );
+    inbox.ack(&d.delivery_id).await.expect("ack");
+}

@@ -539,14 +539,23 @@ impl SledStore {
     /// and writes a new snapshot) and closes it. Run at a clean stop, the log is read while
     /// it is still in memory, and the next start, even after a reboot, reads the snapshot
     /// and little else. Interrupting it (even with SIGKILL) is harmless: the next open
-    /// does the same work. Waits up to 15 s for this process to release the store; fails
-    /// at once if another process has it open.
+    /// removes the unfinished snapshot and does the same work. Waits up to 15 s for this
+    /// process to release the store, and up to 15 s more for sled to let go of it after;
+    /// fails at once if another process has it open.
     pub fn checkpoint(dir: &Path) -> Result<Duration> {
         let started = std::time::Instant::now();
         let meta = read_meta(dir)?.ok_or_else(|| StoreError::NotAStore {
             path: dir.to_owned(),
         })?;
         let db_path = dir.join("db");
+        if !db_path.is_dir() {
+            // sled would create an empty database there.
+            return Err(StoreError::Corrupt {
+                path: dir.to_owned(),
+                reason: "its database directory `db` is missing".into(),
+                hint: restore_hint(Some(&meta)),
+            });
+        }
         let config = sled_config(
             &db_path,
             meta.log_segment_bytes,
@@ -1179,6 +1188,7 @@ fn wait_released(db_path: &Path) -> Result<()> {
 fn open_sled(dir: &Path, db_path: &Path, config: &sled::Config) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();
     let opened = loop {
+        remove_unfinished_snapshots(db_path)?;
         match config.open() {
             Err(sled::Error::Io(io))
                 if is_lock_conflict(&io)
@@ -1189,13 +1199,15 @@ fn open_sled(dir: &Path, db_path: &Path, config: &sled::Config) -> sled::Result<
                 std::thread::sleep(Duration::from_millis(40));
             }
             Err(sled::Error::Io(io)) if is_lock_conflict(&io) => {
+                let who = if opened_here(db_path) {
+                    "still held by this process 15 s after it was closed"
+                } else {
+                    "open in another process (is trucd already running?)"
+                };
                 break Err(sled::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::WouldBlock,
-                    format!(
-                        "{}: the store is open in another process (is trucd already running?)",
-                        dir.display()
-                    ),
-                )))
+                    format!("{}: the store is {who}", dir.display()),
+                )));
             }
             other => break other,
         }
@@ -1204,6 +1216,52 @@ fn open_sled(dir: &Path, db_path: &Path, config: &sled::Config) -> sled::Result<
         remember_opened(db_path);
     }
     opened
+}
+
+/// Removes snapshots sled began to write and never finished, unless another handle has the
+/// database open.
+///
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, fsyncs it and renames it, but at
+/// open it reads the newest `snap.*` file, `.generating` included: after a crash while one
+/// was being written (at an open, or in a checkpoint) it would report the database corrupt
+/// (sled issue #1527). Such a file is never needed: the snapshot before it is still there
+/// (sled deletes older ones only after the rename), and a snapshot only saves reading the
+/// log, which holds everything.
+fn remove_unfinished_snapshots(db_path: &Path) -> std::io::Result<()> {
+    let Ok(entries) = fs::read_dir(db_path) else {
+        return Ok(());
+    };
+    let unfinished: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
+        })
+        .map(|e| e.path())
+        .collect();
+    if unfinished.is_empty() {
+        return Ok(());
+    }
+    // Only while holding sled's lock: a database open elsewhere may be writing one now.
+    let lock = match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(db_path.join("db"))
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if fs2::FileExt::try_lock_exclusive(&lock).is_err() {
+        return Ok(());
+    }
+    for path in &unfinished {
+        tracing::warn!(file = %path.display(), "removing a snapshot the database began to write and never finished (a crash while it was written)");
+        fs::remove_file(path)?;
+    }
+    let _ = fs2::FileExt::unlock(&lock);
+    Ok(())
 }
 
 /// What a failure to open the database of the store in `dir` means for its operator.

@@ -235,52 +235,54 @@ fn receipt(r: truc_relay::Receipt) -> pb::Receipt {
 /// reading it.
 struct Incoming {
     reader: PackageReader,
-    /// The chunks received so far while the package is small enough to keep in memory, as
-    /// tonic decoded them (most packages are one chunk, kept without a copy).
-    memory: Vec<Bytes>,
-    memory_bytes: usize,
+    /// The first chunk, kept as tonic decoded it: most packages are one chunk.
+    first: Option<Bytes>,
+    /// Every chunk so far once there is more than one, copied together: a kept chunk would
+    /// keep alive the whole buffer it was decoded from, so many small chunks could hold far
+    /// more memory than they count for.
+    joined: Vec<u8>,
     file: Option<BlobWriter>,
     size: u64,
 }
 
 impl Incoming {
+    fn in_memory(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.joined.len()
+    }
+
     fn chunk(&mut self, relay: &Relay, limits: &LimitsConfig, data: Bytes) -> Result<(), Status> {
         self.size += data.len() as u64;
         self.reader
             .feed(&data)
             .map_err(|e| relay_status(e.into()))?;
-        if self.file.is_none() && self.memory_bytes + data.len() > limits.memory_package_bytes {
+        if self.file.is_none() && self.in_memory() + data.len() > limits.memory_package_bytes {
             let mut w = relay
                 .store()
                 .stage_payload()
                 .map_err(|e| relay_status(e.into()))?;
-            for kept in self.memory.drain(..) {
-                w.write(&kept).map_err(|e| relay_status(e.into()))?;
+            if let Some(first) = self.first.take() {
+                w.write(&first).map_err(|e| relay_status(e.into()))?;
             }
-            self.memory_bytes = 0;
+            w.write(&self.joined).map_err(|e| relay_status(e.into()))?;
+            self.joined = Vec::new();
             self.file = Some(w);
         }
         match &mut self.file {
             Some(w) => w.write(&data).map_err(|e| relay_status(e.into())),
             None => {
-                self.memory_bytes += data.len();
-                self.memory.push(data);
+                match self.first.take() {
+                    None if self.joined.is_empty() => self.first = Some(data),
+                    first => {
+                        if let Some(first) = first {
+                            self.joined.extend_from_slice(&first);
+                        }
+                        self.joined.extend_from_slice(&data);
+                    }
+                }
                 Ok(())
             }
         }
     }
-}
-
-/// A package received in memory, in one piece.
-fn joined(mut chunks: Vec<Bytes>, len: usize) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks.pop().unwrap_or_default();
-    }
-    let mut all = Vec::with_capacity(len);
-    for chunk in &chunks {
-        all.extend_from_slice(chunk);
-    }
-    all.into()
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -339,8 +341,8 @@ impl RelayService {
         };
         let mut incoming = Incoming {
             reader: PackageReader::new(limits),
-            memory: Vec::new(),
-            memory_bytes: 0,
+            first: None,
+            joined: Vec::new(),
             file: None,
             size: 0,
         };
@@ -379,7 +381,7 @@ impl RelayService {
                     .map_err(|e| status(tonic::Code::Internal, "RELAY_INTERNAL", e.to_string()))?
                     .map_err(|e| relay_status(e.into()))?,
             ),
-            None => PayloadInput::Bytes(joined(incoming.memory, incoming.memory_bytes)),
+            None => PayloadInput::Bytes(incoming.first.unwrap_or_else(|| incoming.joined.into())),
         };
         let who = Submitter::Adapter {
             unit: caller.unit.code.clone(),

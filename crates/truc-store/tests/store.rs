@@ -1490,13 +1490,16 @@ async fn a_snapshot_left_half_written_by_a_crash_does_not_stop_the_store_opening
         submit_to(&store, recipient, n, &n.to_be_bytes()).await;
     }
     store.close().expect("close");
-    std::fs::write(
-        dir.path()
-            .join("db")
-            .join("snap.7FFFFFFFFFFFFFFF.generating"),
-        b"half a snapshot",
-    )
-    .expect("write");
+    let crash_while_writing_a_snapshot = || {
+        std::fs::write(
+            dir.path()
+                .join("db")
+                .join("snap.7FFFFFFFFFFFFFFF.generating"),
+            b"half a snapshot",
+        )
+        .expect("write")
+    };
+    crash_while_writing_a_snapshot();
 
     let store = SledStore::open(dir.path(), fast_config()).expect("the store opens");
     let claims = store
@@ -1505,13 +1508,7 @@ async fn a_snapshot_left_half_written_by_a_crash_does_not_stop_the_store_opening
         .expect("claim");
     assert_eq!(claims.len(), 20, "everything is still there");
     store.close().expect("close");
-    std::fs::write(
-        dir.path()
-            .join("db")
-            .join("snap.7FFFFFFFFFFFFFFF.generating"),
-        b"half a snapshot",
-    )
-    .expect("write");
+    crash_while_writing_a_snapshot();
     SledStore::checkpoint(dir.path()).expect("a checkpoint too");
 }
 

@@ -1337,7 +1337,12 @@ impl Store for SledStore {
                 (Some(b), None, size)
             }
             PayloadInput::Bytes(b) => {
-                let staged = self.blobs.write_bytes(&b)?;
+                // Written and fsynced away from the async threads: an fsync takes
+                // milliseconds, which would stall every connection sharing the thread.
+                let blobs = self.blobs.clone();
+                let staged = tokio::task::spawn_blocking(move || blobs.write_bytes(&b))
+                    .await
+                    .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))??;
                 let size = staged.size();
                 (None, Some(staged), size)
             }

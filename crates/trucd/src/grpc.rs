@@ -250,39 +250,59 @@ impl Incoming {
         self.first.as_ref().map_or(0, Bytes::len) + self.joined.len()
     }
 
-    fn chunk(&mut self, relay: &Relay, limits: &LimitsConfig, data: Bytes) -> Result<(), Status> {
+    async fn chunk(
+        &mut self,
+        relay: &Relay,
+        limits: &LimitsConfig,
+        data: Bytes,
+    ) -> Result<(), Status> {
         self.size += data.len() as u64;
         self.reader
             .feed(&data)
             .map_err(|e| relay_status(e.into()))?;
+        let mut pieces = Vec::new();
         if self.file.is_none() && self.in_memory() + data.len() > limits.memory_package_bytes {
-            let mut w = relay
-                .store()
-                .stage_payload()
-                .map_err(|e| relay_status(e.into()))?;
-            if let Some(first) = self.first.take() {
-                w.write(&first).map_err(|e| relay_status(e.into()))?;
-            }
-            w.write(&self.joined).map_err(|e| relay_status(e.into()))?;
-            self.joined = Vec::new();
-            self.file = Some(w);
+            self.file = Some(
+                relay
+                    .store()
+                    .stage_payload()
+                    .map_err(|e| relay_status(e.into()))?,
+            );
+            pieces.extend(self.first.take());
+            pieces.push(std::mem::take(&mut self.joined).into());
         }
-        match &mut self.file {
-            Some(w) => w.write(&data).map_err(|e| relay_status(e.into())),
-            None => {
-                match self.first.take() {
-                    None if self.joined.is_empty() => self.first = Some(data),
-                    first => {
-                        if let Some(first) = first {
-                            self.joined.extend_from_slice(&first);
-                        }
-                        self.joined.extend_from_slice(&data);
+        match self.file.take() {
+            Some(w) => {
+                pieces.push(data);
+                self.file = Some(append_off_thread(w, pieces).await?);
+            }
+            None => match self.first.take() {
+                None if self.joined.is_empty() => self.first = Some(data),
+                first => {
+                    if let Some(first) = first {
+                        self.joined.extend_from_slice(&first);
                     }
+                    self.joined.extend_from_slice(&data);
                 }
-                Ok(())
-            }
+            },
         }
+        Ok(())
     }
+}
+
+/// Appends `pieces` to a staging file on a blocking thread: a write can wait for the disk
+/// (when the kernel throttles writers of dirty pages), and that must not stall the other
+/// connections served by the same async thread. If it fails, the file is removed.
+async fn append_off_thread(mut w: BlobWriter, pieces: Vec<Bytes>) -> Result<BlobWriter, Status> {
+    tokio::task::spawn_blocking(move || {
+        for piece in &pieces {
+            w.write(piece)?;
+        }
+        Ok::<_, truc_store::StoreError>(w)
+    })
+    .await
+    .map_err(|e| status(tonic::Code::Internal, "RELAY_INTERNAL", e.to_string()))?
+    .map_err(|e| relay_status(e.into()))
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -349,7 +369,7 @@ impl RelayService {
         while let Some(message) = next_message(&mut stream, idle).await? {
             match message.part {
                 Some(pb::submit_document_request::Part::Chunk(data)) => {
-                    incoming.chunk(&self.relay, &self.limits, data)?
+                    incoming.chunk(&self.relay, &self.limits, data).await?
                 }
                 _ => {
                     return Err(status(

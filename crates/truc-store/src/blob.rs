@@ -58,7 +58,7 @@ impl BlobDir {
         Ok(BlobWriter {
             file: Some(file),
             path,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             size: 0,
         })
     }
@@ -123,7 +123,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 pub struct BlobWriter {
     file: Option<File>,
     path: PathBuf,
-    hasher: Sha256,
+    /// `None` once the caller said it hashes the bytes itself.
+    hasher: Option<Sha256>,
     size: u64,
 }
 
@@ -132,9 +133,20 @@ impl BlobWriter {
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         let file = self.file.as_mut().ok_or(StoreError::Closed)?;
         file.write_all(bytes).map_err(StoreError::from_io)?;
-        self.hasher.update(bytes);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(bytes);
+        }
         self.size += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Stops hashing what is written, for a caller that hashes the very same bytes itself
+    /// (the relay's package reader reads every byte it writes here) and names the digest
+    /// in [`finish_with_digest`](Self::finish_with_digest): hashing is the costliest part
+    /// of receiving a large package, and once is enough.
+    pub fn without_hashing(mut self) -> Self {
+        self.hasher = None;
+        self
     }
 
     /// Bytes written so far.
@@ -142,18 +154,31 @@ impl BlobWriter {
         self.size
     }
 
-    /// Flushes the data to disk and returns the staged payload.
+    /// Flushes the data to disk and returns the staged payload, named by the SHA-256 of
+    /// what was written.
     pub fn finish(mut self) -> Result<StagedPayload, StoreError> {
+        let hasher = self.hasher.take().ok_or_else(|| StoreError::Codec {
+            what: "payload",
+            reason: "its writer did not hash it: finish it with the digest of what was written"
+                .into(),
+        })?;
+        let sha256 = Sha256Digest(hasher.finalize().into());
+        self.finish_with_digest(sha256)
+    }
+
+    /// Flushes the data to disk and returns the staged payload, named by `sha256`: the
+    /// digest of exactly the bytes written, computed by the caller (see
+    /// [`without_hashing`](Self::without_hashing)).
+    pub fn finish_with_digest(mut self, sha256: Sha256Digest) -> Result<StagedPayload, StoreError> {
         let file = self.file.take().ok_or(StoreError::Closed)?;
         file.sync_all().map_err(StoreError::from_io)?;
         drop(file);
-        let staged = StagedPayload {
+        Ok(StagedPayload {
             path: std::mem::take(&mut self.path),
-            sha256: Sha256Digest(std::mem::take(&mut self.hasher).finalize().into()),
+            sha256,
             size: self.size,
             armed: true,
-        };
-        Ok(staged)
+        })
     }
 }
 
@@ -206,5 +231,36 @@ impl Drop for StagedPayload {
         if self.armed {
             let _ = fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_hashes_what_it_writes_unless_told_its_caller_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = BlobDir::open(dir.path().join("blobs")).expect("blob dir");
+        let bytes = b"<edXML>a package</edXML>";
+
+        let mut w = blobs.writer().expect("writer");
+        w.write(&bytes[..7]).expect("write");
+        w.write(&bytes[7..]).expect("write");
+        let staged = w.finish().expect("finish");
+        assert_eq!(staged.sha256(), Sha256Digest::of(bytes));
+        assert_eq!(staged.size(), bytes.len() as u64);
+
+        // A caller that hashed the bytes itself names the digest; nothing is hashed twice.
+        let mut w = blobs.writer().expect("writer").without_hashing();
+        w.write(bytes).expect("write");
+        let given = Sha256Digest::of(bytes);
+        let staged = w.finish_with_digest(given).expect("finish");
+        assert_eq!(staged.sha256(), given);
+
+        // Such a writer cannot be finished without the digest.
+        let mut w = blobs.writer().expect("writer").without_hashing();
+        w.write(bytes).expect("write");
+        assert!(matches!(w.finish(), Err(StoreError::Codec { .. })));
     }
 }

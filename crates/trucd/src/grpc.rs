@@ -262,11 +262,13 @@ impl Incoming {
             .map_err(|e| relay_status(e.into()))?;
         let mut pieces = Vec::new();
         if self.file.is_none() && self.in_memory() + data.len() > limits.memory_package_bytes {
+            // The reader hashes every byte written there: once is enough.
             self.file = Some(
                 relay
                     .store()
                     .stage_payload()
-                    .map_err(|e| relay_status(e.into()))?,
+                    .map_err(|e| relay_status(e.into()))?
+                    .without_hashing(),
             );
             pieces.extend(self.first.take());
             pieces.push(std::mem::take(&mut self.joined).into());
@@ -394,9 +396,10 @@ impl RelayService {
                 ),
             ));
         }
+        let sha256 = meta.sha256;
         let payload = match incoming.file {
             Some(w) => PayloadInput::Staged(
-                tokio::task::spawn_blocking(move || w.finish())
+                tokio::task::spawn_blocking(move || w.finish_with_digest(sha256))
                     .await
                     .map_err(|e| status(tonic::Code::Internal, "RELAY_INTERNAL", e.to_string()))?
                     .map_err(|e| relay_status(e.into()))?,

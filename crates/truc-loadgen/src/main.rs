@@ -559,6 +559,21 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         calls: a.sim.counters(),
     });
     emit(&cli, &report)?;
+    if report.lost > 0 || report.corrupted > 0 {
+        // What the relays were doing: the first thing to read when packages went missing.
+        let tails = [
+            relay_a
+                .lock()
+                .ok()
+                .map(|r| (r.ministry.clone(), r.log_tail(60))),
+            relay_b
+                .as_ref()
+                .map(|r| (r.ministry.clone(), r.log_tail(60))),
+        ];
+        for (ministry, tail) in tails.into_iter().flatten() {
+            eprintln!("--- relay {ministry}: the end of its log ---\n{tail}");
+        }
+    }
     drop(relay_b);
     drop(relay_a);
     drop(axis);

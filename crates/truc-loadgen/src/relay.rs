@@ -2,7 +2,7 @@
 //! from `/proc`), with generated certificates and the sample registry of a ministry.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +25,7 @@ pub struct SpawnedRelay {
     child: Child,
     trucd: PathBuf,
     config_file: PathBuf,
+    log_file: PathBuf,
     ca_pem: String,
     certs: BTreeMap<String, LocalCert>,
     /// Level-3 units of each adapter's unit (recipients served through it).
@@ -111,11 +112,12 @@ impl SpawnedRelay {
             None => String::new(),
         };
         let config = format!(
-            "ministry = \"{ministry}\"\nlisten = \"127.0.0.1:0\"\nstore_dir = {store:?}\nregistry_file = {registry_file:?}\nlog_level = \"warn,trucd=info\"\nlog_format = \"pretty\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = {cert_file:?}\nkey = {key_file:?}\nclient_ca = {ca_file:?}\n\n[limits]\nsubmits_per_second = 1000000\nsubmit_burst = 1000000\nmax_credits = 10000\nretry_base_ms = 250\nretry_cap_secs = 5\n{upstream}",
+            "ministry = \"{ministry}\"\nlisten = \"127.0.0.1:0\"\nstore_dir = {store:?}\nregistry_file = {registry_file:?}\nlog_level = \"warn,trucd=info,truc_upstream=info\"\nlog_format = \"pretty\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = {cert_file:?}\nkey = {key_file:?}\nclient_ca = {ca_file:?}\n\n[limits]\nsubmits_per_second = 1000000\nsubmit_burst = 1000000\nmax_credits = 10000\nretry_base_ms = 250\nretry_cap_secs = 5\n{upstream}",
             store = dir.join("store"),
         );
         let config_file = write("trucd.toml", &config)?;
-        let (child, addr, admin) = launch(trucd, &config_file)?;
+        let log_file = dir.join("trucd.log");
+        let (child, addr, admin) = launch(trucd, &config_file, &log_file)?;
         // Later starts (after a kill) listen on the same address, so adapters reconnect.
         std::fs::write(
             &config_file,
@@ -132,6 +134,7 @@ impl SpawnedRelay {
             child,
             trucd: trucd.to_owned(),
             config_file,
+            log_file,
             ca_pem: ca.pem.clone(),
             certs,
             children,
@@ -143,7 +146,7 @@ impl SpawnedRelay {
     pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         self.child.wait()?;
-        let (child, addr, admin) = launch(&self.trucd, &self.config_file)?;
+        let (child, addr, admin) = launch(&self.trucd, &self.config_file, &self.log_file)?;
         anyhow::ensure!(addr == self.addr, "restarted on {addr}, not {}", self.addr);
         self.child = child;
         self.admin = admin;
@@ -177,6 +180,14 @@ impl SpawnedRelay {
         Err(anyhow::anyhow!("connecting to {endpoint}: {last:?}"))
     }
 
+    /// The last `lines` lines the relay logged (all its runs, kills included), to show
+    /// what it was doing when a run went wrong.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// The process id, for `/proc` readings.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -191,11 +202,18 @@ enum StartLine {
 }
 
 /// Starts `trucd serve` with a configuration; returns it once it serves, with the
-/// addresses it bound (gRPC, and the admin API if it said where).
+/// addresses it bound (gRPC, and the admin API if it said where). Everything it logs is
+/// appended to `log_file`.
 fn launch(
     trucd: &Path,
     config_file: &Path,
+    log_file: &Path,
 ) -> anyhow::Result<(Child, SocketAddr, Option<SocketAddr>)> {
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .with_context(|| format!("opening {}", log_file.display()))?;
     let mut command = Command::new(trucd);
     for (name, _) in std::env::vars() {
         if name.starts_with("TRUC_") {
@@ -224,6 +242,8 @@ fn launch(
         };
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
+            // Best effort: the log is for diagnosis, a failed write must not stop the relay.
+            let _ = writeln!(log, "{line}");
             let said = if line.contains("gRPC listener bound") {
                 addr_of(&line).map(StartLine::Grpc)
             } else if line.contains("admin API listening") {

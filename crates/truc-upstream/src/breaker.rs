@@ -1,11 +1,22 @@
 //! A circuit breaker for the national-axis link.
+//!
+//! Calls take a [`Permit`] and give it back with their verdict. After `threshold`
+//! consecutive failures the circuit opens: calls are refused, without reaching the axis,
+//! until a delay has passed. Then it is half-open: a few trial calls go through. The first
+//! that succeeds closes the circuit; if every one of them fails, the circuit opens again for
+//! twice as long (up to a maximum). Several trials rather than one, because an axis that
+//! is up but fails one call in three must not be taken for one that is down: one unlucky
+//! probe would double the wait, and a few in a row would stop the link for minutes.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::UpstreamError;
+
+/// Trial calls let through while half-open.
+const TRIALS: u32 = 3;
 
 /// The link's state, as shown by `/readyz` and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -13,23 +24,38 @@ use crate::UpstreamError;
 pub enum BreakerState {
     /// Calls go through.
     Closed,
-    /// The axis failed repeatedly: calls are refused until the next probe.
+    /// The axis failed repeatedly: calls are refused until the next trial calls.
     Open,
-    /// One probe call is allowed to test the axis.
+    /// A few trial calls are allowed to test the axis.
     HalfOpen,
 }
 
 #[derive(Debug)]
 struct Inner {
     state: BreakerState,
+    /// Consecutive failures while closed.
     failures: u32,
     open_for: Duration,
     reopen_at: Option<Instant>,
-    probing: bool,
+    /// Trial calls of this half-open round: let through, and failed.
+    trials_started: u32,
+    trials_failed: u32,
+    /// Counts the openings, so that a trial of an earlier round cannot sway this one.
+    round: u64,
+}
+
+impl Inner {
+    fn open(&mut self, now: Instant) {
+        self.state = BreakerState::Open;
+        self.round += 1;
+        self.reopen_at = Some(now + self.open_for);
+        self.trials_started = 0;
+        self.trials_failed = 0;
+    }
 }
 
 /// Opens after `threshold` consecutive failures; stays open for a delay that doubles after
-/// each failed probe (from `min_open` to `max_open`); then lets one probe through.
+/// each half-open round whose trial calls all failed (from `min_open` to `max_open`).
 #[derive(Debug)]
 pub struct CircuitBreaker {
     threshold: u32,
@@ -38,19 +64,64 @@ pub struct CircuitBreaker {
     inner: Mutex<Inner>,
 }
 
+/// Leave to make one call; give it back with [`Permit::success`] or [`Permit::failure`].
+/// A permit dropped without a verdict (the call was cancelled) frees its trial slot, so a
+/// cancelled trial can never leave the circuit refusing every call.
+#[must_use = "a permit is given back with its call's verdict"]
+#[derive(Debug)]
+pub struct Permit {
+    breaker: Arc<CircuitBreaker>,
+    /// A trial call of a half-open round, rather than one let through while closed.
+    trial: bool,
+    round: u64,
+    settled: bool,
+}
+
+impl Permit {
+    /// The call succeeded: the link is up.
+    pub fn success(mut self) {
+        self.settled = true;
+        self.breaker.record_success();
+    }
+
+    /// The call failed for a reason of the link.
+    pub fn failure(self) {
+        self.failure_at(Instant::now());
+    }
+
+    fn failure_at(mut self, now: Instant) {
+        self.settled = true;
+        self.breaker
+            .record_failure(self.trial.then_some(self.round), now);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.settled && self.trial {
+            let mut i = self.breaker.lock();
+            if i.state == BreakerState::HalfOpen && i.round == self.round {
+                i.trials_started = i.trials_started.saturating_sub(1);
+            }
+        }
+    }
+}
+
 impl CircuitBreaker {
     /// A closed breaker.
     pub fn new(threshold: u32, min_open: Duration, max_open: Duration) -> Self {
         CircuitBreaker {
             threshold: threshold.max(1),
             min_open,
-            max_open,
+            max_open: max_open.max(min_open),
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
                 failures: 0,
                 open_for: min_open,
                 reopen_at: None,
-                probing: false,
+                trials_started: 0,
+                trials_failed: 0,
+                round: 0,
             }),
         }
     }
@@ -61,36 +132,51 @@ impl CircuitBreaker {
 
     /// The current state.
     pub fn state(&self) -> BreakerState {
+        self.state_at(Instant::now())
+    }
+
+    fn state_at(&self, now: Instant) -> BreakerState {
         let mut i = self.lock();
-        if i.state == BreakerState::Open && i.reopen_at.is_some_and(|t| Instant::now() >= t) {
+        if i.state == BreakerState::Open && i.reopen_at.is_some_and(|t| now >= t) {
             i.state = BreakerState::HalfOpen;
         }
         i.state
     }
 
-    /// Whether a call may go out now.
-    pub fn admit(&self) -> Result<(), UpstreamError> {
+    /// Leave to call the axis now, or `CircuitOpen` with how long until the next trials.
+    pub fn admit(self: &Arc<Self>) -> Result<Permit, UpstreamError> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(self: &Arc<Self>, now: Instant) -> Result<Permit, UpstreamError> {
         let mut i = self.lock();
-        let now = Instant::now();
-        match i.state {
-            BreakerState::Closed => Ok(()),
+        let trial = match i.state {
+            BreakerState::Closed => false,
             BreakerState::Open | BreakerState::HalfOpen => {
                 let at = i.reopen_at.unwrap_or(now);
                 if now < at {
                     return Err(UpstreamError::CircuitOpen(at - now));
                 }
-                if i.probing {
+                if i.state == BreakerState::Open {
+                    i.state = BreakerState::HalfOpen;
+                }
+                if i.trials_started >= TRIALS {
+                    // The round's trials are under way: their outcome decides.
                     return Err(UpstreamError::CircuitOpen(Duration::ZERO));
                 }
-                i.state = BreakerState::HalfOpen;
-                i.probing = true;
-                Ok(())
+                i.trials_started += 1;
+                true
             }
-        }
+        };
+        Ok(Permit {
+            breaker: self.clone(),
+            trial,
+            round: i.round,
+            settled: false,
+        })
     }
 
-    /// The call succeeded: the link is up.
-    pub fn success(&self) {
+    fn record_success(&self) {
         let mut i = self.lock();
         if i.state != BreakerState::Closed {
             tracing::info!("national axis link is up again");
@@ -99,27 +185,39 @@ impl CircuitBreaker {
         i.failures = 0;
         i.open_for = self.min_open;
         i.reopen_at = None;
-        i.probing = false;
+        i.trials_started = 0;
+        i.trials_failed = 0;
     }
 
-    /// The call failed for a reason of the link.
-    pub fn failure(&self) {
+    /// A failed call; `trial` is the round of a trial call.
+    fn record_failure(&self, trial: Option<u64>, now: Instant) {
         let mut i = self.lock();
-        i.failures += 1;
-        let probe_failed = i.state == BreakerState::HalfOpen;
-        if probe_failed || i.failures >= self.threshold {
-            if probe_failed {
-                i.open_for = (i.open_for * 2).min(self.max_open);
+        match i.state {
+            BreakerState::Closed => {
+                i.failures += 1;
+                if i.failures >= self.threshold {
+                    tracing::warn!(
+                        failures = i.failures,
+                        open_for_secs = i.open_for.as_secs_f64(),
+                        "national axis link is down: circuit open"
+                    );
+                    i.open(now);
+                }
             }
-            if i.state == BreakerState::Closed {
-                tracing::warn!(
-                    failures = i.failures,
-                    "national axis link is down: circuit open"
-                );
+            BreakerState::HalfOpen if trial == Some(i.round) => {
+                i.trials_failed += 1;
+                if i.trials_failed >= TRIALS {
+                    i.open_for = (i.open_for * 2).min(self.max_open);
+                    tracing::warn!(
+                        open_for_secs = i.open_for.as_secs_f64(),
+                        "national axis still failing: every trial call failed, circuit open again"
+                    );
+                    i.open(now);
+                }
             }
-            i.state = BreakerState::Open;
-            i.reopen_at = Some(Instant::now() + i.open_for);
-            i.probing = false;
+            // A call let through before the circuit opened, failing late (or a trial of a
+            // round already decided): the circuit already knows.
+            BreakerState::HalfOpen | BreakerState::Open => {}
         }
     }
 }
@@ -128,30 +226,153 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
-    #[test]
-    fn opens_after_the_threshold_probes_and_closes_on_success() {
-        let b = CircuitBreaker::new(3, Duration::from_millis(20), Duration::from_millis(80));
-        for _ in 0..2 {
-            assert!(b.admit().is_ok());
-            b.failure();
+    const MS: Duration = Duration::from_millis(1);
+
+    fn breaker() -> Arc<CircuitBreaker> {
+        Arc::new(CircuitBreaker::new(3, 100 * MS, 400 * MS))
+    }
+
+    /// Opens `b` at `t0` with three failures.
+    fn open(b: &Arc<CircuitBreaker>, t0: Instant) {
+        for _ in 0..3 {
+            b.admit_at(t0).expect("closed").failure_at(t0);
         }
-        assert_eq!(b.state(), BreakerState::Closed);
-        b.failure();
-        assert_eq!(b.state(), BreakerState::Open);
-        assert!(matches!(b.admit(), Err(UpstreamError::CircuitOpen(_))));
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(b.admit().is_ok(), "one probe");
-        assert!(b.admit().is_err(), "only one probe at a time");
-        b.failure();
-        assert_eq!(b.state(), BreakerState::Open);
-        std::thread::sleep(Duration::from_millis(25));
-        assert!(
-            b.admit().is_err(),
-            "the delay doubled after the failed probe"
+        assert_eq!(b.state_at(t0), BreakerState::Open);
+    }
+
+    fn refused_for(r: Result<Permit, UpstreamError>) -> Option<Duration> {
+        match r {
+            Err(UpstreamError::CircuitOpen(d)) => Some(d),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn opens_after_the_threshold_and_refuses_until_the_delay_passed() {
+        let (b, t0) = (breaker(), Instant::now());
+        for _ in 0..2 {
+            b.admit_at(t0).expect("closed").failure_at(t0);
+        }
+        assert_eq!(b.state_at(t0), BreakerState::Closed);
+        b.admit_at(t0).expect("closed").failure_at(t0);
+        assert_eq!(b.state_at(t0), BreakerState::Open);
+        assert_eq!(refused_for(b.admit_at(t0 + 40 * MS)), Some(60 * MS));
+        assert_eq!(b.state_at(t0 + 100 * MS), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn a_success_between_failures_keeps_it_closed() {
+        let (b, t0) = (breaker(), Instant::now());
+        for _ in 0..5 {
+            b.admit_at(t0).expect("closed").failure_at(t0);
+            b.admit_at(t0).expect("closed").failure_at(t0);
+            b.admit_at(t0).expect("closed").success();
+        }
+        assert_eq!(b.state_at(t0), BreakerState::Closed);
+    }
+
+    #[test]
+    fn one_successful_trial_closes_it() {
+        let (b, t0) = (breaker(), Instant::now());
+        open(&b, t0);
+        let t = t0 + 100 * MS;
+        let trials: Vec<Permit> = (0..TRIALS).map(|_| b.admit_at(t).expect("trial")).collect();
+        assert_eq!(
+            refused_for(b.admit_at(t)),
+            Some(Duration::ZERO),
+            "no more than the round's trials"
         );
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(b.admit().is_ok());
-        b.success();
-        assert_eq!(b.state(), BreakerState::Closed);
+        let mut trials = trials.into_iter();
+        trials.next().expect("trial").failure_at(t);
+        trials.next().expect("trial").failure_at(t);
+        assert_eq!(b.state_at(t), BreakerState::HalfOpen, "one trial still out");
+        trials.next().expect("trial").success();
+        assert_eq!(b.state_at(t), BreakerState::Closed);
+        assert!(b.admit_at(t).is_ok());
+    }
+
+    #[test]
+    fn a_round_of_failed_trials_reopens_it_for_twice_as_long_up_to_the_maximum() {
+        let (b, t0) = (breaker(), Instant::now());
+        open(&b, t0);
+        let mut t = t0;
+        for expected in [200, 400, 400] {
+            t += b.lock().open_for;
+            for _ in 0..TRIALS {
+                b.admit_at(t).expect("trial").failure_at(t);
+            }
+            assert_eq!(b.state_at(t), BreakerState::Open);
+            assert_eq!(refused_for(b.admit_at(t)), Some(expected * MS));
+        }
+        // After a success, the next opening starts from the minimum again.
+        t += 400 * MS;
+        b.admit_at(t).expect("trial").success();
+        open(&b, t);
+        assert_eq!(refused_for(b.admit_at(t)), Some(100 * MS));
+    }
+
+    #[test]
+    fn a_cancelled_trial_frees_its_place() {
+        let (b, t0) = (breaker(), Instant::now());
+        open(&b, t0);
+        let t = t0 + 100 * MS;
+        for _ in 0..10 * TRIALS {
+            // Each trial is dropped without a verdict, as when its call is cancelled.
+            drop(
+                b.admit_at(t)
+                    .expect("the place of a cancelled trial is free again"),
+            );
+        }
+        assert_eq!(b.state_at(t), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn late_failures_of_calls_let_through_earlier_neither_extend_nor_decide() {
+        let (b, t0) = (breaker(), Instant::now());
+        // Calls let through while closed, still out when the circuit opens.
+        let late: Vec<Permit> = (0..5).map(|_| b.admit_at(t0).expect("closed")).collect();
+        open(&b, t0);
+        let mut late = late.into_iter();
+        late.next().expect("late").failure_at(t0 + 90 * MS);
+        assert_eq!(
+            refused_for(b.admit_at(t0 + 90 * MS)),
+            Some(10 * MS),
+            "the opening is not pushed back"
+        );
+        let t = t0 + 100 * MS;
+        let trial = b.admit_at(t).expect("trial");
+        for permit in late {
+            permit.failure_at(t);
+        }
+        assert_eq!(b.state_at(t), BreakerState::HalfOpen, "only trials decide");
+        trial.success();
+        assert_eq!(b.state_at(t), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_trial_of_an_earlier_round_does_not_sway_the_next() {
+        let (b, t0) = (breaker(), Instant::now());
+        let late = b.admit_at(t0).expect("closed");
+        open(&b, t0);
+        let t1 = t0 + 100 * MS;
+        let stale: Vec<Permit> = (0..TRIALS)
+            .map(|_| b.admit_at(t1).expect("trial"))
+            .collect();
+        // The round ends without them (a call let through earlier succeeded), and the
+        // circuit opens again: a new round.
+        late.success();
+        open(&b, t1);
+        let t2 = t1 + 100 * MS;
+        let fresh = b.admit_at(t2).expect("trial of the new round");
+        for permit in stale {
+            permit.failure_at(t2);
+        }
+        assert_eq!(
+            b.state_at(t2),
+            BreakerState::HalfOpen,
+            "the old trials do not count"
+        );
+        fresh.success();
+        assert_eq!(b.state_at(t2), BreakerState::Closed);
     }
 }

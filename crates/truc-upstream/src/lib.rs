@@ -19,7 +19,7 @@ use truc_vdxp::{op, param, value, Envelope, ReceivedItem};
 /// Answers of the profile that callers of [`Upstream`] see.
 pub use truc_vdxp::{op as operations, Agency, SentItem};
 
-pub use breaker::{BreakerState, CircuitBreaker};
+pub use breaker::{BreakerState, CircuitBreaker, Permit};
 
 /// Why a call to the axis failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ pub enum UpstreamError {
     #[error("unreadable answer from the national axis: {0}")]
     Protocol(String),
     /// The circuit breaker is open: the axis failed repeatedly; the call was not made.
-    #[error("the national axis link is down (circuit open); next probe in {0:?}")]
+    #[error("the national axis link is down (circuit open); next trial calls in {0:?}")]
     CircuitOpen(Duration),
     /// Local configuration (certificates, URL).
     #[error("upstream configuration: {0}")]
@@ -238,13 +238,13 @@ impl VdxpUpstream {
         params: &[(&str, &str)],
         file: Option<Vec<u8>>,
     ) -> Result<Value, UpstreamError> {
-        self.breaker.admit()?;
+        let permit = self.breaker.admit()?;
         let result = self.call_once(operation, params, file).await;
         match &result {
-            Ok(_) => self.breaker.success(),
+            Ok(_) => permit.success(),
             // Only failures of the link count against it; a refused package does not.
-            Err(e) if e.is_transient() => self.breaker.failure(),
-            Err(_) => self.breaker.success(),
+            Err(e) if e.is_transient() => permit.failure(),
+            Err(_) => permit.success(),
         }
         result
     }

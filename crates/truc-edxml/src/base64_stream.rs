@@ -18,7 +18,8 @@ pub(crate) enum Base64Problem {
     TooLarge,
 }
 
-/// Decodes base64 text arriving in arbitrary pieces, hashing the decoded bytes as it goes.
+/// Decodes base64 text arriving in arbitrary pieces, hashing the decoded bytes as it goes
+/// (unless asked not to: a relay forwarding the package whole has no use for the digest).
 ///
 /// Whitespace (line breaks every 76 characters, as many encoders write) is skipped. Memory
 /// stays at one block whatever the attachment's size.
@@ -30,7 +31,7 @@ pub(crate) enum Base64Problem {
 pub(crate) struct Base64Stream {
     staging: Vec<u8>,
     out: Vec<u8>,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     size: u64,
     /// Significant characters decoded so far.
     chars: u64,
@@ -43,11 +44,13 @@ pub(crate) struct Base64Stream {
 }
 
 impl Base64Stream {
-    pub(crate) fn new(max_size: u64) -> Self {
+    /// A stream that refuses more than `max_size` decoded bytes, and hashes them if
+    /// `digest`.
+    pub(crate) fn new(max_size: u64, digest: bool) -> Self {
         Base64Stream {
             staging: Vec::new(),
             out: Vec::new(),
-            hasher: Sha256::new(),
+            hasher: digest.then(Sha256::new),
             size: 0,
             chars: 0,
             received: 0,
@@ -124,7 +127,9 @@ impl Base64Stream {
         };
         match decoded {
             Some(decoded) => {
-                self.hasher.update(&*decoded);
+                if let Some(h) = &mut self.hasher {
+                    h.update(&*decoded);
+                }
                 self.size += decoded.len() as u64;
                 self.chars += block.len() as u64;
                 self.padded = block.last() == Some(&b'=');
@@ -133,8 +138,8 @@ impl Base64Stream {
         }
     }
 
-    /// Ends the content; returns the decoded size and digest.
-    pub(crate) fn finish(mut self) -> Result<(u64, Sha256Digest), Base64Problem> {
+    /// Ends the content; returns the decoded size and digest (if it was asked for).
+    pub(crate) fn finish(mut self) -> Result<(u64, Option<Sha256Digest>), Base64Problem> {
         let rest = std::mem::take(&mut self.staging);
         let whole = rest.len() - rest.len() % 4;
         if whole > 0 {
@@ -158,7 +163,10 @@ impl Base64Stream {
         if self.size > self.max_size {
             return Err(Base64Problem::TooLarge);
         }
-        Ok((self.size, Sha256Digest(self.hasher.finalize().into())))
+        Ok((
+            self.size,
+            self.hasher.map(|h| Sha256Digest(h.finalize().into())),
+        ))
     }
 }
 
@@ -232,11 +240,39 @@ mod tests {
     use super::*;
 
     fn run(pieces: &[&[u8]]) -> Result<(u64, Sha256Digest), Base64Problem> {
-        let mut s = Base64Stream::new(u64::MAX);
+        let mut s = Base64Stream::new(u64::MAX, true);
         for p in pieces {
             s.push(p)?;
         }
         s.finish()
+            .map(|(size, digest)| (size, digest.expect("asked for")))
+    }
+
+    /// Without the digest: the same sizes and the same refusals.
+    fn run_without_digest(pieces: &[&[u8]]) -> Result<u64, Base64Problem> {
+        let mut s = Base64Stream::new(u64::MAX, false);
+        for p in pieces {
+            s.push(p)?;
+        }
+        let (size, digest) = s.finish()?;
+        assert_eq!(digest, None);
+        Ok(size)
+    }
+
+    #[test]
+    fn without_the_digest_sizes_and_refusals_are_the_same() {
+        for pieces in [
+            &[&b"aGVs"[..], b"bG8g\r\n", b"d29y\tbGQ", b"="][..],
+            &[b"!!!not*base64!!!"],
+            &[b"aGVsbG8"],
+            &[b"aGVsb"],
+        ] {
+            assert_eq!(
+                run_without_digest(pieces),
+                run(pieces).map(|(size, _)| size),
+                "{pieces:?}"
+            );
+        }
     }
 
     #[test]
@@ -277,7 +313,7 @@ mod tests {
         assert!(matches!(run(&[b"aGVsbG8="]).map(|r| r.0), Ok(5)));
         assert!(run(&[b"aGVsbG8=", b"aGVs"]).is_err());
         assert!(run(&[b"aGVsb"]).is_err());
-        let mut s = Base64Stream::new(4);
+        let mut s = Base64Stream::new(4, true);
         assert_eq!(s.push(b"aGVsbG8gd29ybGQ="), Err(Base64Problem::TooLarge));
     }
 
@@ -310,7 +346,7 @@ mod tests {
             }
         }
         // Invalid text is reported when the content ends, not when it is seen.
-        let mut s = Base64Stream::new(u64::MAX);
+        let mut s = Base64Stream::new(u64::MAX, true);
         assert_eq!(s.push(b"!!!!"), Ok(()));
         assert!(s.finish().is_err());
     }

@@ -362,7 +362,9 @@ impl RelayService {
             ..Limits::default()
         };
         let mut incoming = Incoming {
-            reader: PackageReader::new(limits),
+            // The relay forwards packages whole: the package's digest is kept, the
+            // attachments' are not needed.
+            reader: PackageReader::new(limits).without_attachment_digests(),
             first: None,
             joined: Vec::new(),
             file: None,

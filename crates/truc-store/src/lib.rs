@@ -24,6 +24,7 @@ mod committer;
 #[cfg(test)]
 mod crash_prefix;
 mod error;
+mod log_readahead;
 mod retry;
 mod sled_store;
 mod types;

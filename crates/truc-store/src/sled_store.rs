@@ -16,6 +16,7 @@ use truc_edxml::{CalendarDate, DocumentId, KnownStatus, OrgCode, PackageKind, Sh
 use crate::blob::{BlobDir, BlobWriter};
 use crate::committer::{CommitStats, Committer, FLUSH_BUCKETS_SECONDS};
 use crate::error::StoreError;
+use crate::log_readahead::{LogReadahead, READAHEAD_DELAY};
 use crate::retry::RetryPolicy;
 use crate::types::*;
 use crate::{Result, Store};
@@ -1187,6 +1188,7 @@ fn wait_released(db_path: &Path) -> Result<()> {
 /// sandboxes without /proc/locks: this process remembers what it opened.)
 fn open_sled(dir: &Path, db_path: &Path, config: &sled::Config) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();
+    let readahead = LogReadahead::start(db_path.join("db"), READAHEAD_DELAY);
     let opened = loop {
         remove_unfinished_snapshots(db_path)?;
         match config.open() {
@@ -1212,8 +1214,14 @@ fn open_sled(dir: &Path, db_path: &Path, config: &sled::Config) -> sled::Result<
             other => break other,
         }
     };
+    let read_ahead = readahead.stop();
     if opened.is_ok() {
         remember_opened(db_path);
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            log_read_ahead_mib = read_ahead >> 20,
+            "database opened"
+        );
     }
     opened
 }

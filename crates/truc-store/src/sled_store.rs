@@ -428,12 +428,8 @@ impl SledStore {
                 true
             }
         };
-        if !is_new && !db_path.is_dir() {
-            return Err(StoreError::Corrupt {
-                path: dir.to_owned(),
-                reason: "its database directory `db` is missing".into(),
-                hint: restore_hint(meta.as_ref()),
-            });
+        if !is_new {
+            require_db_dir(dir, &db_path, meta.as_ref())?;
         }
         let log_segment_bytes = meta
             .as_ref()
@@ -549,14 +545,7 @@ impl SledStore {
             path: dir.to_owned(),
         })?;
         let db_path = dir.join("db");
-        if !db_path.is_dir() {
-            // sled would create an empty database there.
-            return Err(StoreError::Corrupt {
-                path: dir.to_owned(),
-                reason: "its database directory `db` is missing".into(),
-                hint: restore_hint(Some(&meta)),
-            });
-        }
+        require_db_dir(dir, &db_path, Some(&meta))?;
         let config = sled_config(
             &db_path,
             meta.log_segment_bytes,
@@ -1177,6 +1166,19 @@ fn wait_released(db_path: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Refuses an initialised store whose database directory is gone: sled would create an
+/// empty database there, and the store would start empty.
+fn require_db_dir(dir: &Path, db_path: &Path, meta: Option<&StoreMeta>) -> Result<()> {
+    if db_path.is_dir() {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        path: dir.to_owned(),
+        reason: "its database directory `db` is missing".into(),
+        hint: restore_hint(meta),
+    })
 }
 
 /// Opens the sled database at `db_path` of the store in `dir`.

@@ -123,8 +123,9 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let mut opening =
         tokio::task::spawn_blocking(move || SledStore::open(&store_dir, store_config));
     // sled reads its log back to its last snapshot at start-up: after a crash, with a large
-    // backlog, that takes a while (about 18 s for 17 GB, docs/benchmarks.md), so an operator hears that it is
-    // progressing. (After a clean stop the checkpoint left little to read.)
+    // backlog, that takes a while (about 18 s for 17 GB, docs/benchmarks.md), so an
+    // operator hears that it is progressing. (After a clean stop the checkpoint left little
+    // to read.)
     let mut progress = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(10),
         Duration::from_secs(10),

@@ -27,10 +27,10 @@ const CHUNK_BYTES: usize = 1 << 20;
 
 /// A thread reading one file from start to end, into the page cache, until stopped.
 ///
-/// Dropping it stops the thread without waiting for it; [`LogReadahead::stop`] waits (at
-/// most one read) and says how much was read.
+/// Dropping it stops the thread without waiting for it (the channel disconnects);
+/// [`LogReadahead::stop`] waits (at most one read) and says how much was read.
 pub(crate) struct LogReadahead {
-    stop: Option<Sender<()>>,
+    stop: Sender<()>,
     thread: Option<JoinHandle<u64>>,
 }
 
@@ -62,23 +62,15 @@ impl LogReadahead {
                 None
             }
         };
-        LogReadahead {
-            stop: Some(stop),
-            thread,
-        }
+        LogReadahead { stop, thread }
     }
 
     /// Stops reading and returns the bytes read.
-    pub(crate) fn stop(mut self) -> u64 {
-        self.stop.take();
-        self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
-    }
-}
-
-impl Drop for LogReadahead {
-    fn drop(&mut self) {
+    pub(crate) fn stop(self) -> u64 {
+        let LogReadahead { stop, thread } = self;
         // Disconnecting the channel is the stop signal.
-        self.stop.take();
+        drop(stop);
+        thread.and_then(|t| t.join().ok()).unwrap_or(0)
     }
 }
 

@@ -1190,10 +1190,14 @@ fn require_db_dir(dir: &Path, db_path: &Path, meta: Option<&StoreMeta>) -> Resul
 /// sandboxes without /proc/locks: this process remembers what it opened.)
 fn open_sled(dir: &Path, db_path: &Path, config: &sled::Config) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();
-    let readahead = LogReadahead::start(db_path.join("db"), READAHEAD_DELAY);
+    let mut read_ahead = 0;
     let opened = loop {
         remove_unfinished_snapshots(db_path)?;
-        match config.open() {
+        // Only while sled opens: not while this process waits for its own lock.
+        let readahead = LogReadahead::start(db_path.join("db"), READAHEAD_DELAY);
+        let attempt = config.open();
+        read_ahead += readahead.stop();
+        match attempt {
             Err(sled::Error::Io(io))
                 if is_lock_conflict(&io)
                     && opened_here(db_path)
@@ -1216,7 +1220,6 @@ fn open_sled(dir: &Path, db_path: &Path, config: &sled::Config) -> sled::Result<
             other => break other,
         }
     };
-    let read_ahead = readahead.stop();
     if opened.is_ok() {
         remember_opened(db_path);
         tracing::debug!(

@@ -5,10 +5,8 @@
 //! state between two operations. Intake pauses for that time (measured and reported in
 //! `docs/benchmarks.md`); reads continue.
 //!
-//! Layout: `manifest.json` (format, time, counts, SHA-256 of `records.bin` and of each
-//! payload-log segment), `records.bin` (length-prefixed key/value pairs), `blobs/<2
-//! hex>/<64 hex>`, `payload-log/<8 digits>.seg` (each segment as long as it was when the
-//! snapshot was taken).
+//! Layout: `manifest.json` (format, time, counts, SHA-256 of `records.bin`), `records.bin`
+//! (length-prefixed key/value pairs), `blobs/<2 hex>/<64 hex>`.
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -33,36 +31,6 @@ struct Manifest {
     records: u64,
     blobs: u64,
     records_sha256: Sha256Digest,
-    /// The payload-log segments (none in backups of stores before the log).
-    #[serde(default)]
-    payload_segments: Vec<SegmentCopy>,
-}
-
-/// One payload-log segment in a backup.
-#[derive(Debug, Serialize, Deserialize)]
-struct SegmentCopy {
-    number: u32,
-    bytes: u64,
-    sha256: Sha256Digest,
-}
-
-/// Copies the first `len` bytes of `file` to `dest`, syncs it, and returns their SHA-256.
-fn copy_prefix(file: &File, len: u64, dest: &Path) -> Result<Sha256Digest> {
-    use std::os::unix::fs::FileExt;
-    let mut out = File::create(dest).map_err(StoreError::from_io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
-        file.read_exact_at(&mut buf[..n], at)
-            .map_err(StoreError::from_io)?;
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(StoreError::from_io)?;
-        at += n as u64;
-    }
-    out.sync_all().map_err(StoreError::from_io)?;
-    Ok(Sha256Digest(hasher.finalize().into()))
 }
 
 fn empty_or_absent(dir: &Path) -> Result<()> {
@@ -102,10 +70,8 @@ impl<W: Write> Write for HashingWriter<W> {
 pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<BackupReport> {
     empty_or_absent(dir)?;
     let records_path = dir.join("records.bin");
-    let (records, records_sha256, mut bytes, blobs, segments) = {
+    let (records, records_sha256, mut bytes, blobs) = {
         let _paused = store.lock_for_backup();
-        // What the records about to be copied can refer to: every completed append.
-        let segments = store.payload_log().snapshot()?;
         let file = File::create(&records_path).map_err(StoreError::from_io)?;
         let mut w = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
@@ -166,33 +132,14 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
             }
             sync_dir(&target)?;
         }
-        (records, sha, bytes, blobs, segments)
+        (records, sha, bytes, blobs)
     };
-    // Appends only add to a segment, so its prefix copied now is what it was under the
-    // lock (and the handle reads a segment that retention deleted meanwhile).
-    let mut payload_segments = Vec::with_capacity(segments.len());
-    if !segments.is_empty() {
-        let target = dir.join(crate::sled_store::PAYLOAD_LOG_DIR);
-        fs::create_dir_all(&target).map_err(StoreError::from_io)?;
-        for (number, len, file) in segments {
-            let name = crate::payload_log::segment_file_name(number);
-            let sha256 = copy_prefix(&file, len, &target.join(name))?;
-            bytes += len;
-            payload_segments.push(SegmentCopy {
-                number,
-                bytes: len,
-                sha256,
-            });
-        }
-        sync_dir(&target)?;
-    }
     let manifest = Manifest {
         format: BACKUP_FORMAT,
         created_at: now,
         records,
         blobs,
         records_sha256,
-        payload_segments,
     };
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Codec {
         what: "backup manifest",
@@ -345,30 +292,6 @@ impl SledStore {
         }
         fs::create_dir_all(target_root.join("tmp")).map_err(StoreError::from_io)?;
         sync_dir(&target_root)?;
-
-        if !manifest.payload_segments.is_empty() {
-            let source = backup.join(crate::sled_store::PAYLOAD_LOG_DIR);
-            let target_dir = target.join(crate::sled_store::PAYLOAD_LOG_DIR);
-            fs::create_dir_all(&target_dir).map_err(StoreError::from_io)?;
-            for segment in &manifest.payload_segments {
-                let name = crate::payload_log::segment_file_name(segment.number);
-                let file = File::open(source.join(&name)).map_err(|e| {
-                    StoreError::Backup(format!("payload segment {name} is missing: {e}"))
-                })?;
-                let copied =
-                    copy_prefix(&file, segment.bytes, &target_dir.join(&name)).map_err(|e| {
-                        StoreError::Backup(format!("payload segment {name} is unreadable: {e}"))
-                    })?;
-                if copied != segment.sha256
-                    || file.metadata().map_err(StoreError::from_io)?.len() != segment.bytes
-                {
-                    return Err(StoreError::Backup(format!(
-                        "payload segment {name} does not match its checksum: the backup is damaged"
-                    )));
-                }
-            }
-            sync_dir(&target_dir)?;
-        }
         SledStore::write_restored_meta(target, manifest.created_at, log_segment_bytes)?;
         Ok(RestoreReport { records, blobs })
     }

@@ -20,9 +20,6 @@
 //! files that appeared in `db/blobs` since the last one (and the directory), before it
 //! answers anyone.
 //!
-//! Small payloads written to the store's payload log (see `payload_log`) are synced at the
-//! start of each flush, before anyone is answered.
-//!
 //! sled's flush ends with `sync_file_range`, which waits until the log's data has reached
 //! the disk, but neither flushes the disk's volatile write cache nor writes the file's
 //! metadata: the written blocks may sit in the drive's cache, and when a flush extends the
@@ -43,7 +40,6 @@ use tokio::sync::oneshot;
 
 use crate::blob::sync_dir;
 use crate::error::StoreError;
-use crate::payload_log::PayloadLog;
 
 /// A failure, shared by every request of a batch.
 #[derive(Debug, Clone)]
@@ -138,11 +134,7 @@ const GATHER: Duration = Duration::from_micros(400);
 
 impl Committer {
     /// Starts the committer of `db`, whose directory is `db_dir`.
-    pub(crate) fn start(
-        db: sled::Db,
-        db_dir: &Path,
-        payload_log: Arc<PayloadLog>,
-    ) -> Result<Self, StoreError> {
+    pub(crate) fn start(db: sled::Db, db_dir: &Path) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let stats = Arc::new(CommitStats::default());
         let writers = Arc::new(AtomicUsize::new(0));
@@ -153,17 +145,7 @@ impl Committer {
         let log = LogFile::open(&db_dir.join("db")).map_err(StoreError::from_io)?;
         let thread = std::thread::Builder::new()
             .name("truc-store-commit".into())
-            .spawn(move || {
-                run(
-                    db,
-                    &payload_log,
-                    sled_blobs,
-                    log,
-                    rx,
-                    &thread_stats,
-                    &thread_writers,
-                )
-            })
+            .spawn(move || run(db, sled_blobs, log, rx, &thread_stats, &thread_writers))
             .map_err(StoreError::Io)?;
         Ok(Committer {
             tx: Some(tx),
@@ -232,7 +214,6 @@ impl Drop for Committer {
 
 fn run(
     db: sled::Db,
-    payload_log: &PayloadLog,
     mut sled_blobs: SledBlobs,
     mut log: LogFile,
     rx: mpsc::Receiver<Request>,
@@ -284,14 +265,7 @@ fn run(
         let result = sled_blobs
             .list_new()
             .map_err(|e| failure(StoreError::from_io(e)))
-            .and_then(|listed| {
-                // The payload log first (both are synced before anyone is answered, so the
-                // order only narrows what a power loss can leave for recovery to remove:
-                // index entries whose payload never reached the disk). Overlapping the two
-                // syncs on two threads measured no faster: the disk serialises the flushes.
-                payload_log.sync().map_err(failure)?;
-                flush(&db, &dirs).map(|()| listed)
-            })
+            .and_then(|listed| flush(&db, &dirs).map(|()| listed))
             .and_then(|listed| {
                 let synced = sled_blobs
                     .sync(listed)

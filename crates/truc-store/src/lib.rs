@@ -25,7 +25,6 @@ mod committer;
 mod crash_prefix;
 mod error;
 mod log_readahead;
-mod payload_log;
 mod retry;
 mod sled_store;
 mod types;
@@ -40,7 +39,7 @@ pub use blob::{BlobWriter, StagedPayload};
 pub use committer::CommitStats;
 pub use error::StoreError;
 pub use retry::RetryPolicy;
-pub use sled_store::{PayloadLogUse, SledStore, StoreConfig, LOG_SEGMENT_BYTES};
+pub use sled_store::{SledStore, StoreConfig, LOG_SEGMENT_BYTES};
 pub use types::{
     AuditEntry, AuditReport, BackupReport, Claim, ClaimToken, Completion, Delivery, DeliveryKey,
     DeliveryState, Destination, DocumentTrace, Event, EventKind, MessageId, MessageRecord,

@@ -17,7 +17,6 @@ use crate::blob::{BlobDir, BlobWriter};
 use crate::committer::{CommitStats, Committer, FLUSH_BUCKETS_SECONDS};
 use crate::error::StoreError;
 use crate::log_readahead::{LogReadahead, READAHEAD_DELAY};
-use crate::payload_log::{PayloadAt, PayloadLog};
 use crate::retry::RetryPolicy;
 use crate::types::*;
 use crate::{Result, Store};
@@ -45,35 +44,6 @@ pub struct StoreConfig {
     /// rates. 0 flushes at once.
     #[serde(default = "default_ack_flush_delay_ms")]
     pub ack_flush_delay_ms: u64,
-    /// When payloads up to the inline threshold go to the store's payload log rather than
-    /// into sled (default `auto`).
-    #[serde(default)]
-    pub payload_log: PayloadLogUse,
-}
-
-/// When a payload up to the inline threshold goes to the payload log (docs/store.md).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PayloadLogUse {
-    /// While other submissions are in progress: the log writes a payload once where sled
-    /// would copy it with its leaves, but adds a second disk flush to the group commit,
-    /// which only pays off when the commit is shared.
-    #[default]
-    Auto,
-    /// Always (for tests of the log, and disks where flushes are cheap).
-    Always,
-    /// Never: every small payload in sled, as before the log existed.
-    Never,
-}
-
-impl PayloadLogUse {
-    fn applies(self, overlapping: bool) -> bool {
-        match self {
-            PayloadLogUse::Auto => overlapping,
-            PayloadLogUse::Always => true,
-            PayloadLogUse::Never => false,
-        }
-    }
 }
 
 fn default_min_free_bytes() -> u64 {
@@ -92,7 +62,6 @@ impl Default for StoreConfig {
             cache_bytes: 64 * 1024 * 1024,
             min_free_bytes: default_min_free_bytes(),
             ack_flush_delay_ms: default_ack_flush_delay_ms(),
-            payload_log: PayloadLogUse::Auto,
         }
     }
 }
@@ -156,8 +125,6 @@ pub(crate) fn sled_config(
 /// Name of the sled tree holding inline payloads.
 pub(crate) const PAYLOAD_TREE: &[u8] = b"payloads";
 const META_FILE: &str = "truc-store.json";
-/// The payload log's directory in a store.
-pub(crate) const PAYLOAD_LOG_DIR: &str = "payload-log";
 
 /// Key prefixes of the one sled tree. Every index is a key with an empty value; how a
 /// change of several keys stays consistent across a crash is explained at [`Writes`].
@@ -194,9 +161,6 @@ mod keys {
     pub const SETTING: u8 = b'G';
     /// Documents by due date (overdue report): due day, message.
     pub const DUE: u8 = b'D';
-    /// Payloads in the payload log: segment, offset → message (so that recovery finds the
-    /// entries past a segment's valid end, and retention finds unused segments).
-    pub const PAYLOAD_AT: u8 = b'P';
 
     pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
         let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -227,7 +191,6 @@ struct AuditHead {
 /// The [`Store`] on sled.
 ///
 /// Layout of a store directory: `truc-store.json` (format, last backup), `db/` (sled),
-/// `payload-log/` (payloads up to the inline threshold, appended to segment files),
 /// `blobs/` (payloads over the inline threshold, by SHA-256).
 ///
 /// Guarantee: when [`submit`](Store::submit), [`ack`](Store::ack), [`nack`](Store::nack),
@@ -241,16 +204,9 @@ struct AuditHead {
 pub struct SledStore {
     dir: PathBuf,
     db: sled::Db,
-    /// Small payloads kept in sled, by message id, in their own tree (large values would
-    /// make every update of the metadata tree's leaves copy them): those submitted while no
-    /// other submission was in progress, and all of them in stores older than the payload
-    /// log.
+    /// Inline payloads, by SHA-256, in their own tree: large values would make every
+    /// update of the metadata tree's leaves copy them.
     payloads: sled::Tree,
-    /// Payloads up to the inline threshold (see [`crate::payload_log`]).
-    payload_log: std::sync::Arc<PayloadLog>,
-    /// Submissions in progress: small payloads go to the payload log only while others
-    /// overlap (see [`Submitting::overlaps`]).
-    submitting: std::sync::atomic::AtomicUsize,
     blobs: BlobDir,
     config: StoreConfig,
     /// The size of sled's log segments in this store's database (it keeps the one it was
@@ -265,32 +221,6 @@ pub struct SledStore {
     /// never): checked at most every [`SPACE_CHECK_MS`] under load.
     space_ok_at: AtomicU64,
     opened_at: std::time::Instant,
-}
-
-/// One submission in progress, counted while it lives.
-struct Submitting<'a>(&'a std::sync::atomic::AtomicUsize, usize);
-
-impl<'a> Submitting<'a> {
-    fn start(count: &'a std::sync::atomic::AtomicUsize) -> Self {
-        let before = count.fetch_add(1, Ordering::AcqRel);
-        Submitting(count, before)
-    }
-
-    /// Whether other submissions were in progress when this one started: then its payload
-    /// goes to the payload log, which writes it once instead of copying it with sled's
-    /// leaves (cheaper in CPU and in bytes written, measured in docs/benchmarks.md), at
-    /// the price of a second `fdatasync` in the group commit — shared by everyone in it.
-    /// Alone, a submission keeps its payload in sled, whose log is synced anyway: one
-    /// disk flush instead of two.
-    fn overlaps(&self) -> bool {
-        self.1 > 0 || self.0.load(Ordering::Acquire) > 1
-    }
-}
-
-impl Drop for Submitting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// The claims of this process, in memory. A store directory serves one relay process, so
@@ -542,23 +472,11 @@ impl SledStore {
         }
         let blobs = BlobDir::open(dir.join("blobs"))?;
         let payloads = db.open_tree(PAYLOAD_TREE)?;
-        let (payload_log, recovered) = PayloadLog::open(&dir.join(PAYLOAD_LOG_DIR))?;
-        let payload_log = std::sync::Arc::new(payload_log);
-        let lost = remove_lost_payloads(&db, &payload_log, &recovered)?;
-        if lost > 0 {
-            db.flush()?;
-            tracing::warn!(
-                lost,
-                "removed submissions whose payload a crash lost before they were acknowledged"
-            );
-        }
-        let committer = Committer::start(db.clone(), &db_path, payload_log.clone())?;
+        let committer = Committer::start(db.clone(), &db_path)?;
         let store = SledStore {
             dir: dir.to_owned(),
             db,
             payloads,
-            payload_log,
-            submitting: std::sync::atomic::AtomicUsize::new(0),
             blobs,
             config,
             log_segment_bytes,
@@ -654,7 +572,6 @@ impl SledStore {
     pub fn size_on_disk(&self) -> Result<u64> {
         let mut total = self.db.size_on_disk()?;
         total += dir_size(self.blobs.root())?;
-        total += self.payload_log.disk_bytes()?;
         Ok(total)
     }
 
@@ -687,32 +604,6 @@ impl SledStore {
     fn load_required(&self, id: MessageId) -> Result<StoredMessage> {
         self.load(id)?
             .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
-    }
-
-    /// The payload of `m`, which is at `at` in the payload log if it is there.
-    fn payload_of_stored(&self, m: &MessageRecord, at: Option<PayloadAt>) -> Result<Payload> {
-        let id = m.id;
-        if m.payload_purged {
-            return Err(StoreError::Purged(id.to_string()));
-        }
-        if let Some(at) = at {
-            return Ok(Payload::Inline(self.payload_log.read(&id.bytes(), at)?));
-        }
-        // Stores written before the payload log kept small payloads in a tree of their own.
-        if let Some(bytes) = self.payloads.get(id.bytes())? {
-            return Ok(Payload::Inline(bytes::Bytes::copy_from_slice(&bytes)));
-        }
-        let r: BlobRef = self
-            .get("blob ref", &key(keys::BLOB_REF, &[&m.sha256.0]))?
-            .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
-        let path = self.blobs.path_of(&m.sha256);
-        if !path.is_file() {
-            return Err(StoreError::NotFound(format!(
-                "blob file of {id} ({})",
-                path.display()
-            )));
-        }
-        Ok(Payload::File { path, size: r.size })
     }
 
     fn txn(&self) -> Txn<'_> {
@@ -850,10 +741,6 @@ impl SledStore {
         &self.payloads
     }
 
-    pub(crate) fn payload_log(&self) -> &PayloadLog {
-        &self.payload_log
-    }
-
     pub(crate) fn blob_dir(&self) -> &BlobDir {
         &self.blobs
     }
@@ -902,10 +789,6 @@ impl SledStore {
 struct StoredMessage {
     record: MessageRecord,
     deliveries: Vec<Delivery>,
-    /// Where the payload is in the payload log (`None`: a blob file, or, in stores written
-    /// before the log, the inline payload tree).
-    #[serde(default)]
-    payload_at: Option<PayloadAt>,
 }
 
 /// The changes of one operation: its writes, plus the messages it read and changed, so reads
@@ -1178,55 +1061,6 @@ impl Writes {
         }
         Ok(())
     }
-}
-
-/// Removes the messages whose payload-log entries point past the valid end of a segment
-/// recovered on open (or into a segment that does not exist): a power loss kept their
-/// index entries but not their bytes, so they were never acknowledged. Returns how many.
-fn remove_lost_payloads(
-    db: &sled::Db,
-    log: &PayloadLog,
-    recovered: &[crate::payload_log::Recovered],
-) -> Result<u64> {
-    let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = recovered
-        .iter()
-        .map(|r| {
-            (
-                key(
-                    keys::PAYLOAD_AT,
-                    &[&r.segment.to_be_bytes(), &r.valid_end.to_be_bytes()],
-                ),
-                key(keys::PAYLOAD_AT, &[&(r.segment + 1).to_be_bytes()]),
-            )
-        })
-        .collect();
-    if let Some(last) = log.segment_numbers().last() {
-        ranges.push((
-            key(keys::PAYLOAD_AT, &[&(last + 1).to_be_bytes()]),
-            vec![keys::PAYLOAD_AT + 1],
-        ));
-    }
-    let mut lost = 0;
-    for (from, to) in ranges {
-        for kv in db.range(from..to) {
-            let (k, v) = kv?;
-            if let Some(id) = MessageId::from_bytes(&v) {
-                // Its other index entries are orphans, which readers skip.
-                db.remove(key(keys::MESSAGE, &[&id.bytes()]))?;
-                lost += 1;
-            }
-            db.remove(k)?;
-        }
-    }
-    Ok(lost)
-}
-
-/// The index entry of a payload in the payload log.
-fn payload_at_key(at: PayloadAt) -> Vec<u8> {
-    key(
-        keys::PAYLOAD_AT,
-        &[&at.segment.to_be_bytes(), &at.offset.to_be_bytes()],
-    )
 }
 
 /// A due date as an ordered key part (days since 1970, sign bit flipped, big-endian).
@@ -1507,7 +1341,6 @@ impl Store for SledStore {
 
     async fn submit(&self, mut m: NewMessage) -> Result<SubmitOutcome> {
         self.check_space()?;
-        let submitting = Submitting::start(&self.submitting);
         let writing = self.committer.writing();
         // Large payloads go to disk before taking the lock.
         let payload = std::mem::replace(&mut m.payload, PayloadInput::Bytes(bytes::Bytes::new()));
@@ -1545,25 +1378,16 @@ impl Store for SledStore {
         }
         let id = MessageId::new(m.received_at);
         // Inline bytes are written before taking the lock: the costly part of a
-        // submission happens outside it. Keyed by message, never shared; a duplicate's
-        // bytes are left unused in the log.
-        let appended = match &inline {
-            Some(bytes) if self.config.payload_log.applies(submitting.overlaps()) => {
-                Some(self.payload_log.append(&id.bytes(), bytes)?)
-            }
-            Some(bytes) => {
-                self.payloads.insert(id.bytes(), bytes.as_ref())?;
-                None
-            }
-            None => None,
-        };
-        let payload_at = appended.as_ref().map(|a| a.at());
+        // submission happens outside it. Keyed by message, never shared.
+        if let Some(bytes) = &inline {
+            self.payloads.insert(id.bytes(), bytes.as_ref())?;
+        }
 
         let mut dirs = Vec::new();
         let outcome = {
             let mut g = self.guard();
             if let Some(original) = self.find_duplicate(&m)? {
-                if inline.is_some() && payload_at.is_none() {
+                if inline.is_some() {
                     self.payloads.remove(id.bytes())?;
                 }
                 SubmitOutcome::Duplicate(original)
@@ -1597,9 +1421,6 @@ impl Store for SledStore {
                     payload_purged: false,
                 };
                 let mid = id.bytes();
-                if let Some(at) = payload_at {
-                    txn.batch.insert(payload_at_key(at), &mid[..]);
-                }
                 txn.batch.insert(Self::document_key(&m), &mid[..]);
                 if let (PackageKind::Document, Some(due)) = (m.kind, m.summary.due_date) {
                     txn.batch.insert(due_key(due, id), &[][..]);
@@ -1672,7 +1493,6 @@ impl Store for SledStore {
                     StoredMessage {
                         record: record.clone(),
                         deliveries,
-                        payload_at,
                     },
                 );
                 txn.touch(id);
@@ -1680,8 +1500,6 @@ impl Store for SledStore {
                 SubmitOutcome::Stored(record)
             }
         };
-        // Its index entry is written (or will never be): the segment is referred to.
-        drop(appended);
         // Duplicates wait too: the original may have been applied but not yet flushed.
         self.committer.commit(dirs, Some(writing)).await?;
         Ok(outcome)
@@ -1724,17 +1542,29 @@ impl Store for SledStore {
     }
 
     async fn payload(&self, id: MessageId) -> Result<Payload> {
-        let m = self.load_required(id)?;
-        self.payload_of_stored(&m.record, m.payload_at)
+        let m = self.load_required(id)?.record;
+        self.payload_of(&m).await
     }
 
     async fn payload_of(&self, m: &MessageRecord) -> Result<Payload> {
-        let at = if m.payload_purged {
-            None
-        } else {
-            self.load(m.id)?.and_then(|s| s.payload_at)
-        };
-        self.payload_of_stored(m, at)
+        let id = m.id;
+        if m.payload_purged {
+            return Err(StoreError::Purged(id.to_string()));
+        }
+        if let Some(bytes) = self.payloads.get(id.bytes())? {
+            return Ok(Payload::Inline(bytes::Bytes::copy_from_slice(&bytes)));
+        }
+        let r: BlobRef = self
+            .get("blob ref", &key(keys::BLOB_REF, &[&m.sha256.0]))?
+            .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
+        let path = self.blobs.path_of(&m.sha256);
+        if !path.is_file() {
+            return Err(StoreError::NotFound(format!(
+                "blob file of {id} ({})",
+                path.display()
+            )));
+        }
+        Ok(Payload::File { path, size: r.size })
     }
 
     async fn deliveries(&self, id: MessageId) -> Result<Vec<Delivery>> {
@@ -2523,13 +2353,8 @@ impl Store for SledStore {
                 m.record.payload_purged = true;
                 let sha = m.record.sha256;
                 let size = m.record.size;
-                let payload_at = m.payload_at.take();
                 txn.touch(id);
-                if let Some(at) = payload_at {
-                    // Its segment is deleted once no entry points into it.
-                    txn.batch.remove(payload_at_key(at));
-                    report.bytes += at.record_bytes();
-                } else if let Some(inline) = self.payloads.get(id.bytes())? {
+                if let Some(inline) = self.payloads.get(id.bytes())? {
                     report.bytes += inline.len() as u64;
                     delete_inline.push(id);
                 } else {
@@ -2577,13 +2402,6 @@ impl Store for SledStore {
                     && self.blobs.remove(&sha)? > 0
                 {
                     report.blob_files += 1;
-                }
-            }
-            for n in self.payload_log.settled_segments() {
-                let prefix = key(keys::PAYLOAD_AT, &[&n.to_be_bytes()]);
-                if self.db.scan_prefix(prefix).next().is_none() {
-                    self.payload_log.remove_segment(n)?;
-                    report.payload_segments += 1;
                 }
             }
         }

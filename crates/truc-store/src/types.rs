@@ -692,9 +692,6 @@ pub struct PurgeReport {
     pub bytes: u64,
     /// Blob files deleted.
     pub blob_files: u64,
-    /// Payload-log segments deleted (once no payload in them is kept).
-    #[serde(default)]
-    pub payload_segments: u64,
 }
 
 /// What a backup wrote.

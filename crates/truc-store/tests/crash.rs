@@ -55,16 +55,6 @@ async fn child_writer(dir: &Path, start: u64) {
     } else {
         fast_config()
     };
-    // Every other run keeps small payloads in the payload log, the others in sled: one
-    // store holds both, as under a load that comes and goes.
-    let config = truc_store::StoreConfig {
-        payload_log: if start % 2 == 0 {
-            truc_store::PayloadLogUse::Always
-        } else {
-            truc_store::PayloadLogUse::Never
-        },
-        ..config
-    };
     let store = SledStore::open(dir, config).expect("child opens the store");
     // A newline first: the test harness may have printed "test NAME ... " without one.
     println!("\nOPEN");

@@ -14,7 +14,7 @@ use common::*;
 use proptest::prelude::*;
 use truc_store::{
     ClaimToken, Completion, DeliveryKey, DeliveryState, Destination, MessageId, NackOutcome,
-    PayloadLogUse, SledStore, Store, StoreConfig, StoreError, Timestamp,
+    SledStore, Store, StoreError, Timestamp,
 };
 
 const UNITS: [&str; 3] = ["000.00.07.G04", "000.00.09.G04", "000.00.11.G04"];
@@ -148,12 +148,9 @@ fn fail(e: StoreError) -> TestCaseError {
     TestCaseError::fail(format!("{}: {e}", e.code()))
 }
 
-async fn run_ops(ops: Vec<Op>, payload_log: PayloadLogUse) -> Result<(), TestCaseError> {
+async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(|e| fail(StoreError::Io(e)))?;
-    let config = StoreConfig {
-        payload_log,
-        ..fast_config()
-    };
+    let config = fast_config();
     let max_age = config.retry.max_age;
     let mut store = SledStore::open(dir.path(), config.clone()).map_err(fail)?;
     let mut model = Model {
@@ -370,11 +367,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_store_behaves_like_its_model(
-        ops in prop::collection::vec(op(), 1..60),
-        payload_log in prop_oneof![Just(PayloadLogUse::Never), Just(PayloadLogUse::Always)],
-    ) {
+    fn the_store_behaves_like_its_model(ops in prop::collection::vec(op(), 1..60)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| fail(StoreError::Io(e)))?;
-        rt.block_on(run_ops(ops, payload_log))?;
+        rt.block_on(run_ops(ops))?;
     }
 }

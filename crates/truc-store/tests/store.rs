@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::*;
 use truc_edxml::{DocumentId, StatusCode};
 use truc_store::{
-    Completion, DeliveryState, Destination, EventKind, NackOutcome, Payload, PayloadLogUse,
-    SledStore, StatusEntry, Store, StoreConfig, StoreError,
+    Completion, DeliveryState, Destination, EventKind, NackOutcome, Payload, SledStore,
+    StatusEntry, Store, StoreConfig, StoreError,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -599,21 +599,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn backup_while_running_then_restore_gives_the_same_store() {
-    backup_then_restore(PayloadLogUse::Never).await;
-}
-
-#[tokio::test]
-async fn backup_and_restore_carry_the_payload_log() {
-    backup_then_restore(PayloadLogUse::Always).await;
-}
-
-async fn backup_then_restore(payload_log: PayloadLogUse) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = StoreConfig {
-        payload_log,
-        ..fast_config()
-    };
-    let store = SledStore::open(&dir.path().join("store"), config).expect("open");
+    let store = open(&dir.path().join("store"));
     let dest = inbox("000.00.07.G04");
     let big = vec![7u8; 200_000];
     let mut ids = Vec::new();
@@ -1535,169 +1522,4 @@ async fn a_checkpoint_never_creates_an_empty_database_in_place_of_a_missing_one(
         Err(StoreError::Corrupt { .. })
     ));
     assert!(!dir.path().join("db").exists(), "no database was created");
-}
-
-fn log_config() -> StoreConfig {
-    StoreConfig {
-        inline_threshold: 256 * 1024,
-        payload_log: PayloadLogUse::Always,
-        ..fast_config()
-    }
-}
-
-fn payload_log_files(store_dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(store_dir.join("payload-log"))
-        .expect("payload-log")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-#[tokio::test]
-async fn retention_deletes_payload_log_segments_once_nothing_in_them_is_kept() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SledStore::open(dir.path(), log_config()).expect("open");
-    let dest = inbox("000.00.07.G04");
-    // 140 payloads of 250 KB: more than one 32 MiB segment.
-    let mut ids = Vec::new();
-    for n in 0..140u32 {
-        let mut bytes = vec![(n % 251) as u8; 250_000];
-        bytes[..4].copy_from_slice(&n.to_be_bytes());
-        let r = store
-            .submit(document(
-                "000.00.05.G04",
-                &[("000.00.07.G04", dest.clone())],
-                n,
-                &bytes,
-            ))
-            .await
-            .expect("submit");
-        ids.push((r.record().id, bytes));
-    }
-    let segments = payload_log_files(dir.path());
-    assert_eq!(segments.len(), 2, "{segments:?}");
-    // No blob file: every payload is in the log.
-    assert_eq!(walk(&dir.path().join("blobs")).len(), 0);
-    for (id, bytes) in &ids {
-        match store.payload(*id).await.expect("payload") {
-            Payload::Inline(b) => assert_eq!(&b[..], &bytes[..]),
-            Payload::File { .. } => panic!("an inline payload in a blob file"),
-        }
-    }
-    // Deliver all but the last one, which keeps the second segment.
-    let claims = store.claim(&dest, 200, LEASE, T0).await.expect("claim");
-    assert_eq!(claims.len(), 140);
-    let last = ids[139].0;
-    for c in claims.iter().filter(|c| c.message.id != last) {
-        store
-            .ack(&c.token, Completion::Acknowledged, T0)
-            .await
-            .expect("ack");
-    }
-    let before = store.size_on_disk().expect("size");
-    let day = Duration::from_secs(86_400);
-    let report = store.purge(T0.plus(8 * day), 7 * day).await.expect("purge");
-    assert_eq!(report.messages, 139);
-    assert_eq!(report.payload_segments, 1);
-    assert_eq!(payload_log_files(dir.path()), segments[1..].to_vec());
-    let after = store.size_on_disk().expect("size");
-    assert!(after + 30_000_000 <= before, "disk use {before} -> {after}");
-    assert_eq!(
-        store.payload(ids[0].0).await.expect_err("purged").code(),
-        "STORE_PURGED"
-    );
-    assert_eq!(
-        &store
-            .payload(last)
-            .await
-            .expect("kept")
-            .read_all()
-            .expect("read")[..],
-        &ids[139].1[..]
-    );
-    // Survives a restart.
-    store.close().expect("close");
-    let store = SledStore::open(dir.path(), log_config()).expect("reopen");
-    assert_eq!(
-        &store
-            .payload(last)
-            .await
-            .expect("kept")
-            .read_all()
-            .expect("read")[..],
-        &ids[139].1[..]
-    );
-}
-
-#[tokio::test]
-async fn submissions_whose_payload_a_power_loss_cut_off_are_gone_and_can_be_sent_again() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let dest = inbox("000.00.07.G04");
-    let bodies: Vec<Vec<u8>> = (0..3u8).map(|n| vec![b'a' + n; 5000]).collect();
-    let mut ids = Vec::new();
-    {
-        let store = SledStore::open(dir.path(), log_config()).expect("open");
-        for (n, body) in bodies.iter().enumerate() {
-            let r = store
-                .submit(document(
-                    "000.00.05.G04",
-                    &[("000.00.07.G04", dest.clone())],
-                    n as u32,
-                    body,
-                ))
-                .await
-                .expect("submit");
-            ids.push(r.record().id);
-        }
-        store.close().expect("close");
-    }
-    // A power loss kept sled's entries but only part of the third payload: sled may write
-    // its log before the group commit syncs the payload log (the third submission was
-    // then never acknowledged).
-    let segment = dir.path().join("payload-log").join("00000001.open");
-    let record = 28 + 5000u64;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .expect("segment")
-        .set_len(2 * record + 1000)
-        .expect("cut");
-
-    let store = SledStore::open(dir.path(), log_config()).expect("reopen");
-    for (id, body) in ids.iter().zip(&bodies).take(2) {
-        assert_eq!(
-            &store
-                .payload(*id)
-                .await
-                .expect("kept")
-                .read_all()
-                .expect("read")[..],
-            &body[..]
-        );
-    }
-    assert!(store.message(ids[2]).await.expect("get").is_none());
-    // Sent again, it is a new submission, not a duplicate of the lost one.
-    let again = store
-        .submit(document(
-            "000.00.05.G04",
-            &[("000.00.07.G04", dest.clone())],
-            2,
-            &bodies[2],
-        ))
-        .await
-        .expect("submit again");
-    assert!(!again.is_duplicate());
-    let claims = store.claim(&dest, 10, LEASE, T0).await.expect("claim");
-    let mut claimed: Vec<_> = claims.iter().map(|c| c.message.id).collect();
-    claimed.sort();
-    let mut expected = vec![ids[0], ids[1], again.record().id];
-    expected.sort();
-    assert_eq!(claimed, expected);
-    for c in &claims {
-        store
-            .payload_of(&c.message)
-            .await
-            .expect("every payload reads");
-    }
 }

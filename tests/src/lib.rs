@@ -219,6 +219,11 @@ pub type StalledSubmission = (
 
 /// Starts a [`StalledSubmission`] on an adapter's connection.
 pub async fn stalled_submission(client: &Client) -> StalledSubmission {
+    stalled_submission_of_size(client, 0).await
+}
+
+/// Like [`stalled_submission`], with a declared size (0: undeclared).
+pub async fn stalled_submission_of_size(client: &Client, size: u64) -> StalledSubmission {
     use truc_client::proto::{submit_document_request::Part, SubmitDocumentRequest, SubmitHeader};
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut grpc = client.grpc();
@@ -227,7 +232,10 @@ pub async fn stalled_submission(client: &Client) -> StalledSubmission {
             .await
     });
     for part in [
-        Part::Header(SubmitHeader::default()),
+        Part::Header(SubmitHeader {
+            size,
+            ..SubmitHeader::default()
+        }),
         Part::Chunk(bytes::Bytes::from_static(b"<?xml version=\"1.0\"?><edXML")),
     ] {
         let _ = tx.send(SubmitDocumentRequest { part: Some(part) }).await;

@@ -231,3 +231,109 @@ async fn units_are_known_by_certificate_name_and_a_suspended_unit_is_refused() {
     assert_eq!(err.code(), Some("AUTH_UNIT_SUSPENDED"), "{err}");
     relay.stop().await.expect("stop");
 }
+
+/// A document of about `bytes` bytes (padding in its subject).
+fn doc_of_size(n: u32, bytes: usize) -> Vec<u8> {
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let mut builder = DocumentBuilder::new(code(A), vec![code(B)], date, &n.to_string(), "MEM");
+    builder = builder.subject(&"x".repeat(bytes));
+    builder.build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_wait_for_memory_held_by_others_and_one_unit_cannot_hold_it_all() {
+    // 400 KiB in all: a unit may hold 100 KiB.
+    let relay = TestRelay::start_full(
+        &[A, B],
+        |_| {},
+        "memory_budget_bytes = 409600\nidle_timeout_secs = 3\n",
+    )
+    .await
+    .expect("relay");
+    let a = relay.adapter(A).await.expect("A");
+    // A slow submission of A that declared 100 KiB holds all of A's share (it sends a
+    // byte now and then, so it is not cancelled as idle)...
+    let (tx, stalled) = truc_tests::stalled_submission_of_size(&a, 100 * 1024).await;
+    let drip = tokio::spawn({
+        let tx = tx.clone();
+        async move {
+            use truc_client::proto::{submit_document_request::Part, SubmitDocumentRequest};
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let chunk = Part::Chunk(bytes::Bytes::from_static(b" "));
+                if tx
+                    .send(SubmitDocumentRequest { part: Some(chunk) })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    let metrics = format!(
+        "http://{}/metrics",
+        relay
+            .admin_addr
+            .expect("the test relay serves its admin API")
+    );
+    let reserved = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("truc_submission_memory_bytes "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let mut polls = 0;
+    loop {
+        let text = reqwest::get(&metrics)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if reserved(&text) == Some(100 * 1024) {
+            break;
+        }
+        polls += 1;
+        assert!(
+            polls < 400,
+            "the stalled submission never reserved its share: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... so A's next submission waits for it, and is refused once the idle limit passes
+    // without the memory coming back.
+    let mut a2 = relay.adapter(A).await.expect("A again");
+    let err = a2
+        .submit_document(&doc_of_size(1, 20_000), None)
+        .await
+        .expect_err("waits, then is refused");
+    assert_eq!(err.code(), Some("RELAY_BUSY"), "{err}");
+    // B is not affected.
+    let mut b = relay.adapter(B).await.expect("B");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let from_b = DocumentBuilder::new(code(B), vec![code(A)], date, "1", "B").build();
+    b.submit_document(&from_b, None).await.expect("B submits");
+    // When the slow one ends (its stream closes unfinished), A's share comes back.
+    drip.abort();
+    drop(tx);
+    let verdict = tokio::time::timeout(Duration::from_secs(20), stalled)
+        .await
+        .expect("the slow submission ends")
+        .expect("task");
+    assert!(verdict.is_err(), "an unfinished package is refused");
+    a2.submit_document(&doc_of_size(2, 20_000), None)
+        .await
+        .expect("A submits again");
+    let text = reqwest::get(&metrics)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(reserved(&text), Some(0), "every share came back");
+    // Packages larger than the share a unit may hold still go through (on disk).
+    a2.submit_document(&doc_of_size(3, 300_000), None)
+        .await
+        .expect("a package larger than the unit's share");
+    relay.stop().await.expect("stop");
+}

@@ -195,6 +195,13 @@ pub struct LimitsConfig {
     /// Packages up to this size are kept in memory while received; larger ones are written
     /// to a staging file as they arrive (default 1 MiB).
     pub memory_package_bytes: usize,
+    /// Memory for packages being received, in bytes, for all adapters together (default
+    /// 256 MiB). A submission takes its share (its declared size, at most
+    /// `memory_package_bytes`) before its bytes are read, and waits while the budget is
+    /// spent, so a flood of submissions slows the adapters (HTTP/2 flow control) instead of
+    /// growing the relay's memory. One unit may hold at most a quarter of it, so a stalled
+    /// or flooding adapter cannot take it from the others.
+    pub memory_budget_bytes: usize,
     /// How long an adapter has to acknowledge a delivery before it is offered again
     /// (seconds, default 60).
     pub lease_secs: u64,
@@ -223,6 +230,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_package_bytes: 512 * 1024 * 1024,
             memory_package_bytes: 1024 * 1024,
+            memory_budget_bytes: 256 * 1024 * 1024,
             lease_secs: 60,
             max_credits: 1000,
             submits_per_second: 500,

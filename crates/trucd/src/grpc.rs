@@ -74,7 +74,98 @@ pub struct RelayService {
     closing: tokio::sync::watch::Receiver<bool>,
     /// Submissions per unit, shared by all of an adapter's connections.
     rate: Arc<governor::DefaultKeyedRateLimiter<OrgCode>>,
+    /// Memory for packages being received (see [`LimitsConfig::memory_budget_bytes`]).
+    memory: Arc<MemoryBudget>,
     metrics: Arc<Metrics>,
+}
+
+/// The bytes of packages being received that the relay may hold in memory: in all, and per
+/// unit (a quarter), so that neither a flood nor a unit's stalled submissions can grow the
+/// relay's memory without bound or take all of it from the other units.
+pub(crate) struct MemoryBudget {
+    total: Arc<tokio::sync::Semaphore>,
+    reserved: prometheus_client::metrics::gauge::Gauge,
+    per_unit: usize,
+    units: std::sync::Mutex<std::collections::HashMap<OrgCode, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// A submission's share of the memory budget, returned when dropped.
+pub(crate) struct MemoryShare {
+    bytes: usize,
+    reserved: prometheus_client::metrics::gauge::Gauge,
+    _unit: tokio::sync::OwnedSemaphorePermit,
+    _total: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for MemoryShare {
+    fn drop(&mut self) {
+        self.reserved.dec_by(self.bytes as i64);
+    }
+}
+
+impl MemoryBudget {
+    fn new(total: usize, reserved: prometheus_client::metrics::gauge::Gauge) -> Self {
+        let total = total.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        MemoryBudget {
+            total: Arc::new(tokio::sync::Semaphore::new(total)),
+            reserved,
+            per_unit: (total / 4).max(1),
+            units: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Waits (at most `wait`) for `wanted` bytes for `unit`: fewer if `wanted` is more than
+    /// the unit may hold.
+    async fn take(
+        &self,
+        unit: &OrgCode,
+        wanted: usize,
+        wait: Duration,
+    ) -> Result<MemoryShare, Status> {
+        let bytes = wanted.clamp(1, self.per_unit).min(u32::MAX as usize);
+        let unit_semaphore = {
+            let mut units = self.units.lock().unwrap_or_else(|p| p.into_inner());
+            units
+                .entry(unit.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_unit)))
+                .clone()
+        };
+        let take = async {
+            // The unit's part first: a unit at its limit waits without holding any of the
+            // total that other units need.
+            let unit_permit = unit_semaphore.acquire_many_owned(bytes as u32).await;
+            let total_permit = self.total.clone().acquire_many_owned(bytes as u32).await;
+            match (unit_permit, total_permit) {
+                (Ok(u), Ok(t)) => {
+                    self.reserved.inc_by(bytes as i64);
+                    Some(MemoryShare {
+                        bytes,
+                        reserved: self.reserved.clone(),
+                        _unit: u,
+                        _total: t,
+                    })
+                }
+                _ => None,
+            }
+        };
+        match tokio::time::timeout(wait, take).await {
+            Ok(Some(share)) => Ok(share),
+            // The semaphores are never closed.
+            Ok(None) => Err(status(
+                tonic::Code::Internal,
+                "RELAY_INTERNAL",
+                "the memory budget was closed",
+            )),
+            Err(_) => Err(status(
+                tonic::Code::ResourceExhausted,
+                "RELAY_BUSY",
+                format!(
+                    "the relay's memory for packages being received stayed in use for {} s; retry later",
+                    wait.as_secs()
+                ),
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for RelayService {
@@ -107,10 +198,14 @@ impl RelayService {
         let quota = governor::Quota::per_second(per_second).allow_burst(burst);
         RelayService {
             relay,
-            limits,
             identity,
             closing,
             rate: Arc::new(governor::RateLimiter::keyed(quota)),
+            memory: Arc::new(MemoryBudget::new(
+                limits.memory_budget_bytes,
+                metrics.submission_memory(),
+            )),
+            limits,
             metrics,
         }
     }
@@ -243,6 +338,8 @@ struct Incoming {
     joined: Vec<u8>,
     file: Option<BlobWriter>,
     size: u64,
+    /// Bytes it may keep in memory (its share of the budget); beyond, a staging file.
+    memory_limit: usize,
 }
 
 impl Incoming {
@@ -250,18 +347,13 @@ impl Incoming {
         self.first.as_ref().map_or(0, Bytes::len) + self.joined.len()
     }
 
-    async fn chunk(
-        &mut self,
-        relay: &Relay,
-        limits: &LimitsConfig,
-        data: Bytes,
-    ) -> Result<(), Status> {
+    async fn chunk(&mut self, relay: &Relay, data: Bytes) -> Result<(), Status> {
         self.size += data.len() as u64;
         self.reader
             .feed(&data)
             .map_err(|e| relay_status(e.into()))?;
         let mut pieces = Vec::new();
-        if self.file.is_none() && self.in_memory() + data.len() > limits.memory_package_bytes {
+        if self.file.is_none() && self.in_memory() + data.len() > self.memory_limit {
             // The reader hashes every byte written there: once is enough.
             self.file = Some(
                 relay
@@ -361,7 +453,17 @@ impl RelayService {
             max_package_bytes: self.limits.max_package_bytes,
             ..Limits::default()
         };
+        // Its share of the memory for packages being received, before any byte is read: a
+        // package of undeclared size is counted at the most one may keep in memory.
+        let declared = usize::try_from(header.size).unwrap_or(usize::MAX);
+        let wanted = if declared == 0 {
+            self.limits.memory_package_bytes
+        } else {
+            declared.min(self.limits.memory_package_bytes)
+        };
+        let memory = self.memory.take(&caller.unit.code, wanted, idle).await?;
         let mut incoming = Incoming {
+            memory_limit: memory.bytes,
             // The relay forwards packages whole: the package's digest is kept, the
             // attachments' are not needed.
             reader: PackageReader::new(limits).without_attachment_digests(),
@@ -373,7 +475,7 @@ impl RelayService {
         while let Some(message) = next_message(&mut stream, idle).await? {
             match message.part {
                 Some(pb::submit_document_request::Part::Chunk(data)) => {
-                    incoming.chunk(&self.relay, &self.limits, data).await?
+                    incoming.chunk(&self.relay, data).await?
                 }
                 _ => {
                     return Err(status(

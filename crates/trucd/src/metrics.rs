@@ -114,6 +114,7 @@ pub struct Metrics {
     upstream_duration: Family<OperationLabel, Histogram, fn() -> Histogram>,
     inbox_connections: Family<UnitLabel, Gauge>,
     inbox_acks_pending: Gauge,
+    submission_memory: Gauge,
     inbox_total: AtomicU64,
     queue_depth: Family<QueueLabels, Gauge>,
     queue_oldest_age: Family<DestinationLabel, Gauge<f64, AtomicU64>>,
@@ -147,6 +148,7 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(call_histogram),
             inbox_connections: Family::default(),
             inbox_acks_pending: Gauge::default(),
+            submission_memory: Gauge::default(),
             inbox_total: AtomicU64::new(0),
             queue_depth: Family::default(),
             queue_oldest_age: Family::default(),
@@ -213,6 +215,11 @@ impl Metrics {
             "inbox_acks_pending",
             "Acknowledgements received from adapters and not yet made durable by the store",
             m.inbox_acks_pending.clone(),
+        );
+        registry.register(
+            "submission_memory_bytes",
+            "Bytes of memory reserved by packages being received (limit: memory_budget_bytes)",
+            m.submission_memory.clone(),
         );
         registry.register(
             "queue_depth",
@@ -326,6 +333,11 @@ impl Metrics {
     /// An acknowledgement started with [`Self::ack_pending`] finished (durable or failed).
     pub fn ack_finished(&self) {
         self.inbox_acks_pending.dec();
+    }
+
+    /// The gauge of memory reserved by packages being received.
+    pub fn submission_memory(&self) -> Gauge {
+        self.submission_memory.clone()
     }
 
     /// An inbox stream of `unit` opened; the guard closes it when dropped.

@@ -241,19 +241,35 @@ fn doc_of_size(n: u32, bytes: usize) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn submissions_wait_for_memory_held_by_others_and_one_unit_cannot_hold_it_all() {
+async fn without_memory_left_packages_are_received_on_disk_and_one_unit_cannot_take_it_all() {
     // 400 KiB in all: a unit may hold 100 KiB.
-    let relay = TestRelay::start_full(
-        &[A, B],
-        |_| {},
-        "memory_budget_bytes = 409600\nidle_timeout_secs = 3\n",
-    )
-    .await
-    .expect("relay");
+    let relay = TestRelay::start_full(&[A, B], |_| {}, "memory_budget_bytes = 409600\n")
+        .await
+        .expect("relay");
+    let metrics_url = format!(
+        "http://{}/metrics",
+        relay
+            .admin_addr
+            .expect("the test relay serves its admin API")
+    );
+    let metric = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let metrics = || async {
+        reqwest::get(&metrics_url)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
     let a = relay.adapter(A).await.expect("A");
     // A slow submission of A that declared 100 KiB holds all of A's share (it sends a
-    // byte now and then, so it is not cancelled as idle)...
-    let (tx, stalled) = truc_tests::stalled_submission_of_size(&a, 100 * 1024).await;
+    // byte now and then, so it is not cancelled as idle).
+    let (tx, slow) = truc_tests::stalled_submission_of_size(&a, 100 * 1024).await;
     let drip = tokio::spawn({
         let tx = tx.clone();
         async move {
@@ -271,52 +287,37 @@ async fn submissions_wait_for_memory_held_by_others_and_one_unit_cannot_hold_it_
             }
         }
     });
-    let metrics = format!(
-        "http://{}/metrics",
-        relay
-            .admin_addr
-            .expect("the test relay serves its admin API")
-    );
-    let reserved = |text: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("truc_submission_memory_bytes "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
     let mut polls = 0;
     loop {
-        let text = reqwest::get(&metrics)
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        if reserved(&text) == Some(100 * 1024) {
+        if metric(&metrics().await, "truc_submission_memory_bytes") == 100 * 1024 {
             break;
         }
         polls += 1;
-        assert!(
-            polls < 400,
-            "the stalled submission never reserved its share: {text}"
-        );
+        assert!(polls < 400, "the slow submission never reserved its share");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // ... so A's next submission waits for it, and is refused once the idle limit passes
-    // without the memory coming back.
+    // A's next package finds no memory left for A: it is received on disk, and stored.
     let mut a2 = relay.adapter(A).await.expect("A again");
-    let err = a2
+    let receipt = a2
         .submit_document(&doc_of_size(1, 20_000), None)
         .await
-        .expect_err("waits, then is refused");
-    assert_eq!(err.code(), Some("RELAY_BUSY"), "{err}");
-    // B is not affected.
+        .expect("received on disk");
+    assert!(!receipt.duplicate);
+    let text = metrics().await;
+    assert_eq!(metric(&text, "truc_submissions_spilled_total"), 1, "{text}");
+    // B is not affected: its package is received in memory.
     let mut b = relay.adapter(B).await.expect("B");
     let date = CalendarDate::new(2026, 11, 21).expect("date");
     let from_b = DocumentBuilder::new(code(B), vec![code(A)], date, "1", "B").build();
     b.submit_document(&from_b, None).await.expect("B submits");
+    assert_eq!(
+        metric(&metrics().await, "truc_submissions_spilled_total"),
+        1
+    );
     // When the slow one ends (its stream closes unfinished), A's share comes back.
     drip.abort();
     drop(tx);
-    let verdict = tokio::time::timeout(Duration::from_secs(20), stalled)
+    let verdict = tokio::time::timeout(Duration::from_secs(20), slow)
         .await
         .expect("the slow submission ends")
         .expect("task");
@@ -324,16 +325,16 @@ async fn submissions_wait_for_memory_held_by_others_and_one_unit_cannot_hold_it_
     a2.submit_document(&doc_of_size(2, 20_000), None)
         .await
         .expect("A submits again");
-    let text = reqwest::get(&metrics)
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(reserved(&text), Some(0), "every share came back");
-    // Packages larger than the share a unit may hold still go through (on disk).
-    a2.submit_document(&doc_of_size(3, 300_000), None)
-        .await
-        .expect("a package larger than the unit's share");
+    let text = metrics().await;
+    assert_eq!(
+        metric(&text, "truc_submissions_spilled_total"),
+        1,
+        "in memory again"
+    );
+    assert_eq!(
+        metric(&text, "truc_submission_memory_bytes"),
+        0,
+        "every share came back"
+    );
     relay.stop().await.expect("stop");
 }

@@ -197,10 +197,10 @@ pub struct LimitsConfig {
     pub memory_package_bytes: usize,
     /// Memory for packages being received, in bytes, for all adapters together (default
     /// 256 MiB). A submission takes its share (its declared size, at most
-    /// `memory_package_bytes`) before its bytes are read, and waits while the budget is
-    /// spent, so a flood of submissions slows the adapters (HTTP/2 flow control) instead of
-    /// growing the relay's memory. One unit may hold at most a quarter of it, so a stalled
-    /// or flooding adapter cannot take it from the others.
+    /// `memory_package_bytes`) before its bytes are read; when the budget is spent it is
+    /// received into a staging file instead, so a flood of submissions cannot grow the
+    /// relay's memory. One unit may hold at most a quarter of it, so a slow or flooding
+    /// adapter cannot take it from the others.
     pub memory_budget_bytes: usize,
     /// How long an adapter has to acknowledge a delivery before it is offered again
     /// (seconds, default 60).

@@ -114,14 +114,12 @@ impl MemoryBudget {
         }
     }
 
-    /// Waits (at most `wait`) for `wanted` bytes for `unit`: fewer if `wanted` is more than
-    /// the unit may hold.
-    async fn take(
-        &self,
-        unit: &OrgCode,
-        wanted: usize,
-        wait: Duration,
-    ) -> Result<MemoryShare, Status> {
+    /// `wanted` bytes for `unit` (fewer if that is more than a unit may hold), if the
+    /// unit's part and the total both have them now; `None` otherwise. Never waits: a
+    /// submission waiting unread would hold its bytes in the HTTP/2 connection's window and
+    /// stall every other stream of the connection (measured: the whole connection, inbox
+    /// included, stopped), so one that gets no share is received into a staging file.
+    fn try_take(&self, unit: &OrgCode, wanted: usize) -> Option<MemoryShare> {
         let bytes = wanted.clamp(1, self.per_unit).min(u32::MAX as usize);
         let unit_semaphore = {
             let mut units = self.units.lock().unwrap_or_else(|p| p.into_inner());
@@ -130,41 +128,19 @@ impl MemoryBudget {
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_unit)))
                 .clone()
         };
-        let take = async {
-            // The unit's part first: a unit at its limit waits without holding any of the
-            // total that other units need.
-            let unit_permit = unit_semaphore.acquire_many_owned(bytes as u32).await;
-            let total_permit = self.total.clone().acquire_many_owned(bytes as u32).await;
-            match (unit_permit, total_permit) {
-                (Ok(u), Ok(t)) => {
-                    self.reserved.inc_by(bytes as i64);
-                    Some(MemoryShare {
-                        bytes,
-                        reserved: self.reserved.clone(),
-                        _unit: u,
-                        _total: t,
-                    })
-                }
-                _ => None,
-            }
-        };
-        match tokio::time::timeout(wait, take).await {
-            Ok(Some(share)) => Ok(share),
-            // The semaphores are never closed.
-            Ok(None) => Err(status(
-                tonic::Code::Internal,
-                "RELAY_INTERNAL",
-                "the memory budget was closed",
-            )),
-            Err(_) => Err(status(
-                tonic::Code::ResourceExhausted,
-                "RELAY_BUSY",
-                format!(
-                    "the relay's memory for packages being received stayed in use for {} s; retry later",
-                    wait.as_secs()
-                ),
-            )),
-        }
+        let unit_permit = unit_semaphore.try_acquire_many_owned(bytes as u32).ok()?;
+        let total_permit = self
+            .total
+            .clone()
+            .try_acquire_many_owned(bytes as u32)
+            .ok()?;
+        self.reserved.inc_by(bytes as i64);
+        Some(MemoryShare {
+            bytes,
+            reserved: self.reserved.clone(),
+            _unit: unit_permit,
+            _total: total_permit,
+        })
     }
 }
 
@@ -453,17 +429,21 @@ impl RelayService {
             max_package_bytes: self.limits.max_package_bytes,
             ..Limits::default()
         };
-        // Its share of the memory for packages being received, before any byte is read: a
-        // package of undeclared size is counted at the most one may keep in memory.
+        // Its share of the memory for packages being received, before any byte is read (a
+        // package of undeclared size is counted at the most one may keep in memory);
+        // without one, it is received into a staging file.
         let declared = usize::try_from(header.size).unwrap_or(usize::MAX);
         let wanted = if declared == 0 {
             self.limits.memory_package_bytes
         } else {
             declared.min(self.limits.memory_package_bytes)
         };
-        let memory = self.memory.take(&caller.unit.code, wanted, idle).await?;
+        let memory = self.memory.try_take(&caller.unit.code, wanted);
+        if memory.is_none() {
+            self.metrics.submission_spilled();
+        }
         let mut incoming = Incoming {
-            memory_limit: memory.bytes,
+            memory_limit: memory.as_ref().map_or(0, |m| m.bytes),
             // The relay forwards packages whole: the package's digest is kept, the
             // attachments' are not needed.
             reader: PackageReader::new(limits).without_attachment_digests(),

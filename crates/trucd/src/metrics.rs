@@ -115,6 +115,7 @@ pub struct Metrics {
     inbox_connections: Family<UnitLabel, Gauge>,
     inbox_acks_pending: Gauge,
     submission_memory: Gauge,
+    submissions_spilled: Counter,
     inbox_total: AtomicU64,
     queue_depth: Family<QueueLabels, Gauge>,
     queue_oldest_age: Family<DestinationLabel, Gauge<f64, AtomicU64>>,
@@ -149,6 +150,7 @@ impl Metrics {
             inbox_connections: Family::default(),
             inbox_acks_pending: Gauge::default(),
             submission_memory: Gauge::default(),
+            submissions_spilled: Counter::default(),
             inbox_total: AtomicU64::new(0),
             queue_depth: Family::default(),
             queue_oldest_age: Family::default(),
@@ -220,6 +222,11 @@ impl Metrics {
             "submission_memory_bytes",
             "Bytes of memory reserved by packages being received (limit: memory_budget_bytes)",
             m.submission_memory.clone(),
+        );
+        registry.register(
+            "submissions_spilled",
+            "Packages received into a staging file although small, because the memory budget (or their unit's quarter of it) was spent",
+            m.submissions_spilled.clone(),
         );
         registry.register(
             "queue_depth",
@@ -338,6 +345,11 @@ impl Metrics {
     /// The gauge of memory reserved by packages being received.
     pub fn submission_memory(&self) -> Gauge {
         self.submission_memory.clone()
+    }
+
+    /// A package is received into a staging file for want of memory.
+    pub fn submission_spilled(&self) {
+        self.submissions_spilled.inc();
     }
 
     /// An inbox stream of `unit` opened; the guard closes it when dropped.

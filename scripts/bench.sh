@@ -19,19 +19,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-target/bench}"
 secs="${SECONDS_PER_RUN:-10}"
 mkdir -p "$out"
-cargo build --release --quiet -p trucd -p truc-loadgen
-lg=target/release/truc-loadgen
-nats="${NATS_SERVER:-nats-server}"
-targets=(truc)
-if command -v "$nats" >/dev/null; then
-  targets+=(jetstream)
-  # "nats-server: v2.10.27" -> 2 10
-  read -r major minor < <("$nats" --version | sed -nE 's/.*v([0-9]+)\.([0-9]+).*/\1 \2/p') || true
-  if [[ "${major:-}" =~ ^[0-9]+$ && "${minor:-}" =~ ^[0-9]+$ ]] \
-    && (( major > 2 || (major == 2 && minor >= 10) )); then
-    targets+=(jetstream-durable)
-  fi
-fi
+source scripts/bench-common.sh
 
 echo "| target | size | load | acknowledged | delivered/s | MiB/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU % | server peak RSS MiB | lost |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -52,11 +40,7 @@ print(f'| {r["target"]} ({r["setup"]}) | {r["size"]} | {r["pace"]} | {r["acknowl
 PY
 }
 for t in "${targets[@]}"; do
-  case "$t" in
-    truc) opts=(--target truc) ;;
-    jetstream) opts=(--target jetstream --nats-server "$nats") ;;
-    jetstream-durable) opts=(--target jetstream --nats-server "$nats" --nats-sync-always --nats-tls) ;;
-  esac
+  target_opts "$t"
   run "$t-8k-c64" "${opts[@]}" --adapters 8 --size 8k --concurrency 64
   run "$t-8k-1000" "${opts[@]}" --adapters 8 --size 8k --rate 1000
   run "$t-256k-c16" "${opts[@]}" --adapters 8 --size 256k --concurrency 16

@@ -15,18 +15,7 @@ out="${OUT:-target/curves}"
 secs="${SECONDS_PER_RUN:-8}"
 sizes="${SIZES:-8k 256k 4m mix}"
 mkdir -p "$out"
-cargo build --release --quiet -p trucd -p truc-loadgen
-lg=target/release/truc-loadgen
-nats="${NATS_SERVER:-nats-server}"
-targets=(truc)
-if command -v "$nats" >/dev/null; then
-  targets+=(jetstream)
-  read -r major minor < <("$nats" --version | sed -nE 's/.*v([0-9]+)\.([0-9]+).*/\1 \2/p') || true
-  if [[ "${major:-}" =~ ^[0-9]+$ && "${minor:-}" =~ ^[0-9]+$ ]] \
-    && (( major > 2 || (major == 2 && minor >= 10) )); then
-    targets+=(jetstream-durable)
-  fi
-fi
+source scripts/bench-common.sh
 
 rates_for() {
   case "$1" in
@@ -42,11 +31,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for size in $sizes; do
   for rate in $(rates_for "$size"); do
     for t in "${targets[@]}"; do
-      case "$t" in
-        truc) opts=(--target truc) ;;
-        jetstream) opts=(--target jetstream --nats-server "$nats") ;;
-        jetstream-durable) opts=(--target jetstream --nats-server "$nats" --nats-sync-always --nats-tls) ;;
-      esac
+      target_opts "$t"
       name="$t-$size-$rate"
       rm -f "$out/$name.json"
       if ! "$lg" "${opts[@]}" --adapters 8 --size "$size" --rate "$rate" --duration "$secs" \

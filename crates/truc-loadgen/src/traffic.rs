@@ -337,7 +337,7 @@ impl Submitter {
                     truc_client::SubmitHeader {
                         idempotency_key: String::new(),
                         size: bytes.len() as u64,
-                        sha256: sha256.iter().map(|b| format!("{b:02x}")).collect(),
+                        sha256: truc_edxml::Sha256Digest(*sha256).to_hex(),
                     },
                     &bytes,
                 )

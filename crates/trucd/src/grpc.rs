@@ -123,10 +123,13 @@ impl MemoryBudget {
         let bytes = wanted.clamp(1, self.per_unit).min(u32::MAX as usize);
         let unit_semaphore = {
             let mut units = self.units.lock().unwrap_or_else(|p| p.into_inner());
-            units
-                .entry(unit.clone())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_unit)))
-                .clone()
+            match units.get(unit) {
+                Some(s) => s.clone(),
+                None => units
+                    .entry(unit.clone())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_unit)))
+                    .clone(),
+            }
         };
         let unit_permit = unit_semaphore.try_acquire_many_owned(bytes as u32).ok()?;
         let total_permit = self

@@ -83,7 +83,9 @@ async fn stream_submission(
     stall: bool,
 ) -> tonic::Status {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut grpc = client.grpc();
+    // Without the SDK's own limit on what it sends: hostile clients have none.
+    let mut grpc = truc_client::proto::relay_client::RelayClient::new(client.channel())
+        .max_encoding_message_size(usize::MAX);
     let call = tokio::spawn(async move {
         grpc.submit_document(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
@@ -177,6 +179,19 @@ async fn barrage(client: &Client) -> Vec<String> {
     ];
     endless.extend(std::iter::repeat_n(vec![b'a'; 64 * 1024], 40));
     let status = stream_submission(client, SubmitHeader::default(), endless, false).await;
+    codes.push(refusal(&status));
+    // Messages over the relay's 1 MiB (and framing) limit: a 4 MiB chunk, a 2 MiB status.
+    let status = stream_submission(
+        client,
+        SubmitHeader::default(),
+        vec![vec![b' '; 4 << 20]],
+        false,
+    )
+    .await;
+    codes.push(refusal(&status));
+    let mut huge_status = vec![0x0a, 0x80, 0x80, 0x80, 0x01];
+    huge_status.resize(5 + (2 << 20), b' ');
+    let status = raw_unary(client, "/truc.v1.Relay/SubmitStatus", huge_status).await;
     codes.push(refusal(&status));
     // Slowloris: three submissions that start and go silent, at once.
     let stalls: Vec<_> = (0..3)
@@ -308,12 +323,21 @@ async fn a_hostile_barrage_gets_clear_errors_and_harms_nobody_else() {
         "AUTH_FORGED_SENDER",
         "EDXML_DTD_FORBIDDEN",
         "RPC_BAD_MESSAGE",
+        "RPC_MESSAGE_TOO_LARGE",
     ] {
         assert!(
             first.iter().any(|c| c == expected),
             "{expected} not among {first:?}"
         );
     }
+    assert_eq!(
+        first
+            .iter()
+            .filter(|c| *c == "RPC_MESSAGE_TOO_LARGE")
+            .count(),
+        2,
+        "both oversized messages (a chunk, a status) are refused as such: {first:?}"
+    );
     assert_eq!(
         honest.await.expect("honest adapter"),
         40,

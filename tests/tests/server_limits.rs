@@ -338,3 +338,80 @@ async fn without_memory_left_packages_are_received_on_disk_and_one_unit_cannot_t
     );
     relay.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_at_its_stream_limit_makes_further_calls_wait_and_others_do_not() {
+    // Two calls per connection; stalled submissions are cut off after 5 s.
+    let relay = TestRelay::start_full(
+        &[A, B],
+        |_| {},
+        "max_streams_per_connection = 2\nidle_timeout_secs = 5\n",
+    )
+    .await
+    .expect("relay");
+    let metrics_url = format!(
+        "http://{}/metrics",
+        relay
+            .admin_addr
+            .expect("the test relay serves its admin API")
+    );
+    let reserved = || async {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("truc_submission_memory_bytes "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let saturated = relay.adapter(A).await.expect("A");
+    let other = relay.adapter(A).await.expect("A on a second connection");
+    // Two silent submissions take both streams of the first connection; each reserves the
+    // 1,000 bytes it declared once the relay has it.
+    let (tx1, stall1) = truc_tests::stalled_submission_of_size(&saturated, 1000).await;
+    let (tx2, stall2) = truc_tests::stalled_submission_of_size(&saturated, 1000).await;
+    let mut polls = 0;
+    while reserved().await != 2000 {
+        polls += 1;
+        assert!(polls < 400, "the two submissions never reached the relay");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another connection is not held up by them.
+    other
+        .clone()
+        .lookup_unit(B)
+        .await
+        .expect("the other connection is served");
+    assert_eq!(
+        reserved().await,
+        2000,
+        "the submissions are still open after the other connection was served"
+    );
+    // A third call on the saturated connection waits for a free stream: it is answered
+    // only after the relay has cut off a stalled submission (which gives its reservation
+    // back before its answer leaves).
+    saturated
+        .clone()
+        .lookup_unit(B)
+        .await
+        .expect("served once a stream is free");
+    assert!(
+        reserved().await < 2000,
+        "a third call ran while two were open on a connection limited to two"
+    );
+    for stall in [stall1, stall2] {
+        let status = stall.await.expect("task").expect_err("cut off");
+        assert_eq!(
+            status
+                .metadata()
+                .get("truc-error-code")
+                .and_then(|v| v.to_str().ok()),
+            Some("SUBMIT_IDLE")
+        );
+    }
+    drop((tx1, tx2));
+    relay.stop().await.expect("stop");
+}

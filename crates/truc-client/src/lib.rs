@@ -117,7 +117,7 @@ pub struct Client {
 }
 
 /// Bytes per message when streaming a package.
-const CHUNK: usize = 1024 * 1024;
+const CHUNK: usize = truc_proto::MAX_CHUNK_BYTES;
 
 impl Client {
     /// Connects (`https://host:port` with TLS, `http://` only to a development relay).
@@ -138,7 +138,7 @@ impl Client {
             channel: channel.clone(),
             inner: RelayClient::new(channel)
                 .max_decoding_message_size(8 * 1024 * 1024)
-                .max_encoding_message_size(8 * 1024 * 1024),
+                .max_encoding_message_size(truc_proto::MAX_REQUEST_MESSAGE_BYTES),
         })
     }
 

@@ -13,6 +13,15 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/truc_v1_descriptor.bin"));
 
+/// Largest `chunk` of a `SubmitDocument` stream, in bytes (1 MiB), as the contract states.
+/// Adapters send packages in chunks of at most this size.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Largest request message the relay decodes, in bytes: one chunk and its framing, or a
+/// status package (`SubmitStatus`). The relay holds up to this much per open call while it
+/// decodes, so the bound keeps a connection's receive memory to its streams × this.
+pub const MAX_REQUEST_MESSAGE_BYTES: usize = MAX_CHUNK_BYTES + 64 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::v1;

@@ -212,6 +212,11 @@ pub struct LimitsConfig {
     pub submits_per_second: u32,
     /// Submissions one adapter may make in a burst above that rate (default 1000).
     pub submit_burst: u32,
+    /// Most calls one adapter connection may have open at once (default 64): each open
+    /// submission holds a receive buffer of up to a chunk (1 MiB), so this bounds what one
+    /// connection can make the relay hold. Calls over it wait in the client for a free slot
+    /// (HTTP/2 `MAX_CONCURRENT_STREAMS`); they are not refused.
+    pub max_streams_per_connection: u32,
     /// Longest a submission may stay silent (no chunk) before it is cancelled, in seconds
     /// (default 60): a slow or stalled client cannot hold a submission open.
     pub idle_timeout_secs: u64,
@@ -235,6 +240,7 @@ impl Default for LimitsConfig {
             max_credits: 1000,
             submits_per_second: 500,
             submit_burst: 1000,
+            max_streams_per_connection: 64,
             idle_timeout_secs: 60,
             retry_base_ms: 2000,
             retry_cap_secs: 1800,

@@ -469,6 +469,10 @@ impl RelayService {
                 }
             }
         }
+        // The stream is over: let go of tonic's decode buffer now. Its tail shares the
+        // allocation of the last chunk (up to a megabyte), and the store's commit may take a
+        // while under load: thousands of waiting submissions would hold that much each.
+        drop(stream);
         let meta = incoming
             .reader
             .finish()
@@ -1176,6 +1180,7 @@ impl InboxSession {
 async fn next_message<T>(stream: &mut Streaming<T>, idle: Duration) -> Result<Option<T>, Status> {
     match tokio::time::timeout(idle, stream.message()).await {
         Ok(Err(e)) if is_decode_error(&e) => Err(bad_message(e.message())),
+        Ok(Err(e)) if is_too_large_error(&e) => Err(message_too_large(e.message())),
         Ok(r) => r,
         Err(_) => Err(status(
             tonic::Code::DeadlineExceeded,
@@ -1193,6 +1198,19 @@ fn is_decode_error(e: &Status) -> bool {
     e.code() == tonic::Code::Internal && e.message().starts_with("failed to decode")
 }
 
+/// tonic refuses a message over the decoding limit with `OUT_OF_RANGE` and its own words.
+fn is_too_large_error(e: &Status) -> bool {
+    e.code() == tonic::Code::OutOfRange && e.message().contains("message length too large")
+}
+
+fn message_too_large(detail: &str) -> Status {
+    status(
+        tonic::Code::InvalidArgument,
+        "RPC_MESSAGE_TOO_LARGE",
+        format!("{detail}: send packages in chunks of at most 1 MiB"),
+    )
+}
+
 fn bad_message(detail: &str) -> Status {
     status(
         tonic::Code::InvalidArgument,
@@ -1201,29 +1219,34 @@ fn bad_message(detail: &str) -> Status {
     )
 }
 
-/// Rewrites the answers tonic gives, before any handler runs, to requests that are not
-/// valid protobuf: `INVALID_ARGUMENT` with the code `RPC_BAD_MESSAGE`, like every other
-/// refusal, instead of a bare `INTERNAL`.
+/// Rewrites the answers tonic gives, before any handler runs, to requests it cannot decode:
+/// `INVALID_ARGUMENT` with a code like every other refusal — `RPC_BAD_MESSAGE` for what is
+/// not valid protobuf (tonic says `INTERNAL`), `RPC_MESSAGE_TOO_LARGE` for a message over
+/// the decoding limit (tonic says `OUT_OF_RANGE`).
 pub fn clear_decode_errors<B>(
     mut response: tonic::codegen::http::Response<B>,
 ) -> tonic::codegen::http::Response<B> {
     let headers = response.headers_mut();
-    let internal = headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"13");
-    let decode = headers
-        .get("grpc-message")
-        .is_some_and(|v| v.as_bytes().starts_with(b"failed%20to%20decode"));
-    if internal && decode {
-        headers.insert(
-            "grpc-status",
-            tonic::codegen::http::HeaderValue::from_static("3"),
-        );
-        headers.insert(
-            "truc-error-code",
-            tonic::codegen::http::HeaderValue::from_static("RPC_BAD_MESSAGE"),
-        );
-    }
+    let message = |prefix: &[u8]| {
+        headers
+            .get("grpc-message")
+            .is_some_and(|v| v.as_bytes().starts_with(prefix))
+    };
+    let code = match headers.get("grpc-status").map(|v| v.as_bytes()) {
+        Some(b"13") if message(b"failed%20to%20decode") => "RPC_BAD_MESSAGE",
+        Some(b"11") if message(b"Error,%20decoded%20message%20length%20too%20large") => {
+            "RPC_MESSAGE_TOO_LARGE"
+        }
+        _ => return response,
+    };
+    headers.insert(
+        "grpc-status",
+        tonic::codegen::http::HeaderValue::from_static("3"),
+    );
+    headers.insert(
+        "truc-error-code",
+        tonic::codegen::http::HeaderValue::from_static(code),
+    );
     response
 }
 

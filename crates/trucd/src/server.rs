@@ -415,12 +415,12 @@ pub async fn serve(
         ))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .max_concurrent_streams(Some(256))
+        .max_concurrent_streams(Some(config.limits.max_streams_per_connection.max(1)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
             truc_proto::v1::relay_server::RelayServer::new(service)
-                .max_decoding_message_size(8 * 1024 * 1024)
+                .max_decoding_message_size(truc_proto::MAX_REQUEST_MESSAGE_BYTES)
                 .max_encoding_message_size(8 * 1024 * 1024),
         );
     tracing::info!(%addr, tls = tls.is_some(), "serving adapters");

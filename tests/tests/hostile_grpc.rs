@@ -189,6 +189,21 @@ async fn barrage(client: &Client) -> Vec<String> {
     )
     .await;
     codes.push(refusal(&status));
+    // A message over 64 KiB that is not a chunk (a header with a 100 KiB idempotency key):
+    // the relay cuts large chunks into small messages before decoding them, and refuses
+    // any other large message before tonic buffers it.
+    let header = SubmitHeader {
+        idempotency_key: "k".repeat(100 * 1024),
+        ..SubmitHeader::default()
+    };
+    let status = stream_submission(client, header, Vec::new(), false).await;
+    let large_header = refusal(&status);
+    assert!(
+        large_header == "RPC_BAD_MESSAGE" && status.message().contains("must be a chunk"),
+        "a large header: {large_header} {}",
+        status.message()
+    );
+    codes.push(large_header);
     let mut huge_status = vec![0x0a, 0x80, 0x80, 0x80, 0x01];
     huge_status.resize(5 + (2 << 20), b' ');
     let status = raw_unary(client, "/truc.v1.Relay/SubmitStatus", huge_status).await;

@@ -319,6 +319,8 @@ struct Incoming {
     size: u64,
     /// Bytes it may keep in memory (its share of the budget); beyond, a staging file.
     memory_limit: usize,
+    /// The size the header declared (0: unknown), so that `joined` is allocated once.
+    declared: usize,
 }
 
 impl Incoming {
@@ -353,6 +355,11 @@ impl Incoming {
                 None if self.joined.is_empty() => self.first = Some(data),
                 first => {
                     if let Some(first) = first {
+                        // Once, at the size announced: growing by doubling would allocate
+                        // and copy the package several times over.
+                        let wanted = self.declared.min(self.memory_limit);
+                        self.joined
+                            .reserve_exact(wanted.max(first.len() + data.len()));
                         self.joined.extend_from_slice(&first);
                     }
                     self.joined.extend_from_slice(&data);
@@ -454,6 +461,7 @@ impl RelayService {
             joined: Vec::new(),
             file: None,
             size: 0,
+            declared,
         };
         while let Some(message) = next_message(&mut stream, idle).await? {
             match message.part {
@@ -470,8 +478,8 @@ impl RelayService {
             }
         }
         // The stream is over: let go of tonic's decode buffer now. Its tail shares the
-        // allocation of the last chunk (up to a megabyte), and the store's commit may take a
-        // while under load: thousands of waiting submissions would hold that much each.
+        // allocation of the last chunk, and the store's commit may take a while under load:
+        // thousands of waiting submissions would hold that much each.
         drop(stream);
         let meta = incoming
             .reader
@@ -1203,7 +1211,8 @@ fn is_too_large_error(e: &Status) -> bool {
     e.code() == tonic::Code::OutOfRange && e.message().contains("message length too large")
 }
 
-fn message_too_large(detail: &str) -> Status {
+/// `RPC_MESSAGE_TOO_LARGE`: a request message over the contract's 1 MiB.
+pub(crate) fn message_too_large(detail: &str) -> Status {
     status(
         tonic::Code::InvalidArgument,
         "RPC_MESSAGE_TOO_LARGE",
@@ -1211,7 +1220,8 @@ fn message_too_large(detail: &str) -> Status {
     )
 }
 
-fn bad_message(detail: &str) -> Status {
+/// `RPC_BAD_MESSAGE`: not a valid protobuf message of the method called.
+pub(crate) fn bad_message(detail: &str) -> Status {
     status(
         tonic::Code::InvalidArgument,
         "RPC_BAD_MESSAGE",

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod link;
 pub mod metrics;
 pub mod pki;
+pub mod recut;
 pub mod server;
 pub mod tls;
 

@@ -413,6 +413,9 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(
             crate::grpc::clear_decode_errors::<tonic::body::Body>,
         ))
+        .layer(tower::util::MapRequestLayer::new(
+            crate::recut::recut_submissions,
+        ))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(config.limits.max_streams_per_connection.max(1)))

@@ -1,0 +1,416 @@
+//! Re-cuts the request body of `SubmitDocument` calls into small messages before tonic
+//! decodes them, so that an open submission costs the relay kilobytes, not a megabyte.
+//!
+//! tonic reserves a whole message's length as soon as its 5-byte prefix arrives, and keeps
+//! it until the message is complete: every submission in the middle of a 1 MiB chunk held
+//! 1 MiB, outside the relay's memory budget, however slowly its bytes came. This body sits
+//! between HTTP/2 and tonic and turns each large `chunk` message into the same bytes cut
+//! into `chunk` messages of at most [`PIECE_BYTES`], passing the received slices through
+//! without copying them. The handler sees the same package bytes in more, smaller chunks;
+//! HTTP/2 flow control bounds what is not yet read.
+//!
+//! Messages up to [`PIECE_BYTES`] pass as they are. A larger message must be what every
+//! protobuf encoder writes for a chunk (the field alone); anything else of that size is
+//! refused (`RPC_BAD_MESSAGE`), as is a message over the contract's limit
+//! (`RPC_MESSAGE_TOO_LARGE`).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body::Frame;
+use tonic::body::Body;
+use tonic::codegen::http::Request;
+use tonic::Status;
+
+/// The path of the one method whose requests are re-cut.
+pub const SUBMIT_DOCUMENT_PATH: &str = "/truc.v1.Relay/SubmitDocument";
+
+/// Largest message handed to tonic for a submission, in package bytes.
+pub const PIECE_BYTES: usize = 64 * 1024;
+
+/// `SubmitDocumentRequest.chunk`: field 2, length-delimited.
+const CHUNK_TAG: u8 = 0x12;
+
+/// gRPC's message prefix: a compression flag and a big-endian length.
+const PREFIX_BYTES: usize = 5;
+
+/// The longest varint (a `u64`).
+const MAX_VARINT_BYTES: usize = 10;
+
+/// Gives `SubmitDocument` requests a re-cutting body; other requests pass untouched. For
+/// `tower::util::MapRequestLayer` in front of the gRPC services.
+pub fn recut_submissions(request: Request<Body>) -> Request<Body> {
+    if request.uri().path() != SUBMIT_DOCUMENT_PATH {
+        return request;
+    }
+    request.map(|body| Body::new(RecutBody::new(body)))
+}
+
+/// Where the body is within the stream of gRPC messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading a message's prefix (`head` holds what arrived of it).
+    Prefix,
+    /// Passing `left` more bytes of a small message as they are.
+    Verbatim { left: usize },
+    /// Reading the tag and length of a large message of `len` bytes (into `head`).
+    ChunkHead { len: usize },
+    /// Passing `left` more package bytes of a large chunk, `piece_left` of them in the
+    /// current piece.
+    ChunkBytes { left: usize, piece_left: usize },
+}
+
+/// A `SubmitDocument` request body whose large chunks come out as pieces.
+#[derive(Debug)]
+pub struct RecutBody {
+    inner: Body,
+    state: State,
+    head: [u8; 1 + MAX_VARINT_BYTES],
+    head_len: usize,
+    out: VecDeque<Bytes>,
+    failed: bool,
+}
+
+impl RecutBody {
+    /// Wraps the body of a `SubmitDocument` request.
+    pub fn new(inner: Body) -> Self {
+        RecutBody {
+            inner,
+            state: State::Prefix,
+            head: [0; 1 + MAX_VARINT_BYTES],
+            head_len: 0,
+            out: VecDeque::new(),
+            failed: false,
+        }
+    }
+
+    /// Takes the bytes of one DATA frame, queueing what tonic is to see.
+    fn feed(&mut self, mut data: Bytes) -> Result<(), Status> {
+        while data.has_remaining() {
+            match self.state {
+                State::Prefix => {
+                    if !self.fill_head(&mut data, PREFIX_BYTES) {
+                        break;
+                    }
+                    self.head_len = 0;
+                    let flag = self.head[0];
+                    let len = u32::from_be_bytes([
+                        self.head[1],
+                        self.head[2],
+                        self.head[3],
+                        self.head[4],
+                    ]) as usize;
+                    if len <= PIECE_BYTES {
+                        self.out
+                            .push_back(Bytes::copy_from_slice(&self.head[..PREFIX_BYTES]));
+                        if len > 0 {
+                            self.state = State::Verbatim { left: len };
+                        }
+                    } else if len > truc_proto::MAX_REQUEST_MESSAGE_BYTES {
+                        return Err(crate::grpc::message_too_large(&format!(
+                            "a message of {len} bytes is over the limit of {} bytes",
+                            truc_proto::MAX_REQUEST_MESSAGE_BYTES
+                        )));
+                    } else if flag != 0 {
+                        return Err(crate::grpc::bad_message(
+                            "compressed messages are not accepted",
+                        ));
+                    } else {
+                        self.state = State::ChunkHead { len };
+                    }
+                }
+                State::Verbatim { left } => {
+                    let n = left.min(data.len());
+                    self.out.push_back(data.split_to(n));
+                    self.state = if n == left {
+                        State::Prefix
+                    } else {
+                        State::Verbatim { left: left - n }
+                    };
+                }
+                State::ChunkHead { len } => {
+                    // The tag, then the varint length: it ends at a byte under 0x80.
+                    let complete = loop {
+                        if self.head_len > 1 && self.head[self.head_len - 1] < 0x80 {
+                            break true;
+                        }
+                        if self.head_len == self.head.len() || !data.has_remaining() {
+                            break false;
+                        }
+                        self.head[self.head_len] = data.get_u8();
+                        self.head_len += 1;
+                    };
+                    if !complete {
+                        if self.head_len == self.head.len() {
+                            return Err(not_a_chunk());
+                        }
+                        break;
+                    }
+                    let field = decode_varint(&self.head[1..self.head_len]);
+                    let framing = self.head_len;
+                    self.head_len = 0;
+                    match field {
+                        Some(n)
+                            if self.head[0] == CHUNK_TAG && framing as u64 + n == len as u64 =>
+                        {
+                            self.state = State::ChunkBytes {
+                                left: len - framing,
+                                piece_left: 0,
+                            };
+                        }
+                        _ => return Err(not_a_chunk()),
+                    }
+                }
+                State::ChunkBytes { left, piece_left } => {
+                    let piece_left = if piece_left == 0 {
+                        let piece = left.min(PIECE_BYTES);
+                        self.out.push_back(piece_prefix(piece));
+                        piece
+                    } else {
+                        piece_left
+                    };
+                    let n = piece_left.min(data.len());
+                    self.out.push_back(data.split_to(n));
+                    self.state = if n == left {
+                        State::Prefix
+                    } else {
+                        State::ChunkBytes {
+                            left: left - n,
+                            piece_left: piece_left - n,
+                        }
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies bytes of `data` into `head` until it holds `want`; says whether it does.
+    fn fill_head(&mut self, data: &mut Bytes, want: usize) -> bool {
+        let n = (want - self.head_len).min(data.len());
+        self.head[self.head_len..self.head_len + n].copy_from_slice(&data[..n]);
+        data.advance(n);
+        self.head_len += n;
+        self.head_len == want
+    }
+}
+
+impl http_body::Body for RecutBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        loop {
+            if let Some(bytes) = self.out.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if self.failed {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Err(status) = self.feed(data) {
+                            self.failed = true;
+                            self.out.clear();
+                            return Poll::Ready(Some(Err(status)));
+                        }
+                    }
+                    Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                },
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || (self.out.is_empty() && self.inner.is_end_stream())
+    }
+}
+
+/// The prefix and field framing of a piece of `len` package bytes.
+fn piece_prefix(len: usize) -> Bytes {
+    let mut field = BytesMut::with_capacity(1 + MAX_VARINT_BYTES);
+    field.put_u8(CHUNK_TAG);
+    let mut v = len as u64;
+    while v >= 0x80 {
+        field.put_u8((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    field.put_u8(v as u8);
+    let mut prefix = BytesMut::with_capacity(PREFIX_BYTES + field.len());
+    prefix.put_u8(0);
+    prefix.put_u32((field.len() + len) as u32);
+    prefix.extend_from_slice(&field);
+    prefix.freeze()
+}
+
+/// A protobuf varint from its complete bytes; `None` if it overflows a `u64`.
+fn decode_varint(bytes: &[u8]) -> Option<u64> {
+    let mut value: u64 = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        let part = u64::from(b & 0x7f);
+        if i == MAX_VARINT_BYTES - 1 && part > 1 {
+            return None;
+        }
+        value |= part << (7 * i);
+    }
+    Some(value)
+}
+
+fn not_a_chunk() -> Status {
+    crate::grpc::bad_message(&format!(
+        "a SubmitDocument message over {PIECE_BYTES} bytes must be a chunk alone"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use prost::Message;
+    use truc_proto::v1::{submit_document_request::Part, SubmitDocumentRequest, SubmitHeader};
+
+    fn framed(message: &SubmitDocumentRequest) -> Vec<u8> {
+        let encoded = message.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        out.extend_from_slice(&encoded);
+        out
+    }
+
+    fn chunk(bytes: Vec<u8>) -> SubmitDocumentRequest {
+        SubmitDocumentRequest {
+            part: Some(Part::Chunk(bytes.into())),
+        }
+    }
+
+    /// Runs `wire` through a re-cutting body in frames of `frame` bytes; returns the
+    /// messages tonic would decode, or the error.
+    async fn recut(wire: &[u8], frame: usize) -> Result<Vec<SubmitDocumentRequest>, Status> {
+        let frames: Vec<Result<Frame<Bytes>, Status>> = wire
+            .chunks(frame)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let inner = Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)));
+        let out = RecutBody::new(inner).collect().await?.to_bytes();
+        let mut rest = &out[..];
+        let mut messages = Vec::new();
+        while !rest.is_empty() {
+            assert_eq!(rest[0], 0, "uncompressed");
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            assert!(len <= PIECE_BYTES + 8, "a message of {len} bytes came out");
+            messages.push(SubmitDocumentRequest::decode(&rest[5..5 + len]).expect("decodes"));
+            rest = &rest[5 + len..];
+        }
+        Ok(messages)
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn large_chunks_come_out_as_pieces_with_the_same_bytes_in_order() {
+        let header = SubmitDocumentRequest {
+            part: Some(Part::Header(SubmitHeader {
+                idempotency_key: "k".into(),
+                size: 3_000_000,
+                sha256: String::new(),
+            })),
+        };
+        let big = pattern(1024 * 1024);
+        let odd = pattern(PIECE_BYTES * 3 + 17);
+        let small = pattern(1000);
+        let mut wire = framed(&header);
+        for m in [chunk(big.clone()), chunk(small.clone()), chunk(odd.clone())] {
+            wire.extend(framed(&m));
+        }
+        for frame in [1, 7, 16 * 1024, 100_000, wire.len()] {
+            let messages = recut(&wire, frame).await.expect("recut");
+            assert_eq!(messages[0], header, "frames of {frame}");
+            let mut bytes = Vec::new();
+            for m in &messages[1..] {
+                match &m.part {
+                    Some(Part::Chunk(c)) => {
+                        assert!(!c.is_empty() && c.len() <= PIECE_BYTES);
+                        bytes.extend_from_slice(c);
+                    }
+                    other => panic!("not a chunk: {other:?}"),
+                }
+            }
+            let expected: Vec<u8> = [big.clone(), small.clone(), odd.clone()].concat();
+            assert!(bytes == expected, "bytes differ with frames of {frame}");
+            // 16 pieces, the small one as it was, 4 pieces.
+            assert_eq!(messages.len(), 1 + 16 + 1 + 4, "frames of {frame}");
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_and_odd_large_messages_are_refused_with_their_codes() {
+        let code = |s: &Status| {
+            s.metadata()
+                .get("truc-error-code")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        // Over the contract's limit: refused on its prefix alone.
+        let mut wire = vec![0];
+        wire.extend_from_slice(&(8u32 << 20).to_be_bytes());
+        wire.extend_from_slice(b"\x12");
+        let err = recut(&wire, 3).await.expect_err("too large");
+        assert_eq!(code(&err).as_deref(), Some("RPC_MESSAGE_TOO_LARGE"));
+        // A large message that is not a lone chunk: a header field, or a chunk whose length
+        // does not fill the message.
+        for head in [&b"\x0a\xff\xff\x04"[..], &b"\x12\x80\x80\x04"[..]] {
+            let mut wire = vec![0];
+            wire.extend_from_slice(&(PIECE_BYTES as u32 + 100).to_be_bytes());
+            wire.extend_from_slice(head);
+            wire.resize(5 + PIECE_BYTES + 100, b' ');
+            let err = recut(&wire, 1000).await.expect_err("odd");
+            assert_eq!(code(&err).as_deref(), Some("RPC_BAD_MESSAGE"), "{head:?}");
+        }
+        // A varint that never ends.
+        let mut wire = vec![0];
+        wire.extend_from_slice(&(PIECE_BYTES as u32 + 100).to_be_bytes());
+        wire.push(CHUNK_TAG);
+        wire.extend_from_slice(&[0xff; 12]);
+        let err = recut(&wire, 2).await.expect_err("endless varint");
+        assert_eq!(code(&err).as_deref(), Some("RPC_BAD_MESSAGE"));
+        // Compressed large messages cannot be re-cut.
+        let mut wire = vec![1];
+        wire.extend_from_slice(&(PIECE_BYTES as u32 + 100).to_be_bytes());
+        wire.resize(5 + PIECE_BYTES + 100, 0);
+        let err = recut(&wire, 4096).await.expect_err("compressed");
+        assert_eq!(code(&err).as_deref(), Some("RPC_BAD_MESSAGE"));
+    }
+
+    #[test]
+    fn varints_decode_and_pieces_are_framed_as_protobuf_chunks() {
+        assert_eq!(decode_varint(&[0x96, 0x01]), Some(150));
+        assert_eq!(
+            decode_varint(&[0xff; 9].iter().copied().chain([0x01]).collect::<Vec<_>>()),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            decode_varint(&[0xff; 9].iter().copied().chain([0x02]).collect::<Vec<_>>()),
+            None
+        );
+        for len in [1, 127, 128, 16_383, 16_384, PIECE_BYTES] {
+            let prefix = piece_prefix(len);
+            let mut message = prefix[5..].to_vec();
+            message.extend(std::iter::repeat_n(b'x', len));
+            assert_eq!(
+                u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize,
+                message.len()
+            );
+            let decoded = SubmitDocumentRequest::decode(&message[..]).expect("decodes");
+            assert_eq!(decoded, chunk(vec![b'x'; len]));
+        }
+    }
+}

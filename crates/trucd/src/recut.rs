@@ -66,6 +66,8 @@ enum State {
 #[derive(Debug)]
 pub struct RecutBody {
     inner: Body,
+    /// Largest piece, and largest message passed as it is ([`PIECE_BYTES`]).
+    piece_bytes: usize,
     state: State,
     head: [u8; 1 + MAX_VARINT_BYTES],
     head_len: usize,
@@ -76,8 +78,15 @@ pub struct RecutBody {
 impl RecutBody {
     /// Wraps the body of a `SubmitDocument` request.
     pub fn new(inner: Body) -> Self {
+        Self::with_piece_bytes(inner, PIECE_BYTES)
+    }
+
+    /// Same, with pieces of at most `piece_bytes` (at least 1): small pieces let tests and
+    /// the fuzzer reach every path with small inputs.
+    pub fn with_piece_bytes(inner: Body, piece_bytes: usize) -> Self {
         RecutBody {
             inner,
+            piece_bytes: piece_bytes.clamp(1, PIECE_BYTES),
             state: State::Prefix,
             head: [0; 1 + MAX_VARINT_BYTES],
             head_len: 0,
@@ -102,7 +111,7 @@ impl RecutBody {
                         self.head[3],
                         self.head[4],
                     ]) as usize;
-                    if len <= PIECE_BYTES {
+                    if len <= self.piece_bytes {
                         self.out
                             .push_back(Bytes::copy_from_slice(&self.head[..PREFIX_BYTES]));
                         if len > 0 {
@@ -131,20 +140,22 @@ impl RecutBody {
                     };
                 }
                 State::ChunkHead { len } => {
-                    // The tag, then the varint length: it ends at a byte under 0x80.
+                    // The tag, then the varint length: it ends at a byte under 0x80, within
+                    // the message.
+                    let limit = self.head.len().min(len);
                     let complete = loop {
                         if self.head_len > 1 && self.head[self.head_len - 1] < 0x80 {
                             break true;
                         }
-                        if self.head_len == self.head.len() || !data.has_remaining() {
+                        if self.head_len == limit || !data.has_remaining() {
                             break false;
                         }
                         self.head[self.head_len] = data.get_u8();
                         self.head_len += 1;
                     };
                     if !complete {
-                        if self.head_len == self.head.len() {
-                            return Err(not_a_chunk());
+                        if self.head_len == limit {
+                            return Err(not_a_chunk(self.piece_bytes));
                         }
                         break;
                     }
@@ -155,17 +166,23 @@ impl RecutBody {
                         Some(n)
                             if self.head[0] == CHUNK_TAG && framing as u64 + n == len as u64 =>
                         {
-                            self.state = State::ChunkBytes {
-                                left: len - framing,
-                                piece_left: 0,
+                            self.state = if n == 0 {
+                                // An empty chunk (only with pieces under 11 bytes).
+                                self.out.push_back(piece_prefix(0));
+                                State::Prefix
+                            } else {
+                                State::ChunkBytes {
+                                    left: len - framing,
+                                    piece_left: 0,
+                                }
                             };
                         }
-                        _ => return Err(not_a_chunk()),
+                        _ => return Err(not_a_chunk(self.piece_bytes)),
                     }
                 }
                 State::ChunkBytes { left, piece_left } => {
                     let piece_left = if piece_left == 0 {
-                        let piece = left.min(PIECE_BYTES);
+                        let piece = left.min(self.piece_bytes);
                         self.out.push_back(piece_prefix(piece));
                         piece
                     } else {
@@ -223,6 +240,14 @@ impl http_body::Body for RecutBody {
                     }
                     Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
                 },
+                None if self.state != State::Prefix || self.head_len != 0 => {
+                    // Without this, the bytes held back here would vanish and tonic would
+                    // see a stream that ended cleanly.
+                    self.failed = true;
+                    return Poll::Ready(Some(Err(crate::grpc::bad_message(
+                        "the request ended inside a message",
+                    ))));
+                }
                 other => return Poll::Ready(other),
             }
         }
@@ -263,9 +288,9 @@ fn decode_varint(bytes: &[u8]) -> Option<u64> {
     Some(value)
 }
 
-fn not_a_chunk() -> Status {
+fn not_a_chunk(piece_bytes: usize) -> Status {
     crate::grpc::bad_message(&format!(
-        "a SubmitDocument message over {PIECE_BYTES} bytes must be a chunk alone"
+        "a SubmitDocument message over {piece_bytes} bytes must be a chunk alone"
     ))
 }
 
@@ -293,18 +318,29 @@ mod tests {
     /// Runs `wire` through a re-cutting body in frames of `frame` bytes; returns the
     /// messages tonic would decode, or the error.
     async fn recut(wire: &[u8], frame: usize) -> Result<Vec<SubmitDocumentRequest>, Status> {
+        recut_in_pieces(wire, frame, PIECE_BYTES).await
+    }
+
+    async fn recut_in_pieces(
+        wire: &[u8],
+        frame: usize,
+        piece: usize,
+    ) -> Result<Vec<SubmitDocumentRequest>, Status> {
         let frames: Vec<Result<Frame<Bytes>, Status>> = wire
             .chunks(frame)
             .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
             .collect();
         let inner = Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)));
-        let out = RecutBody::new(inner).collect().await?.to_bytes();
+        let out = RecutBody::with_piece_bytes(inner, piece)
+            .collect()
+            .await?
+            .to_bytes();
         let mut rest = &out[..];
         let mut messages = Vec::new();
         while !rest.is_empty() {
             assert_eq!(rest[0], 0, "uncompressed");
             let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-            assert!(len <= PIECE_BYTES + 8, "a message of {len} bytes came out");
+            assert!(len <= piece + 8, "a message of {len} bytes came out");
             messages.push(SubmitDocumentRequest::decode(&rest[5..5 + len]).expect("decodes"));
             rest = &rest[5 + len..];
         }
@@ -382,12 +418,71 @@ mod tests {
         wire.extend_from_slice(&[0xff; 12]);
         let err = recut(&wire, 2).await.expect_err("endless varint");
         assert_eq!(code(&err).as_deref(), Some("RPC_BAD_MESSAGE"));
+        // A stream that ends inside a message, wherever it is cut.
+        let whole = framed(&chunk(pattern(PIECE_BYTES + 10)));
+        for end in [3, 5, 6, 7, 8, 100, 5 + PIECE_BYTES, whole.len() - 1] {
+            let err = recut(&whole[..end], 4096).await.expect_err("truncated");
+            assert_eq!(
+                code(&err).as_deref(),
+                Some("RPC_BAD_MESSAGE"),
+                "cut at {end}"
+            );
+        }
+        // With small pieces, a message shorter than a varint that is not a chunk: its
+        // bytes must not be read past its end.
+        let mut short = vec![0, 0, 0, 0, 9, 0x49];
+        short.extend_from_slice(&[0xff; 8]);
+        short.extend(framed(&chunk(b"next".to_vec())));
+        let err = recut_in_pieces(&short, 64, 1).await.expect_err("short odd");
+        assert_eq!(code(&err).as_deref(), Some("RPC_BAD_MESSAGE"));
         // Compressed large messages cannot be re-cut.
         let mut wire = vec![1];
         wire.extend_from_slice(&(PIECE_BYTES as u32 + 100).to_be_bytes());
         wire.resize(5 + PIECE_BYTES + 100, 0);
         let err = recut(&wire, 4096).await.expect_err("compressed");
         assert_eq!(code(&err).as_deref(), Some("RPC_BAD_MESSAGE"));
+    }
+
+    #[tokio::test]
+    async fn with_small_pieces_every_message_over_the_piece_is_cut_and_the_rest_passes() {
+        let header = SubmitDocumentRequest {
+            part: Some(Part::Header(SubmitHeader {
+                idempotency_key: "key".into(),
+                size: 700,
+                sha256: String::new(),
+            })),
+        };
+        let parts = [pattern(300), pattern(1), pattern(129), pattern(270)];
+        let mut wire = framed(&header);
+        for p in &parts {
+            wire.extend(framed(&chunk(p.clone())));
+        }
+        for piece in [128, 300, 1000] {
+            for frame in [1, 2, 5, 64, wire.len()] {
+                let messages = recut_in_pieces(&wire, frame, piece).await.expect("recut");
+                assert_eq!(messages[0], header);
+                let mut bytes = Vec::new();
+                for m in &messages[1..] {
+                    let Some(Part::Chunk(c)) = &m.part else {
+                        panic!("not a chunk")
+                    };
+                    assert!(c.len() <= piece);
+                    bytes.extend_from_slice(c);
+                }
+                assert_eq!(bytes, parts.concat(), "piece {piece}, frame {frame}");
+                let expected: usize = parts.iter().map(|p| p.len().div_ceil(piece)).sum();
+                assert_eq!(messages.len(), 1 + expected, "piece {piece}, frame {frame}");
+            }
+        }
+        // A header over the piece size is refused: only chunks are cut.
+        let err = recut_in_pieces(&wire, 16, 9)
+            .await
+            .expect_err("large header");
+        assert!(
+            err.message().contains("must be a chunk"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]

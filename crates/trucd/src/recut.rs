@@ -240,9 +240,11 @@ impl http_body::Body for RecutBody {
                     }
                     Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
                 },
-                None if self.state != State::Prefix || self.head_len != 0 => {
-                    // Without this, the bytes held back here would vanish and tonic would
-                    // see a stream that ended cleanly.
+                // A request that ends or is cancelled inside a message: without this, the
+                // bytes held back here would vanish and tonic would see a clean end (tonic
+                // takes a cancelled request for one too), and a package cut short in the
+                // middle of a piece could be taken for whole.
+                None | Some(Err(_)) if self.state != State::Prefix || self.head_len != 0 => {
                     self.failed = true;
                     return Poll::Ready(Some(Err(crate::grpc::bad_message(
                         "the request ended inside a message",
@@ -428,6 +430,19 @@ mod tests {
                 "cut at {end}"
             );
         }
+        // Cancelled inside a message: refused, not taken for a clean end.
+        let frames: Vec<Result<Frame<Bytes>, Status>> = vec![
+            Ok(Frame::data(Bytes::copy_from_slice(
+                &whole[..5 + PIECE_BYTES],
+            ))),
+            Err(Status::cancelled("reset by the client")),
+        ];
+        let inner = Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)));
+        let err = RecutBody::new(inner)
+            .collect()
+            .await
+            .expect_err("cancelled");
+        assert_eq!(code(&err).as_deref(), Some("RPC_BAD_MESSAGE"));
         // With small pieces, a message shorter than a varint that is not a chunk: its
         // bytes must not be read past its end.
         let mut short = vec![0, 0, 0, 0, 9, 0x49];

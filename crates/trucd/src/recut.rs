@@ -240,14 +240,21 @@ impl http_body::Body for RecutBody {
                     }
                     Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
                 },
-                // A request that ends or is cancelled inside a message: without this, the
-                // bytes held back here would vanish and tonic would see a clean end (tonic
-                // takes a cancelled request for one too), and a package cut short in the
-                // middle of a piece could be taken for whole.
-                None | Some(Err(_)) if self.state != State::Prefix || self.head_len != 0 => {
+                // A request that ends inside a message: without this, the bytes held back
+                // here would vanish and tonic would see a clean end.
+                None if self.state != State::Prefix || self.head_len != 0 => {
                     self.failed = true;
                     return Poll::Ready(Some(Err(crate::grpc::bad_message(
                         "the request ended inside a message",
+                    ))));
+                }
+                // tonic takes a cancelled request for a clean end, so the handler would go
+                // on with a package cut short at a chunk's end; a request ends with
+                // END_STREAM, never with a cancel.
+                Some(Err(status)) if status.code() == tonic::Code::Cancelled => {
+                    self.failed = true;
+                    return Poll::Ready(Some(Err(crate::grpc::bad_message(
+                        "the request was cancelled before its end",
                     ))));
                 }
                 other => return Poll::Ready(other),
@@ -430,19 +437,23 @@ mod tests {
                 "cut at {end}"
             );
         }
-        // Cancelled inside a message: refused, not taken for a clean end.
-        let frames: Vec<Result<Frame<Bytes>, Status>> = vec![
-            Ok(Frame::data(Bytes::copy_from_slice(
-                &whole[..5 + PIECE_BYTES],
-            ))),
-            Err(Status::cancelled("reset by the client")),
-        ];
-        let inner = Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)));
-        let err = RecutBody::new(inner)
-            .collect()
-            .await
-            .expect_err("cancelled");
-        assert_eq!(code(&err).as_deref(), Some("RPC_BAD_MESSAGE"));
+        // Cancelled, inside a message or between two: refused, not taken for a clean end.
+        for end in [5 + PIECE_BYTES, whole.len()] {
+            let frames: Vec<Result<Frame<Bytes>, Status>> = vec![
+                Ok(Frame::data(Bytes::copy_from_slice(&whole[..end]))),
+                Err(Status::cancelled("reset by the client")),
+            ];
+            let inner = Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)));
+            let err = RecutBody::new(inner)
+                .collect()
+                .await
+                .expect_err("cancelled");
+            assert_eq!(
+                code(&err).as_deref(),
+                Some("RPC_BAD_MESSAGE"),
+                "cut at {end}"
+            );
+        }
         // With small pieces, a message shorter than a varint that is not a chunk: its
         // bytes must not be read past its end.
         let mut short = vec![0, 0, 0, 0, 9, 0x49];

@@ -369,3 +369,134 @@ async fn a_hostile_barrage_gets_clear_errors_and_harms_nobody_else() {
     );
     relay.stop().await.expect("stop");
 }
+
+/// One `SubmitDocument` call whose body is written by hand: a header declaring `declared`
+/// bytes, then a chunk message announced as `declared` bytes of which only `sent` follow,
+/// and then nothing (the returned sender keeps the request open). Bypasses the SDK so
+/// that a message can be left unfinished, as a hostile client would.
+async fn unfinished_chunk(
+    client: &Client,
+    declared: usize,
+    sent: usize,
+) -> (
+    tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<tonic::codegen::http::Response<tonic::body::Body>, String>>,
+) {
+    use prost::Message;
+    use tower::ServiceExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    let frames =
+        tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |b| {
+            Ok::<_, tonic::Status>(http_body::Frame::data(b))
+        });
+    let body = tonic::body::Body::new(http_body_util::StreamBody::new(frames));
+    let request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri("/truc.v1.Relay/SubmitDocument")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .expect("request");
+    let channel = client.channel();
+    let call =
+        tokio::spawn(async move { channel.oneshot(request).await.map_err(|e| e.to_string()) });
+    let header = SubmitDocumentRequest {
+        part: Some(Part::Header(SubmitHeader {
+            size: declared as u64,
+            ..SubmitHeader::default()
+        })),
+    }
+    .encode_to_vec();
+    let mut first = vec![0];
+    first.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    first.extend_from_slice(&header);
+    // The chunk: its prefix and field header, then the start of a package.
+    let mut field = vec![0x12];
+    prost::encoding::encode_varint(declared as u64, &mut field);
+    first.push(0);
+    first.extend_from_slice(&((field.len() + declared) as u32).to_be_bytes());
+    first.extend_from_slice(&field);
+    let start =
+        b"<?xml version=\"1.0\"?><edXML xmlns=\"http://www.mic.gov.vn/TBT/QCVN_102_2016\"><x>";
+    first.extend_from_slice(start);
+    let _ = tx.send(first.into()).await;
+    let mut left = sent - start.len();
+    while left > 0 {
+        let n = left.min(16 * 1024);
+        let _ = tx.send(vec![b'a'; n].into()).await;
+        left -= n;
+    }
+    (tx, call)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_large_chunks_do_not_make_the_relay_hold_them() {
+    // A memory budget of 4 MiB (1 MiB per unit): the packages being received beyond it go
+    // to staging files, so what the relay's memory holds is its own receive buffers.
+    let relay =
+        TestRelay::spawn_process_with(&[HOSTILE, HONEST], "memory_budget_bytes = 4194304\n")
+            .await
+            .expect("trucd");
+    let pid = relay.pid().expect("pid");
+    let hostile = relay.adapter(HOSTILE).await.expect("hostile adapter");
+    let mut honest = relay.adapter(HONEST).await.expect("honest adapter");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let warm = DocumentBuilder::new(code(HONEST), vec![code(HOSTILE)], date, "0", "WARM").build();
+    honest.submit_document(&warm, None).await.expect("warm-up");
+    let before = rss_bytes(pid);
+
+    // 48 calls on one connection, each 1 MiB chunk sent but for its last 64 KiB. tonic
+    // alone would keep a 1 MiB buffer for each until the chunk is complete: 48 MiB.
+    let mut open = Vec::new();
+    for _ in 0..48 {
+        open.push(unfinished_chunk(&hostile, 1 << 20, (1 << 20) - (64 << 10)).await);
+    }
+    // All of it sent: the senders' queues are empty once HTTP/2 flow control let every
+    // byte through, which the relay allows only as it reads them.
+    let mut polls = 0;
+    while open.iter().any(|(tx, _)| tx.capacity() < tx.max_capacity()) {
+        polls += 1;
+        assert!(
+            polls < 1000,
+            "the relay stopped reading the unfinished chunks"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut during = rss_bytes(pid);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        during = during.max(rss_bytes(pid));
+    }
+    let growth = during.saturating_sub(before);
+    eprintln!("48 unfinished chunks: the relay's resident memory grew by {growth} bytes");
+    assert!(
+        growth < 24 * 1024 * 1024,
+        "48 unfinished 1 MiB chunks grew the relay's memory by {growth} bytes"
+    );
+
+    // Meanwhile the relay serves others; then every unfinished call ends inside its
+    // message and is refused.
+    let doc = DocumentBuilder::new(code(HONEST), vec![code(HOSTILE)], date, "1", "DURING").build();
+    honest
+        .submit_document(&doc, None)
+        .await
+        .expect("served meanwhile");
+    for (tx, call) in open {
+        drop(tx);
+        let response = call.await.expect("task").expect("answered");
+        let (parts, body) = response.into_parts();
+        let trailers = http_body_util::BodyExt::collect(body)
+            .await
+            .ok()
+            .and_then(|c| c.trailers().cloned())
+            .unwrap_or_default();
+        let code_of = |h: &tonic::codegen::http::HeaderMap| {
+            h.get("truc-error-code")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let code = code_of(&parts.headers).or_else(|| code_of(&trailers));
+        assert_eq!(code.as_deref(), Some("RPC_BAD_MESSAGE"));
+    }
+    relay.stop().await.expect("stop");
+}

@@ -81,8 +81,8 @@ impl RecutBody {
         Self::with_piece_bytes(inner, PIECE_BYTES)
     }
 
-    /// Same, with pieces of at most `piece_bytes` (at least 1): small pieces let tests and
-    /// the fuzzer reach every path with small inputs.
+    /// Same, with pieces of at most `piece_bytes` (1 to [`PIECE_BYTES`]): small pieces let
+    /// tests and the fuzzer reach every path with small inputs.
     pub fn with_piece_bytes(inner: Body, piece_bytes: usize) -> Self {
         RecutBody {
             inner,

@@ -227,8 +227,17 @@ async fn barrage(client: &Client) -> Vec<String> {
     for s in stalls {
         codes.push(s.await.expect("task"));
     }
-    // Forged senders: a package from a unit this adapter does not serve.
+    // A whole, valid package whose header declares one byte more than it has: what a
+    // submission cut short at a chunk's end looks like.
     let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let short = DocumentBuilder::new(code(HOSTILE), vec![code(HONEST)], date, "1", "SHORT").build();
+    let header = SubmitHeader {
+        size: short.len() as u64 + 1,
+        ..SubmitHeader::default()
+    };
+    let status = stream_submission(client, header, vec![short], false).await;
+    codes.push(refusal(&status));
+    // Forged senders: a package from a unit this adapter does not serve.
     for n in 0..5 {
         let forged = DocumentBuilder::new(
             code(PEER),
@@ -339,6 +348,7 @@ async fn a_hostile_barrage_gets_clear_errors_and_harms_nobody_else() {
         "EDXML_DTD_FORBIDDEN",
         "RPC_BAD_MESSAGE",
         "RPC_MESSAGE_TOO_LARGE",
+        "SUBMIT_SIZE_MISMATCH",
     ] {
         assert!(
             first.iter().any(|c| c == expected),

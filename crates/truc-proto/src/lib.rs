@@ -17,9 +17,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// Adapters send packages in chunks of at most this size.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// Largest request message the relay decodes, in bytes: one chunk and its framing, or a
-/// status package (`SubmitStatus`). The relay holds up to this much per open call while it
-/// decodes, so the bound keeps a connection's receive memory to its streams × this.
+/// Largest request message the relay accepts, in bytes: one chunk and its framing, or a
+/// status package (`SubmitStatus`). A call can make the relay buffer up to one message
+/// while it decodes, so this bounds that (submissions' chunks are re-cut smaller first).
 pub const MAX_REQUEST_MESSAGE_BYTES: usize = MAX_CHUNK_BYTES + 64 * 1024;
 
 #[cfg(test)]

@@ -212,10 +212,11 @@ pub struct LimitsConfig {
     pub submits_per_second: u32,
     /// Submissions one adapter may make in a burst above that rate (default 1000).
     pub submit_burst: u32,
-    /// Most calls one adapter connection may have open at once (default 64): each open
-    /// submission holds a receive buffer of up to a chunk (1 MiB), so this bounds what one
-    /// connection can make the relay hold. Calls over it wait in the client for a free slot
-    /// (HTTP/2 `MAX_CONCURRENT_STREAMS`); they are not refused.
+    /// Most calls one adapter connection may have open at once (default 64): each open call
+    /// holds a receive buffer (up to 64 KiB for a submission, whose chunks are re-cut; up
+    /// to a message, 1 MiB, for the others), so this bounds what one connection can make
+    /// the relay hold. Calls over it wait in the client for a free slot (HTTP/2
+    /// `MAX_CONCURRENT_STREAMS`); they are not refused.
     pub max_streams_per_connection: u32,
     /// Longest a submission may stay silent (no chunk) before it is cancelled, in seconds
     /// (default 60): a slow or stalled client cannot hold a submission open.

@@ -481,6 +481,18 @@ impl RelayService {
         // allocation of the last chunk, and the store's commit may take a while under load:
         // thousands of waiting submissions would hold that much each.
         drop(stream);
+        // A request cut short at a chunk's end can look like a whole one to tonic (a reset
+        // with NO_ERROR ends it cleanly): the declared size tells them apart.
+        if header.size != 0 && incoming.size != header.size {
+            return Err(status(
+                tonic::Code::InvalidArgument,
+                "SUBMIT_SIZE_MISMATCH",
+                format!(
+                    "{} bytes received, the header said {}: the submission was cut short or the size is wrong",
+                    incoming.size, header.size
+                ),
+            ));
+        }
         let meta = incoming
             .reader
             .finish()

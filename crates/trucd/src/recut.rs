@@ -72,6 +72,8 @@ pub struct RecutBody {
     head: [u8; 1 + MAX_VARINT_BYTES],
     head_len: usize,
     out: VecDeque<Bytes>,
+    /// A refusal to give once `out` is drained; after it, the body ends.
+    error: Option<Status>,
     failed: bool,
 }
 
@@ -91,8 +93,20 @@ impl RecutBody {
             head: [0; 1 + MAX_VARINT_BYTES],
             head_len: 0,
             out: VecDeque::new(),
+            error: None,
             failed: false,
         }
+    }
+
+    /// Whether the bytes so far end on a message's end.
+    fn between_messages(&self) -> bool {
+        self.state == State::Prefix && self.head_len == 0
+    }
+
+    /// Stops reading: what is queued goes out, then `status`, then the end.
+    fn fail(&mut self, status: Status) {
+        self.error = Some(status);
+        self.failed = true;
     }
 
     /// Takes the bytes of one DATA frame, queueing what tonic is to see.
@@ -164,7 +178,8 @@ impl RecutBody {
                     self.head_len = 0;
                     match field {
                         Some(n)
-                            if self.head[0] == CHUNK_TAG && framing as u64 + n == len as u64 =>
+                            if self.head[0] == CHUNK_TAG
+                                && n.checked_add(framing as u64) == Some(len as u64) =>
                         {
                             self.state = if n == 0 {
                                 // An empty chunk (only with pieces under 11 bytes).
@@ -226,45 +241,47 @@ impl http_body::Body for RecutBody {
             if let Some(bytes) = self.out.pop_front() {
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
+            if let Some(status) = self.error.take() {
+                return Poll::Ready(Some(Err(status)));
+            }
             if self.failed {
                 return Poll::Ready(None);
             }
             match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
+                    // The messages complete before a fault still go first, so the answer
+                    // does not depend on how the bytes were framed.
                     Ok(data) => {
                         if let Err(status) = self.feed(data) {
-                            self.failed = true;
-                            self.out.clear();
-                            return Poll::Ready(Some(Err(status)));
+                            self.fail(status);
                         }
                     }
+                    // tonic ends the stream at trailers without looking at what it holds.
+                    Err(_) if !self.between_messages() => self.fail(ended_inside()),
                     Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
                 },
                 // A request that ends inside a message: without this, the bytes held back
                 // here would vanish and tonic would see a clean end.
-                None if self.state != State::Prefix || self.head_len != 0 => {
-                    self.failed = true;
-                    return Poll::Ready(Some(Err(crate::grpc::bad_message(
-                        "the request ended inside a message",
-                    ))));
-                }
+                None if !self.between_messages() => self.fail(ended_inside()),
                 // tonic takes a cancelled request for a clean end, so the handler would go
                 // on with a package cut short at a chunk's end; a request ends with
                 // END_STREAM, never with a cancel.
-                Some(Err(status)) if status.code() == tonic::Code::Cancelled => {
-                    self.failed = true;
-                    return Poll::Ready(Some(Err(crate::grpc::bad_message(
-                        "the request was cancelled before its end",
-                    ))));
-                }
+                Some(Err(status)) if status.code() == tonic::Code::Cancelled => self.fail(
+                    crate::grpc::bad_message("the request was cancelled before its end"),
+                ),
                 other => return Poll::Ready(other),
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.failed || (self.out.is_empty() && self.inner.is_end_stream())
+        (self.failed && self.error.is_none() && self.out.is_empty())
+            || (self.out.is_empty() && self.between_messages() && self.inner.is_end_stream())
     }
+}
+
+fn ended_inside() -> Status {
+    crate::grpc::bad_message("the request ended inside a message")
 }
 
 /// The prefix and field framing of a piece of `len` package bytes.
@@ -454,6 +471,22 @@ mod tests {
                 "cut at {end}"
             );
         }
+        // Trailers inside a message: tonic would end the stream there, quietly.
+        let frames: Vec<Result<Frame<Bytes>, Status>> = vec![
+            Ok(Frame::data(Bytes::copy_from_slice(
+                &whole[..5 + PIECE_BYTES],
+            ))),
+            Ok(Frame::trailers(Default::default())),
+        ];
+        let inner = Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)));
+        let err = RecutBody::new(inner).collect().await.expect_err("trailers");
+        assert_eq!(code(&err).as_deref(), Some("RPC_BAD_MESSAGE"));
+        // A chunk length that overflows with its framing (found in review): refused.
+        let mut wire = vec![0, 0, 0, 0, 12, CHUNK_TAG];
+        wire.extend_from_slice(&[0xff; 9]);
+        wire.extend_from_slice(&[0x01, 0x00]);
+        let err = recut_in_pieces(&wire, 1, 1).await.expect_err("overflow");
+        assert_eq!(code(&err).as_deref(), Some("RPC_BAD_MESSAGE"));
         // With small pieces, a message shorter than a varint that is not a chunk: its
         // bytes must not be read past its end.
         let mut short = vec![0, 0, 0, 0, 9, 0x49];
@@ -509,6 +542,37 @@ mod tests {
             "{}",
             err.message()
         );
+    }
+
+    #[tokio::test]
+    async fn messages_complete_before_a_fault_go_out_before_the_refusal() {
+        let header = SubmitDocumentRequest {
+            part: Some(Part::Header(SubmitHeader::default())),
+        };
+        let good = framed(&header);
+        let mut wire = good.clone();
+        wire.extend_from_slice(&[0, 0x00, 0x80, 0x00, 0x00]); // 8 MiB: over the limit
+        let frames: Vec<Result<Frame<Bytes>, Status>> = vec![Ok(Frame::data(wire.into()))];
+        let inner = Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)));
+        let mut body = RecutBody::new(inner);
+        let mut before = Vec::new();
+        let status = loop {
+            match body.frame().await {
+                Some(Ok(f)) => before.extend_from_slice(&f.into_data().expect("data")),
+                Some(Err(status)) => break status,
+                None => panic!("ended without the refusal"),
+            }
+        };
+        assert_eq!(before, good, "the header went first");
+        assert_eq!(
+            status
+                .metadata()
+                .get("truc-error-code")
+                .and_then(|v| v.to_str().ok()),
+            Some("RPC_MESSAGE_TOO_LARGE")
+        );
+        assert!(body.frame().await.is_none(), "and then the end");
+        assert!(http_body::Body::is_end_stream(&body));
     }
 
     #[test]

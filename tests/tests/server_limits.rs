@@ -233,6 +233,27 @@ async fn units_are_known_by_certificate_name_and_a_suspended_unit_is_refused() {
 }
 
 /// A document of about `bytes` bytes (padding in its subject).
+/// The relay's `/metrics` page.
+async fn metrics_text(relay: &TestRelay) -> String {
+    let addr = relay
+        .admin_addr
+        .expect("the test relay serves its admin API");
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// One unlabelled value of a metrics page (0 when absent).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 fn doc_of_size(n: u32, bytes: usize) -> Vec<u8> {
     let date = CalendarDate::new(2026, 11, 21).expect("date");
     let mut builder = DocumentBuilder::new(code(A), vec![code(B)], date, &n.to_string(), "MEM");
@@ -246,26 +267,7 @@ async fn without_memory_left_packages_are_received_on_disk_and_one_unit_cannot_t
     let relay = TestRelay::start_full(&[A, B], |_| {}, "memory_budget_bytes = 409600\n")
         .await
         .expect("relay");
-    let metrics_url = format!(
-        "http://{}/metrics",
-        relay
-            .admin_addr
-            .expect("the test relay serves its admin API")
-    );
-    let metric = |text: &str, name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let metrics = || async {
-        reqwest::get(&metrics_url)
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    };
+    let metrics = || metrics_text(&relay);
     let a = relay.adapter(A).await.expect("A");
     // A slow submission of A that declared 100 KiB holds all of A's share (it sends a
     // byte now and then, so it is not cancelled as idle).
@@ -349,24 +351,7 @@ async fn a_connection_at_its_stream_limit_makes_further_calls_wait_and_others_do
     )
     .await
     .expect("relay");
-    let metrics_url = format!(
-        "http://{}/metrics",
-        relay
-            .admin_addr
-            .expect("the test relay serves its admin API")
-    );
-    let reserved = || async {
-        let text = reqwest::get(&metrics_url)
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .find_map(|l| l.strip_prefix("truc_submission_memory_bytes "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let reserved = || async { metric(&metrics_text(&relay).await, "truc_submission_memory_bytes") };
     let saturated = relay.adapter(A).await.expect("A");
     let other = relay.adapter(A).await.expect("A on a second connection");
     // Two silent submissions take both streams of the first connection; each reserves the

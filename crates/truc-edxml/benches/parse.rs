@@ -79,6 +79,20 @@ fn extraction(c: &mut Criterion) {
                 })
             },
         );
+        // What the relay does with each submission: attachments checked, not hashed.
+        group.bench_with_input(
+            BenchmarkId::new("relay_stream_64KiB_chunks", name),
+            bytes,
+            |b, bytes| {
+                b.iter(|| {
+                    let mut r = PackageReader::new(Limits::default()).without_attachment_digests();
+                    for chunk in bytes.chunks(64 * 1024) {
+                        r.feed(black_box(chunk)).expect("valid");
+                    }
+                    r.finish().expect("valid")
+                })
+            },
+        );
     }
 
     // libxml2's streaming reader on the same 50 MiB file, when installed. It only checks

@@ -12,7 +12,7 @@ use crate::meta::{
     PackageBody, PackageMeta, ResponseFor, SignatureInfo, StaffInfo, StatusHeader, TraceHeader,
 };
 use crate::org_code::OrgCode;
-use crate::tokenizer::{Sink, Tokenizer};
+use crate::tokenizer::{Namespace, Sink, Tokenizer};
 use crate::values::{BusinessDocType, CalendarDate, DocumentId, Sha256Digest, StatusCode};
 
 /// The edXML namespace.
@@ -699,13 +699,15 @@ impl Extractor {
         }
     }
 
+    /// The text of the element that ends, trimmed (the buffer is kept for the next one).
     fn take_text(&mut self) -> Result<String, EdxmlError> {
-        let bytes = std::mem::take(&mut self.text);
-        String::from_utf8(bytes)
+        let text = std::str::from_utf8(&self.text)
             .map(|s| s.trim().to_owned())
             .map_err(|_| EdxmlError::InvalidUtf8 {
                 element: self.path.clone(),
-            })
+            });
+        self.text.clear();
+        text
     }
 
     fn store(&mut self, field: Field, value: String) -> Result<(), EdxmlError> {
@@ -988,12 +990,22 @@ fn set_receiver(r: &mut BusinessReceiver, field: Field, value: String) {
     }
 }
 
+/// Indexes in [`Extractor`]'s known namespaces.
+const KNOWN_EDXML: Option<u8> = Some(0);
+const KNOWN_XMLDSIG: Option<u8> = Some(1);
+
 impl Sink for Extractor {
-    fn start_element(&mut self, ns: &[u8], local: &[u8], offset: u64) -> Result<(), EdxmlError> {
-        let local = std::str::from_utf8(local)
-            .map_err(|_| EdxmlError::malformed(offset, "element name is not UTF-8"))?;
-        let is_edxml = ns == EDXML_NS.as_bytes();
-        let is_dsig = ns == XMLDSIG_NS.as_bytes();
+    const KNOWN_NAMESPACES: &'static [&'static [u8]] =
+        &[EDXML_NS.as_bytes(), XMLDSIG_NS.as_bytes()];
+
+    fn start_element(
+        &mut self,
+        ns: Namespace<'_>,
+        local: &str,
+        _offset: u64,
+    ) -> Result<(), EdxmlError> {
+        let is_edxml = ns.known == KNOWN_EDXML;
+        let is_dsig = ns.known == KNOWN_XMLDSIG;
         if !self.root_checked {
             self.root_checked = true;
             if local != "edXML" {
@@ -1002,7 +1014,7 @@ impl Sink for Extractor {
             if !is_edxml {
                 return Err(EdxmlError::BadNamespace {
                     element: "edXML".into(),
-                    found: String::from_utf8_lossy(ns).into_owned(),
+                    found: String::from_utf8_lossy(ns.uri).into_owned(),
                 });
             }
             self.path_lens.push(0);
@@ -1026,7 +1038,7 @@ impl Sink for Extractor {
             if misplaced_known {
                 return Err(EdxmlError::BadNamespace {
                     element: local.into(),
-                    found: String::from_utf8_lossy(ns).into_owned(),
+                    found: String::from_utf8_lossy(ns.uri).into_owned(),
                 });
             }
             // Foreign elements never match a known path.

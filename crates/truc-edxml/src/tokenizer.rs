@@ -12,10 +12,28 @@ use memchr::{memchr, memchr2, memchr3};
 use crate::error::EdxmlError;
 use crate::limits::Limits;
 
+/// An element's resolved namespace.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Namespace<'a> {
+    /// The URI (empty when none).
+    pub(crate) uri: &'a [u8],
+    /// Its index in the sink's [`Sink::KNOWN_NAMESPACES`], if it is one of them: found once
+    /// when the namespace is declared, so elements need no comparison of long URIs.
+    pub(crate) known: Option<u8>,
+}
+
 /// Receives what the tokenizer finds. Text may arrive in several pieces for one element.
 pub(crate) trait Sink {
-    /// An element opens; `ns` is its resolved namespace URI (empty when none).
-    fn start_element(&mut self, ns: &[u8], local: &[u8], offset: u64) -> Result<(), EdxmlError>;
+    /// The namespace URIs the sink tells apart (at most 255).
+    const KNOWN_NAMESPACES: &'static [&'static [u8]] = &[];
+
+    /// An element opens; `local` is its name without prefix (checked to be a valid name).
+    fn start_element(
+        &mut self,
+        ns: Namespace<'_>,
+        local: &str,
+        offset: u64,
+    ) -> Result<(), EdxmlError>;
     /// The innermost open element closes.
     fn end_element(&mut self) -> Result<(), EdxmlError>;
     /// A piece of character data inside the root element, with references resolved.
@@ -45,25 +63,47 @@ enum State {
     CData { brackets: u8 },
 }
 
-/// The namespace bindings in scope: a stack of (prefix, uri), with the number each open
-/// element declared.
+/// A namespace declaration in scope.
+#[derive(Debug)]
+struct Binding {
+    prefix: Vec<u8>,
+    uri: Vec<u8>,
+    /// See [`Namespace::known`].
+    known: Option<u8>,
+}
+
+/// The namespace bindings in scope: a stack, with the number each open element declared.
 #[derive(Debug, Default)]
 struct Namespaces {
-    bindings: Vec<(Vec<u8>, Vec<u8>)>,
+    bindings: Vec<Binding>,
     declared_per_element: Vec<usize>,
 }
 
 impl Namespaces {
-    fn resolve(&self, prefix: &[u8]) -> Option<&[u8]> {
+    fn resolve<S: Sink>(&self, prefix: &[u8]) -> Option<Namespace<'_>> {
         if prefix == b"xml" {
-            return Some(XML_NS);
+            return Some(Namespace {
+                uri: XML_NS,
+                known: known_index::<S>(XML_NS),
+            });
         }
         self.bindings
             .iter()
             .rev()
-            .find(|(p, _)| p == prefix)
-            .map(|(_, uri)| uri.as_slice())
+            .find(|b| b.prefix == prefix)
+            .map(|b| Namespace {
+                uri: &b.uri,
+                known: b.known,
+            })
     }
+}
+
+/// The index of `uri` in the sink's known namespaces.
+fn known_index<S: Sink>(uri: &[u8]) -> Option<u8> {
+    S::KNOWN_NAMESPACES
+        .iter()
+        .position(|k| *k == uri)
+        .and_then(|i| u8::try_from(i).ok())
 }
 
 /// The tokenizer's state between chunks.
@@ -179,12 +219,16 @@ impl Tokenizer {
         EdxmlError::malformed(self.markup_start, reason)
     }
 
+    fn markup_too_long(&self) -> EdxmlError {
+        EdxmlError::TooLong {
+            element: format!("the markup at byte {}", self.markup_start),
+            limit: self.max_markup,
+        }
+    }
+
     fn push_carry(&mut self, bytes: &[u8]) -> Result<(), EdxmlError> {
         if self.carry.len() + bytes.len() > self.max_markup {
-            return Err(EdxmlError::TooLong {
-                element: format!("the markup at byte {}", self.markup_start),
-                limit: self.max_markup,
-            });
+            return Err(self.markup_too_long());
         }
         self.carry.extend_from_slice(bytes);
         Ok(())
@@ -336,6 +380,21 @@ impl Tokenizer {
     }
 
     fn tag<S: Sink>(&mut self, input: &[u8], quote: u8, sink: &mut S) -> Result<usize, EdxmlError> {
+        if quote == 0 && self.carry.is_empty() {
+            if let Some(end) = tag_end(input) {
+                // The whole tag is in this chunk: read it in place, without copying it.
+                if end > self.max_markup {
+                    return Err(self.markup_too_long());
+                }
+                let body = &input[..end];
+                match body.strip_prefix(b"/") {
+                    Some(name) => self.end_tag(name, sink)?,
+                    None => self.start_tag(body, sink)?,
+                }
+                self.state = State::Content;
+                return Ok(end + 1);
+            }
+        }
         if quote != 0 {
             return match memchr(quote, input) {
                 None => {
@@ -383,7 +442,7 @@ impl Tokenizer {
         };
         let name_end = body.iter().position(|b| is_ws(*b)).unwrap_or(body.len());
         let qname = &body[..name_end];
-        check_name(qname).map_err(|r| self.malformed(r))?;
+        let qname_str = check_name(qname).map_err(|r| self.malformed(r))?;
         if self.root_closed {
             return Err(self.malformed("a second root element"));
         }
@@ -440,19 +499,27 @@ impl Tokenizer {
                         self.malformed("a namespace prefix cannot be bound to an empty URI")
                     );
                 }
-                self.ns.bindings.push((prefix.to_vec(), uri));
+                let known = known_index::<S>(&uri);
+                self.ns.bindings.push(Binding {
+                    prefix: prefix.to_vec(),
+                    uri,
+                    known,
+                });
                 declared += 1;
             }
         }
         self.ns.declared_per_element.push(declared);
 
-        let (prefix, local) = match memchr(b':', qname) {
-            Some(i) => (&qname[..i], &qname[i + 1..]),
-            None => (&b""[..], qname),
+        let (prefix, local) = match qname_str.split_once(':') {
+            Some((prefix, local)) => (prefix.as_bytes(), local),
+            None => (&b""[..], qname_str),
         };
-        let ns = match self.ns.resolve(prefix) {
-            Some(uri) => uri,
-            None if prefix.is_empty() => b"",
+        let ns = match self.ns.resolve::<S>(prefix) {
+            Some(ns) => ns,
+            None if prefix.is_empty() => Namespace {
+                uri: b"",
+                known: None,
+            },
             None => {
                 let reason = format!(
                     "namespace prefix {:?} of <{}> is not declared",
@@ -604,6 +671,19 @@ impl Tokenizer {
     }
 }
 
+/// Where the `>` that ends a tag starting at `input[0]` is, skipping quoted attribute
+/// values; `None` if the tag does not end within `input`.
+fn tag_end(input: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let i = at + memchr3(b'>', b'"', b'\'', &input[at..])?;
+        if input[i] == b'>' {
+            return Some(i);
+        }
+        at = i + 1 + memchr(input[i], &input[i + 1..])? + 1;
+    }
+}
+
 /// How many of `byte` end the stream made of `prev` such bytes followed by `segment`, at most 2.
 fn trailing(byte: u8, prev: u8, segment: &[u8]) -> u8 {
     let n = segment
@@ -647,26 +727,34 @@ fn is_name_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b == b':' || b >= 0x80
 }
 
-fn check_name(name: &[u8]) -> Result<(), String> {
+/// Bytes that may appear in a name: ASCII letters, digits, `_ : - .`, and every byte of a
+/// multi-byte UTF-8 sequence (checked as UTF-8 separately).
+const NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'-' | b'.') || c >= 0x80;
+        b += 1;
+    }
+    table
+};
+
+/// Checks an element or attribute name and returns it as text.
+fn check_name(name: &[u8]) -> Result<&str, String> {
     let Some(&first) = name.first() else {
         return Err("empty element or attribute name".into());
     };
-    if !is_name_start(first) {
-        return Err(format!(
+    let invalid = || {
+        format!(
             "{:?} is not a valid XML name",
             String::from_utf8_lossy(name)
-        ));
+        )
+    };
+    if !is_name_start(first) || !name.iter().all(|&b| NAME_BYTE[usize::from(b)]) {
+        return Err(invalid());
     }
-    let ok = name
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.') || b >= 0x80);
-    if !ok || std::str::from_utf8(name).is_err() {
-        return Err(format!(
-            "{:?} is not a valid XML name",
-            String::from_utf8_lossy(name)
-        ));
-    }
-    Ok(())
+    std::str::from_utf8(name).map_err(|_| invalid())
 }
 
 /// Resolves the name of a reference (the bytes between `&` and `;`) to UTF-8.
@@ -755,11 +843,16 @@ mod tests {
     }
 
     impl Sink for Recorder {
-        fn start_element(&mut self, ns: &[u8], local: &[u8], _: u64) -> Result<(), EdxmlError> {
+        fn start_element(
+            &mut self,
+            ns: Namespace<'_>,
+            local: &str,
+            _: u64,
+        ) -> Result<(), EdxmlError> {
             self.events.push(format!(
                 "<{{{}}}{}>",
-                String::from_utf8_lossy(ns),
-                String::from_utf8_lossy(local)
+                String::from_utf8_lossy(ns.uri),
+                local
             ));
             Ok(())
         }
@@ -857,6 +950,29 @@ mod tests {
                     String::from_utf8_lossy(input)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_tag_at_the_markup_limit_is_read_and_one_byte_more_is_refused_in_any_chunking() {
+        let limits = Limits::default();
+        // `<a x="…"/>`: the tag's body (between `<` and `>`) is `a x="…"/`. Inside a root
+        // element, so that whole chunks hold the tag (the first bytes of a package are
+        // read apart, to look for a byte order mark).
+        let tag = |body_len: usize| format!("<r><a x=\"{}\"/></r>", "y".repeat(body_len - 7));
+        let at_limit = tag(limits.max_markup_bytes);
+        let over = tag(limits.max_markup_bytes + 1);
+        for chunk in [1, 7, 4096, 1 << 20] {
+            assert_eq!(
+                run(at_limit.as_bytes(), chunk).expect("at the limit"),
+                vec!["<{}r>", "<{}a>", "</>", "</>"],
+                "chunk size {chunk}"
+            );
+            assert_eq!(
+                run(over.as_bytes(), chunk).expect_err("over").code(),
+                "EDXML_TOO_LONG",
+                "chunk size {chunk}"
+            );
         }
     }
 

@@ -270,11 +270,43 @@ enum AttachmentField {
     ContentType,
 }
 
-const MESSAGE_HEADER: &str = "edXMLEnvelope/edXMLHeader/MessageHeader";
-const STATUS: &str = "edXMLEnvelope/edXMLHeader/Status";
-const TRACE_LIST: &str = "edXMLEnvelope/edXMLHeader/TraceHeaderList";
-const MANIFEST_REFERENCE: &str = "edXMLEnvelope/edXMLBody/edXMLManifest/Reference";
-const ATTACHMENT: &str = "AttachmentEncoded/Attachment";
+/// The parts of a package whose elements carry fields. They do not nest, so the reader
+/// finds the one it is in when entering it, and inside matches paths relative to it:
+/// short strings instead of long ones for every element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    MessageHeader,
+    Status,
+    TraceList,
+    ManifestReference,
+    Attachment,
+}
+
+impl Section {
+    const ALL: [Section; 5] = [
+        Section::MessageHeader,
+        Section::Status,
+        Section::TraceList,
+        Section::ManifestReference,
+        Section::Attachment,
+    ];
+
+    /// The path of the section's element (local names below the root).
+    fn root(self) -> &'static str {
+        match self {
+            Section::MessageHeader => "edXMLEnvelope/edXMLHeader/MessageHeader",
+            Section::Status => "edXMLEnvelope/edXMLHeader/Status",
+            Section::TraceList => "edXMLEnvelope/edXMLHeader/TraceHeaderList",
+            Section::ManifestReference => "edXMLEnvelope/edXMLBody/edXMLManifest/Reference",
+            Section::Attachment => "AttachmentEncoded/Attachment",
+        }
+    }
+
+    /// The section whose element is at `path`.
+    fn rooted_at(path: &str) -> Option<Section> {
+        Self::ALL.into_iter().find(|s| s.root() == path)
+    }
+}
 
 fn org_field(name: &str) -> Option<OrgField> {
     Some(match name {
@@ -310,13 +342,11 @@ fn staff_field(name: &str) -> Option<StaffField> {
     })
 }
 
-/// The field whose text an element at `path` (local names below the root) carries.
-fn field_at(path: &str) -> Option<Field> {
-    if let Some(rest) = path
-        .strip_prefix(MESSAGE_HEADER)
-        .and_then(|r| r.strip_prefix('/'))
-    {
-        return Some(match rest {
+/// The field whose text an element carries, by its section and its path below the
+/// section's element.
+fn field_at(section: Section, rest: &str) -> Option<Field> {
+    Some(match section {
+        Section::MessageHeader => match rest {
             "Code/CodeNumber" => Field::CodeNumber,
             "Code/CodeNotation" => Field::CodeNotation,
             "PromulgationInfo/Place" => Field::PromulgationPlace,
@@ -346,10 +376,8 @@ fn field_at(path: &str) -> Option<Field> {
                     return None;
                 }
             }
-        });
-    }
-    if let Some(rest) = path.strip_prefix(STATUS).and_then(|r| r.strip_prefix('/')) {
-        return Some(match rest {
+        },
+        Section::Status => match rest {
             "StatusCode" => Field::StatusCode,
             "Description" => Field::StatusDescription,
             "Timestamp" => Field::StatusTimestamp,
@@ -364,13 +392,8 @@ fn field_at(path: &str) -> Option<Field> {
                     return None;
                 }
             }
-        });
-    }
-    if let Some(rest) = path
-        .strip_prefix(TRACE_LIST)
-        .and_then(|r| r.strip_prefix('/'))
-    {
-        return Some(match rest {
+        },
+        Section::TraceList => match rest {
             "TraceHeader/OrganId" => Field::TraceOrganId,
             "TraceHeader/Timestamp" => Field::TraceTimestamp,
             "Bussiness/BussinessDocType" => Field::BusinessDocType,
@@ -393,33 +416,22 @@ fn field_at(path: &str) -> Option<Field> {
                 StaffSlot::Business,
                 staff_field(rest.strip_prefix("Bussiness/StaffInfo/")?)?,
             ),
-        });
-    }
-    if let Some(rest) = path
-        .strip_prefix(MANIFEST_REFERENCE)
-        .and_then(|r| r.strip_prefix('/'))
-    {
-        return Some(Field::Manifest(match rest {
+        },
+        Section::ManifestReference => Field::Manifest(match rest {
             "ContentId" => ManifestField::ContentId,
             "ContentType" => ManifestField::ContentType,
             "Description" => ManifestField::Description,
             "AttachmentName" => ManifestField::AttachmentName,
             _ => return None,
-        }));
-    }
-    if let Some(rest) = path
-        .strip_prefix(ATTACHMENT)
-        .and_then(|r| r.strip_prefix('/'))
-    {
-        return Some(Field::Attachment(match rest {
+        }),
+        Section::Attachment => Field::Attachment(match rest {
             "ContentId" => AttachmentField::ContentId,
             "AttachmentName" => AttachmentField::Name,
             "Description" => AttachmentField::Description,
             "ContentType" => AttachmentField::ContentType,
             _ => return None,
-        }));
-    }
-    None
+        }),
+    })
 }
 
 /// Where a `Signature` element may stand: under the root, the envelope or its header.
@@ -510,6 +522,8 @@ struct Extractor {
     path: String,
     path_lens: Vec<usize>,
     frames: Vec<Frame>,
+    /// The section the reader is in, and the index of its element's frame.
+    section: Option<(Section, usize)>,
     root_checked: bool,
     text: Vec<u8>,
     text_overflow: bool,
@@ -567,6 +581,7 @@ impl Extractor {
             path: String::new(),
             path_lens: Vec::new(),
             frames: Vec::new(),
+            section: None,
             root_checked: false,
             text: Vec::new(),
             text_overflow: false,
@@ -609,46 +624,50 @@ impl Extractor {
         Ok(())
     }
 
-    /// Bookkeeping when an element opens at `self.path`.
+    /// Bookkeeping when an element opens at `self.path`; its frame will be the
+    /// `self.frames.len()`-th.
     fn open(&mut self) -> Result<Frame, EdxmlError> {
-        let path = self.path.as_str();
+        if self.section.is_none() {
+            self.section = Section::rooted_at(&self.path).map(|s| (s, self.frames.len()));
+        }
+        let Some((section, _)) = self.section else {
+            return Ok(Frame::Other);
+        };
+        // The path below the section's element ("" for the element itself).
+        let rest = self.path.get(section.root().len()..).unwrap_or_default();
+        let rest = rest.strip_prefix('/').unwrap_or(rest);
         let list_limit = self.limits.max_list_entries;
-        match path {
-            MESSAGE_HEADER => self.saw_message_header = true,
-            STATUS => self.saw_status = true,
-            _ => {}
-        }
-        if let Some(rest) = path
-            .strip_prefix(MESSAGE_HEADER)
-            .and_then(|r| r.strip_prefix('/'))
-        {
-            match rest {
-                "To" => {
-                    if self.doc_to.len() >= self.limits.max_recipients {
-                        return Err(EdxmlError::TooManyRecipients {
-                            limit: self.limits.max_recipients,
-                        });
-                    }
-                    self.doc_to.push(RawOrganization::default());
+        match (section, rest) {
+            (Section::MessageHeader, "") => self.saw_message_header = true,
+            (Section::Status, "") => self.saw_status = true,
+            (Section::MessageHeader, "To") => {
+                if self.doc_to.len() >= self.limits.max_recipients {
+                    return Err(EdxmlError::TooManyRecipients {
+                        limit: self.limits.max_recipients,
+                    });
                 }
-                "ResponseFor" => {
-                    Self::push_limited(&mut self.doc_response, list_limit, "ResponseFor")?
-                }
-                _ => {}
+                self.doc_to.push(RawOrganization::default());
             }
-        }
-        match path {
-            "edXMLEnvelope/edXMLHeader/TraceHeaderList/TraceHeader" => {
+            (Section::MessageHeader, "ResponseFor") => {
+                Self::push_limited(&mut self.doc_response, list_limit, "ResponseFor")?
+            }
+            (Section::TraceList, "TraceHeader") => {
                 Self::push_limited(&mut self.trace, list_limit, "TraceHeader")?
             }
-            "edXMLEnvelope/edXMLHeader/TraceHeaderList/Bussiness/BussinessDocumentInfo/ReceiverList/Receiver" => {
+            (Section::TraceList, "Bussiness/BussinessDocumentInfo/ReceiverList/Receiver") => {
                 Self::push_limited(&mut self.business.receivers, list_limit, "Receiver")?
             }
-            "edXMLEnvelope/edXMLHeader/TraceHeaderList/Bussiness/ReplacementInfoList/ReplacementInfo" => {
-                Self::push_limited(&mut self.business.replacements, list_limit, "ReplacementInfo")?
+            (Section::TraceList, "Bussiness/ReplacementInfoList/ReplacementInfo") => {
+                Self::push_limited(
+                    &mut self.business.replacements,
+                    list_limit,
+                    "ReplacementInfo",
+                )?
             }
-            MANIFEST_REFERENCE => Self::push_limited(&mut self.manifest, list_limit, "manifest references")?,
-            ATTACHMENT => {
+            (Section::ManifestReference, "") => {
+                Self::push_limited(&mut self.manifest, list_limit, "manifest references")?
+            }
+            (Section::Attachment, "") => {
                 if self.attachments.len() >= self.limits.max_attachments {
                     return Err(EdxmlError::TooManyAttachments {
                         limit: self.limits.max_attachments,
@@ -656,10 +675,10 @@ impl Extractor {
                 }
                 self.attachments.push(Attachment::default());
             }
-            "AttachmentEncoded/Attachment/ContentTransferEncoded" => {
+            (Section::Attachment, "ContentTransferEncoded") => {
                 if self.base64.is_some() {
                     return Err(EdxmlError::BadField {
-                        element: path.to_owned(),
+                        element: self.path.clone(),
                         value: String::new(),
                         reason: "one ContentTransferEncoded per Attachment",
                     });
@@ -672,7 +691,7 @@ impl Extractor {
             }
             _ => {}
         }
-        Ok(match field_at(path) {
+        Ok(match field_at(section, rest) {
             Some(f) => Frame::Field(f),
             None => Frame::Other,
         })
@@ -1072,6 +1091,9 @@ impl Sink for Extractor {
 
     fn end_element(&mut self) -> Result<(), EdxmlError> {
         let frame = self.frames.pop().unwrap_or(Frame::Other);
+        if matches!(self.section, Some((_, at)) if at == self.frames.len()) {
+            self.section = None;
+        }
         if self.in_signature > 0 {
             self.in_signature -= 1;
         }

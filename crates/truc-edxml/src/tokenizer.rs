@@ -90,12 +90,19 @@ impl Namespaces {
         self.bindings
             .iter()
             .rev()
-            .find(|b| b.prefix == prefix)
+            .find(|b| same_short(&b.prefix, prefix))
             .map(|b| Namespace {
                 uri: &b.uri,
                 known: b.known,
             })
     }
+}
+
+/// Whether two short byte strings (namespace prefixes) are equal: compared in place,
+/// which for a handful of bytes is several times cheaper than a call to `memcmp`, and this
+/// runs for every element.
+fn same_short(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// The index of `uri` in the sink's known namespaces.

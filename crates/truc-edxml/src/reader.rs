@@ -624,8 +624,8 @@ impl Extractor {
         Ok(())
     }
 
-    /// Bookkeeping when an element opens at `self.path`; its frame will be the
-    /// `self.frames.len()`-th.
+    /// Bookkeeping when an element opens at `self.path`; its frame will be at index
+    /// `self.frames.len()`.
     fn open(&mut self) -> Result<Frame, EdxmlError> {
         if self.section.is_none() {
             self.section = Section::rooted_at(&self.path).map(|s| (s, self.frames.len()));

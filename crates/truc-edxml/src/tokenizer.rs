@@ -24,7 +24,8 @@ pub(crate) struct Namespace<'a> {
 
 /// Receives what the tokenizer finds. Text may arrive in several pieces for one element.
 pub(crate) trait Sink {
-    /// The namespace URIs the sink tells apart (at most 255).
+    /// The namespace URIs the sink tells apart (indexed by a `u8`: any past the 256th would
+    /// count as unknown).
     const KNOWN_NAMESPACES: &'static [&'static [u8]] = &[];
 
     /// An element opens; `local` is its name without prefix (checked to be a valid name).
@@ -53,7 +54,9 @@ enum State {
     Reference,
     /// After `<`, deciding what kind of markup follows; the bytes so far are in `carry`.
     MarkupOpen,
-    /// Inside a start or end tag (bytes after `<` in `carry`); `quote` is the open quote or 0.
+    /// Inside a start or end tag; `quote` is the open quote or 0. A tag wholly inside the
+    /// chunk being fed is read in place; one that spans chunks is gathered in `carry` (the
+    /// bytes after `<`).
     Tag { quote: u8 },
     /// Inside a processing instruction (bytes after `<?` in `carry`).
     Pi,

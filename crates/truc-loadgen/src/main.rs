@@ -196,7 +196,7 @@ struct Latency {
     samples: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Default, Debug, Serialize)]
 struct RelayUsage {
     ministry: String,
     cpu_seconds: f64,
@@ -207,6 +207,13 @@ struct RelayUsage {
     /// under which half and 99 % of the document submissions finished. Without kills only.
     submission_p50_ms_at_most: Option<f64>,
     submission_p99_ms_at_most: Option<f64>,
+    /// The store's flushes over the run, from its `truc_store_flush_duration_seconds`
+    /// histogram: how many, and the bucket bounds (ms) under which half, 99 % and all of
+    /// them finished — where a stalling disk shows. Without kills only.
+    flushes: Option<u64>,
+    flush_p50_ms_at_most: Option<f64>,
+    flush_p99_ms_at_most: Option<f64>,
+    flush_max_ms_at_most: Option<f64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -369,7 +376,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
     let ministries: Vec<String> = relays.iter().map(|r| r.ministry.clone()).collect();
     let before: Vec<_> = relays.iter().map(|r| usage(&r.pid().to_string())).collect();
     let admins: Vec<Option<std::net::SocketAddr>> = relays.iter().map(|r| r.admin).collect();
-    let buckets_before = submission_histograms(&admins).await;
+    let buckets_before = relay_histograms(&admins).await;
     let pid_b = relay_b.as_ref().map(|r| r.pid());
     let self_before = usage("self");
     eprintln!(
@@ -515,7 +522,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         .map(|pid| usage(&pid.to_string()))
         .collect();
     let self_after = usage("self");
-    let buckets_after = submission_histograms(&admins).await;
+    let buckets_after = relay_histograms(&admins).await;
     for r in receivers {
         r.abort();
     }
@@ -533,8 +540,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             },
             cpu_percent: 100.0 * (a.cpu_seconds - b.cpu_seconds).max(0.0) / total.as_secs_f64(),
             peak_rss_mib: a.peak_rss as f64 / (1024.0 * 1024.0),
-            submission_p50_ms_at_most: None,
-            submission_p99_ms_at_most: None,
+            ..RelayUsage::default()
         })
         .collect();
     if kills == 0 {
@@ -543,8 +549,14 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             .zip(buckets_before.iter().zip(&buckets_after))
         {
             if let (Some(b), Some(a)) = (b, a) {
-                u.submission_p50_ms_at_most = relay::bucket_quantile_ms(b, a, 0.5);
-                u.submission_p99_ms_at_most = relay::bucket_quantile_ms(b, a, 0.99);
+                u.submission_p50_ms_at_most =
+                    relay::bucket_quantile_ms(&b.submission, &a.submission, 0.5);
+                u.submission_p99_ms_at_most =
+                    relay::bucket_quantile_ms(&b.submission, &a.submission, 0.99);
+                u.flushes = relay::bucket_count(&b.flush, &a.flush);
+                u.flush_p50_ms_at_most = relay::bucket_quantile_ms(&b.flush, &a.flush, 0.5);
+                u.flush_p99_ms_at_most = relay::bucket_quantile_ms(&b.flush, &a.flush, 0.99);
+                u.flush_max_ms_at_most = relay::bucket_quantile_ms(&b.flush, &a.flush, 1.0);
             }
         }
     }
@@ -665,8 +677,7 @@ async fn run_jetstream(cli: Cli) -> anyhow::Result<Report> {
             cpu_seconds: after.cpu_seconds - before.cpu_seconds,
             cpu_percent: 100.0 * (after.cpu_seconds - before.cpu_seconds) / total.as_secs_f64(),
             peak_rss_mib: after.peak_rss as f64 / (1024.0 * 1024.0),
-            submission_p50_ms_at_most: None,
-            submission_p99_ms_at_most: None,
+            ..RelayUsage::default()
         }],
         self_after.cpu_seconds - self_before.cpu_seconds,
     );
@@ -875,18 +886,29 @@ fn print_table(r: &Report) {
                 u.ministry
             );
         }
+        if let (Some(n), Some(p50), Some(p99), Some(max)) = (
+            u.flushes,
+            u.flush_p50_ms_at_most,
+            u.flush_p99_ms_at_most,
+            u.flush_max_ms_at_most,
+        ) {
+            println!(
+                "  relay {}'s store flushes: {n}, p50 ≤ {p50} ms · p99 ≤ {p99} ms · slowest ≤ {max} ms",
+                u.ministry
+            );
+        }
     }
     println!("  loadgen: {:.1} s CPU", r.loadgen_cpu_seconds);
 }
 
-/// Each relay's submission-latency histogram now (`None` where it cannot be read).
-async fn submission_histograms(
+/// Each relay's histograms now (`None` where they cannot be read).
+async fn relay_histograms(
     admins: &[Option<std::net::SocketAddr>],
-) -> Vec<Option<Vec<(f64, u64)>>> {
+) -> Vec<Option<relay::RelayHistograms>> {
     let mut out = Vec::with_capacity(admins.len());
     for admin in admins {
         out.push(match admin {
-            Some(a) => relay::submission_buckets(*a).await.ok(),
+            Some(a) => relay::histograms(*a).await.ok(),
             None => None,
         });
     }

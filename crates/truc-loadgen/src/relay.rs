@@ -274,9 +274,20 @@ fn launch(
     Ok((child, addr, admin))
 }
 
-/// Cumulative buckets (`le` in seconds, count) of the relay's
-/// `truc_submission_duration_seconds{kind="document"}`, read from its `/metrics`.
-pub async fn submission_buckets(admin: SocketAddr) -> anyhow::Result<Vec<(f64, u64)>> {
+/// Two of the relay's histograms, as cumulative buckets (`le` in seconds, count), read
+/// from its `/metrics` at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct RelayHistograms {
+    /// `truc_submission_duration_seconds{kind="document"}`: the relay's own share of each
+    /// submission's latency.
+    pub submission: Vec<(f64, u64)>,
+    /// `truc_store_flush_duration_seconds`: the store's flushes (the fsync a group of
+    /// durable receipts waits for), where a slow disk shows first.
+    pub flush: Vec<(f64, u64)>,
+}
+
+/// Reads the relay's histograms from its admin listener.
+pub async fn histograms(admin: SocketAddr) -> anyhow::Result<RelayHistograms> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(admin).await?;
     // HTTP/1.0: the whole body, then the connection closes (no chunked encoding).
@@ -285,16 +296,26 @@ pub async fn submission_buckets(admin: SocketAddr) -> anyhow::Result<Vec<(f64, u
         .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    Ok(parse_submission_buckets(&response))
+    Ok(RelayHistograms {
+        submission: parse_buckets(
+            &response,
+            "truc_submission_duration_seconds",
+            Some("kind=\"document\""),
+        ),
+        flush: parse_buckets(&response, "truc_store_flush_duration_seconds", None),
+    })
 }
 
-fn parse_submission_buckets(text: &str) -> Vec<(f64, u64)> {
+/// The buckets of histogram `metric` in a Prometheus text page, keeping only the series
+/// whose labels contain `label` when given.
+fn parse_buckets(text: &str, metric: &str, label: Option<&str>) -> Vec<(f64, u64)> {
+    let prefix = format!("{metric}_bucket{{");
     let mut buckets = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("truc_submission_duration_seconds_bucket{") else {
+        let Some(rest) = line.strip_prefix(prefix.as_str()) else {
             continue;
         };
-        if !rest.contains("kind=\"document\"") {
+        if label.is_some_and(|l| !rest.contains(l)) {
             continue;
         }
         let le = rest
@@ -315,6 +336,12 @@ fn parse_submission_buckets(text: &str) -> Vec<(f64, u64)> {
     }
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     buckets
+}
+
+/// How many observations a histogram gained between two readings.
+pub fn bucket_count(before: &[(f64, u64)], after: &[(f64, u64)]) -> Option<u64> {
+    let total = |buckets: &[(f64, u64)]| buckets.last().map(|(_, c)| *c);
+    Some(total(after)?.saturating_sub(total(before).unwrap_or(0)))
 }
 
 /// The smallest bucket bound under which at least `q` of the submissions between two
@@ -349,7 +376,11 @@ mod tests {
             truc_submission_duration_seconds_bucket{le=\"0.01\",kind=\"document\"} 110\n\
             truc_submission_duration_seconds_bucket{le=\"+Inf\",kind=\"document\"} 110\n\
             truc_submission_duration_seconds_bucket{le=\"0.001\",kind=\"status\"} 99\n";
-        let after = parse_submission_buckets(text);
+        let after = parse_buckets(
+            text,
+            "truc_submission_duration_seconds",
+            Some("kind=\"document\""),
+        );
         assert_eq!(after.len(), 4);
         let before = vec![(0.001, 10), (0.005, 10), (0.01, 10), (f64::INFINITY, 10)];
         // 100 submissions between the readings: 98 under 5 ms, 2 more under 10 ms.
@@ -357,6 +388,32 @@ mod tests {
         assert_eq!(bucket_quantile_ms(&before, &after, 0.98), Some(5.0));
         assert_eq!(bucket_quantile_ms(&before, &after, 0.99), Some(10.0));
         assert_eq!(bucket_quantile_ms(&after, &after, 0.99), None);
+    }
+
+    #[test]
+    fn flushes_are_read_beside_submissions_and_the_slowest_bound_found() {
+        let page = "truc_submission_duration_seconds_bucket{le=\"0.005\",kind=\"document\"} 7\n\
+            truc_store_flush_duration_seconds_bucket{le=\"0.0005\"} 1\n\
+            truc_store_flush_duration_seconds_bucket{le=\"0.002\"} 90\n\
+            truc_store_flush_duration_seconds_bucket{le=\"0.25\"} 99\n\
+            truc_store_flush_duration_seconds_bucket{le=\"0.5\"} 100\n\
+            truc_store_flush_duration_seconds_bucket{le=\"+Inf\"} 100\n\
+            truc_store_flush_duration_seconds_sum 1.5\n";
+        let flush = parse_buckets(page, "truc_store_flush_duration_seconds", None);
+        assert_eq!(flush.len(), 5, "buckets only, not the sum: {flush:?}");
+        let submission = parse_buckets(
+            page,
+            "truc_submission_duration_seconds",
+            Some("kind=\"document\""),
+        );
+        assert_eq!(submission, vec![(0.005, 7)]);
+        let none: Vec<(f64, u64)> = Vec::new();
+        assert_eq!(bucket_count(&none, &flush), Some(100));
+        assert_eq!(bucket_count(&flush, &flush), Some(0));
+        assert_eq!(bucket_quantile_ms(&none, &flush, 0.5), Some(2.0));
+        assert_eq!(bucket_quantile_ms(&none, &flush, 0.99), Some(250.0));
+        // One flush took between 250 and 500 ms: the slowest is under 500 ms.
+        assert_eq!(bucket_quantile_ms(&none, &flush, 1.0), Some(500.0));
     }
 }
 

@@ -396,11 +396,7 @@ impl Tokenizer {
                 if end > self.max_markup {
                     return Err(self.markup_too_long());
                 }
-                let body = &input[..end];
-                match body.strip_prefix(b"/") {
-                    Some(name) => self.end_tag(name, sink)?,
-                    None => self.start_tag(body, sink)?,
-                }
+                self.whole_tag(&input[..end], sink)?;
                 self.state = State::Content;
                 return Ok(end + 1);
             }
@@ -426,11 +422,7 @@ impl Tokenizer {
             Some(i) if input[i] == b'>' => {
                 self.push_carry(&input[..i])?;
                 let body = std::mem::take(&mut self.carry);
-                let result = if body.first() == Some(&b'/') {
-                    self.end_tag(&body[1..], sink)
-                } else {
-                    self.start_tag(&body, sink)
-                };
+                let result = self.whole_tag(&body, sink);
                 self.carry = body;
                 self.carry.clear();
                 result?;
@@ -442,6 +434,14 @@ impl Tokenizer {
                 self.state = State::Tag { quote: input[i] };
                 Ok(i + 1)
             }
+        }
+    }
+
+    /// A complete tag's body (the bytes between `<` and `>`): an end tag or a start tag.
+    fn whole_tag<S: Sink>(&mut self, body: &[u8], sink: &mut S) -> Result<(), EdxmlError> {
+        match body.strip_prefix(b"/") {
+            Some(name) => self.end_tag(name, sink),
+            None => self.start_tag(body, sink),
         }
     }
 

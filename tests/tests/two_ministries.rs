@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use truc_axis_sim::{Simulator, SystemConfig};
-use truc_edxml::{CalendarDate, DocumentBuilder, DocumentId, StatusBuilder, StatusCode};
+use truc_edxml::{
+    CalendarDate, DocumentBuilder, DocumentId, StatusBuilder, StatusCode, VietnamTime,
+};
 use truc_tests::{code, TestRelay};
 
 const A_UNIT: &str = "000.00.05.G04"; // a level-2 unit of the transport ministry
@@ -17,6 +19,11 @@ async fn next(inbox: &mut truc_client::Inbox, what: &str) -> truc_client::Delive
         .unwrap_or_else(|_| panic!("{what} within 30 s"))
         .expect("inbox")
         .expect("a delivery")
+}
+
+/// Now on Vietnam's wall clock, as the ministries' systems stamp their statuses.
+fn vietnam_now() -> VietnamTime {
+    VietnamTime::from_unix_seconds((truc_store::Timestamp::now().0 / 1000) as i64)
 }
 
 fn upstream(base: &str, system: &str, secret: &str) -> String {
@@ -96,13 +103,26 @@ async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
         ),
         ("status", "01", B_CHILD)
     );
+    // Stamped like the recipients' own systems stamp theirs: Vietnam's clock, not UTC
+    // (which would be seven hours behind).
+    let stamp = truc_edxml::parse(&arrived.package)
+        .expect("the 01 package reads")
+        .status()
+        .map(|s| s.timestamp.clone())
+        .expect("a status");
+    let stamped = VietnamTime::parse(&stamp).expect("a yyyy/MM/dd HH:mm:ss stamp");
+    assert!(
+        (stamped.unix_seconds() - vietnam_now().unix_seconds()).abs() < 3600,
+        "01 stamped {stamp}, now is {} in Vietnam",
+        vietnam_now()
+    );
     a_inbox.ack(&arrived.delivery_id).await.expect("ack");
     for code_ in ["03", "06"] {
         let status = StatusBuilder::new(
             code(B_CHILD),
             DocumentId::new(&receipt.document_id),
             StatusCode::new(code_),
-            "2026/11/21 14:00:00",
+            &vietnam_now().to_string(),
         )
         .build();
         let r = b.submit_status(&status, None).await.expect("status");

@@ -44,7 +44,7 @@ pub use org_code::{OrgCode, OrgCodeError, OrgLevel};
 pub use reader::{parse, parse_reader, parse_with, PackageReader, ReadError, EDXML_NS, XMLDSIG_NS};
 pub use values::{
     BusinessDocType, CalendarDate, DocumentId, DocumentIdShape, KnownStatus, Sha256Digest,
-    StatusCode,
+    StatusCode, VietnamTime,
 };
 
 /// A package: its bytes, untouched, and what the relay read from them.

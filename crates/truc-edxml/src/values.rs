@@ -108,6 +108,130 @@ impl From<CalendarDate> for String {
     }
 }
 
+/// A wall-clock time in Vietnam (UTC+7, no daylight saving), as edXML writes `Timestamp`
+/// (`yyyy/MM/dd HH:mm:ss`).
+///
+/// The ministries' systems stamp statuses and trace headers with their local clock and no
+/// zone, so this is the one place that turns such a stamp into an instant and back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VietnamTime {
+    /// The day, in Vietnam.
+    pub date: CalendarDate,
+    /// Seconds since midnight, in Vietnam (0..86,400).
+    pub second_of_day: u32,
+}
+
+impl VietnamTime {
+    /// Vietnam's offset from UTC, in seconds.
+    pub const UTC_OFFSET_SECONDS: i64 = 7 * 3600;
+
+    /// The time in Vietnam at `seconds` since the Unix epoch.
+    pub fn from_unix_seconds(seconds: i64) -> Self {
+        let local = seconds + Self::UTC_OFFSET_SECONDS;
+        VietnamTime {
+            date: CalendarDate::from_unix_days(local.div_euclid(86_400)),
+            second_of_day: local.rem_euclid(86_400) as u32,
+        }
+    }
+
+    /// Seconds since the Unix epoch (the inverse of
+    /// [`from_unix_seconds`](Self::from_unix_seconds)).
+    pub fn unix_seconds(&self) -> i64 {
+        self.date.unix_days() * 86_400 + i64::from(self.second_of_day) - Self::UTC_OFFSET_SECONDS
+    }
+
+    /// Parses `yyyy/MM/dd HH:mm:ss` (Vietnam time), also with `-` in the date, a `T` before
+    /// the time, no seconds, a fraction of a second (ignored), or an explicit zone (`Z`,
+    /// `+07:00`, `+0700`) as some producers write them. `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let split = s.find([' ', 'T'])?;
+        let date = CalendarDate::parse(&s[..split])?;
+        let rest = s[split + 1..].trim_start();
+        // An explicit zone: `Z`, or a sign after the time.
+        let (clock, offset) = if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
+            (clock, Some(0))
+        } else if let Some(at) = rest.rfind(['+', '-']) {
+            (&rest[..at], Some(Self::parse_offset(&rest[at..])?))
+        } else {
+            (rest, None)
+        };
+        let clock = clock.split_once('.').map_or(clock, |(whole, fraction)| {
+            if fraction.bytes().all(|b| b.is_ascii_digit()) {
+                whole
+            } else {
+                clock
+            }
+        });
+        let mut parts = clock.split(':');
+        let mut number = |max: u32| -> Option<u32> {
+            let p = parts.next()?;
+            (p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse().ok())
+                .flatten()
+                .filter(|n| *n <= max)
+        };
+        let (hours, minutes) = (number(23)?, number(59)?);
+        let seconds = match parts.next() {
+            None => 0,
+            Some(p) if p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse().ok().filter(|n: &u32| *n <= 59)?
+            }
+            Some(_) => return None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        let written = VietnamTime {
+            date,
+            second_of_day: hours * 3600 + minutes * 60 + seconds,
+        };
+        Some(match offset {
+            None => written,
+            // The stamp is in another zone: the same instant, in Vietnam.
+            Some(offset) => VietnamTime::from_unix_seconds(
+                written.unix_seconds() + Self::UTC_OFFSET_SECONDS - offset,
+            ),
+        })
+    }
+
+    /// `+07:00`, `-0530`, `+07` as seconds east of UTC.
+    fn parse_offset(s: &str) -> Option<i64> {
+        let sign = match s.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let digits: String = s[1..].chars().filter(|c| *c != ':').collect();
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let (h, m) = match digits.len() {
+            2 => (digits.parse::<i64>().ok()?, 0),
+            4 => (
+                digits[..2].parse::<i64>().ok()?,
+                digits[2..].parse::<i64>().ok()?,
+            ),
+            _ => return None,
+        };
+        (h <= 14 && m <= 59).then_some(sign * (h * 3600 + m * 60))
+    }
+}
+
+impl fmt::Display for VietnamTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.second_of_day;
+        write!(
+            f,
+            "{} {:02}:{:02}:{:02}",
+            self.date,
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
+    }
+}
+
 /// A document identifier (mã định danh văn bản), kept exactly as written.
 ///
 /// Deduplication and status routing key on it, so the raw string is the identity; the parsed
@@ -468,6 +592,56 @@ impl TryFrom<String> for Sha256Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vietnam_time_is_seven_hours_ahead_of_utc_and_round_trips() {
+        // 2026-12-07T01:00:00Z is 08:00 in Hà Nội.
+        let t = VietnamTime::from_unix_seconds(1_796_605_200);
+        assert_eq!(t.to_string(), "2026/12/07 08:00:00");
+        assert_eq!(t.unix_seconds(), 1_796_605_200);
+        // Just before midnight UTC is the next morning in Vietnam.
+        let t = VietnamTime::from_unix_seconds(1_796_601_599);
+        assert_eq!(t.to_string(), "2026/12/07 06:59:59");
+        for seconds in [0, 1, 25_199, 25_200, 86_399, 951_782_400, 1_796_605_200] {
+            let t = VietnamTime::from_unix_seconds(seconds);
+            assert_eq!(t.unix_seconds(), seconds);
+            assert_eq!(VietnamTime::parse(&t.to_string()), Some(t));
+        }
+    }
+
+    #[test]
+    fn vietnam_time_reads_the_shapes_producers_write() {
+        let eight = VietnamTime::parse("2026/12/07 08:00:00").expect("a stamp");
+        assert_eq!(eight.unix_seconds(), 1_796_605_200);
+        for same in [
+            "2026-12-07 08:00:00",
+            "2026-12-07T08:00:00",
+            " 2026/12/07 08:00 ",
+            "2026/12/07 08:00:00.250",
+            "2026-12-07T01:00:00Z",
+            "2026-12-07T08:00:00+07:00",
+            "2026-12-07T08:00:00+0700",
+            "2026-12-06T20:00:00-05:00",
+            "07/12/2026 08:00:00",
+        ] {
+            assert_eq!(VietnamTime::parse(same), Some(eight), "{same}");
+        }
+        for bad in [
+            "",
+            "2026/12/07",
+            "2026/12/07 24:00:00",
+            "2026/12/07 08:60:00",
+            "2026/12/07 08:00:61",
+            "2026/02/30 08:00:00",
+            "2026/12/07 8:00:00",
+            "2026/12/07 08:00:00:00",
+            "2026/12/07 08:00:00+99:00",
+            "2026/12/07 08:00:00.x",
+            "hôm nay 08:00",
+        ] {
+            assert_eq!(VietnamTime::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn unix_days_to_dates() {

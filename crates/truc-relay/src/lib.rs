@@ -272,6 +272,7 @@ impl Relay {
             answers: doc
                 .filter(|d| d.business.doc_type != truc_edxml::BusinessDocType::New)
                 .and_then(|d| d.affected_document_id().cloned()),
+            reported_at: None,
         };
         Ok((routes, summary))
     }
@@ -317,6 +318,8 @@ impl Relay {
         let summary = Summary {
             status_code: Some(status.status_code.clone()),
             answers: Some(answered),
+            reported_at: truc_edxml::VietnamTime::parse(&status.timestamp)
+                .and_then(Timestamp::from_vietnam_time),
             ..Summary::default()
         };
         Ok((routes, summary))
@@ -354,15 +357,9 @@ impl Relay {
         doc: &truc_edxml::DocumentId,
     ) -> Result<(), RelayError> {
         let at = delivery.completed_at.unwrap_or_else(Timestamp::now);
-        let secs = at.0 / 1000;
-        let date = truc_edxml::CalendarDate::from_unix_days((secs / 86_400) as i64);
-        let rem = secs % 86_400;
-        let timestamp = format!(
-            "{date} {:02}:{:02}:{:02}",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        );
+        // Stamped like the recipients' own systems stamp theirs: Vietnam's wall clock.
+        let timestamp =
+            truc_edxml::VietnamTime::from_unix_seconds((at.0 / 1000) as i64).to_string();
         let mut builder = truc_edxml::StatusBuilder::new(
             delivery.key.recipient.clone(),
             doc.clone(),
@@ -422,6 +419,7 @@ fn arrived_entry(doc: &truc_edxml::DocumentId, recipient: &OrgCode, at: Timestam
         message_id: None,
         description: "recorded by the relay: the recipient's system acknowledged the delivery"
             .into(),
+        reported_at: Some(at),
     }
 }
 

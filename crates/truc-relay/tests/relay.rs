@@ -247,11 +247,19 @@ async fn a_document_reaches_local_units_and_the_axis_and_its_status_returns() {
         .await
         .expect("trace");
     let codes: Vec<&str> = trace.statuses.iter().map(|s| s.code.as_str()).collect();
+    // The timeline follows what the reporters say: the sample's 03 is stamped
+    // 2026/11/21 10:00:00 (Vietnam, 03:00 UTC), before today's 01 that the relay recorded
+    // on acknowledgement.
     assert_eq!(
         codes,
-        ["01", "03"],
-        "01 recorded on acknowledgement, 03 from the status package"
+        ["03", "01"],
+        "03 from the status package, by its stamp; 01 recorded on acknowledgement"
     );
+    assert_eq!(
+        trace.statuses[0].reported_at,
+        Some(Timestamp(1_795_230_000_000))
+    );
+    assert_eq!(trace.statuses[1].reported_at, Some(trace.statuses[1].at));
 
     // Resubmitting gives the original receipt.
     let again = relay

@@ -154,6 +154,7 @@ async fn run(stage: Stage, cut: Option<usize>) -> usize {
                     at: now,
                     message_id: None,
                     description: String::new(),
+                    reported_at: Some(now),
                 };
                 store
                     .ack_with_status(&token(1), Completion::Acknowledged, Some(arrived), now)

@@ -1448,6 +1448,7 @@ impl Store for SledStore {
                             at: now,
                             message_id: Some(id),
                             description: String::new(),
+                            reported_at: m.summary.reported_at,
                         };
                         txn.batch
                             .insert(status_key(&entry), encode("status", &entry)?);
@@ -1967,6 +1968,9 @@ impl Store for SledStore {
             let (_, v) = kv?;
             trace.statuses.push(decode("status", &v)?);
         }
+        trace
+            .statuses
+            .sort_by(|a, b| a.timeline_order().cmp(&b.timeline_order()));
         trace.messages = messages;
         Ok(trace)
     }
@@ -2749,5 +2753,70 @@ mod log_segment_tests {
             &payload.read_all().expect("read")[..],
             b"kept across versions"
         );
+    }
+}
+
+#[cfg(test)]
+mod record_format_tests {
+    use super::*;
+    use truc_edxml::StatusCode;
+
+    /// `StatusEntry` and `Summary` as they were stored before `reported_at` existed
+    /// (positional MessagePack: the same fields in the same order, one fewer).
+    #[derive(Serialize)]
+    struct StatusEntryBefore {
+        document_id: DocumentId,
+        code: StatusCode,
+        from: OrgCode,
+        at: Timestamp,
+        message_id: Option<MessageId>,
+        description: String,
+    }
+
+    #[derive(Serialize)]
+    struct SummaryBefore {
+        subject: String,
+        due_date: Option<truc_edxml::CalendarDate>,
+        priority: Option<u8>,
+        status_code: Option<StatusCode>,
+        answers: Option<DocumentId>,
+    }
+
+    /// Stores written by earlier releases keep their timelines readable.
+    #[test]
+    fn records_written_before_reported_times_still_decode() {
+        let before = StatusEntryBefore {
+            document_id: DocumentId::new("000.00.05.G04,2026/11/21,42/TEST"),
+            code: StatusCode::new("03"),
+            from: OrgCode::parse("000.00.07.G04").expect("code"),
+            at: Timestamp(1_796_605_200_000),
+            message_id: None,
+            description: "accepted".into(),
+        };
+        let entry: StatusEntry =
+            decode("status", &encode("status", &before).expect("encode")).expect("decode");
+        assert_eq!(entry.code.as_str(), "03");
+        assert_eq!(entry.at, before.at);
+        assert_eq!(entry.description, "accepted");
+        assert_eq!(entry.reported_at, None);
+        assert_eq!(entry.timeline_order().0, before.at, "placed at its arrival");
+
+        let summary: Summary = decode(
+            "summary",
+            &encode(
+                "summary",
+                &SummaryBefore {
+                    subject: String::new(),
+                    due_date: None,
+                    priority: None,
+                    status_code: Some(StatusCode::new("06")),
+                    answers: Some(before.document_id.clone()),
+                },
+            )
+            .expect("encode"),
+        )
+        .expect("decode");
+        assert_eq!(summary.status_code, Some(StatusCode::new("06")));
+        assert_eq!(summary.reported_at, None);
     }
 }

@@ -39,6 +39,14 @@ impl Timestamp {
         Timestamp(self.0.saturating_sub(d.as_millis() as u64))
     }
 
+    /// The instant an edXML `Timestamp` (Vietnam's wall clock) stands for; `None` before
+    /// the epoch.
+    pub fn from_vietnam_time(t: truc_edxml::VietnamTime) -> Option<Self> {
+        u64::try_from(t.unix_seconds())
+            .ok()
+            .map(|s| Timestamp(s.saturating_mul(1000)))
+    }
+
     /// How long after `earlier` this is (zero if before).
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
@@ -261,6 +269,10 @@ pub struct Summary {
     /// The document a status answers, or a revocation/update/replacement acts on.
     #[serde(default)]
     pub answers: Option<DocumentId>,
+    /// When the reporter says the status happened (its `Timestamp`, when readable), status
+    /// packages only: transport may reorder statuses, this does not.
+    #[serde(default)]
+    pub reported_at: Option<Timestamp>,
 }
 
 /// One recipient of a new message and where its delivery waits.
@@ -623,6 +635,24 @@ pub struct StatusEntry {
     pub message_id: Option<MessageId>,
     /// Description.
     pub description: String,
+    /// When the reporter says it happened (the status package's `Timestamp`), if readable.
+    #[serde(default)]
+    pub reported_at: Option<Timestamp>,
+}
+
+impl StatusEntry {
+    /// Where the entry belongs in its document's timeline: when its reporter says it
+    /// happened (else when the relay recorded it), then the code's place in the processing
+    /// cycle (01 → 06: stamps have whole seconds, and answers come fast), then arrival.
+    /// Transport reorders statuses (concurrent sends and fetches, retries, an axis outage);
+    /// this order does not depend on it.
+    pub fn timeline_order(&self) -> (Timestamp, &str, Timestamp) {
+        (
+            self.reported_at.unwrap_or(self.at),
+            self.code.as_str(),
+            self.at,
+        )
+    }
 }
 
 /// Everything known about a document: its messages, deliveries, events and statuses.
@@ -634,7 +664,7 @@ pub struct DocumentTrace {
     pub deliveries: Vec<Delivery>,
     /// Their events, by time.
     pub events: Vec<Event>,
-    /// Its statuses, by time.
+    /// Its statuses, in [timeline order](StatusEntry::timeline_order).
     pub statuses: Vec<StatusEntry>,
 }
 

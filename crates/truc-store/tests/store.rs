@@ -420,24 +420,43 @@ async fn a_document_timeline_has_routing_delivery_and_statuses() {
             at: t1,
             message_id: None,
             description: "recorded by the relay on acknowledgement".into(),
+            reported_at: Some(t1),
         })
         .await
         .expect("status");
-    for (i, s) in ["03", "06"].iter().enumerate() {
+    // The status packages arrive out of order (as concurrent transport can deliver them),
+    // each stamped by its reporter: 04 and 05 in the same second; the last without a
+    // readable stamp, so it stands at its arrival.
+    let reported = |s: u64| Some(T0.plus(Duration::from_secs(s)));
+    for (i, (s, reported_at)) in [
+        ("06", reported(7)),
+        ("05", reported(6)),
+        ("03", reported(4)),
+        ("04", reported(6)),
+        ("13", None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let at = T0.plus(Duration::from_secs(10 + i as u64));
-        store
-            .submit(status("000.00.07.G04", &doc_id, s, "000.00.05.G04", at))
-            .await
-            .expect("status");
+        let mut package = status("000.00.07.G04", &doc_id, s, "000.00.05.G04", at);
+        package.summary.reported_at = reported_at;
+        store.submit(package).await.expect("status");
     }
     let trace = store.trace(&doc_id).await.expect("trace");
     assert_eq!(
         trace.messages.len(),
-        3,
-        "the document and two status packages"
+        6,
+        "the document and five status packages"
     );
     let codes: Vec<&str> = trace.statuses.iter().map(|s| s.code.as_str()).collect();
-    assert_eq!(codes, ["01", "03", "06"]);
+    assert_eq!(
+        codes,
+        ["01", "03", "04", "05", "06", "13"],
+        "by reported time, then by code, then by arrival"
+    );
+    assert_eq!(trace.statuses[1].reported_at, reported(4));
+    assert_eq!(trace.statuses[5].at, T0.plus(Duration::from_secs(14)));
     assert!(trace.events.iter().any(|e| e.kind == EventKind::Routed));
     assert!(trace
         .events

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use truc_edxml::{
     parse_reader, AttachmentSource, BusinessDocType, CalendarDate, DocumentBuilder, DocumentId,
-    Limits, OrgCode, PackageMeta, ReadError, StatusBuilder, StatusCode,
+    Limits, OrgCode, PackageMeta, ReadError, StatusBuilder, StatusCode, VietnamTime,
 };
 
 use crate::Outcome;
@@ -54,7 +54,7 @@ pub struct NewArgs {
     /// Document notation (ký hiệu), e.g. BGTVT-VP.
     #[arg(long, default_value = "TEST")]
     notation: String,
-    /// Promulgation date, yyyy/MM/dd (default: today, UTC).
+    /// Promulgation date, yyyy/MM/dd (default: today in Vietnam).
     #[arg(long, value_parser = parse_date)]
     date: Option<CalendarDate>,
     /// Processing deadline, yyyy/MM/dd.
@@ -90,7 +90,7 @@ pub struct NewStatusArgs {
     /// 06 completed, 13/15/16 recall.
     #[arg(long)]
     code: String,
-    /// Timestamp, yyyy/MM/dd HH:mm:ss (default: now, UTC).
+    /// Timestamp, yyyy/MM/dd HH:mm:ss in Vietnam time (default: now).
     #[arg(long)]
     timestamp: Option<String>,
     /// Write to this file instead of standard output.
@@ -381,20 +381,13 @@ fn parse_date(s: &str) -> Result<CalendarDate, String> {
 }
 
 /// Today's date and time in UTC, from the system clock.
-fn now_utc() -> (CalendarDate, String) {
+/// Now on Vietnam's wall clock, the one edXML dates and timestamps are written in.
+fn now_in_vietnam() -> VietnamTime {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let date = CalendarDate::from_unix_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let time = format!(
-        "{date} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
-    (date, time)
+    VietnamTime::from_unix_seconds(i64::try_from(secs).unwrap_or(0))
 }
 
 fn write_output(bytes: &[u8], output: Option<PathBuf>) -> anyhow::Result<()> {
@@ -410,7 +403,7 @@ fn write_output(bytes: &[u8], output: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn new_document(args: NewArgs) -> anyhow::Result<()> {
-    let promulgated = args.date.unwrap_or_else(|| now_utc().0);
+    let promulgated = args.date.unwrap_or_else(|| now_in_vietnam().date);
     let mut builder = DocumentBuilder::new(
         args.from,
         args.to,
@@ -438,7 +431,9 @@ fn new_document(args: NewArgs) -> anyhow::Result<()> {
 }
 
 fn new_status(args: NewStatusArgs) -> anyhow::Result<()> {
-    let timestamp = args.timestamp.unwrap_or_else(|| now_utc().1);
+    let timestamp = args
+        .timestamp
+        .unwrap_or_else(|| now_in_vietnam().to_string());
     let builder = StatusBuilder::new(
         args.from,
         DocumentId::new(&args.document_id),
@@ -454,9 +449,10 @@ mod tests {
 
     #[test]
     fn civil_date_from_the_clock_is_plausible() {
-        let (date, time) = now_utc();
-        assert!(date.year >= 2024, "{date}");
-        assert!(time.starts_with(&date.to_string()));
+        let now = now_in_vietnam();
+        assert!(now.date.year >= 2024, "{now:?}");
+        let time = now.to_string();
+        assert!(time.starts_with(&now.date.to_string()));
         assert_eq!(time.len(), "2026/11/21 10:00:00".len());
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde::Serialize;
 use truc_admin::paths;
-use truc_edxml::{CalendarDate, OrgCode};
+use truc_edxml::{OrgCode, VietnamTime};
 use truc_relay::{Unit, UnitState};
 use truc_store::{Delivery, Timestamp};
 
@@ -771,17 +771,24 @@ fn print_trace(t: &truc_admin::TraceReport) {
             e.detail
         );
     }
+    // When each reporter says it happened; the relay's own arrival time when that differs.
     println!("Statuses:");
     for s in &t.trace.statuses {
+        let reported = s.reported_at.unwrap_or(s.at);
         println!(
-            "  {}  {} {} from {}",
-            time(s.at),
+            "  {}  {} {} from {}{}",
+            time(reported),
             s.code,
             s.code
                 .known()
                 .map(|k| k.name_en())
                 .unwrap_or("(unknown code)"),
-            s.from
+            s.from,
+            if s.reported_at.is_some_and(|r| r.0 / 1000 != s.at.0 / 1000) {
+                format!(" (recorded here {})", time(s.at))
+            } else {
+                String::new()
+            }
         );
     }
 }
@@ -866,16 +873,9 @@ fn age(secs: u64) -> String {
 
 /// A time in Vietnam (UTC+7), the ministry's clock.
 fn time(t: Timestamp) -> String {
-    let seconds = (t.0 / 1000) as i64 + 7 * 3600;
-    let day = CalendarDate::from_unix_days(seconds.div_euclid(86_400));
-    let s = seconds.rem_euclid(86_400);
-    format!(
-        "{} {:02}:{:02}:{:02}",
-        day.to_string().replace('/', "-"),
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    let mut shown = VietnamTime::from_unix_seconds((t.0 / 1000) as i64).to_string();
+    shown.replace_range(..10, &shown[..10].replace('/', "-"));
+    shown
 }
 
 /// A plain-text table with columns as wide as their widest cell.

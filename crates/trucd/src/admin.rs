@@ -898,13 +898,16 @@ async fn trace(
 
 /// Today in Vietnam (UTC+7, no daylight saving): the calendar of due dates.
 pub fn vietnam_today(now: Timestamp) -> CalendarDate {
-    let seconds = (now.0 / 1000) as i64 + 7 * 3600;
-    CalendarDate::from_unix_days(seconds.div_euclid(86_400))
+    truc_edxml::VietnamTime::from_unix_seconds((now.0 / 1000) as i64).date
 }
 
 /// Milliseconds at midnight, Vietnam time, starting `date`.
 fn vietnam_midnight(date: CalendarDate) -> Timestamp {
-    let seconds = date.unix_days() * 86_400 - 7 * 3600;
+    let seconds = truc_edxml::VietnamTime {
+        date,
+        second_of_day: 0,
+    }
+    .unix_seconds();
     Timestamp(u64::try_from(seconds.max(0)).unwrap_or(0) * 1000)
 }
 

@@ -802,16 +802,18 @@ async fn adapter_loop(
                     tokio::spawn(async move {
                         for status in answer {
                             tokio::time::sleep(Duration::from_millis(100)).await;
-                            let (Ok(from), stamp) =
-                                (OrgCode::parse(&recipient), "2026/11/21 09:00:00")
-                            else {
+                            let Ok(from) = OrgCode::parse(&recipient) else {
                                 return;
                             };
+                            // Stamped with Vietnam's clock, as the units' systems do.
+                            let stamp = truc_edxml::VietnamTime::from_unix_seconds(
+                                (Timestamp::now().0 / 1000) as i64,
+                            );
                             let package = StatusBuilder::new(
                                 from,
                                 DocumentId::new(&document),
                                 status.into(),
-                                stamp,
+                                &stamp.to_string(),
                             )
                             .build();
                             if let Err(e) = sender.submit_status(&package, None).await {

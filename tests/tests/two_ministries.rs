@@ -26,6 +26,28 @@ fn vietnam_now() -> VietnamTime {
     VietnamTime::from_unix_seconds((truc_store::Timestamp::now().0 / 1000) as i64)
 }
 
+/// Ministry A's relay (the transport ministry, with one level-2 unit) on the axis at `base`.
+async fn ministry_a(base: &str) -> TestRelay {
+    TestRelay::start_ministry(
+        "000.00.00.G04",
+        &[A_UNIT],
+        &upstream(base, "bogtvt", "secret-a"),
+    )
+    .await
+    .expect("relay of ministry A")
+}
+
+/// Ministry B's relay (the finance ministry, with one level-2 unit) on the axis at `base`.
+async fn ministry_b(base: &str) -> TestRelay {
+    TestRelay::start_ministry(
+        "000.00.00.G12",
+        &[B_PARENT],
+        &upstream(base, "botc", "secret-b"),
+    )
+    .await
+    .expect("relay of ministry B")
+}
+
 fn upstream(base: &str, system: &str, secret: &str) -> String {
     format!("[upstream]\nbase_url = \"{base}\"\nsystem_id = \"{system}\"\nsecret = \"{secret}\"\npoll_secs = 1\n")
 }
@@ -50,20 +72,8 @@ async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
     .expect("simulator");
     let (sim, base) = (local.sim.clone(), local.base_url.clone());
 
-    let relay_a = TestRelay::start_ministry(
-        "000.00.00.G04",
-        &[A_UNIT],
-        &upstream(&base, "bogtvt", "secret-a"),
-    )
-    .await
-    .expect("relay A");
-    let relay_b = TestRelay::start_ministry(
-        "000.00.00.G12",
-        &[B_PARENT],
-        &upstream(&base, "botc", "secret-b"),
-    )
-    .await
-    .expect("relay B");
+    let relay_a = ministry_a(&base).await;
+    let relay_b = ministry_b(&base).await;
     let mut a = relay_a.adapter(A_UNIT).await.expect("adapter A");
     let mut b = relay_b.adapter(B_PARENT).await.expect("adapter B");
 
@@ -166,16 +176,7 @@ async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
                 .map(str::to_owned)
         })
         .expect("the axis's transport id is recorded");
-    let a_client = truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
-        base_url: base.clone(),
-        system_id: "bogtvt".into(),
-        secret: "secret-a".into(),
-        ca_pem: None,
-        client_identity_pem: None,
-        timeout: Duration::from_secs(5),
-        breaker_max_open: Duration::from_secs(300),
-    })
-    .expect("client");
+    let a_client = axis_client(&base, "bogtvt", "secret-a");
     let report = truc_upstream::Upstream::sent_report(&a_client, &axis_doc_id)
         .await
         .expect("report");
@@ -256,23 +257,8 @@ async fn bad_packages_from_the_axis_are_refused_and_recorded_and_the_poller_carr
         system("rogue", "secret-r", "000.00.00.G99"),
     ])
     .await;
-    let relay = TestRelay::start_ministry(
-        "000.00.00.G04",
-        &[A_UNIT],
-        &upstream(&base, "bogtvt", "secret-a"),
-    )
-    .await
-    .expect("relay");
-    let rogue = truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
-        base_url: base.clone(),
-        system_id: "rogue".into(),
-        secret: "secret-r".into(),
-        ca_pem: None,
-        client_identity_pem: None,
-        timeout: Duration::from_secs(5),
-        breaker_max_open: Duration::from_secs(300),
-    })
-    .expect("client");
+    let relay = ministry_a(&base).await;
+    let rogue = axis_client(&base, "rogue", "secret-r");
     let date = CalendarDate::new(2026, 11, 21).expect("date");
     let garbage = rogue
         .send(
@@ -384,4 +370,173 @@ async fn a_rejected_secret_is_reported_to_operators_not_hidden_in_retries() {
         .expect("delivery");
     assert!(matches!(d.state.as_str(), "queued" | "claimed"), "{d:?}");
     assert!(d.last_error.is_empty(), "{d:?}");
+}
+
+/// A client of the axis speaking for another ministry's system, as its relay would.
+fn axis_client(base: &str, system: &str, secret: &str) -> truc_upstream::VdxpUpstream {
+    truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
+        base_url: base.to_owned(),
+        system_id: system.into(),
+        secret: secret.into(),
+        ca_pem: None,
+        client_identity_pem: None,
+        timeout: Duration::from_secs(5),
+        breaker_max_open: Duration::from_secs(300),
+    })
+    .expect("client")
+}
+
+/// The lifecycle a recipient reports, in order.
+const LIFECYCLE: [&str; 5] = ["01", "03", "04", "05", "06"];
+
+/// The order in which `(document, code)` pairs came, per document.
+fn codes_per_document(
+    seen: &[(String, String)],
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut per_document = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (doc, code_) in seen {
+        per_document
+            .entry(doc.clone())
+            .or_default()
+            .push(code_.clone());
+    }
+    per_document
+}
+
+/// Another ministry answers with a burst of statuses (after an outage of its link, say):
+/// they wait on the axis together, and the relay fetches them concurrently. Each
+/// document's statuses must still reach its sender's adapter, and its timeline, in the
+/// order the axis lists them — not 06 before 01 because one fetch was faster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_from_the_axis_reach_the_sender_in_the_order_they_were_sent() {
+    use truc_upstream::Upstream;
+    let (_sim, base, _stop) = start_sim(vec![
+        system("bogtvt", "secret-a", "000.00.00.G04"),
+        system("botc", "secret-b", "000.00.00.G12"),
+    ])
+    .await;
+    let relay = ministry_a(&base).await;
+    let mut a = relay.adapter(A_UNIT).await.expect("adapter");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let mut documents = Vec::new();
+    for number in 1..=4 {
+        let doc = DocumentBuilder::new(
+            code(A_UNIT),
+            vec![code(B_CHILD)],
+            date,
+            &number.to_string(),
+            "TCĐBVN-KHĐT",
+        )
+        .build();
+        let receipt = a.submit_document(&doc, None).await.expect("submit");
+        documents.push(receipt.document_id);
+    }
+
+    // Ministry B's system sends each document's lifecycle, interleaved, in one burst.
+    let b = axis_client(&base, "botc", "secret-b");
+    let stamp = vietnam_now().to_string();
+    for code_ in LIFECYCLE {
+        for doc in &documents {
+            let status = StatusBuilder::new(
+                code(B_CHILD),
+                DocumentId::new(doc),
+                StatusCode::new(code_),
+                &stamp,
+            )
+            .build();
+            b.send(&status, B_CHILD, &[A_UNIT.into()], true)
+                .await
+                .expect("send status");
+        }
+    }
+
+    let mut inbox = a.inbox(32).await.expect("inbox");
+    let mut seen = Vec::new();
+    while seen.len() < LIFECYCLE.len() * documents.len() {
+        let got = next(&mut inbox, "a status").await;
+        assert_eq!(got.kind, "status");
+        let answered = truc_edxml::parse(&got.package)
+            .expect("reads")
+            .document_id()
+            .expect("answers a document")
+            .to_string();
+        seen.push((answered, got.status_code.clone()));
+        inbox.ack(&got.delivery_id).await.expect("ack");
+    }
+    for (doc, codes) in codes_per_document(&seen) {
+        assert_eq!(
+            codes, LIFECYCLE,
+            "delivered to the sender for {doc}: {seen:?}"
+        );
+    }
+    for doc in &documents {
+        let trace = a.trace(doc).await.expect("trace");
+        let codes: Vec<&str> = trace.statuses.iter().map(|s| s.code.as_str()).collect();
+        assert_eq!(codes, LIFECYCLE, "the timeline of {doc}");
+    }
+    relay.stop().await.expect("stop");
+}
+
+/// A unit answers several documents of another ministry in quick succession: the relay
+/// sends what it has queued concurrently, but each document's statuses in the order they
+/// were submitted, so the axis lists them in that order for the other ministry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_for_another_ministry_leave_in_the_order_they_were_submitted() {
+    use truc_upstream::Upstream;
+    let (sim, base, _stop) = start_sim(vec![
+        system("bogtvt", "secret-a", "000.00.00.G04"),
+        system("botc", "secret-b", "000.00.00.G12"),
+    ])
+    .await;
+    // Each call to the axis takes a moment: statuses queue up behind the first send and
+    // leave together in the next batch.
+    sim.set_faults(truc_axis_sim::Faults {
+        latency_ms: 30,
+        ..truc_axis_sim::Faults::default()
+    });
+    let relay = ministry_b(&base).await;
+    let mut b = relay.adapter(B_PARENT).await.expect("adapter");
+    let stamp = vietnam_now().to_string();
+    let documents: Vec<String> = (1..=4)
+        .map(|n| format!("{A_UNIT},2026/11/21,{n}/TCĐBVN-KHĐT"))
+        .collect();
+    for code_ in LIFECYCLE {
+        for doc in &documents {
+            let status = StatusBuilder::new(
+                code(B_CHILD),
+                DocumentId::new(doc),
+                StatusCode::new(code_),
+                &stamp,
+            )
+            .build();
+            let receipt = b.submit_status(&status, None).await.expect("status");
+            assert_eq!(receipt.routes[0].kind, 3, "up to the national axis");
+        }
+    }
+
+    // Ministry A's system reads what the axis holds for it, in the axis's order.
+    let a = axis_client(&base, "bogtvt", "secret-a");
+    let mut listed = Vec::new();
+    for _ in 0..200 {
+        listed = a.list_received(true).await.expect("list");
+        if listed.len() == LIFECYCLE.len() * documents.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed.len(), LIFECYCLE.len() * documents.len());
+    let mut seen = Vec::new();
+    for item in &listed {
+        let bytes = a.fetch(&item.doc_id).await.expect("fetch");
+        let meta = truc_edxml::parse(&bytes).expect("reads");
+        let status = meta.status().expect("a status");
+        seen.push((
+            meta.document_id().expect("answers").to_string(),
+            status.status_code.as_str().to_owned(),
+        ));
+    }
+    for (doc, codes) in codes_per_document(&seen) {
+        assert_eq!(codes, LIFECYCLE, "listed by the axis for {doc}: {seen:?}");
+    }
+    relay.stop().await.expect("stop");
 }

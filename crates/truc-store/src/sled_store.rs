@@ -217,6 +217,8 @@ pub struct SledStore {
     lock: Mutex<Leases>,
     committer: Committer,
     event_seq: AtomicU64,
+    /// The last message id given out: the next one in the same millisecond sorts after it.
+    last_id: Mutex<MessageId>,
     /// When free space was last found sufficient (ms since the store opened, +1; 0:
     /// never): checked at most every [`SPACE_CHECK_MS`] under load.
     space_ok_at: AtomicU64,
@@ -483,6 +485,7 @@ impl SledStore {
             lock: Mutex::new(Leases::default()),
             committer,
             event_seq: AtomicU64::new(0),
+            last_id: Mutex::new(MessageId::lowest_at(Timestamp(0))),
             space_ok_at: AtomicU64::new(0),
             opened_at: std::time::Instant::now(),
         };
@@ -1376,7 +1379,11 @@ impl Store for SledStore {
                 });
             }
         }
-        let id = MessageId::new(m.received_at);
+        let id = {
+            let mut last = self.last_id.lock().unwrap_or_else(|p| p.into_inner());
+            *last = MessageId::after(*last, m.received_at);
+            *last
+        };
         // Inline bytes are written before taking the lock: the costly part of a
         // submission happens outside it. Keyed by message, never shared.
         if let Some(bytes) = &inline {

@@ -88,6 +88,20 @@ impl MessageId {
         MessageId(ulid::Ulid::from_parts(at.0, fastrand::u128(..)))
     }
 
+    /// A new id for a message received at `at` that sorts after `previous` when both fall
+    /// in the same millisecond, so messages submitted one after another keep their order in
+    /// the queues (which sort by time, then id). Random ids alone order a millisecond's
+    /// messages at random.
+    pub fn after(previous: MessageId, at: Timestamp) -> Self {
+        let fresh = Self::new(at);
+        if fresh <= previous && previous.0.timestamp_ms() == fresh.0.timestamp_ms() {
+            if let Some(next) = previous.0.increment() {
+                return MessageId(next);
+            }
+        }
+        fresh
+    }
+
     /// The smallest id of a message received at `at` (ids sort by time): range bounds.
     pub(crate) fn lowest_at(at: Timestamp) -> Self {
         MessageId(ulid::Ulid::from_parts(at.0.min((1 << 48) - 1), 0))

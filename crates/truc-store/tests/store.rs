@@ -1545,3 +1545,38 @@ async fn a_checkpoint_never_creates_an_empty_database_in_place_of_a_missing_one(
     ));
     assert!(!dir.path().join("db").exists(), "no database was created");
 }
+
+/// Messages submitted one after another within the same millisecond (an adapter sending a
+/// document's statuses 01, 03, 04 in quick succession) are claimed in that order.
+#[tokio::test]
+async fn submissions_in_one_millisecond_keep_their_order_in_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let dest = inbox("000.00.07.G04");
+    let mut submitted = Vec::new();
+    for number in 0..200u32 {
+        let body = format!("document {number}");
+        let outcome = store
+            .submit(document(
+                "000.00.05.G04",
+                &[("000.00.07.G04", dest.clone())],
+                number,
+                body.as_bytes(),
+            ))
+            .await
+            .expect("submit");
+        submitted.push(outcome.record().id);
+    }
+    assert!(
+        submitted.windows(2).all(|w| w[0] < w[1]),
+        "ids grow with each submission"
+    );
+    let claimed: Vec<_> = store
+        .claim(&dest, 500, LEASE, T0)
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|c| c.message.id)
+        .collect();
+    assert_eq!(claimed, submitted);
+}

@@ -53,37 +53,61 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc
                 None => by_message.push((claim.message.clone(), vec![claim])),
             }
         }
-        // Messages go up concurrently (the axis answers each call in a round trip).
-        let mut sends = tokio::task::JoinSet::new();
+        // Messages go up concurrently (the axis answers each call in a round trip), except
+        // that those about one document (its statuses 01, 03, 04...) go one after another,
+        // in queue order, so the axis lists them in that order.
+        let mut chains: Vec<Vec<(truc_store::MessageRecord, Vec<truc_store::Claim>)>> = Vec::new();
         for (message, claims) in by_message {
+            let about = |m: &truc_store::MessageRecord| {
+                m.summary.answers.clone().or_else(|| m.document_id.clone())
+            };
+            let key = about(&message);
+            match chains
+                .iter_mut()
+                .find(|chain| key.is_some() && about(&chain[0].0) == key)
+            {
+                Some(chain) => chain.push((message, claims)),
+                None => chains.push(vec![(message, claims)]),
+            }
+        }
+        let mut sends = tokio::task::JoinSet::new();
+        for chain in chains {
             let (store, upstream, metrics) =
                 (store.clone(), upstream.clone(), state.metrics.clone());
             sends.spawn(async move {
-                let result = send_message(
-                    store.as_ref(),
-                    upstream.as_ref(),
-                    &metrics,
-                    &message,
-                    &claims,
-                )
-                .await;
-                (message.id, result)
+                let mut results = Vec::with_capacity(chain.len());
+                for (message, claims) in chain {
+                    let result = send_message(
+                        store.as_ref(),
+                        upstream.as_ref(),
+                        &metrics,
+                        &message,
+                        &claims,
+                    )
+                    .await;
+                    results.push((message.id, result));
+                }
+                results
             });
         }
         let mut pause = Duration::ZERO;
         while let Some(joined) = sends.join_next().await {
-            let Ok((id, result)) = joined else { continue };
-            match result {
-                Ok(doc_id) => tracing::debug!(message = %id, %doc_id, "sent to the national axis"),
-                Err(e @ UpstreamError::Credentials { .. }) => {
-                    credentials_rejected(&relay, &state, &e).await;
-                    pause = pause.max(Duration::from_secs(30));
-                }
-                Err(UpstreamError::CircuitOpen(wait)) => {
-                    pause = pause.max(wait.max(Duration::from_millis(200)));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, message = %id, "sending to the national axis failed")
+            let Ok(results) = joined else { continue };
+            for (id, result) in results {
+                match result {
+                    Ok(doc_id) => {
+                        tracing::debug!(message = %id, %doc_id, "sent to the national axis")
+                    }
+                    Err(e @ UpstreamError::Credentials { .. }) => {
+                        credentials_rejected(&relay, &state, &e).await;
+                        pause = pause.max(Duration::from_secs(30));
+                    }
+                    Err(UpstreamError::CircuitOpen(wait)) => {
+                        pause = pause.max(wait.max(Duration::from_millis(200)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, message = %id, "sending to the national axis failed")
+                    }
                 }
             }
         }
@@ -186,33 +210,8 @@ pub async fn inbound(
                         .map(|i| i.doc_id)
                         .filter(|id| seen.insert(id.clone())) // listed twice
                         .collect();
-                    // Up to RECEIVING_WINDOW at a time, a new one starting as soon as one
-                    // finishes. A failure on one item is retried at the next poll, at the
-                    // normal pace: only a failing list means the axis is in trouble.
-                    let mut ids = ids.into_iter();
-                    let mut receiving = tokio::task::JoinSet::new();
-                    loop {
-                        while receiving.len() < RECEIVING_WINDOW {
-                            let Some(id) = ids.next() else { break };
-                            let (relay, upstream, metrics) =
-                                (relay.clone(), upstream.clone(), state.metrics.clone());
-                            receiving.spawn(async move {
-                                let r = receive_one(&relay, upstream.as_ref(), &metrics, &id).await;
-                                (id, r)
-                            });
-                        }
-                        let Some(joined) = receiving.join_next().await else {
-                            break;
-                        };
-                        match joined {
-                            // Progress was made: poll again at once, there may be more.
-                            Ok((_, Ok(()))) => busy = true,
-                            Ok((id, Err(e))) => {
-                                tracing::warn!(error = %e, doc_id = %id, "receiving from the national axis failed; retried at the next poll")
-                            }
-                            Err(_) => {}
-                        }
-                    }
+                    // Progress was made: poll again at once, there may be more.
+                    busy |= receive_listed(&relay, &upstream, &state.metrics, ids).await;
                 }
                 Err(e @ UpstreamError::Credentials { .. }) => {
                     credentials_rejected(&relay, &state, &e).await;
@@ -240,25 +239,161 @@ pub async fn inbound(
     }
 }
 
-async fn receive_one(
+/// A package the axis listed, once fetched and read.
+enum Fetched {
+    /// Nothing left to do (stored before and acknowledged again, or refused for good).
+    Settled,
+    /// Read, to be stored and acknowledged.
+    Read {
+        bytes: Vec<u8>,
+        meta: truc_edxml::PackageMeta,
+    },
+}
+
+/// A fetch on its own task, stopped with the poller (at shutdown) like the stores in its
+/// `JoinSet`.
+struct FetchTask(tokio::task::JoinHandle<Result<Fetched, UpstreamError>>);
+
+impl Drop for FetchTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fetches, reads, stores and acknowledges the packages the axis listed, up to
+/// [`RECEIVING_WINDOW`] at a time. Packages about one document (a document, its statuses,
+/// its revocation) are stored in the order the axis lists them, each after the previous
+/// one is stored: their recipients then get them in that order, and a document's
+/// statuses do not arrive as 06 before 01 because their fetches raced. A failure on one
+/// package is retried at the next poll (with the later ones about the same document), at
+/// the normal pace: only a failing list means the axis is in trouble. Returns whether
+/// anything was received.
+async fn receive_listed(
+    relay: &Arc<Relay>,
+    upstream: &Arc<dyn Upstream>,
+    metrics: &Arc<Metrics>,
+    ids: Vec<String>,
+) -> bool {
+    let mut ids = ids.into_iter();
+    // Fetches in the order listed (each running on its own), then stores.
+    let mut fetching = std::collections::VecDeque::new();
+    let mut storing: tokio::task::JoinSet<(String, Result<(), UpstreamError>)> =
+        tokio::task::JoinSet::new();
+    // Per document, whether the last package about it taken so far got stored.
+    let mut last_stored: std::collections::HashMap<
+        truc_edxml::DocumentId,
+        tokio::sync::oneshot::Receiver<bool>,
+    > = std::collections::HashMap::new();
+    let mut received = false;
+    let mut settle = |id: &str, r: Result<(), UpstreamError>| match r {
+        Ok(()) => received = true,
+        Err(e) => {
+            tracing::warn!(error = %e, doc_id = %id, "receiving from the national axis failed; retried at the next poll")
+        }
+    };
+    loop {
+        while fetching.len() + storing.len() < RECEIVING_WINDOW {
+            let Some(id) = ids.next() else { break };
+            let (relay, upstream, metrics) = (relay.clone(), upstream.clone(), metrics.clone());
+            let fetch = tokio::spawn({
+                let id = id.clone();
+                async move { fetch_one(&relay, upstream.as_ref(), &metrics, &id).await }
+            });
+            fetching.push_back((id, FetchTask(fetch)));
+        }
+        let Some((id, mut fetch)) = fetching.pop_front() else {
+            // Nothing being fetched: wait for a store (room for more, or the end).
+            match storing.join_next().await {
+                Some(Ok((id, r))) => settle(&id, r),
+                Some(Err(_)) => {}
+                None => break,
+            }
+            continue;
+        };
+        match (&mut fetch.0).await {
+            Ok(Ok(Fetched::Settled)) => settle(&id, Ok(())),
+            Ok(Ok(Fetched::Read { bytes, meta })) => {
+                let (stored, stored_rx) = tokio::sync::oneshot::channel();
+                let previous = about(&meta).and_then(|doc| last_stored.insert(doc, stored_rx));
+                let (relay, upstream, metrics) = (relay.clone(), upstream.clone(), metrics.clone());
+                storing.spawn(async move {
+                    // A failed or panicked predecessor: keep the order, try again later.
+                    let go = match previous {
+                        Some(previous) => previous.await.unwrap_or(false),
+                        None => true,
+                    };
+                    let r = if go {
+                        let package = (bytes, meta);
+                        store_one(&relay, upstream.as_ref(), &metrics, &id, package, stored).await
+                    } else {
+                        Err(UpstreamError::Unavailable(
+                            "an earlier package about the same document is not stored yet".into(),
+                        ))
+                    };
+                    (id, r)
+                });
+            }
+            Ok(Err(e)) => settle(&id, Err(e)),
+            Err(_) => {}
+        }
+        while let Some(joined) = storing.try_join_next() {
+            if let Ok((id, r)) = joined {
+                settle(&id, r);
+            }
+        }
+    }
+    received
+}
+
+/// The document a package is about, which orders it among the others: a status's
+/// answered document, a revocation's or update's target, else the document itself.
+fn about(meta: &truc_edxml::PackageMeta) -> Option<truc_edxml::DocumentId> {
+    meta.document()
+        .and_then(|d| d.affected_document_id())
+        .or_else(|| meta.document_id())
+        .cloned()
+}
+
+/// Fetches one listed package and reads it; one that is already stored is acknowledged
+/// again, one that cannot be read is refused.
+async fn fetch_one(
     relay: &Relay,
     upstream: &dyn Upstream,
     metrics: &Metrics,
     doc_id: &str,
-) -> Result<(), UpstreamError> {
+) -> Result<Fetched, UpstreamError> {
     let store = relay.store();
     // Already stored (the acknowledgement was lost): acknowledge again.
     if let Ok(Some(_)) = store.find_by_upstream_id(doc_id).await {
-        return upstream.acknowledge(doc_id, true).await;
+        return upstream
+            .acknowledge(doc_id, true)
+            .await
+            .map(|()| Fetched::Settled);
     }
     let bytes = upstream.fetch(doc_id).await?;
-    let meta = match truc_edxml::parse(&bytes) {
-        Ok(m) => m,
+    match truc_edxml::parse(&bytes) {
+        Ok(meta) => Ok(Fetched::Read { bytes, meta }),
         Err(e) => {
             metrics.submitted("document", "national_axis", "refused");
-            return refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code())).await;
+            refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code()))
+                .await
+                .map(|()| Fetched::Settled)
         }
-    };
+    }
+}
+
+/// Stores a fetched package durably (routed to its recipients), then acknowledges it to
+/// the axis; one the relay can never deliver is refused. `settled` hears `true` once the
+/// package is stored or refused, before the axis is told: the next package about the same
+/// document may go then (dropped unsent, it means "not stored").
+async fn store_one(
+    relay: &Relay,
+    upstream: &dyn Upstream,
+    metrics: &Metrics,
+    doc_id: &str,
+    (bytes, meta): (Vec<u8>, truc_edxml::PackageMeta),
+    settled: tokio::sync::oneshot::Sender<bool>,
+) -> Result<(), UpstreamError> {
     let kind = match meta.kind() {
         PackageKind::Document => "document",
         PackageKind::Status => "status",
@@ -271,6 +406,7 @@ async fn receive_one(
         .await
     {
         Ok(receipt) => {
+            let _ = settled.send(true);
             let outcome = if receipt.duplicate {
                 "duplicate"
             } else {
@@ -284,6 +420,8 @@ async fn receive_one(
             format!("storing it here failed: {e}"),
         )),
         Err(e) => {
+            // Never deliverable here: nothing for later packages to wait for.
+            let _ = settled.send(true);
             metrics.submitted(kind, "national_axis", "refused");
             refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code())).await
         }

@@ -34,6 +34,12 @@ pub fn code(s: &str) -> OrgCode {
     OrgCode::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
+/// Now on Vietnam's wall clock, as the units' systems stamp their statuses (timelines are
+/// ordered by the stamps).
+pub fn vietnam_now() -> truc_edxml::VietnamTime {
+    truc_edxml::VietnamTime::from_unix_seconds((truc_store::Timestamp::now().0 / 1000) as i64)
+}
+
 /// A test certificate authority, generated per test run (no private key is committed): the
 /// daemon's own, as the demo uses.
 pub use trucd::pki::{LocalCa as TestCa, LocalCert as TestCert};
@@ -383,6 +389,21 @@ impl TestRelay {
         shell_prefix: Option<&str>,
     ) -> anyhow::Result<Self> {
         let setup = Setup::new(adapters, |_| {}, extra_limits)?;
+        Self::spawn_setup(setup, shell_prefix).await
+    }
+
+    /// The real `trucd` binary as the relay of `ministry`, with extra top-level TOML (an
+    /// `[upstream]` section as dotted keys, say).
+    pub async fn spawn_ministry_process(
+        ministry: &str,
+        adapters: &[&str],
+        extra_config: &str,
+    ) -> anyhow::Result<Self> {
+        let setup = Setup::for_ministry(ministry, adapters, |_| {}, "", extra_config)?;
+        Self::spawn_setup(setup, None).await
+    }
+
+    async fn spawn_setup(setup: Setup, shell_prefix: Option<&str>) -> anyhow::Result<Self> {
         let config_path = setup.dir.path().join("trucd.toml");
         std::fs::write(&config_path, &setup.config_text)?;
         let (child, addr, admin_addr) = launch_trucd(&config_path, shell_prefix)?;

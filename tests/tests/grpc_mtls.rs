@@ -79,7 +79,7 @@ async fn a_document_reaches_a_unit_and_a_level3_unit_and_statuses_flow_back() {
             code(B),
             DocumentId::new(&document_id),
             StatusCode::new(s),
-            "2026/11/21 10:00:00",
+            &truc_tests::vietnam_now().to_string(),
         )
         .build();
         let r = b.submit_status(&status, None).await.expect("status");

@@ -26,6 +26,40 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Streams a delivered package's bytes: their size and SHA-256 (hex).
+async fn fetch_and_hash(client: &mut truc_client::Client, message_id: &str) -> (u64, String) {
+    let mut hasher = Sha256::new();
+    let size = client
+        .fetch_payload_with(message_id, |chunk| {
+            hasher.update(chunk);
+            Ok(())
+        })
+        .await
+        .expect("fetch");
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (size, hex)
+}
+
+/// The relay's peak resident memory grew by less than 64 MiB over `baseline` (KiB) while
+/// it carried `what`.
+fn assert_peak_growth_below_64_mib(pid: u32, baseline: u64, what: &str) {
+    let (_, peak) = memory_kib(pid);
+    let growth_mib = peak.saturating_sub(baseline) / 1024;
+    println!(
+        "trucd memory: baseline {} MiB, peak {} MiB, growth {growth_mib} MiB",
+        baseline / 1024,
+        peak / 1024
+    );
+    assert!(
+        growth_mib < 64,
+        "the relay's memory grew by {growth_mib} MiB for {what}"
+    );
+}
+
 fn noise(len: usize) -> Vec<u8> {
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     (0..len)
@@ -93,34 +127,11 @@ async fn a_200_mib_package_passes_with_bounded_relay_memory() {
         .expect("ok")
         .expect("some");
     assert!(!d.inline, "a 200 MiB package is announced, not inlined");
-    let mut hasher = Sha256::new();
-    let size = b
-        .fetch_payload_with(&d.message_id, |chunk| {
-            hasher.update(chunk);
-            Ok(())
-        })
-        .await
-        .expect("fetch");
+    let (size, got) = fetch_and_hash(&mut b, &d.message_id).await;
     assert_eq!(size, receipt.size);
-    let got: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     assert_eq!(got, expected_sha, "byte for byte");
     inbox.ack(&d.delivery_id).await.expect("ack");
-
-    let (_, peak) = memory_kib(pid);
-    let growth_mib = peak.saturating_sub(baseline) / 1024;
-    println!(
-        "trucd memory: baseline {} MiB, peak {} MiB, growth {growth_mib} MiB",
-        baseline / 1024,
-        peak / 1024
-    );
-    assert!(
-        growth_mib < 64,
-        "the relay's memory grew by {growth_mib} MiB for a 200 MiB package"
-    );
+    assert_peak_growth_below_64_mib(pid, baseline, "a 200 MiB package");
 }
 
 /// A package sent in many small chunks, with empty ones between them, is joined in order and
@@ -174,4 +185,89 @@ async fn a_package_in_many_small_chunks_arrives_intact() {
         "the bytes, in order"
     );
     inbox.ack(&d.delivery_id).await.expect("ack");
+}
+
+/// A 100 MiB package from another ministry comes in through the national axis while the
+/// relay's resident memory grows by less than 64 MiB: the axis's answer (the package in
+/// base64, inside JSON) is read as it arrives, checked on the way and staged to disk, as an
+/// adapter's package is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_package_from_the_national_axis_arrives_with_bounded_relay_memory() {
+    use truc_upstream::Upstream;
+    const OTHER_MINISTRY: &str = "000.00.00.G12";
+    let local = truc_axis_sim::LocalSimulator::start(vec![
+        truc_axis_sim::SystemConfig::new("bogtvt", "secret-a", "000.00.00.G04"),
+        truc_axis_sim::SystemConfig::new("botc", "secret-b", OTHER_MINISTRY),
+    ])
+    .await
+    .expect("simulator");
+    let relay = TestRelay::spawn_ministry_process(
+        "000.00.00.G04",
+        &[A],
+        &format!(
+            "[upstream]\nbase_url = \"{}\"\nsystem_id = \"bogtvt\"\nsecret = \"secret-a\"\npoll_secs = 1\n",
+            local.base_url
+        ),
+    )
+    .await
+    .expect("trucd process");
+    let pid = relay.pid().expect("pid");
+    let other = truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
+        base_url: local.base_url.clone(),
+        system_id: "botc".into(),
+        secret: "secret-b".into(),
+        ca_pem: None,
+        client_identity_pem: None,
+        timeout: Duration::from_secs(120),
+        breaker_max_open: Duration::from_secs(300),
+    })
+    .expect("client of the other ministry");
+    let mut a = relay.adapter(A).await.expect("A");
+    let mut inbox = a.inbox(4).await.expect("inbox");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+
+    // A small package first, so the baseline includes the link warmed up.
+    let warm = DocumentBuilder::new(code(OTHER_MINISTRY), vec![code(A)], date, "1", "X").build();
+    other
+        .send(&warm, OTHER_MINISTRY, &[A.into()], false)
+        .await
+        .expect("send the small one");
+    let d = tokio::time::timeout(Duration::from_secs(30), inbox.next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("some");
+    assert_eq!(d.package.as_ref(), warm.as_slice());
+    inbox.ack(&d.delivery_id).await.expect("ack");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (baseline, _) = memory_kib(pid);
+
+    // A scanned file: 75 MiB of attachment, 100 MiB of package, 133 MiB of answer.
+    let package = DocumentBuilder::new(code(OTHER_MINISTRY), vec![code(A)], date, "2", "X")
+        .subject("Hồ sơ quét")
+        .attachment(AttachmentSource::new("hoso.pdf", noise(75 * 1024 * 1024)))
+        .build();
+    let expected_sha: String = Sha256::digest(&package)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let expected_size = package.len() as u64;
+    other
+        .send(&package, OTHER_MINISTRY, &[A.into()], false)
+        .await
+        .expect("send the large one");
+    drop(package);
+
+    let d = tokio::time::timeout(Duration::from_secs(120), inbox.next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("some");
+    assert!(!d.inline, "a 100 MiB package is announced, not inlined");
+    let (size, got) = fetch_and_hash(&mut a, &d.message_id).await;
+    assert_eq!(size, expected_size);
+    assert_eq!(got, expected_sha, "byte for byte");
+    inbox.ack(&d.delivery_id).await.expect("ack");
+    assert_peak_growth_below_64_mib(pid, baseline, "a 100 MiB package from the axis");
+    relay.stop().await.expect("stop");
 }

@@ -7,7 +7,7 @@ use truc_axis_sim::{Simulator, SystemConfig};
 use truc_edxml::{
     CalendarDate, DocumentBuilder, DocumentId, StatusBuilder, StatusCode, VietnamTime,
 };
-use truc_tests::{code, TestRelay};
+use truc_tests::{code, vietnam_now, TestRelay};
 
 const A_UNIT: &str = "000.00.05.G04"; // a level-2 unit of the transport ministry
 const B_PARENT: &str = "000.00.07.G12"; // a level-2 unit of ministry G12
@@ -19,11 +19,6 @@ async fn next(inbox: &mut truc_client::Inbox, what: &str) -> truc_client::Delive
         .unwrap_or_else(|_| panic!("{what} within 30 s"))
         .expect("inbox")
         .expect("a delivery")
-}
-
-/// Now on Vietnam's wall clock, as the ministries' systems stamp their statuses.
-fn vietnam_now() -> VietnamTime {
-    VietnamTime::from_unix_seconds((truc_store::Timestamp::now().0 / 1000) as i64)
 }
 
 /// Ministry A's relay (the transport ministry, with one level-2 unit) on the axis at `base`.
@@ -249,6 +244,32 @@ async fn audit_actions(relay: &TestRelay) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits until the receiving relay has answered `fail` for a package `sender` sent.
+async fn wait_for_fail(sender: &truc_upstream::VdxpUpstream, doc_id: &str) {
+    use truc_upstream::Upstream;
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = sender.sent_report(doc_id).await.expect("report")[0]
+            .receive_status
+            .clone();
+        if status == "fail" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "fail", "the relay answered fail for {doc_id}");
+}
+
+/// The reasons of the packages from the axis the relay refused, from its audit log.
+async fn inbound_refusals(relay: &TestRelay) -> Vec<String> {
+    audit_actions(relay)
+        .await
+        .into_iter()
+        .filter(|(a, _)| a == "inbound_refused")
+        .map(|(_, d)| d)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_packages_from_the_axis_are_refused_and_recorded_and_the_poller_carries_on() {
     use truc_upstream::Upstream;
@@ -298,24 +319,9 @@ async fn bad_packages_from_the_axis_are_refused_and_recorded_and_the_poller_carr
     let got = next(&mut inbox, "the good package").await;
     assert_eq!(got.package, fine);
     for doc_id in [&garbage, &nobody] {
-        let mut status = String::new();
-        for _ in 0..50 {
-            status = rogue.sent_report(doc_id).await.expect("report")[0]
-                .receive_status
-                .clone();
-            if status == "fail" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(status, "fail", "the relay answered fail for {doc_id}");
+        wait_for_fail(&rogue, doc_id).await;
     }
-    let refused: Vec<String> = audit_actions(&relay)
-        .await
-        .into_iter()
-        .filter(|(a, _)| a == "inbound_refused")
-        .map(|(_, d)| d)
-        .collect();
+    let refused = inbound_refusals(&relay).await;
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(refused.iter().any(|d| d.contains("EDXML_MALFORMED")));
     assert!(refused.iter().any(|d| d.contains("ROUTE_UNKNOWN_UNIT")));
@@ -538,5 +544,63 @@ async fn statuses_for_another_ministry_leave_in_the_order_they_were_submitted() 
     for (doc, codes) in codes_per_document(&seen) {
         assert_eq!(codes, LIFECYCLE, "listed by the axis for {doc}: {seen:?}");
     }
+    relay.stop().await.expect("stop");
+}
+
+/// Packages from the axis are held to the relay's own limits while they arrive: one over
+/// `max_package_bytes` is refused (`fail` on the axis, `EDXML_TOO_LARGE` in the audit log)
+/// without being read to its end, and one over `memory_package_bytes` is staged on disk
+/// and arrives intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_from_the_axis_are_held_to_the_relays_limits() {
+    use truc_upstream::Upstream;
+    let (_sim, base, _stop) = start_sim(vec![
+        system("bogtvt", "secret-a", "000.00.00.G04"),
+        system("botc", "secret-b", "000.00.00.G12"),
+    ])
+    .await;
+    let relay = TestRelay::start_ministry_with(
+        "000.00.00.G04",
+        &[A_UNIT],
+        &upstream(&base, "bogtvt", "secret-a"),
+        "max_package_bytes = 3145728\nmemory_package_bytes = 65536",
+    )
+    .await
+    .expect("relay");
+    let b = axis_client(&base, "botc", "secret-b");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let with_attachment = |number: &str, len: usize| {
+        DocumentBuilder::new(code(B_CHILD), vec![code(A_UNIT)], date, number, "CT")
+            .attachment(truc_edxml::AttachmentSource::new(
+                "ho-so.pdf",
+                (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+            ))
+            .build()
+    };
+    let too_large = with_attachment("1", 3 * 1024 * 1024);
+    assert!(too_large.len() > 3 * 1024 * 1024);
+    let staged = with_attachment("2", 1024 * 1024);
+    assert!(staged.len() > 64 * 1024 && staged.len() < 3 * 1024 * 1024);
+    let too_large_id = b
+        .send(&too_large, B_CHILD, &[A_UNIT.into()], false)
+        .await
+        .expect("send the large one");
+    b.send(&staged, B_CHILD, &[A_UNIT.into()], false)
+        .await
+        .expect("send the staged one");
+
+    let mut a = relay.adapter(A_UNIT).await.expect("adapter");
+    let mut inbox = a.inbox(4).await.expect("inbox");
+    let got = next(&mut inbox, "the package under the limit").await;
+    assert_eq!(
+        got.package, staged,
+        "byte for byte through the staging file"
+    );
+    inbox.ack(&got.delivery_id).await.expect("ack");
+
+    wait_for_fail(&b, &too_large_id).await;
+    let refused = inbound_refusals(&relay).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("EDXML_TOO_LARGE"), "{refused:?}");
     relay.stop().await.expect("stop");
 }

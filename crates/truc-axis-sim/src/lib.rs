@@ -50,10 +50,18 @@ pub struct SimConfig {
     /// Allowed clock difference for timestamps, in seconds (default 300).
     #[serde(default = "default_skew")]
     pub skew_secs: i64,
+    /// Largest package `sendEdoc` takes, in bytes (default 512 MiB, the relay's own
+    /// default): larger uploads are refused with HTTP 413.
+    #[serde(default = "default_max_package")]
+    pub max_package_bytes: u64,
 }
 
 fn default_skew() -> i64 {
     300
+}
+
+fn default_max_package() -> u64 {
+    512 * 1024 * 1024
 }
 
 impl SimConfig {
@@ -185,6 +193,12 @@ impl Simulator {
             .route("/_control/faults", get(get_faults).post(post_faults))
             .route("/_control/counters", get(get_counters))
             .route("/{operation}", post(operation))
+            // A package, plus the multipart framing around it.
+            .layer(axum::extract::DefaultBodyLimit::max(
+                usize::try_from(self.config.max_package_bytes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(64 * 1024),
+            ))
             .with_state(self.clone())
     }
 
@@ -691,6 +705,7 @@ impl LocalSimulator {
             systems,
             agencies: Vec::new(),
             skew_secs: default_skew(),
+            max_package_bytes: default_max_package(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);

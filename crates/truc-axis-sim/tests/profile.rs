@@ -30,6 +30,7 @@ async fn start() -> Sim {
         ],
         agencies: Vec::new(),
         skew_secs: 300,
+        max_package_bytes: 512 * 1024 * 1024,
     };
     let local = truc_axis_sim::LocalSimulator::start(config.systems)
         .await

@@ -2806,7 +2806,11 @@ mod record_format_tests {
         assert_eq!(entry.at, before.at);
         assert_eq!(entry.description, "accepted");
         assert_eq!(entry.reported_at, None);
-        assert_eq!(entry.timeline_order().0, before.at, "placed at its arrival");
+        assert_eq!(
+            entry.timeline_order().0,
+            before.at.0 / 1000,
+            "placed at its arrival"
+        );
 
         let summary: Summary = decode(
             "summary",

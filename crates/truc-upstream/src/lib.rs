@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use truc_vdxp::{op, param, value, Envelope, ReceivedItem};
@@ -130,8 +131,18 @@ pub trait Upstream: Send + Sync + 'static {
     ) -> Result<String, UpstreamError>;
     /// Packages waiting for this relay.
     async fn list_received(&self, status: bool) -> Result<Vec<Received>, UpstreamError>;
-    /// One package's bytes.
-    async fn fetch(&self, doc_id: &str) -> Result<Vec<u8>, UpstreamError>;
+    /// One package's bytes as its answer arrives, decoded piece by piece, so that memory
+    /// stays bounded whatever the package's size.
+    async fn fetch_stream(&self, doc_id: &str) -> Result<PackageDownload, UpstreamError>;
+    /// One package's bytes, whole (small packages, tests).
+    async fn fetch(&self, doc_id: &str) -> Result<Vec<u8>, UpstreamError> {
+        let mut download = self.fetch_stream(doc_id).await?;
+        let mut bytes = Vec::new();
+        while let Some(piece) = download.next_piece().await? {
+            bytes.extend_from_slice(&piece);
+        }
+        Ok(bytes)
+    }
     /// Acknowledges a received package (`done`), or refuses it for good (`fail`).
     async fn acknowledge(&self, doc_id: &str, done: bool) -> Result<(), UpstreamError>;
     /// What happened to a package this relay sent, per recipient.
@@ -255,6 +266,17 @@ impl VdxpUpstream {
         params: &[(&str, &str)],
         file: Option<Vec<u8>>,
     ) -> Result<Value, UpstreamError> {
+        let response = self.request(operation, params, file).await?;
+        read_answer(response).await
+    }
+
+    /// Sends one signed call and returns the answer once its headers are in.
+    async fn request(
+        &self,
+        operation: &str,
+        params: &[(&str, &str)],
+        file: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let ts = truc_vdxp::format_timestamp(now_ms());
         let mut all = vec![
             (param::SYSTEM_ID, self.config.system_id.as_str()),
@@ -274,35 +296,139 @@ impl VdxpUpstream {
             request = request
                 .multipart(reqwest::multipart::Form::new().part(truc_vdxp::FILE_FIELD, part));
         }
-        let response = request
+        request
             .send()
             .await
-            .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
-        let status = response.status();
-        let body: Value = match response.json().await {
-            Ok(v) => v,
-            Err(_) if status.is_server_error() => {
-                return Err(UpstreamError::Unavailable(format!("HTTP {status}")))
-            }
-            Err(e) => return Err(UpstreamError::Protocol(format!("HTTP {status}: {e}"))),
-        };
-        let envelope: Envelope = serde_json::from_value(body.clone())
-            .map_err(|e| UpstreamError::Protocol(format!("HTTP {status}: {e}")))?;
-        if status.is_server_error() {
-            return Err(UpstreamError::Unavailable(format!(
-                "HTTP {status} {}: {}",
-                envelope.error_code, envelope.error_desc
-            )));
+            .map_err(|e| UpstreamError::Unavailable(e.to_string()))
+    }
+}
+
+/// Reads a whole (small) answer: its envelope decides between the answer and an error.
+async fn read_answer(response: reqwest::Response) -> Result<Value, UpstreamError> {
+    let status = response.status();
+    let body: Value = match response.json().await {
+        Ok(v) => v,
+        Err(_) if status.is_server_error() => {
+            return Err(UpstreamError::Unavailable(format!("HTTP {status}")))
         }
+        Err(e) => return Err(UpstreamError::Protocol(format!("HTTP {status}: {e}"))),
+    };
+    // Read in place: the body is not copied for its envelope.
+    let envelope = Envelope::deserialize(&body)
+        .map_err(|e| UpstreamError::Protocol(format!("HTTP {status}: {e}")))?;
+    if status.is_server_error() {
+        return Err(UpstreamError::Unavailable(format!(
+            "HTTP {status} {}: {}",
+            envelope.error_code, envelope.error_desc
+        )));
+    }
+    if !envelope.is_ok() {
+        return Err(classify(envelope));
+    }
+    Ok(body)
+}
+
+/// A package coming from the axis (`getEdoc`), read as it arrives: [`next_piece`]
+/// (Self::next_piece) gives its bytes, decoded, a piece at a time. The answer's envelope
+/// comes last, so a download that ends in an error may already have given pieces: they
+/// must be thrown away.
+pub struct PackageDownload {
+    response: Option<reqwest::Response>,
+    reader: truc_vdxp::EdocAnswerReader,
+    permit: Option<Permit>,
+    observer: Option<DownloadObserver>,
+}
+
+/// Told how a download ended (`Ok` also when it was dropped part way).
+pub type DownloadObserver = Box<dyn FnOnce(Result<(), &UpstreamError>) + Send>;
+
+impl std::fmt::Debug for PackageDownload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackageDownload")
+            .field("decoded", &self.reader.decoded())
+            .field("done", &self.response.is_none())
+            .finish()
+    }
+}
+
+impl PackageDownload {
+    /// The next decoded bytes of the package; `None` once the answer is over and says the
+    /// call succeeded.
+    pub async fn next_piece(&mut self) -> Result<Option<Vec<u8>>, UpstreamError> {
+        let r = self.advance().await;
+        match &r {
+            Ok(Some(_)) => {}
+            Ok(None) => self.end(Ok(())),
+            Err(e) => self.end(Err(e)),
+        }
+        r
+    }
+
+    /// Calls `observer` when the download ends (for metrics).
+    pub fn observed(mut self, observer: DownloadObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    async fn advance(&mut self) -> Result<Option<Vec<u8>>, UpstreamError> {
+        let Some(response) = self.response.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|e| UpstreamError::Unavailable(format!("reading the package: {e}")))?;
+            let Some(chunk) = chunk else { break };
+            let mut out = Vec::new();
+            self.reader
+                .feed(&chunk, &mut out)
+                .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+        }
+        self.response = None;
+        let reader = std::mem::take(&mut self.reader);
+        let (envelope, had_package) = reader
+            .finish()
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         if !envelope.is_ok() {
             return Err(classify(envelope));
         }
-        Ok(body)
+        if !had_package {
+            return Err(UpstreamError::Protocol(
+                "the answer carries no package (no data)".into(),
+            ));
+        }
+        Ok(None)
+    }
+
+    fn end(&mut self, result: Result<(), &UpstreamError>) {
+        self.response = None;
+        if let Some(permit) = self.permit.take() {
+            match result {
+                Err(e) if e.is_transient() => permit.failure(),
+                _ => permit.success(),
+            }
+        }
+        if let Some(observer) = self.observer.take() {
+            observer(result);
+        }
+    }
+}
+
+impl Drop for PackageDownload {
+    fn drop(&mut self) {
+        // Stopped by its reader (the package is refused, say): not the link's fault.
+        if let Some(observer) = self.observer.take() {
+            observer(Ok(()));
+        }
     }
 }
 
 fn field<T: DeserializeOwned>(body: &Value, name: &str) -> Result<T, UpstreamError> {
-    serde_json::from_value(body.get(name).cloned().unwrap_or(Value::Null))
+    T::deserialize(body.get(name).unwrap_or(&Value::Null))
         .map_err(|e| UpstreamError::Protocol(format!("field {name}: {e}")))
 }
 
@@ -360,14 +486,36 @@ impl Upstream for VdxpUpstream {
         field(&body, "data")
     }
 
-    async fn fetch(&self, doc_id: &str) -> Result<Vec<u8>, UpstreamError> {
-        let body = self
-            .call(op::GET_EDOC, &[(param::DOC_ID, doc_id)], None)
-            .await?;
-        let data: String = field(&body, "data")?;
-        base64_simd::STANDARD
-            .decode_to_vec(data.as_bytes())
-            .map_err(|e| UpstreamError::Protocol(format!("package base64: {e}")))
+    async fn fetch_stream(&self, doc_id: &str) -> Result<PackageDownload, UpstreamError> {
+        let permit = self.breaker.admit()?;
+        let response = match self
+            .request(op::GET_EDOC, &[(param::DOC_ID, doc_id)], None)
+            .await
+        {
+            Ok(r) if r.status().is_success() => r,
+            // An error answer is small: read whole, it says what went wrong.
+            Ok(r) => {
+                let e = match read_answer(r).await {
+                    Ok(_) => UpstreamError::Protocol("getEdoc answered with an HTTP error".into()),
+                    Err(e) => e,
+                };
+                match &e {
+                    e if e.is_transient() => permit.failure(),
+                    _ => permit.success(),
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                permit.failure();
+                return Err(e);
+            }
+        };
+        Ok(PackageDownload {
+            response: Some(response),
+            reader: truc_vdxp::EdocAnswerReader::new(),
+            permit: Some(permit),
+            observer: None,
+        })
     }
 
     async fn acknowledge(&self, doc_id: &str, done: bool) -> Result<(), UpstreamError> {

@@ -147,6 +147,7 @@ async fn https_with_a_custom_ca_works_and_resets_are_transient() {
         }],
         agencies: Vec::new(),
         skew_secs: 300,
+        max_package_bytes: 512 * 1024 * 1024,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

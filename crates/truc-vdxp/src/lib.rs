@@ -13,6 +13,9 @@
 
 use std::collections::BTreeMap;
 
+mod answer;
+pub use answer::{AnswerError, EdocAnswerReader};
+
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;

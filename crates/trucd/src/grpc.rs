@@ -13,11 +13,10 @@ use tonic::{Request, Response, Status, Streaming};
 use truc_edxml::{Limits, OrgCode, PackageReader};
 use truc_proto::v1 as pb;
 use truc_relay::{Relay, RelayError, RouteDecision, Submitter, Unit};
-use truc_store::{
-    BlobWriter, ClaimToken, Destination, MessageId, Payload, PayloadInput, Timestamp,
-};
+use truc_store::{ClaimToken, Destination, MessageId, Payload, PayloadInput, Timestamp};
 
 use crate::config::LimitsConfig;
+use crate::intake::Incoming;
 use crate::metrics::{InboxGuard, Metrics, INBOX};
 
 /// Metadata key carrying the relay's stable error code.
@@ -305,86 +304,6 @@ fn receipt(r: truc_relay::Receipt) -> pb::Receipt {
     }
 }
 
-/// Receives a package's bytes into memory, or into a staging file once it is large, while
-/// reading it.
-struct Incoming {
-    reader: PackageReader,
-    /// The first chunk, kept as tonic decoded it: most packages are one chunk.
-    first: Option<Bytes>,
-    /// Every chunk so far once there is more than one, copied together: a kept chunk would
-    /// keep alive the whole buffer it was decoded from, so many small chunks could hold far
-    /// more memory than they count for.
-    joined: Vec<u8>,
-    file: Option<BlobWriter>,
-    size: u64,
-    /// Bytes it may keep in memory (its share of the budget); beyond, a staging file.
-    memory_limit: usize,
-    /// The size the header declared (0: unknown), so that `joined` is allocated once.
-    declared: usize,
-}
-
-impl Incoming {
-    fn in_memory(&self) -> usize {
-        self.first.as_ref().map_or(0, Bytes::len) + self.joined.len()
-    }
-
-    async fn chunk(&mut self, relay: &Relay, data: Bytes) -> Result<(), Status> {
-        self.size += data.len() as u64;
-        self.reader
-            .feed(&data)
-            .map_err(|e| relay_status(e.into()))?;
-        let mut pieces = Vec::new();
-        if self.file.is_none() && self.in_memory() + data.len() > self.memory_limit {
-            // The reader hashes every byte written there: once is enough.
-            self.file = Some(
-                relay
-                    .store()
-                    .stage_payload()
-                    .map_err(|e| relay_status(e.into()))?
-                    .without_hashing(),
-            );
-            pieces.extend(self.first.take());
-            pieces.push(std::mem::take(&mut self.joined).into());
-        }
-        match self.file.take() {
-            Some(w) => {
-                pieces.push(data);
-                self.file = Some(append_off_thread(w, pieces).await?);
-            }
-            None => match self.first.take() {
-                None if self.joined.is_empty() => self.first = Some(data),
-                first => {
-                    if let Some(first) = first {
-                        // Once, at the size announced: growing by doubling would allocate
-                        // and copy the package several times over.
-                        let wanted = self.declared.min(self.memory_limit);
-                        self.joined
-                            .reserve_exact(wanted.max(first.len() + data.len()));
-                        self.joined.extend_from_slice(&first);
-                    }
-                    self.joined.extend_from_slice(&data);
-                }
-            },
-        }
-        Ok(())
-    }
-}
-
-/// Appends `pieces` to a staging file on a blocking thread: a write can wait for the disk
-/// (when the kernel throttles writers of dirty pages), and that must not stall the other
-/// connections served by the same async thread. If it fails, the file is removed.
-async fn append_off_thread(mut w: BlobWriter, pieces: Vec<Bytes>) -> Result<BlobWriter, Status> {
-    tokio::task::spawn_blocking(move || {
-        for piece in &pieces {
-            w.write(piece)?;
-        }
-        Ok::<_, truc_store::StoreError>(w)
-    })
-    .await
-    .map_err(|e| status(tonic::Code::Internal, "RELAY_INTERNAL", e.to_string()))?
-    .map_err(|e| relay_status(e.into()))
-}
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl RelayService {
@@ -452,22 +371,19 @@ impl RelayService {
         if memory.is_none() {
             self.metrics.submission_spilled();
         }
-        let mut incoming = Incoming {
-            memory_limit: memory.as_ref().map_or(0, |m| m.bytes),
-            // The relay forwards packages whole: the package's digest is kept, the
-            // attachments' are not needed.
-            reader: PackageReader::new(limits).without_attachment_digests(),
-            first: None,
-            joined: Vec::new(),
-            file: None,
-            size: 0,
+        // The relay forwards packages whole: the package's digest is kept, the
+        // attachments' are not needed.
+        let mut incoming = Incoming::new(
+            PackageReader::new(limits).without_attachment_digests(),
+            memory.as_ref().map_or(0, |m| m.bytes),
             declared,
-        };
+        );
         while let Some(message) = next_message(&mut stream, idle).await? {
             match message.part {
-                Some(pb::submit_document_request::Part::Chunk(data)) => {
-                    incoming.chunk(&self.relay, data).await?
-                }
+                Some(pb::submit_document_request::Part::Chunk(data)) => incoming
+                    .chunk(&self.relay, data)
+                    .await
+                    .map_err(relay_status)?,
                 _ => {
                     return Err(status(
                         tonic::Code::InvalidArgument,
@@ -483,21 +399,19 @@ impl RelayService {
         drop(stream);
         // A request cut short at a chunk's end can look like a whole one to tonic (a reset
         // with NO_ERROR ends it cleanly): the declared size tells them apart.
-        if header.size != 0 && incoming.size != header.size {
+        if header.size != 0 && incoming.size() != header.size {
             return Err(status(
                 tonic::Code::InvalidArgument,
                 "SUBMIT_SIZE_MISMATCH",
                 format!(
                     "{} bytes received, the header said {}: the submission was cut short or the size is wrong",
-                    incoming.size, header.size
+                    incoming.size(), header.size
                 ),
             ));
         }
-        let meta = incoming
-            .reader
-            .finish()
-            .map_err(|e| relay_status(e.into()))?;
+        let (meta, payload) = incoming.finish().await.map_err(relay_status)?;
         if !header.sha256.is_empty() && !header.sha256.eq_ignore_ascii_case(&meta.sha256.to_hex()) {
+            // The staged copy, if any, goes with `payload`.
             return Err(status(
                 tonic::Code::InvalidArgument,
                 "SUBMIT_HASH_MISMATCH",
@@ -507,16 +421,6 @@ impl RelayService {
                 ),
             ));
         }
-        let sha256 = meta.sha256;
-        let payload = match incoming.file {
-            Some(w) => PayloadInput::Staged(
-                tokio::task::spawn_blocking(move || w.finish_with_digest(sha256))
-                    .await
-                    .map_err(|e| status(tonic::Code::Internal, "RELAY_INTERNAL", e.to_string()))?
-                    .map_err(|e| relay_status(e.into()))?,
-            ),
-            None => PayloadInput::Bytes(incoming.first.unwrap_or_else(|| incoming.joined.into())),
-        };
         let who = Submitter::Adapter {
             unit: caller.unit.code.clone(),
             certificate: caller.certificate,

@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod grpc;
+pub mod intake;
 pub mod link;
 pub mod metrics;
 pub mod pki;

@@ -9,6 +9,7 @@ use truc_relay::{Relay, RelayError, Submitter};
 use truc_store::{Completion, Destination, PayloadInput, Timestamp};
 use truc_upstream::{Upstream, UpstreamError};
 
+use crate::intake::Incoming;
 use crate::metrics::{Metrics, NATIONAL_AXIS};
 
 /// How many received packages are fetched, stored and acknowledged at once.
@@ -211,7 +212,7 @@ pub async fn inbound(
                         .filter(|id| seen.insert(id.clone())) // listed twice
                         .collect();
                     // Progress was made: poll again at once, there may be more.
-                    busy |= receive_listed(&relay, &upstream, &state.metrics, ids).await;
+                    busy |= receive_listed(&relay, &upstream, &state, ids).await;
                 }
                 Err(e @ UpstreamError::Credentials { .. }) => {
                     credentials_rejected(&relay, &state, &e).await;
@@ -245,7 +246,7 @@ enum Fetched {
     Settled,
     /// Read, to be stored and acknowledged.
     Read {
-        bytes: Vec<u8>,
+        payload: PayloadInput,
         meta: truc_edxml::PackageMeta,
     },
 }
@@ -271,9 +272,10 @@ impl Drop for FetchTask {
 async fn receive_listed(
     relay: &Arc<Relay>,
     upstream: &Arc<dyn Upstream>,
-    metrics: &Arc<Metrics>,
+    state: &LinkState,
     ids: Vec<String>,
 ) -> bool {
+    let (metrics, intake) = (&state.metrics, state.intake);
     let mut ids = ids.into_iter();
     // Fetches in the order listed (each running on its own), then stores.
     let mut fetching = std::collections::VecDeque::new();
@@ -297,7 +299,7 @@ async fn receive_listed(
             let (relay, upstream, metrics) = (relay.clone(), upstream.clone(), metrics.clone());
             let fetch = tokio::spawn({
                 let id = id.clone();
-                async move { fetch_one(&relay, upstream.as_ref(), &metrics, &id).await }
+                async move { fetch_one(&relay, upstream.as_ref(), &metrics, intake, &id).await }
             });
             fetching.push_back((id, FetchTask(fetch)));
         }
@@ -312,7 +314,7 @@ async fn receive_listed(
         };
         match (&mut fetch.0).await {
             Ok(Ok(Fetched::Settled)) => settle(&id, Ok(())),
-            Ok(Ok(Fetched::Read { bytes, meta })) => {
+            Ok(Ok(Fetched::Read { payload, meta })) => {
                 let (stored, stored_rx) = tokio::sync::oneshot::channel();
                 let previous = about(&meta).and_then(|doc| last_stored.insert(doc, stored_rx));
                 let (relay, upstream, metrics) = (relay.clone(), upstream.clone(), metrics.clone());
@@ -323,7 +325,7 @@ async fn receive_listed(
                         None => true,
                     };
                     let r = if go {
-                        let package = (bytes, meta);
+                        let package = (payload, meta);
                         store_one(&relay, upstream.as_ref(), &metrics, &id, package, stored).await
                     } else {
                         Err(UpstreamError::Unavailable(
@@ -354,12 +356,15 @@ fn about(meta: &truc_edxml::PackageMeta) -> Option<truc_edxml::DocumentId> {
         .cloned()
 }
 
-/// Fetches one listed package and reads it; one that is already stored is acknowledged
-/// again, one that cannot be read is refused.
+/// Fetches one listed package, reading it as it arrives, in memory while small and into a
+/// staging file beyond (like an adapter's): whatever its size, it costs the relay one piece
+/// of memory. One already stored is acknowledged again; one that breaks a rule (not edXML,
+/// too large) is refused as soon as it does.
 async fn fetch_one(
     relay: &Relay,
     upstream: &dyn Upstream,
     metrics: &Metrics,
+    intake: Intake,
     doc_id: &str,
 ) -> Result<Fetched, UpstreamError> {
     let store = relay.store();
@@ -370,9 +375,39 @@ async fn fetch_one(
             .await
             .map(|()| Fetched::Settled);
     }
-    let bytes = upstream.fetch(doc_id).await?;
-    match truc_edxml::parse(&bytes) {
-        Ok(meta) => Ok(Fetched::Read { bytes, meta }),
+    let limits = truc_edxml::Limits {
+        max_package_bytes: intake.max_package_bytes,
+        ..truc_edxml::Limits::default()
+    };
+    // The relay forwards packages whole: the attachments' digests are not needed.
+    let reader = truc_edxml::PackageReader::new(limits).without_attachment_digests();
+    let mut incoming = Incoming::new(reader, intake.memory_package_bytes, 0);
+    let mut download = upstream.fetch_stream(doc_id).await?;
+    let refused = loop {
+        let Some(piece) = download.next_piece().await? else {
+            break None;
+        };
+        match incoming.chunk(relay, piece.into()).await {
+            Ok(()) => {}
+            Err(RelayError::Store(e)) => {
+                return Err(UpstreamError::Unavailable(format!(
+                    "staging it here failed: {e}"
+                )))
+            }
+            // The package breaks a rule: stop reading it.
+            Err(e) => break Some(e),
+        }
+    };
+    drop(download);
+    let outcome = match refused {
+        Some(e) => Err(e),
+        None => incoming.finish().await,
+    };
+    match outcome {
+        Ok((meta, payload)) => Ok(Fetched::Read { payload, meta }),
+        Err(RelayError::Store(e)) => Err(UpstreamError::Unavailable(format!(
+            "staging it here failed: {e}"
+        ))),
         Err(e) => {
             metrics.submitted("document", "national_axis", "refused");
             refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code()))
@@ -391,7 +426,7 @@ async fn store_one(
     upstream: &dyn Upstream,
     metrics: &Metrics,
     doc_id: &str,
-    (bytes, meta): (Vec<u8>, truc_edxml::PackageMeta),
+    (payload, meta): (PayloadInput, truc_edxml::PackageMeta),
     settled: tokio::sync::oneshot::Sender<bool>,
 ) -> Result<(), UpstreamError> {
     let kind = match meta.kind() {
@@ -401,10 +436,7 @@ async fn store_one(
     let who = Submitter::NationalAxis {
         doc_id: doc_id.to_owned(),
     };
-    match relay
-        .submit(&who, &meta, PayloadInput::Bytes(bytes.into()), None)
-        .await
-    {
+    match relay.submit(&who, &meta, payload, None).await {
         Ok(receipt) => {
             let _ = settled.send(true);
             let outcome = if receipt.duplicate {
@@ -460,14 +492,26 @@ async fn refuse(
 pub struct LinkState {
     last_credentials_alert: std::sync::Mutex<Option<std::time::Instant>>,
     metrics: Arc<Metrics>,
+    intake: Intake,
+}
+
+/// How packages from the axis are taken in: the same limits as an adapter's.
+#[derive(Debug, Clone, Copy)]
+pub struct Intake {
+    /// Larger packages are refused (`EDXML_TOO_LARGE`) as soon as they pass it.
+    pub max_package_bytes: u64,
+    /// Larger packages go to a staging file while they arrive.
+    pub memory_package_bytes: usize,
 }
 
 impl LinkState {
-    /// The workers' shared state, counting into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// The workers' shared state, counting into `metrics`, taking packages in with
+    /// `intake`.
+    pub fn new(metrics: Arc<Metrics>, intake: Intake) -> Self {
         LinkState {
             last_credentials_alert: std::sync::Mutex::new(None),
             metrics,
+            intake,
         }
     }
 }

@@ -21,7 +21,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use truc_store::{Destination, StoreStats, Timestamp};
 use truc_upstream::{
-    operations, Agency, BreakerState, Received, SentItem, Upstream, UpstreamError,
+    operations, Agency, BreakerState, PackageDownload, Received, SentItem, Upstream, UpstreamError,
 };
 
 /// Labels of a submission.
@@ -539,31 +539,44 @@ impl MeteredUpstream {
         started: Instant,
         result: &Result<T, UpstreamError>,
     ) {
-        let label = OperationLabel { operation };
-        self.metrics.upstream_calls.get_or_create(&label).inc();
-        self.metrics
-            .upstream_duration
-            .get_or_create(&label)
-            .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(_) => self
-                .health
-                .credentials_rejected
-                .store(false, Ordering::Relaxed),
-            Err(e) => {
-                if matches!(e, UpstreamError::Credentials { .. }) {
-                    self.health
-                        .credentials_rejected
-                        .store(true, Ordering::Relaxed);
-                }
-                self.metrics
-                    .upstream_errors
-                    .get_or_create(&UpstreamErrorLabels {
-                        operation,
-                        code: e.code(),
-                    })
-                    .inc();
+        record_call(
+            &self.metrics,
+            &self.health,
+            operation,
+            started,
+            result.as_ref().map(drop),
+        );
+    }
+}
+
+/// Counts one call to the axis: its duration, and its error by code; the link's health
+/// follows whether the axis accepts the relay's credentials.
+fn record_call(
+    metrics: &Metrics,
+    health: &LinkHealth,
+    operation: &'static str,
+    started: Instant,
+    result: Result<(), &UpstreamError>,
+) {
+    let label = OperationLabel { operation };
+    metrics.upstream_calls.get_or_create(&label).inc();
+    metrics
+        .upstream_duration
+        .get_or_create(&label)
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => health.credentials_rejected.store(false, Ordering::Relaxed),
+        Err(e) => {
+            if matches!(e, UpstreamError::Credentials { .. }) {
+                health.credentials_rejected.store(true, Ordering::Relaxed);
             }
+            metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    operation,
+                    code: e.code(),
+                })
+                .inc();
         }
     }
 }
@@ -590,11 +603,27 @@ impl Upstream for MeteredUpstream {
         r
     }
 
-    async fn fetch(&self, doc_id: &str) -> Result<Vec<u8>, UpstreamError> {
+    async fn fetch_stream(&self, doc_id: &str) -> Result<PackageDownload, UpstreamError> {
         let started = Instant::now();
-        let r = self.inner.fetch(doc_id).await;
-        self.record(operations::GET_EDOC, started, &r);
-        r
+        match self.inner.fetch_stream(doc_id).await {
+            // Counted when the whole answer is in: its envelope comes last.
+            Ok(download) => {
+                let (metrics, health) = (self.metrics.clone(), self.health.clone());
+                Ok(download.observed(Box::new(move |result| {
+                    record_call(&metrics, &health, operations::GET_EDOC, started, result)
+                })))
+            }
+            Err(e) => {
+                record_call(
+                    &self.metrics,
+                    &self.health,
+                    operations::GET_EDOC,
+                    started,
+                    Err(&e),
+                );
+                Err(e)
+            }
+        }
     }
 
     async fn acknowledge(&self, doc_id: &str, done: bool) -> Result<(), UpstreamError> {

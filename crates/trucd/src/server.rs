@@ -326,7 +326,13 @@ pub async fn serve(
             health: link_health,
             base_url: up.base_url.clone(),
         });
-        let state = Arc::new(crate::link::LinkState::new(metrics.clone()));
+        let state = Arc::new(crate::link::LinkState::new(
+            metrics.clone(),
+            crate::link::Intake {
+                max_package_bytes: config.limits.max_package_bytes,
+                memory_package_bytes: config.limits.memory_package_bytes,
+            },
+        ));
         link_tasks.push(tokio::spawn(crate::link::outbound(
             relay.clone(),
             upstream.clone(),

@@ -194,34 +194,8 @@ async fn a_package_in_many_small_chunks_arrives_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mib_package_from_the_national_axis_arrives_with_bounded_relay_memory() {
     use truc_upstream::Upstream;
-    const OTHER_MINISTRY: &str = "000.00.00.G12";
-    let local = truc_axis_sim::LocalSimulator::start(vec![
-        truc_axis_sim::SystemConfig::new("bogtvt", "secret-a", "000.00.00.G04"),
-        truc_axis_sim::SystemConfig::new("botc", "secret-b", OTHER_MINISTRY),
-    ])
-    .await
-    .expect("simulator");
-    let relay = TestRelay::spawn_ministry_process(
-        "000.00.00.G04",
-        &[A],
-        &format!(
-            "[upstream]\nbase_url = \"{}\"\nsystem_id = \"bogtvt\"\nsecret = \"secret-a\"\npoll_secs = 1\n",
-            local.base_url
-        ),
-    )
-    .await
-    .expect("trucd process");
+    let (_axis, relay, other) = ministry_on_the_axis().await;
     let pid = relay.pid().expect("pid");
-    let other = truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
-        base_url: local.base_url.clone(),
-        system_id: "botc".into(),
-        secret: "secret-b".into(),
-        ca_pem: None,
-        client_identity_pem: None,
-        timeout: Duration::from_secs(120),
-        breaker_max_open: Duration::from_secs(300),
-    })
-    .expect("client of the other ministry");
     let mut a = relay.adapter(A).await.expect("A");
     let mut inbox = a.inbox(4).await.expect("inbox");
     let date = CalendarDate::new(2026, 11, 21).expect("date");
@@ -269,5 +243,105 @@ async fn a_100_mib_package_from_the_national_axis_arrives_with_bounded_relay_mem
     assert_eq!(got, expected_sha, "byte for byte");
     inbox.ack(&d.delivery_id).await.expect("ack");
     assert_peak_growth_below_64_mib(pid, baseline, "a 100 MiB package from the axis");
+    relay.stop().await.expect("stop");
+}
+
+/// The other ministry of the national-axis tests.
+const OTHER_MINISTRY: &str = "000.00.00.G12";
+
+/// The simulator of the national axis, a `trucd` process as the transport ministry's relay
+/// on it (unit A), and a client speaking for the other ministry's system.
+async fn ministry_on_the_axis() -> (
+    truc_axis_sim::LocalSimulator,
+    TestRelay,
+    truc_upstream::VdxpUpstream,
+) {
+    let local = truc_axis_sim::LocalSimulator::start(vec![
+        truc_axis_sim::SystemConfig::new("bogtvt", "secret-a", "000.00.00.G04"),
+        truc_axis_sim::SystemConfig::new("botc", "secret-b", OTHER_MINISTRY),
+    ])
+    .await
+    .expect("simulator");
+    let relay = TestRelay::spawn_ministry_process(
+        "000.00.00.G04",
+        &[A],
+        &format!(
+            "[upstream]\nbase_url = \"{}\"\nsystem_id = \"bogtvt\"\nsecret = \"secret-a\"\npoll_secs = 1\n",
+            local.base_url
+        ),
+    )
+    .await
+    .expect("trucd process");
+    let other = truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {
+        base_url: local.base_url.clone(),
+        system_id: "botc".into(),
+        secret: "secret-b".into(),
+        ca_pem: None,
+        client_identity_pem: None,
+        timeout: Duration::from_secs(120),
+        breaker_max_open: Duration::from_secs(300),
+    })
+    .expect("client of the other ministry");
+    (local, relay, other)
+}
+
+/// A 100 MiB package to another ministry leaves through the national axis while the
+/// relay's resident memory grows by less than 64 MiB: `sendEdoc` streams it from its blob
+/// file (the axis checks its SHA-256 against `hash-file`, so a damaged upload is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_package_to_another_ministry_leaves_with_bounded_relay_memory() {
+    use truc_upstream::Upstream;
+    let (_axis, relay, other) = ministry_on_the_axis().await;
+    let pid = relay.pid().expect("pid");
+    let mut a = relay.adapter(A).await.expect("A");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let recipient = "000.01.07.G12";
+
+    // Whatever the other ministry has received, collected as it comes.
+    let received = |n: usize| {
+        let other = &other;
+        async move {
+            for _ in 0..600 {
+                let listed = other.list_received(false).await.expect("list");
+                if listed.len() >= n {
+                    return listed;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{n} packages did not reach the other ministry");
+        }
+    };
+
+    // A small package first, so the baseline includes the link warmed up.
+    let warm = DocumentBuilder::new(code(A), vec![code(recipient)], date, "1", "X").build();
+    a.submit_document(&warm, None)
+        .await
+        .expect("submit the small one");
+    let first = received(1).await;
+    other
+        .acknowledge(&first[0].doc_id, true)
+        .await
+        .expect("ack");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (baseline, _) = memory_kib(pid);
+
+    let package = DocumentBuilder::new(code(A), vec![code(recipient)], date, "2", "X")
+        .subject("Hồ sơ quét")
+        .attachment(AttachmentSource::new("hoso.pdf", noise(75 * 1024 * 1024)))
+        .build();
+    let expected: Vec<u8> = Sha256::digest(&package).to_vec();
+    let path = relay.dir.path().join("big.edxml");
+    std::fs::write(&path, &package).expect("write");
+    drop(package);
+    a.submit_file(&path, None).await.expect("submit 100 MiB");
+
+    let listed = received(1).await;
+    let got = other
+        .fetch(&listed[0].doc_id)
+        .await
+        .expect("fetch from the axis");
+    assert_eq!(Sha256::digest(&got).to_vec(), expected, "byte for byte");
+    drop(got);
+    assert_peak_growth_below_64_mib(pid, baseline, "a 100 MiB package sent to the axis");
     relay.stop().await.expect("stop");
 }

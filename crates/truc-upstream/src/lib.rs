@@ -121,14 +121,32 @@ pub type Received = ReceivedItem;
 /// What the relay needs from the national axis.
 #[async_trait]
 pub trait Upstream: Send + Sync + 'static {
-    /// Sends a package once (the axis fans it out); returns the axis's transport id.
+    /// Sends a package once (the axis fans it out), given its SHA-256 (hex, which the
+    /// profile's `hash-file` carries); returns the axis's transport id. A package on disk
+    /// is streamed from its file, never held whole in memory.
+    async fn send_upload(
+        &self,
+        package: Upload,
+        sha256_hex: &str,
+        from: &str,
+        to: &[String],
+        status: bool,
+    ) -> Result<String, UpstreamError>;
+    /// Same, for a package in memory (tests, tools).
     async fn send(
         &self,
         package: &[u8],
         from: &str,
         to: &[String],
         status: bool,
-    ) -> Result<String, UpstreamError>;
+    ) -> Result<String, UpstreamError> {
+        let hash: String = Sha256::digest(package)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let package = Upload::Bytes(bytes::Bytes::copy_from_slice(package));
+        self.send_upload(package, &hash, from, to, status).await
+    }
     /// Packages waiting for this relay.
     async fn list_received(&self, status: bool) -> Result<Vec<Received>, UpstreamError>;
     /// One package's bytes as its answer arrives, decoded piece by piece, so that memory
@@ -151,6 +169,41 @@ pub trait Upstream: Send + Sync + 'static {
     async fn agencies(&self) -> Result<Vec<Agency>, UpstreamError>;
     /// The link's state, for readiness and metrics.
     fn link(&self) -> BreakerState;
+}
+
+/// A package to send up.
+#[derive(Debug, Clone)]
+pub enum Upload {
+    /// In memory.
+    Bytes(bytes::Bytes),
+    /// A file, streamed as it is sent.
+    File {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Its size, announced in the request.
+        size: u64,
+    },
+}
+
+impl Upload {
+    /// The multipart part that carries it.
+    async fn into_part(self) -> Result<reqwest::multipart::Part, UpstreamError> {
+        let part = match self {
+            Upload::Bytes(b) => {
+                let len = b.len() as u64;
+                reqwest::multipart::Part::stream_with_length(b, len)
+            }
+            Upload::File { path, size } => {
+                let file = tokio::fs::File::open(&path).await.map_err(|e| {
+                    UpstreamError::Protocol(format!("opening the package {}: {e}", path.display()))
+                })?;
+                reqwest::multipart::Part::stream_with_length(file, size)
+            }
+        };
+        part.file_name("package.edxml")
+            .mime_str("application/octet-stream")
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))
+    }
 }
 
 /// How to reach the axis.
@@ -247,7 +300,7 @@ impl VdxpUpstream {
         &self,
         operation: &str,
         params: &[(&str, &str)],
-        file: Option<Vec<u8>>,
+        file: Option<Upload>,
     ) -> Result<Value, UpstreamError> {
         let permit = self.breaker.admit()?;
         let result = self.call_once(operation, params, file).await;
@@ -264,7 +317,7 @@ impl VdxpUpstream {
         &self,
         operation: &str,
         params: &[(&str, &str)],
-        file: Option<Vec<u8>>,
+        file: Option<Upload>,
     ) -> Result<Value, UpstreamError> {
         let response = self.request(operation, params, file).await?;
         read_answer(response).await
@@ -275,7 +328,7 @@ impl VdxpUpstream {
         &self,
         operation: &str,
         params: &[(&str, &str)],
-        file: Option<Vec<u8>>,
+        file: Option<Upload>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let ts = truc_vdxp::format_timestamp(now_ms());
         let mut all = vec![
@@ -288,11 +341,8 @@ impl VdxpUpstream {
         for (k, v) in truc_vdxp::sign(&all, self.config.secret.as_bytes()) {
             request = request.header(k, v);
         }
-        if let Some(bytes) = file {
-            let part = reqwest::multipart::Part::bytes(bytes)
-                .file_name("package.edxml")
-                .mime_str("application/octet-stream")
-                .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        if let Some(upload) = file {
+            let part = upload.into_part().await?;
             request = request
                 .multipart(reqwest::multipart::Form::new().part(truc_vdxp::FILE_FIELD, part));
         }
@@ -434,17 +484,14 @@ fn field<T: DeserializeOwned>(body: &Value, name: &str) -> Result<T, UpstreamErr
 
 #[async_trait]
 impl Upstream for VdxpUpstream {
-    async fn send(
+    async fn send_upload(
         &self,
-        package: &[u8],
+        package: Upload,
+        sha256_hex: &str,
         from: &str,
         to: &[String],
         status: bool,
     ) -> Result<String, UpstreamError> {
-        let hash: String = Sha256::digest(package)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         let to_json = serde_json::to_string(to).unwrap_or_else(|_| "[]".into());
         let message_type = if status {
             value::MESSAGE_STATUS
@@ -459,9 +506,9 @@ impl Upstream for VdxpUpstream {
                     (param::TO, &to_json),
                     (param::SERVICE_TYPE, value::SERVICE_EDOC),
                     (param::MESSAGE_TYPE, message_type),
-                    (param::HASH_FILE, &hash),
+                    (param::HASH_FILE, sha256_hex),
                 ],
-                Some(package.to_vec()),
+                Some(package),
             )
             .await?;
         field(&body, "DocId")

@@ -7,7 +7,7 @@ use std::time::Duration;
 use truc_edxml::PackageKind;
 use truc_relay::{Relay, RelayError, Submitter};
 use truc_store::{Completion, Destination, PayloadInput, Timestamp};
-use truc_upstream::{Upstream, UpstreamError};
+use truc_upstream::{Upload, Upstream, UpstreamError};
 
 use crate::intake::Incoming;
 use crate::metrics::{Metrics, NATIONAL_AXIS};
@@ -131,20 +131,23 @@ async fn send_message(
         .iter()
         .map(|c| c.token.key.recipient.to_string())
         .collect();
+    // A large package goes up from its blob file as it is sent, never whole in memory.
     let result = match store.payload_of(message).await {
-        Ok(p) => match p.read_all() {
-            Ok(bytes) => {
-                upstream
-                    .send(
-                        &bytes,
-                        message.sender.as_str(),
-                        &to,
-                        message.kind == PackageKind::Status,
-                    )
-                    .await
-            }
-            Err(e) => Err(UpstreamError::Protocol(format!("reading the payload: {e}"))),
-        },
+        Ok(p) => {
+            let upload = match p {
+                truc_store::Payload::Inline(bytes) => Upload::Bytes(bytes),
+                truc_store::Payload::File { path, size } => Upload::File { path, size },
+            };
+            upstream
+                .send_upload(
+                    upload,
+                    &message.sha256.to_hex(),
+                    message.sender.as_str(),
+                    &to,
+                    message.kind == PackageKind::Status,
+                )
+                .await
+        }
         Err(e) => Err(UpstreamError::Protocol(format!("payload: {e}"))),
     };
     let now = Timestamp::now();

@@ -21,7 +21,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use truc_store::{Destination, StoreStats, Timestamp};
 use truc_upstream::{
-    operations, Agency, BreakerState, PackageDownload, Received, SentItem, Upstream, UpstreamError,
+    operations, Agency, BreakerState, PackageDownload, Received, SentItem, Upload, Upstream,
+    UpstreamError,
 };
 
 /// Labels of a submission.
@@ -583,15 +584,19 @@ fn record_call(
 
 #[async_trait]
 impl Upstream for MeteredUpstream {
-    async fn send(
+    async fn send_upload(
         &self,
-        package: &[u8],
+        package: Upload,
+        sha256_hex: &str,
         from: &str,
         to: &[String],
         status: bool,
     ) -> Result<String, UpstreamError> {
         let started = Instant::now();
-        let r = self.inner.send(package, from, to, status).await;
+        let r = self
+            .inner
+            .send_upload(package, sha256_hex, from, to, status)
+            .await;
         self.record(operations::SEND_EDOC, started, &r);
         r
     }

@@ -6,6 +6,8 @@
 //! and only the (small) other members are kept. Memory stays that of one piece, whatever the
 //! package's size.
 
+use serde::Deserialize;
+
 use crate::Envelope;
 
 /// Most bytes the members other than `data` may take together: they are the envelope.
@@ -248,7 +250,7 @@ impl EdocAnswerReader {
                 }
                 State::BeforeKey { first: true } if b == b'}' => self.state = State::End,
                 State::AfterKey if b == b':' => self.state = State::BeforeValue,
-                State::BeforeValue if self.key == b"data" && b == b'"' => {
+                State::BeforeValue if b == b'"' && self.key_is_data() => {
                     if self.data_seen {
                         return Err(AnswerError::Json("data appears twice".into()));
                     }
@@ -306,9 +308,25 @@ impl EdocAnswerReader {
         text.push(b'{');
         text.extend_from_slice(&self.others);
         text.push(b'}');
-        let envelope: Envelope =
+        // Read as a JSON value first: reading straight into the envelope would skip the
+        // members it does not know without checking them (their UTF-8, say).
+        let members: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| AnswerError::Json(e.to_string()))?;
+        let envelope =
+            Envelope::deserialize(&members).map_err(|e| AnswerError::Json(e.to_string()))?;
         Ok((envelope, self.data_seen))
+    }
+
+    /// Whether the member being read is `data` (its name may be written with escapes).
+    fn key_is_data(&self) -> bool {
+        if !self.key.contains(&b'\\') {
+            return self.key == b"data";
+        }
+        let mut quoted = Vec::with_capacity(self.key.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(&self.key);
+        quoted.push(b'"');
+        serde_json::from_slice::<String>(&quoted).is_ok_and(|k| k == "data")
     }
 
     fn keep_other(&mut self, bytes: &[u8]) -> Result<(), AnswerError> {
@@ -401,6 +419,9 @@ mod tests {
             assert!(envelope.is_ok() && had_data);
             assert_eq!(out, bytes);
         }
+        // A name written with escapes is still `data`.
+        let answer = r#"{"status":"OK","ErrorCode":"0","d\u0061ta":"QUJD"}"#;
+        assert_eq!(read(answer.as_bytes(), 1).expect("reads").2, b"ABC");
         // A \u escape of a base64 character is that character.
         let answer = r#"{"status":"OK","ErrorCode":"0","data":"QU\u004A\u0044"}"#;
         assert_eq!(read(answer.as_bytes(), 1).expect("reads").2, b"ABC");
@@ -431,9 +452,15 @@ mod tests {
             r#"{"status":"OK","ErrorCode":"0","data":"QUJD"} x"#,
             r#"{"status":"OK","ErrorCode":"0" "data":"QUJD"}"#,
             r#"{"status":"OK","data":"QUJD"}"#,
+            // A raw control character in a member the envelope does not know.
+            "{\"status\":\"OK\",\"ErrorCode\":\"0\",\"x\":\"\u{1}\",\"data\":\"QUJD\"}",
         ] {
             assert!(read(answer.as_bytes(), 2).is_err(), "{answer:?} is refused");
         }
+        // Found by fuzzing: a member the envelope does not know, not UTF-8, was skipped
+        // unchecked when the envelope was read straight from the members' text.
+        let not_utf8 = b"{\"status\":\"OK\",\"ErrorCode\":\"0\",\"x\":\"\x9e\",\"data\":\"QUJD\"}";
+        assert!(read(not_utf8, 2).is_err());
     }
 
     #[test]

@@ -171,6 +171,17 @@ pub trait Upstream: Send + Sync + 'static {
     fn link(&self) -> BreakerState;
 }
 
+/// The slowest transfer of a package a call allows, in bytes per second (1 MiB/s, about
+/// 8 Mbit/s): a call carrying a package may take the call timeout plus a second per MiB, so
+/// a large package on a modest link is not cut off (and sent again, and cut off again) by
+/// a timeout meant for small calls.
+pub const MIN_TRANSFER_BYTES_PER_SEC: u64 = 1024 * 1024;
+
+/// How long a call carrying `bytes` may take, given the timeout of a small call.
+pub fn transfer_allowance(timeout: Duration, bytes: u64) -> Duration {
+    timeout + Duration::from_millis(bytes.saturating_mul(1000) / MIN_TRANSFER_BYTES_PER_SEC)
+}
+
 /// A package to send up.
 #[derive(Debug, Clone)]
 pub enum Upload {
@@ -186,6 +197,19 @@ pub enum Upload {
 }
 
 impl Upload {
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Upload::Bytes(b) => b.len() as u64,
+            Upload::File { size, .. } => *size,
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The multipart part that carries it.
     async fn into_part(self) -> Result<reqwest::multipart::Part, UpstreamError> {
         let part = match self {
@@ -319,16 +343,22 @@ impl VdxpUpstream {
         params: &[(&str, &str)],
         file: Option<Upload>,
     ) -> Result<Value, UpstreamError> {
-        let response = self.request(operation, params, file).await?;
+        let timeout = match &file {
+            Some(upload) => transfer_allowance(self.config.timeout, upload.len()),
+            None => self.config.timeout,
+        };
+        let response = self.request(operation, params, file, timeout).await?;
         read_answer(response).await
     }
 
-    /// Sends one signed call and returns the answer once its headers are in.
+    /// Sends one signed call and returns the answer once its headers are in; `timeout`
+    /// bounds the whole call, answer included.
     async fn request(
         &self,
         operation: &str,
         params: &[(&str, &str)],
         file: Option<Upload>,
+        timeout: Duration,
     ) -> Result<reqwest::Response, UpstreamError> {
         let ts = truc_vdxp::format_timestamp(now_ms());
         let mut all = vec![
@@ -337,7 +367,7 @@ impl VdxpUpstream {
         ];
         all.extend_from_slice(params);
         let url = format!("{}/{operation}", self.config.base_url.trim_end_matches('/'));
-        let mut request = self.http.post(url);
+        let mut request = self.http.post(url).timeout(timeout);
         for (k, v) in truc_vdxp::sign(&all, self.config.secret.as_bytes()) {
             request = request.header(k, v);
         }
@@ -387,6 +417,11 @@ pub struct PackageDownload {
     reader: truc_vdxp::EdocAnswerReader,
     permit: Option<Permit>,
     observer: Option<DownloadObserver>,
+    /// Longest wait for the next piece (the call timeout).
+    idle: Duration,
+    /// When the whole answer must be in: the call timeout plus the transfer allowance for
+    /// its announced length.
+    deadline: tokio::time::Instant,
 }
 
 /// Told how a download ended (`Ok` also when it was dropped part way).
@@ -425,9 +460,16 @@ impl PackageDownload {
             return Ok(None);
         };
         loop {
-            let chunk = response
-                .chunk()
+            let wait_until = self.deadline.min(tokio::time::Instant::now() + self.idle);
+            let chunk = tokio::time::timeout_at(wait_until, response.chunk())
                 .await
+                .map_err(|_| {
+                    UpstreamError::Unavailable(format!(
+                        "the package stopped coming (nothing for {:?}, or past its time) after {} bytes",
+                        self.idle,
+                        self.reader.decoded()
+                    ))
+                })?
                 .map_err(|e| UpstreamError::Unavailable(format!("reading the package: {e}")))?;
             let Some(chunk) = chunk else { break };
             let mut out = Vec::new();
@@ -535,10 +577,26 @@ impl Upstream for VdxpUpstream {
 
     async fn fetch_stream(&self, doc_id: &str) -> Result<PackageDownload, UpstreamError> {
         let permit = self.breaker.admit()?;
-        let response = match self
-            .request(op::GET_EDOC, &[(param::DOC_ID, doc_id)], None)
-            .await
-        {
+        // The answer's headers within the call timeout; its body as long as it keeps coming
+        // (see PackageDownload::advance), not cut off by the client's timeout for small calls.
+        let headers = tokio::time::timeout(
+            self.config.timeout,
+            self.request(
+                op::GET_EDOC,
+                &[(param::DOC_ID, doc_id)],
+                None,
+                // The body's own limits are the download's (idle time, deadline by length).
+                transfer_allowance(self.config.timeout, 4 << 30),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(UpstreamError::Unavailable(format!(
+                "no answer to getEdoc within {:?}",
+                self.config.timeout
+            )))
+        });
+        let response = match headers {
             Ok(r) if r.status().is_success() => r,
             // An error answer is small: read whole, it says what went wrong.
             Ok(r) => {
@@ -557,11 +615,17 @@ impl Upstream for VdxpUpstream {
                 return Err(e);
             }
         };
+        // Without a length, as long as a 512 MiB package (in base64) would take.
+        let length = response
+            .content_length()
+            .unwrap_or(512 * 1024 * 1024 / 3 * 4);
         Ok(PackageDownload {
             response: Some(response),
             reader: truc_vdxp::EdocAnswerReader::new(),
             permit: Some(permit),
             observer: None,
+            idle: self.config.timeout,
+            deadline: tokio::time::Instant::now() + transfer_allowance(self.config.timeout, length),
         })
     }
 

@@ -207,3 +207,57 @@ async fn https_with_a_custom_ca_works_and_resets_are_transient() {
     assert!(err.is_transient());
     assert_eq!(sim.counters().get("getReceivedEdocList.reset"), Some(&1));
 }
+
+/// A call carrying a package may take the call timeout plus a second per MiB (the slowest
+/// link allowed, 1 MiB/s): a large package on a modest link is not cut off by the timeout
+/// of small calls. Here the axis answers every call after 1.5 s, the call timeout is 1 s:
+/// a small call times out, a 1.5 MiB package (2.5 s allowed) goes through.
+#[tokio::test]
+async fn a_package_may_take_longer_than_a_small_call() {
+    let r = simulator().await;
+    let slow_client = |system: &str, secret: &str| {
+        VdxpUpstream::new(UpstreamConfig {
+            base_url: r.base_url.clone(),
+            system_id: system.into(),
+            secret: secret.into(),
+            ca_pem: None,
+            client_identity_pem: None,
+            timeout: Duration::from_secs(1),
+            breaker_max_open: Duration::from_secs(300),
+        })
+        .expect("client")
+    };
+    let (gtvt, tc) = (slow_client("bogtvt", "s-gtvt"), slow_client("botc", "s-tc"));
+    let package: Vec<u8> = (0..1536 * 1024).map(|i| (i % 251) as u8).collect();
+    r.sim.set_faults(Faults {
+        latency_ms: 1500,
+        ..Faults::default()
+    });
+    let small = tc.list_received(false).await;
+    assert!(
+        matches!(small, Err(UpstreamError::Unavailable(_))),
+        "a small call is held to the call timeout: {small:?}"
+    );
+    gtvt.send(&package, "000.00.05.G04", &["000.00.00.G12".into()], false)
+        .await
+        .expect("the package's upload has its transfer allowance");
+    r.sim.set_faults(Faults::default());
+    let waiting = tc.list_received(false).await.expect("list");
+    assert_eq!(waiting.len(), 1);
+    // Getting it: the answer must start within the call timeout, then keep coming.
+    r.sim.set_faults(Faults {
+        latency_ms: 1500,
+        ..Faults::default()
+    });
+    let late = tc.fetch(&waiting[0].doc_id).await;
+    assert!(
+        matches!(late, Err(UpstreamError::Unavailable(_))),
+        "{late:?}"
+    );
+    r.sim.set_faults(Faults::default());
+    assert_eq!(tc.fetch(&waiting[0].doc_id).await.expect("fetch"), package);
+    assert_eq!(
+        truc_upstream::transfer_allowance(Duration::from_secs(1), package.len() as u64),
+        Duration::from_millis(2500)
+    );
+}

@@ -142,7 +142,10 @@ pub struct UpstreamSection {
     /// Seconds between polls of the received list while the axis answers (default 5).
     #[serde(default = "default_poll")]
     pub poll_secs: u64,
-    /// Seconds a call may take (default 30).
+    /// Seconds a call may take (default 30). A call carrying a package may take a second
+    /// more per MiB of it (the slowest link allowed is 1 MiB/s); a package coming from the
+    /// axis may take as long as it keeps coming, its answer starting within this time and
+    /// never pausing longer.
     #[serde(default = "default_call_timeout")]
     pub timeout_secs: u64,
     /// Seconds between refreshes of the national directory (default 3600).

@@ -125,6 +125,11 @@ pub trait Store: Send + Sync + 'static {
     /// (the adapter holding it disconnected).
     async fn release(&self, token: &ClaimToken, now: Timestamp) -> Result<()>;
 
+    /// Extends a held claim's lease to `until` (never shortens it), so that a transfer
+    /// longer than the lease taken at claim time (a large package on a slow link) keeps its
+    /// claim. `LeaseLost` if the claim is no longer held.
+    async fn extend_lease(&self, token: &ClaimToken, until: Timestamp) -> Result<()>;
+
     /// Returns deliveries whose lease ran out to their queue. Returns how many.
     async fn release_expired(&self, now: Timestamp) -> Result<usize>;
 

@@ -1793,6 +1793,22 @@ impl Store for SledStore {
         txn.apply(&mut g)
     }
 
+    async fn extend_lease(&self, token: &ClaimToken, until: Timestamp) -> Result<()> {
+        // In memory, like the lease itself: nothing to write.
+        let mut g = self.guard();
+        match g
+            .held
+            .get_mut(&token.key)
+            .filter(|h| h.lease == token.lease)
+        {
+            Some(h) => {
+                h.until = h.until.max(until);
+                Ok(())
+            }
+            None => Err(StoreError::LeaseLost(token.key.to_string())),
+        }
+    }
+
     async fn release_expired(&self, now: Timestamp) -> Result<usize> {
         let mut g = self.guard();
         let expired = g.expire(now);

@@ -656,13 +656,14 @@ pub struct StatusEntry {
 
 impl StatusEntry {
     /// Where the entry belongs in its document's timeline: the second its reporter says it
-    /// happened (else when the relay recorded it), then the code's place in the processing
-    /// cycle (01 → 06: stamps have whole seconds, and answers come fast), then arrival.
-    /// Transport reorders statuses (concurrent sends and fetches, retries, an axis outage);
-    /// this order does not depend on it.
+    /// happened (else when the relay recorded it; never later than that: a reporter's clock
+    /// that runs ahead cannot put a status after ones that came after it), then the code's
+    /// place in the processing cycle (01 → 06: stamps have whole seconds, and answers come
+    /// fast), then arrival. Transport reorders statuses (concurrent sends and fetches,
+    /// retries, an axis outage); this order does not depend on it.
     pub fn timeline_order(&self) -> (u64, &str, Timestamp) {
         (
-            self.reported_at.unwrap_or(self.at).0 / 1000,
+            self.reported_at.map_or(self.at, |r| r.min(self.at)).0 / 1000,
             self.code.as_str(),
             self.at,
         )

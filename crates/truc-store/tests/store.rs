@@ -320,6 +320,62 @@ async fn expired_leases_return_to_the_queue_and_stale_tokens_are_refused() {
         .expect("ack");
 }
 
+/// A long transfer extends its claim's lease: the sweeper leaves it alone until the new
+/// end, an extension never shortens a lease, and a claim already lost cannot be extended.
+#[tokio::test]
+async fn an_extended_lease_outlives_its_first_term() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let dest = inbox("000.00.07.G04");
+    store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest.clone())],
+            1,
+            b"x",
+        ))
+        .await
+        .expect("submit");
+    let claim = store
+        .claim(&dest, 1, Duration::from_secs(5), T0)
+        .await
+        .expect("claim")
+        .remove(0);
+    let at = |s: u64| T0.plus(Duration::from_secs(s));
+    store
+        .extend_lease(&claim.token, at(60))
+        .await
+        .expect("extend");
+    store
+        .extend_lease(&claim.token, at(10))
+        .await
+        .expect("a shorter extension is no change");
+    assert_eq!(store.release_expired(at(30)).await.expect("sweep"), 0);
+    store
+        .ack(&claim.token, Completion::Acknowledged, at(30))
+        .await
+        .expect("the claim is still held");
+
+    // A claim that ran out before it was extended is gone.
+    store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest.clone())],
+            2,
+            b"y",
+        ))
+        .await
+        .expect("submit");
+    let claim = store
+        .claim(&dest, 1, Duration::from_secs(5), at(30))
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(store.release_expired(at(40)).await.expect("sweep"), 1);
+    let lost = store.extend_lease(&claim.token, at(100)).await;
+    assert!(matches!(lost, Err(StoreError::LeaseLost(_))), "{lost:?}");
+}
+
 #[tokio::test]
 async fn reopening_releases_the_previous_process_claims() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -427,10 +483,12 @@ async fn a_document_timeline_has_routing_delivery_and_statuses() {
         .await
         .expect("status");
     // The status packages arrive out of order (as concurrent transport can deliver them),
-    // each stamped by its reporter: 04 and 05 in the same second; the last without a
-    // readable stamp, so it stands at its arrival.
+    // each stamped by its reporter: 04 and 05 in the same second; 02 by a clock far ahead,
+    // so it stands at its arrival (a status is not reported after it arrives); the last
+    // without a readable stamp, so it stands at its arrival too.
     let reported = |s: u64| Some(T0.plus(Duration::from_secs(s)));
     for (i, (s, reported_at)) in [
+        ("02", reported(1_000_000)),
         ("06", reported(7)),
         ("05", reported(6)),
         ("03", reported(4)),
@@ -448,17 +506,17 @@ async fn a_document_timeline_has_routing_delivery_and_statuses() {
     let trace = store.trace(&doc_id).await.expect("trace");
     assert_eq!(
         trace.messages.len(),
-        6,
-        "the document and five status packages"
+        7,
+        "the document and six status packages"
     );
     let codes: Vec<&str> = trace.statuses.iter().map(|s| s.code.as_str()).collect();
     assert_eq!(
         codes,
-        ["01", "03", "04", "05", "06", "13"],
-        "by reported time, then by code, then by arrival"
+        ["01", "03", "04", "05", "06", "02", "13"],
+        "by reported time (at most the arrival), then by code, then by arrival"
     );
     assert_eq!(trace.statuses[1].reported_at, reported(4));
-    assert_eq!(trace.statuses[5].at, T0.plus(Duration::from_secs(14)));
+    assert_eq!(trace.statuses[6].at, T0.plus(Duration::from_secs(15)));
     assert!(trace.events.iter().any(|e| e.kind == EventKind::Routed));
     assert!(trace
         .events

@@ -210,8 +210,10 @@ impl Upload {
         self.len() == 0
     }
 
-    /// The multipart part that carries it.
-    async fn into_part(self) -> Result<reqwest::multipart::Part, UpstreamError> {
+    /// The multipart part that carries it (its file opened now, before the call is counted
+    /// for or against the link).
+    async fn into_part(self) -> Result<FilePart, UpstreamError> {
+        let len = self.len();
         let part = match self {
             Upload::Bytes(b) => {
                 let len = b.len() as u64;
@@ -224,10 +226,18 @@ impl Upload {
                 reqwest::multipart::Part::stream_with_length(file, size)
             }
         };
-        part.file_name("package.edxml")
+        let part = part
+            .file_name("package.edxml")
             .mime_str("application/octet-stream")
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        Ok(FilePart { part, len })
     }
+}
+
+/// A package ready to go in a call's multipart body.
+struct FilePart {
+    part: reqwest::multipart::Part,
+    len: u64,
 }
 
 /// How to reach the axis.
@@ -324,7 +334,7 @@ impl VdxpUpstream {
         &self,
         operation: &str,
         params: &[(&str, &str)],
-        file: Option<Upload>,
+        file: Option<FilePart>,
     ) -> Result<Value, UpstreamError> {
         let permit = self.breaker.admit()?;
         let result = self.call_once(operation, params, file).await;
@@ -341,10 +351,10 @@ impl VdxpUpstream {
         &self,
         operation: &str,
         params: &[(&str, &str)],
-        file: Option<Upload>,
+        file: Option<FilePart>,
     ) -> Result<Value, UpstreamError> {
         let timeout = match &file {
-            Some(upload) => transfer_allowance(self.config.timeout, upload.len()),
+            Some(part) => transfer_allowance(self.config.timeout, part.len),
             None => self.config.timeout,
         };
         let response = self.request(operation, params, file, timeout).await?;
@@ -357,7 +367,7 @@ impl VdxpUpstream {
         &self,
         operation: &str,
         params: &[(&str, &str)],
-        file: Option<Upload>,
+        file: Option<FilePart>,
         timeout: Duration,
     ) -> Result<reqwest::Response, UpstreamError> {
         let ts = truc_vdxp::format_timestamp(now_ms());
@@ -371,10 +381,9 @@ impl VdxpUpstream {
         for (k, v) in truc_vdxp::sign(&all, self.config.secret.as_bytes()) {
             request = request.header(k, v);
         }
-        if let Some(upload) = file {
-            let part = upload.into_part().await?;
+        if let Some(file) = file {
             request = request
-                .multipart(reqwest::multipart::Form::new().part(truc_vdxp::FILE_FIELD, part));
+                .multipart(reqwest::multipart::Form::new().part(truc_vdxp::FILE_FIELD, file.part));
         }
         request
             .send()
@@ -422,6 +431,8 @@ pub struct PackageDownload {
     /// When the whole answer must be in: the call timeout plus the transfer allowance for
     /// its announced length.
     deadline: tokio::time::Instant,
+    /// It ended in an error: asking for more is an error again, not a clean end.
+    failed: bool,
 }
 
 /// Told how a download ended (`Ok` also when it was dropped part way).
@@ -456,6 +467,11 @@ impl PackageDownload {
     }
 
     async fn advance(&mut self) -> Result<Option<Vec<u8>>, UpstreamError> {
+        if self.failed {
+            return Err(UpstreamError::Protocol(
+                "the download failed already: its pieces are not the package".into(),
+            ));
+        }
         let Some(response) = self.response.as_mut() else {
             return Ok(None);
         };
@@ -498,6 +514,7 @@ impl PackageDownload {
 
     fn end(&mut self, result: Result<(), &UpstreamError>) {
         self.response = None;
+        self.failed |= result.is_err();
         if let Some(permit) = self.permit.take() {
             match result {
                 Err(e) if e.is_transient() => permit.failure(),
@@ -534,6 +551,8 @@ impl Upstream for VdxpUpstream {
         to: &[String],
         status: bool,
     ) -> Result<String, UpstreamError> {
+        // A blob that cannot be opened is this relay's trouble, not the link's.
+        let file = package.into_part().await?;
         let to_json = serde_json::to_string(to).unwrap_or_else(|_| "[]".into());
         let message_type = if status {
             value::MESSAGE_STATUS
@@ -550,7 +569,7 @@ impl Upstream for VdxpUpstream {
                     (param::MESSAGE_TYPE, message_type),
                     (param::HASH_FILE, sha256_hex),
                 ],
-                Some(package),
+                Some(file),
             )
             .await?;
         field(&body, "DocId")
@@ -626,6 +645,7 @@ impl Upstream for VdxpUpstream {
             observer: None,
             idle: self.config.timeout,
             deadline: tokio::time::Instant::now() + transfer_allowance(self.config.timeout, length),
+            failed: false,
         })
     }
 

@@ -70,6 +70,8 @@ pub struct EdocAnswerReader {
     pending: Vec<u8>,
     /// `data` was seen (as a string).
     data_seen: bool,
+    /// `data` members seen, whatever their value (a second one is refused).
+    data_members: u8,
     /// A quad with `=` was decoded: `data` must end there.
     padded: bool,
     /// Decoded bytes handed on so far.
@@ -91,6 +93,7 @@ impl EdocAnswerReader {
             others: Vec::new(),
             pending: Vec::new(),
             data_seen: false,
+            data_members: 0,
             padded: false,
             decoded: 0,
         }
@@ -175,9 +178,8 @@ impl EdocAnswerReader {
                     in_string,
                     escaped,
                 } => {
-                    let ends_scalar = !in_string
-                        && depth == 0
-                        && (b == b',' || b == b'}' || b.is_ascii_whitespace());
+                    let ends_scalar =
+                        !in_string && depth == 0 && (b == b',' || b == b'}' || is_json_space(b));
                     if ends_scalar {
                         // Not part of the value: read it again after it.
                         self.state = State::AfterValue;
@@ -242,7 +244,7 @@ impl EdocAnswerReader {
                         self.key.push(b);
                     }
                 }
-                _ if b.is_ascii_whitespace() => {}
+                _ if is_json_space(b) => {}
                 State::Start if b == b'{' => self.state = State::BeforeKey { first: true },
                 State::BeforeKey { .. } if b == b'"' => {
                     self.key.clear();
@@ -250,14 +252,19 @@ impl EdocAnswerReader {
                 }
                 State::BeforeKey { first: true } if b == b'}' => self.state = State::End,
                 State::AfterKey if b == b':' => self.state = State::BeforeValue,
+                State::BeforeValue if self.key_is_data() && self.data_members > 0 => {
+                    return Err(AnswerError::Json("data appears twice".into()));
+                }
                 State::BeforeValue if b == b'"' && self.key_is_data() => {
-                    if self.data_seen {
-                        return Err(AnswerError::Json("data appears twice".into()));
-                    }
+                    self.data_members += 1;
                     self.data_seen = true;
                     self.state = State::Data;
                 }
                 State::BeforeValue => {
+                    if self.key_is_data() {
+                        // `data` that is not a string (null in an error answer).
+                        self.data_members += 1;
+                    }
                     if !self.others.is_empty() {
                         self.keep_other(b",")?;
                     }
@@ -359,6 +366,11 @@ impl EdocAnswerReader {
     }
 }
 
+/// JSON's white space (not form feed or vertical tab, which Rust's ASCII white space has).
+fn is_json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,6 +461,10 @@ mod tests {
             r#"{"status":"OK","ErrorCode":"0","data":"QUJD\"x"}"#,
             r#"{"status":"OK","ErrorCode":"0","data":"QUJD\u00e0"}"#,
             r#"{"status":"OK","ErrorCode":"0","data":"QUJD","data":"QUJD"}"#,
+            r#"{"status":"OK","ErrorCode":"0","data":"QUJD","data":null}"#,
+            // Found by fuzzing: a form feed is not JSON white space.
+            "{\"status\":\"OK\",\u{c}\"ErrorCode\":\"0\",\"data\":\"QUJD\"}",
+            r#"{"status":"OK","ErrorCode":"0","data":null,"data":"QUJD"}"#,
             r#"{"status":"OK","ErrorCode":"0","data":"QUJD"} x"#,
             r#"{"status":"OK","ErrorCode":"0" "data":"QUJD"}"#,
             r#"{"status":"OK","data":"QUJD"}"#,

@@ -15,8 +15,11 @@ use crate::metrics::{Metrics, NATIONAL_AXIS};
 /// How many received packages are fetched, stored and acknowledged at once.
 const RECEIVING_WINDOW: usize = 64;
 
-/// Lease on deliveries being sent upward.
+/// Lease on deliveries being sent upward (each send extends it to its own allowance).
 const SEND_LEASE: Duration = Duration::from_secs(300);
+
+/// Beyond a send's transfer allowance, how long its claims stay held.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
 /// Sends the national-axis outbox: one `sendEdoc` per message (the axis fans out to its
 /// recipients), recording the axis's transport id; failures wait for the store's retry
@@ -73,19 +76,13 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc
         }
         let mut sends = tokio::task::JoinSet::new();
         for chain in chains {
-            let (store, upstream, metrics) =
-                (store.clone(), upstream.clone(), state.metrics.clone());
+            let (store, upstream, state) = (store.clone(), upstream.clone(), state.clone());
             sends.spawn(async move {
                 let mut results = Vec::with_capacity(chain.len());
                 for (message, claims) in chain {
-                    let result = send_message(
-                        store.as_ref(),
-                        upstream.as_ref(),
-                        &metrics,
-                        &message,
-                        &claims,
-                    )
-                    .await;
+                    let result =
+                        send_message(store.as_ref(), upstream.as_ref(), &state, &message, &claims)
+                            .await;
                     results.push((message.id, result));
                 }
                 results
@@ -123,10 +120,32 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc
 async fn send_message(
     store: &dyn truc_store::Store,
     upstream: &dyn Upstream,
-    metrics: &Metrics,
+    state: &LinkState,
     message: &truc_store::MessageRecord,
     claims: &[truc_store::Claim],
 ) -> Result<String, UpstreamError> {
+    let metrics = &state.metrics;
+    // The claims must outlive the send, which may take longer than the lease taken at claim
+    // time (a large package on a slow link, or its turn after others about its document):
+    // otherwise the sweeper would queue it again while it is being sent, and it would be
+    // sent twice.
+    let until = Timestamp::now()
+        .plus(truc_upstream::transfer_allowance(state.call_timeout, message.size) + LEASE_MARGIN);
+    let mut held = Vec::with_capacity(claims.len());
+    for claim in claims {
+        match store.extend_lease(&claim.token, until).await {
+            Ok(()) => held.push(claim.clone()),
+            Err(e) => {
+                tracing::debug!(error = %e, delivery = %claim.token.key, "claim ran out before its turn; it is sent later")
+            }
+        }
+    }
+    let claims = held.as_slice();
+    if claims.is_empty() {
+        return Err(UpstreamError::Unavailable(
+            "its claims ran out before its turn".into(),
+        ));
+    }
     let to: Vec<String> = claims
         .iter()
         .map(|c| c.token.key.recipient.to_string())
@@ -215,7 +234,11 @@ pub async fn inbound(
                         .filter(|id| seen.insert(id.clone())) // listed twice
                         .collect();
                     // Progress was made: poll again at once, there may be more.
-                    busy |= receive_listed(&relay, &upstream, &state, ids).await;
+                    busy |= if status {
+                        receive_statuses(&relay, &upstream, &state, ids).await
+                    } else {
+                        receive_documents(&relay, &upstream, &state, ids).await
+                    };
                 }
                 Err(e @ UpstreamError::Credentials { .. }) => {
                     credentials_rejected(&relay, &state, &e).await;
@@ -264,15 +287,67 @@ impl Drop for FetchTask {
     }
 }
 
-/// Fetches, reads, stores and acknowledges the packages the axis listed, up to
-/// [`RECEIVING_WINDOW`] at a time. Packages about one document (a document, its statuses,
-/// its revocation) are stored in the order the axis lists them, each after the previous
-/// one is stored: their recipients then get them in that order, and a document's
-/// statuses do not arrive as 06 before 01 because their fetches raced. A failure on one
-/// package is retried at the next poll (with the later ones about the same document), at
-/// the normal pace: only a failing list means the axis is in trouble. Returns whether
-/// anything was received.
-async fn receive_listed(
+/// Logs a package that could not be received this time; whether any was.
+fn settled(received: &mut bool, id: &str, r: Result<(), UpstreamError>) {
+    match r {
+        Ok(()) => *received = true,
+        Err(e) => {
+            tracing::warn!(error = %e, doc_id = %id, "receiving from the national axis failed; retried at the next poll")
+        }
+    }
+}
+
+/// Fetches, reads, stores and acknowledges the documents the axis listed, up to
+/// [`RECEIVING_WINDOW`] at a time, each as it comes: a large one (minutes on a slow link)
+/// does not hold up the others. A failure on one is retried at the next poll, at the
+/// normal pace: only a failing list means the axis is in trouble. Returns whether any was
+/// received.
+async fn receive_documents(
+    relay: &Arc<Relay>,
+    upstream: &Arc<dyn Upstream>,
+    state: &LinkState,
+    ids: Vec<String>,
+) -> bool {
+    let (metrics, intake) = (&state.metrics, state.intake);
+    let mut ids = ids.into_iter();
+    let mut receiving = tokio::task::JoinSet::new();
+    let mut received = false;
+    loop {
+        while receiving.len() < RECEIVING_WINDOW {
+            let Some(id) = ids.next() else { break };
+            let (relay, upstream, metrics) = (relay.clone(), upstream.clone(), metrics.clone());
+            receiving.spawn(async move {
+                let fetched =
+                    fetch_one(&relay, upstream.as_ref(), &metrics, intake, "document", &id).await;
+                let r = match fetched {
+                    Ok(Fetched::Settled) => Ok(()),
+                    Ok(Fetched::Read { payload, meta }) => {
+                        let (stored, _) = tokio::sync::oneshot::channel();
+                        let package = (payload, meta);
+                        store_one(&relay, upstream.as_ref(), &metrics, &id, package, stored).await
+                    }
+                    Err(e) => Err(e),
+                };
+                (id, r)
+            });
+        }
+        match receiving.join_next().await {
+            Some(Ok((id, r))) => settled(&mut received, &id, r),
+            Some(Err(_)) => {}
+            None => break,
+        }
+    }
+    received
+}
+
+/// Fetches, reads, stores and acknowledges the statuses the axis listed, up to
+/// [`RECEIVING_WINDOW`] at a time. Those about one document are stored in the order the
+/// axis lists them, each after the previous one is stored: the sender then gets them in
+/// that order, not 06 before 01 because their fetches raced. If one fails to be stored,
+/// the later ones about its document wait for the next poll with it; if one fails to be
+/// fetched (its document unknown), the later ones go on: order is kept as well as the
+/// faults allow, and the timeline does not depend on it. Returns whether any was received.
+async fn receive_statuses(
     relay: &Arc<Relay>,
     upstream: &Arc<dyn Upstream>,
     state: &LinkState,
@@ -290,19 +365,16 @@ async fn receive_listed(
         tokio::sync::oneshot::Receiver<bool>,
     > = std::collections::HashMap::new();
     let mut received = false;
-    let mut settle = |id: &str, r: Result<(), UpstreamError>| match r {
-        Ok(()) => received = true,
-        Err(e) => {
-            tracing::warn!(error = %e, doc_id = %id, "receiving from the national axis failed; retried at the next poll")
-        }
-    };
+    let mut settle = |id: &str, r| settled(&mut received, id, r);
     loop {
         while fetching.len() + storing.len() < RECEIVING_WINDOW {
             let Some(id) = ids.next() else { break };
             let (relay, upstream, metrics) = (relay.clone(), upstream.clone(), metrics.clone());
             let fetch = tokio::spawn({
                 let id = id.clone();
-                async move { fetch_one(&relay, upstream.as_ref(), &metrics, intake, &id).await }
+                async move {
+                    fetch_one(&relay, upstream.as_ref(), &metrics, intake, "status", &id).await
+                }
             });
             fetching.push_back((id, FetchTask(fetch)));
         }
@@ -368,6 +440,7 @@ async fn fetch_one(
     upstream: &dyn Upstream,
     metrics: &Metrics,
     intake: Intake,
+    kind: &'static str,
     doc_id: &str,
 ) -> Result<Fetched, UpstreamError> {
     let store = relay.store();
@@ -412,7 +485,7 @@ async fn fetch_one(
             "staging it here failed: {e}"
         ))),
         Err(e) => {
-            metrics.submitted("document", "national_axis", "refused");
+            metrics.submitted(kind, "national_axis", "refused");
             refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code()))
                 .await
                 .map(|()| Fetched::Settled)
@@ -496,6 +569,8 @@ pub struct LinkState {
     last_credentials_alert: std::sync::Mutex<Option<std::time::Instant>>,
     metrics: Arc<Metrics>,
     intake: Intake,
+    /// The upstream client's timeout for a call without a package.
+    call_timeout: Duration,
 }
 
 /// How packages from the axis are taken in: the same limits as an adapter's.
@@ -509,12 +584,13 @@ pub struct Intake {
 
 impl LinkState {
     /// The workers' shared state, counting into `metrics`, taking packages in with
-    /// `intake`.
-    pub fn new(metrics: Arc<Metrics>, intake: Intake) -> Self {
+    /// `intake`, for an upstream client whose calls time out after `call_timeout`.
+    pub fn new(metrics: Arc<Metrics>, intake: Intake, call_timeout: Duration) -> Self {
         LinkState {
             last_credentials_alert: std::sync::Mutex::new(None),
             metrics,
             intake,
+            call_timeout,
         }
     }
 }

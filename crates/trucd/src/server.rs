@@ -332,6 +332,7 @@ pub async fn serve(
                 max_package_bytes: config.limits.max_package_bytes,
                 memory_package_bytes: config.limits.memory_package_bytes,
             },
+            Duration::from_secs(up.timeout_secs.max(1)),
         ));
         link_tasks.push(tokio::spawn(crate::link::outbound(
             relay.clone(),

@@ -156,6 +156,8 @@ impl VietnamTime {
         } else {
             (rest, None)
         };
+        // `08:00:00 +07:00`: a space before the zone.
+        let clock = clock.trim_end();
         let clock = clock.split_once('.').map_or(clock, |(whole, fraction)| {
             if fraction.bytes().all(|b| b.is_ascii_digit()) {
                 whole
@@ -621,6 +623,8 @@ mod tests {
             "2026-12-07T01:00:00Z",
             "2026-12-07T08:00:00+07:00",
             "2026-12-07T08:00:00+0700",
+            "2026/12/07 08:00:00 +07:00",
+            "2026/12/07 01:00:00 Z",
             "2026-12-06T20:00:00-05:00",
             "07/12/2026 08:00:00",
         ] {

@@ -37,7 +37,7 @@ pub fn code(s: &str) -> OrgCode {
 /// Now on Vietnam's wall clock, as the units' systems stamp their statuses (timelines are
 /// ordered by the stamps).
 pub fn vietnam_now() -> truc_edxml::VietnamTime {
-    truc_edxml::VietnamTime::from_unix_seconds((truc_store::Timestamp::now().0 / 1000) as i64)
+    truc_store::Timestamp::now().in_vietnam()
 }
 
 /// A test certificate authority, generated per test run (no private key is committed): the

@@ -395,6 +395,26 @@ fn axis_client(base: &str, system: &str, secret: &str) -> truc_upstream::VdxpUps
 /// The lifecycle a recipient reports, in order.
 const LIFECYCLE: [&str; 5] = ["01", "03", "04", "05", "06"];
 
+/// Each document's lifecycle from B's unit, stamped now, interleaved: every document's 01,
+/// then every 03, and so on.
+fn burst_of_lifecycles(documents: &[String]) -> Vec<Vec<u8>> {
+    let stamp = vietnam_now().to_string();
+    LIFECYCLE
+        .iter()
+        .flat_map(|code_| {
+            documents.iter().map(|doc| {
+                StatusBuilder::new(
+                    code(B_CHILD),
+                    DocumentId::new(doc),
+                    StatusCode::new(code_),
+                    &stamp,
+                )
+                .build()
+            })
+        })
+        .collect()
+}
+
 /// The order in which `(document, code)` pairs came, per document.
 fn codes_per_document(
     seen: &[(String, String)],
@@ -440,20 +460,10 @@ async fn statuses_from_the_axis_reach_the_sender_in_the_order_they_were_sent() {
 
     // Ministry B's system sends each document's lifecycle, interleaved, in one burst.
     let b = axis_client(&base, "botc", "secret-b");
-    let stamp = vietnam_now().to_string();
-    for code_ in LIFECYCLE {
-        for doc in &documents {
-            let status = StatusBuilder::new(
-                code(B_CHILD),
-                DocumentId::new(doc),
-                StatusCode::new(code_),
-                &stamp,
-            )
-            .build();
-            b.send(&status, B_CHILD, &[A_UNIT.into()], true)
-                .await
-                .expect("send status");
-        }
+    for status in burst_of_lifecycles(&documents) {
+        b.send(&status, B_CHILD, &[A_UNIT.into()], true)
+            .await
+            .expect("send status");
     }
 
     let mut inbox = a.inbox(32).await.expect("inbox");
@@ -502,22 +512,12 @@ async fn statuses_for_another_ministry_leave_in_the_order_they_were_submitted() 
     });
     let relay = ministry_b(&base).await;
     let mut b = relay.adapter(B_PARENT).await.expect("adapter");
-    let stamp = vietnam_now().to_string();
     let documents: Vec<String> = (1..=4)
         .map(|n| format!("{A_UNIT},2026/11/21,{n}/TCĐBVN-KHĐT"))
         .collect();
-    for code_ in LIFECYCLE {
-        for doc in &documents {
-            let status = StatusBuilder::new(
-                code(B_CHILD),
-                DocumentId::new(doc),
-                StatusCode::new(code_),
-                &stamp,
-            )
-            .build();
-            let receipt = b.submit_status(&status, None).await.expect("status");
-            assert_eq!(receipt.routes[0].kind, 3, "up to the national axis");
-        }
+    for status in burst_of_lifecycles(&documents) {
+        let receipt = b.submit_status(&status, None).await.expect("status");
+        assert_eq!(receipt.routes[0].kind, 3, "up to the national axis");
     }
 
     // Ministry A's system reads what the axis holds for it, in the axis's order.

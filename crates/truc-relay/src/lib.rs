@@ -358,8 +358,7 @@ impl Relay {
     ) -> Result<(), RelayError> {
         let at = delivery.completed_at.unwrap_or_else(Timestamp::now);
         // Stamped like the recipients' own systems stamp theirs: Vietnam's wall clock.
-        let timestamp =
-            truc_edxml::VietnamTime::from_unix_seconds((at.0 / 1000) as i64).to_string();
+        let timestamp = at.in_vietnam().to_string();
         let mut builder = truc_edxml::StatusBuilder::new(
             delivery.key.recipient.clone(),
             doc.clone(),

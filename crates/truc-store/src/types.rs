@@ -47,6 +47,11 @@ impl Timestamp {
             .map(|s| Timestamp(s.saturating_mul(1000)))
     }
 
+    /// This instant on Vietnam's wall clock, the one edXML stamps are written in.
+    pub fn in_vietnam(self) -> truc_edxml::VietnamTime {
+        truc_edxml::VietnamTime::from_unix_seconds(i64::try_from(self.0 / 1000).unwrap_or(i64::MAX))
+    }
+
     /// How long after `earlier` this is (zero if before).
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))

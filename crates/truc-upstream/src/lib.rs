@@ -15,7 +15,6 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use truc_vdxp::{op, param, value, Envelope, ReceivedItem};
 /// Answers of the profile that callers of [`Upstream`] see.
 pub use truc_vdxp::{op as operations, Agency, SentItem};
@@ -140,10 +139,7 @@ pub trait Upstream: Send + Sync + 'static {
         to: &[String],
         status: bool,
     ) -> Result<String, UpstreamError> {
-        let hash: String = Sha256::digest(package)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = truc_edxml::Sha256Digest::of(package).to_hex();
         let package = Upload::Bytes(bytes::Bytes::copy_from_slice(package));
         self.send_upload(package, &hash, from, to, status).await
     }
@@ -198,16 +194,11 @@ pub enum Upload {
 
 impl Upload {
     /// Its size in bytes.
-    pub fn len(&self) -> u64 {
+    fn len(&self) -> u64 {
         match self {
             Upload::Bytes(b) => b.len() as u64,
             Upload::File { size, .. } => *size,
         }
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The multipart part that carries it (its file opened now, before the call is counted

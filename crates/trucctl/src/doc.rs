@@ -380,14 +380,9 @@ fn parse_date(s: &str) -> Result<CalendarDate, String> {
     CalendarDate::parse(s).ok_or_else(|| format!("{s:?} is not a yyyy/MM/dd date"))
 }
 
-/// Today's date and time in UTC, from the system clock.
 /// Now on Vietnam's wall clock, the one edXML dates and timestamps are written in.
 fn now_in_vietnam() -> VietnamTime {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    VietnamTime::from_unix_seconds(i64::try_from(secs).unwrap_or(0))
+    truc_store::Timestamp::now().in_vietnam()
 }
 
 fn write_output(bytes: &[u8], output: Option<PathBuf>) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde::Serialize;
 use truc_admin::paths;
-use truc_edxml::{OrgCode, VietnamTime};
+use truc_edxml::OrgCode;
 use truc_relay::{Unit, UnitState};
 use truc_store::{Delivery, Timestamp};
 
@@ -873,7 +873,7 @@ fn age(secs: u64) -> String {
 
 /// A time in Vietnam (UTC+7), the ministry's clock.
 fn time(t: Timestamp) -> String {
-    let mut shown = VietnamTime::from_unix_seconds((t.0 / 1000) as i64).to_string();
+    let mut shown = t.in_vietnam().to_string();
     shown.replace_range(..10, &shown[..10].replace('/', "-"));
     shown
 }

@@ -898,7 +898,7 @@ async fn trace(
 
 /// Today in Vietnam (UTC+7, no daylight saving): the calendar of due dates.
 pub fn vietnam_today(now: Timestamp) -> CalendarDate {
-    truc_edxml::VietnamTime::from_unix_seconds((now.0 / 1000) as i64).date
+    now.in_vietnam().date
 }
 
 /// Milliseconds at midnight, Vietnam time, starting `date`.

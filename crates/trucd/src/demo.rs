@@ -806,9 +806,7 @@ async fn adapter_loop(
                                 return;
                             };
                             // Stamped with Vietnam's clock, as the units' systems do.
-                            let stamp = truc_edxml::VietnamTime::from_unix_seconds(
-                                (Timestamp::now().0 / 1000) as i64,
-                            );
+                            let stamp = Timestamp::now().in_vietnam();
                             let package = StatusBuilder::new(
                                 from,
                                 DocumentId::new(&document),

@@ -93,7 +93,7 @@ impl Incoming {
             Some(w) => PayloadInput::Staged(
                 tokio::task::spawn_blocking(move || w.finish_with_digest(sha256))
                     .await
-                    .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))??,
+                    .map_err(task_failed)??,
             ),
             None => PayloadInput::Bytes(self.first.unwrap_or_else(|| self.joined.into())),
         };
@@ -115,6 +115,11 @@ async fn append_off_thread(
         Ok::<_, StoreError>(w)
     })
     .await
-    .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))??;
+    .map_err(task_failed)??;
     Ok(written)
+}
+
+/// A blocking task that did not finish (it panicked): an I/O failure of the store.
+fn task_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Io(std::io::Error::other(e.to_string()))
 }

@@ -322,9 +322,8 @@ async fn receive_documents(
                 let r = match fetched {
                     Ok(Fetched::Settled) => Ok(()),
                     Ok(Fetched::Read { payload, meta }) => {
-                        let (stored, _) = tokio::sync::oneshot::channel();
                         let package = (payload, meta);
-                        store_one(&relay, upstream.as_ref(), &metrics, &id, package, stored).await
+                        store_one(&relay, upstream.as_ref(), &metrics, &id, package, None).await
                     }
                     Err(e) => Err(e),
                 };
@@ -391,7 +390,10 @@ async fn receive_statuses(
             Ok(Ok(Fetched::Settled)) => settle(&id, Ok(())),
             Ok(Ok(Fetched::Read { payload, meta })) => {
                 let (stored, stored_rx) = tokio::sync::oneshot::channel();
-                let previous = about(&meta).and_then(|doc| last_stored.insert(doc, stored_rx));
+                // A status's document is the one it answers.
+                let previous = meta
+                    .document_id()
+                    .and_then(|doc| last_stored.insert(doc.clone(), stored_rx));
                 let (relay, upstream, metrics) = (relay.clone(), upstream.clone(), metrics.clone());
                 storing.spawn(async move {
                     // A failed or panicked predecessor: keep the order, try again later.
@@ -401,6 +403,7 @@ async fn receive_statuses(
                     };
                     let r = if go {
                         let package = (payload, meta);
+                        let stored = Some(stored);
                         store_one(&relay, upstream.as_ref(), &metrics, &id, package, stored).await
                     } else {
                         Err(UpstreamError::Unavailable(
@@ -420,15 +423,6 @@ async fn receive_statuses(
         }
     }
     received
-}
-
-/// The document a package is about, which orders it among the others: a status's
-/// answered document, a revocation's or update's target, else the document itself.
-fn about(meta: &truc_edxml::PackageMeta) -> Option<truc_edxml::DocumentId> {
-    meta.document()
-        .and_then(|d| d.affected_document_id())
-        .or_else(|| meta.document_id())
-        .cloned()
 }
 
 /// Fetches one listed package, reading it as it arrives, in memory while small and into a
@@ -494,7 +488,7 @@ async fn fetch_one(
 }
 
 /// Stores a fetched package durably (routed to its recipients), then acknowledges it to
-/// the axis; one the relay can never deliver is refused. `settled` hears `true` once the
+/// the axis; one the relay can never deliver is refused. `settled`, if any, hears `true` once the
 /// package is stored or refused, before the axis is told: the next package about the same
 /// document may go then (dropped unsent, it means "not stored").
 async fn store_one(
@@ -503,7 +497,7 @@ async fn store_one(
     metrics: &Metrics,
     doc_id: &str,
     (payload, meta): (PayloadInput, truc_edxml::PackageMeta),
-    settled: tokio::sync::oneshot::Sender<bool>,
+    settled: Option<tokio::sync::oneshot::Sender<bool>>,
 ) -> Result<(), UpstreamError> {
     let kind = match meta.kind() {
         PackageKind::Document => "document",
@@ -514,7 +508,9 @@ async fn store_one(
     };
     match relay.submit(&who, &meta, payload, None).await {
         Ok(receipt) => {
-            let _ = settled.send(true);
+            if let Some(settled) = settled {
+                let _ = settled.send(true);
+            }
             let outcome = if receipt.duplicate {
                 "duplicate"
             } else {
@@ -529,7 +525,9 @@ async fn store_one(
         )),
         Err(e) => {
             // Never deliverable here: nothing for later packages to wait for.
-            let _ = settled.send(true);
+            if let Some(settled) = settled {
+                let _ = settled.send(true);
+            }
             metrics.submitted(kind, "national_axis", "refused");
             refuse(relay, upstream, doc_id, &format!("{}: {e}", e.code())).await
         }

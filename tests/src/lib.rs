@@ -378,17 +378,18 @@ impl TestRelay {
 
     /// Same, with extra `[limits]` settings (TOML lines).
     pub async fn spawn_process_with(adapters: &[&str], extra_limits: &str) -> anyhow::Result<Self> {
-        Self::spawn_process_under(adapters, extra_limits, None).await
+        let setup = Setup::new(adapters, |_| {}, extra_limits)?;
+        Self::spawn_setup(setup, None).await
     }
 
-    /// Same, started through `sh -c "PREFIX; exec trucd ..."` (resource limits such as
-    /// `ulimit -f` for a disk that fills up).
+    /// Same, with extra top-level TOML (sections), started through `sh -c "PREFIX; exec
+    /// trucd ..."` (resource limits such as `ulimit -f` for a disk that fills up).
     pub async fn spawn_process_under(
         adapters: &[&str],
-        extra_limits: &str,
+        extra_config: &str,
         shell_prefix: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let setup = Setup::new(adapters, |_| {}, extra_limits)?;
+        let setup = Setup::for_ministry("000.00.00.G04", adapters, |_| {}, "", extra_config)?;
         Self::spawn_setup(setup, shell_prefix).await
     }
 

@@ -670,3 +670,85 @@ async fn acknowledgements_waiting_for_the_store_stay_few_under_a_steady_stream()
     assert_eq!(pending().await, 0.0);
     relay.stop().await.expect("stop");
 }
+
+/// With `[retention]` set, a payload every recipient has is deleted after the period (its
+/// record stays, and the metrics count it); a payload still waiting for its recipient is
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_payloads_are_deleted_after_the_retention_period() {
+    let relay = TestRelay::start_ministry(
+        "000.00.00.G04",
+        &[A, B],
+        "[retention]\npayload_secs = 1\ninterval_secs = 1\n",
+    )
+    .await
+    .expect("relay");
+    let admin = Admin::of(&relay);
+    let store = relay.engine().expect("in-process relay").store().clone();
+    let mut a = relay.adapter(A).await.expect("adapter A");
+    let mut b = relay.adapter(B).await.expect("adapter B");
+    let delivered = a
+        .submit_document(
+            &DocumentBuilder::new(code(A), vec![code(B)], date(), "R1", "RETENTION").build(),
+            None,
+        )
+        .await
+        .expect("submit");
+    // A never opens its inbox: this one waits.
+    let waiting = b
+        .submit_document(
+            &DocumentBuilder::new(code(B), vec![code(A)], date(), "R2", "RETENTION").build(),
+            None,
+        )
+        .await
+        .expect("submit");
+    let mut inbox = b.inbox(4).await.expect("inbox");
+    let got = tokio::time::timeout(Duration::from_secs(20), inbox.next())
+        .await
+        .expect("in time")
+        .expect("inbox")
+        .expect("delivery");
+    inbox.ack(&got.delivery_id).await.expect("ack");
+
+    let id = |s: &str| -> truc_store::MessageId { s.parse().expect("message id") };
+    let mut purged = 0.0;
+    for _ in 0..300 {
+        purged = sample(
+            &scrape_metrics(&admin).await.0,
+            "truc_payloads_purged_total",
+        );
+        if purged >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(purged, 1.0, "one payload deleted by retention");
+    let err = store
+        .payload(id(&delivered.message_id))
+        .await
+        .expect_err("purged");
+    assert_eq!(err.code(), "STORE_PURGED");
+    let record = store
+        .message(id(&delivered.message_id))
+        .await
+        .expect("message")
+        .expect("the record stays");
+    assert!(record.payload_purged);
+    assert!(
+        sample(
+            &scrape_metrics(&admin).await.0,
+            "truc_payloads_purged_bytes_total"
+        ) >= record.size as f64
+    );
+    let kept = store
+        .payload(id(&waiting.message_id))
+        .await
+        .expect("the waiting payload is kept")
+        .read_all()
+        .expect("read");
+    assert_eq!(hex_sha256(&kept), waiting.sha256);
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    truc_edxml::Sha256Digest::of(bytes).to_hex()
+}

@@ -1,6 +1,8 @@
 //! The relay's disk fills up under load: adapters get a clear `STORE_FULL`, nothing
-//! acknowledged is lost or damaged, and when space returns the relay stops by itself to be
-//! restarted (the database keeps the I/O error it met) and then takes work again.
+//! acknowledged is lost or damaged, and when space returns the relay takes work again —
+//! at once when the write that failed was a payload segment's (the usual case: payloads are
+//! most of the bytes), or after stopping by itself to be restarted when it was the
+//! database's (sled keeps the I/O error it met).
 //! (A file-size limit on the `trucd` process stands in for a full disk: writes past it fail
 //! with EFBIG as a full disk fails with ENOSPC.)
 
@@ -13,33 +15,40 @@ use truc_tests::{code, TestRelay};
 const A: &str = "000.00.05.G04";
 const B: &str = "000.00.07.G04";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_gives_clear_errors_loses_nothing_and_recovers() {
-    // 24 MiB of files (a soft limit, which the test can lift): the store's creation fits,
-    // the load does not.
-    let mut relay =
-        TestRelay::spawn_process_under(&[A, B], "", Some("trap '' XFSZ; ulimit -S -f 24576"))
-            .await
-            .expect("trucd");
-    let pid = relay.pid().expect("pid");
-    let mut a = relay.adapter(A).await.expect("adapter");
+/// A document of about `size` bytes, different for every `n`.
+fn doc(n: u32, size: usize) -> Vec<u8> {
     let date = CalendarDate::new(2026, 11, 21).expect("date");
-    let doc = |n: u32| {
-        let mut data = vec![0u8; 48 * 1024];
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = (i as u32).wrapping_mul(2654435761).wrapping_add(n) as u8;
-        }
-        DocumentBuilder::new(code(A), vec![code(B)], date, &n.to_string(), "FULL")
-            .attachment(AttachmentSource::new("scan.pdf", data))
-            .build()
-    };
+    let mut data = vec![0u8; size];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2654435761).wrapping_add(n) as u8;
+    }
+    DocumentBuilder::new(code(A), vec![code(B)], date, &n.to_string(), "FULL")
+        .attachment(AttachmentSource::new("scan.pdf", data))
+        .build()
+}
+
+/// Starts `trucd` under a 24 MiB file-size limit (a soft one, which the test can lift)
+/// and submits documents of `size` bytes until one is refused; returns the relay and
+/// what was acknowledged, by DocumentId.
+async fn fill_up(extra_config: &str, size: usize) -> (TestRelay, BTreeMap<String, Vec<u8>>) {
+    let mut relay = TestRelay::spawn_process_under(
+        &[A, B],
+        extra_config,
+        Some("trap '' XFSZ; ulimit -S -f 24576"),
+    )
+    .await
+    .expect("trucd");
+    let mut a = relay.adapter(A).await.expect("adapter");
     let mut acknowledged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut refusal = None;
-    for n in 0..2000u32 {
-        let bytes = doc(n);
+    for n in 0..50_000u32 {
+        let bytes = doc(n, size);
         match a.submit_document(&bytes, None).await {
             Ok(r) => {
                 acknowledged.insert(r.document_id, bytes);
+            }
+            Err(e) if e.code() == Some("RATE_LIMITED") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => {
                 refusal = Some((e.code().unwrap_or("").to_owned(), e.to_string()));
@@ -51,39 +60,26 @@ async fn a_full_disk_gives_clear_errors_loses_nothing_and_recovers() {
     assert_eq!(code_, "STORE_FULL", "{message}");
     assert!(!acknowledged.is_empty());
     // Refused again while full, and the relay stays up.
-    let again = a.submit_document(&doc(5000), None).await;
+    let again = a.submit_document(&doc(90_000, size), None).await;
     assert!(again.is_err());
     assert!(
         relay.wait_exit(Duration::from_millis(100)).await.is_none(),
         "still running"
     );
+    (relay, acknowledged)
+}
 
-    // Space returns.
+fn lift_the_limit(relay: &TestRelay) {
+    let pid = relay.pid().expect("pid");
     let status = std::process::Command::new("prlimit")
         .args(["--pid", &pid.to_string(), "--fsize=unlimited"])
         .status()
         .expect("prlimit");
     assert!(status.success());
-    // The relay notices that the disk takes writes again while its store cannot (the
-    // database keeps the I/O error it met), and stops so that it is started afresh.
-    let exit = relay
-        .wait_exit(Duration::from_secs(60))
-        .await
-        .expect("the relay stops to reopen its store");
-    assert!(
-        !exit.success(),
-        "a failure exit, for the supervisor to restart it: {exit}"
-    );
-    relay.restart_process().await.expect("restart");
-    let mut a = relay.adapter(A).await.expect("adapter");
-    let bytes = doc(10_000);
-    let r = a
-        .submit_document(&bytes, None)
-        .await
-        .expect("the restarted relay takes work again");
-    acknowledged.insert(r.document_id, bytes);
+}
 
-    // Everything acknowledged reaches B, byte for byte, exactly as sent.
+/// Everything acknowledged reaches B, byte for byte, exactly as sent.
+async fn all_delivered(relay: &TestRelay, acknowledged: &BTreeMap<String, Vec<u8>>) {
     let mut b = relay.adapter(B).await.expect("adapter B");
     let mut inbox = b.inbox(64).await.expect("inbox");
     let mut seen = 0;
@@ -105,5 +101,64 @@ async fn a_full_disk_gives_clear_errors_loses_nothing_and_recovers() {
         inbox.ack(&got.delivery_id).await.expect("ack");
         seen += 1;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_gives_clear_errors_loses_nothing_and_recovers_at_once() {
+    // 48 KiB packages: the payload segment (64 MiB at most) is the file that hits the limit.
+    let (mut relay, mut acknowledged) = fill_up("", 48 * 1024).await;
+    lift_the_limit(&relay);
+    // The database met no error: the relay goes on, and takes work as soon as there is
+    // space (the relay checks free space at most every 100 ms).
+    let mut a = relay.adapter(A).await.expect("adapter");
+    let bytes = doc(10_000, 48 * 1024);
+    let mut taken = None;
+    for _ in 0..50 {
+        match a.submit_document(&bytes, None).await {
+            Ok(r) => {
+                taken = Some(r);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Some("STORE_FULL"), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let r = taken.expect("the relay takes work again once there is space");
+    acknowledged.insert(r.document_id, bytes);
+    assert!(
+        relay.wait_exit(Duration::from_millis(500)).await.is_none(),
+        "no restart was needed"
+    );
+    all_delivered(&relay, &acknowledged).await;
+    relay.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_write_that_failed_makes_the_relay_restart_and_lose_nothing() {
+    // Payload segments of 1 MiB never reach the 24 MiB limit: the database's log does.
+    let (mut relay, mut acknowledged) =
+        fill_up("[store]\npayload_segment_bytes = 1048576\n", 4 * 1024).await;
+    lift_the_limit(&relay);
+    // The relay notices that the disk takes writes again while its store cannot (the
+    // database keeps the I/O error it met), and stops so that it is started afresh.
+    let exit = relay
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the relay stops to reopen its store");
+    assert!(
+        !exit.success(),
+        "a failure exit, for the supervisor to restart it: {exit}"
+    );
+    relay.restart_process().await.expect("restart");
+    let mut a = relay.adapter(A).await.expect("adapter");
+    let bytes = doc(10_000, 4 * 1024);
+    let r = a
+        .submit_document(&bytes, None)
+        .await
+        .expect("the restarted relay takes work again");
+    acknowledged.insert(r.document_id, bytes);
+    all_delivered(&relay, &acknowledged).await;
     relay.stop().await.expect("stop");
 }

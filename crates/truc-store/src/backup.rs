@@ -5,8 +5,13 @@
 //! state between two operations. Intake pauses for that time (measured and reported in
 //! `docs/benchmarks.md`); reads continue.
 //!
-//! Layout: `manifest.json` (format, time, counts, SHA-256 of `records.bin`), `records.bin`
-//! (length-prefixed key/value pairs), `blobs/<2 hex>/<64 hex>`.
+//! Payload segments are sealed at that moment (later payloads go to a new one), so every
+//! segment file is immutable from then on and linked like a blob; their checksums are
+//! computed after the lock is released, from the backup's own links.
+//!
+//! Layout: `manifest.json` (format, time, counts, SHA-256 of `records.bin` and of every
+//! segment), `records.bin` (length-prefixed key/value pairs), `blobs/<2 hex>/<64 hex>`,
+//! `payloads/<16 hex>.seg`.
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -31,6 +36,39 @@ struct Manifest {
     records: u64,
     blobs: u64,
     records_sha256: Sha256Digest,
+    /// Payload segment files (backups made before the segments have none).
+    #[serde(default)]
+    segments: Vec<SegmentFile>,
+}
+
+/// A payload segment file of a backup.
+#[derive(Debug, Serialize, Deserialize)]
+struct SegmentFile {
+    name: String,
+    bytes: u64,
+    sha256: Sha256Digest,
+}
+
+/// Links `from` to `to`, or copies it across file systems.
+fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::hard_link(from, to).or_else(|_| fs::copy(from, to).and_then(|_| File::open(to)?.sync_all()))
+}
+
+/// SHA-256 and length of a file, read in 1 MiB pieces.
+fn hash_file(path: &Path) -> Result<(Sha256Digest, u64)> {
+    let mut f = File::open(path).map_err(StoreError::from_io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(StoreError::from_io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((Sha256Digest(hasher.finalize().into()), total))
 }
 
 fn empty_or_absent(dir: &Path) -> Result<()> {
@@ -70,8 +108,11 @@ impl<W: Write> Write for HashingWriter<W> {
 pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<BackupReport> {
     empty_or_absent(dir)?;
     let records_path = dir.join("records.bin");
-    let (records, records_sha256, mut bytes, blobs) = {
+    let segments_dir = dir.join("payloads");
+    let (records, records_sha256, mut bytes, blobs, segment_names) = {
         let _paused = store.lock_for_backup();
+        // Every segment is immutable from here on: later payloads start a new one.
+        store.payload_log().seal();
         let file = File::create(&records_path).map_err(StoreError::from_io)?;
         let mut w = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
@@ -118,12 +159,8 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
             for entry in entries {
                 let entry = entry.map_err(StoreError::from_io)?;
                 let dest = target.join(entry.file_name());
-                // Blob files are immutable: a hard link is a consistent copy. Across file
-                // systems, copy.
-                let linked = fs::hard_link(entry.path(), &dest).or_else(|_| {
-                    fs::copy(entry.path(), &dest).and_then(|_| File::open(&dest)?.sync_all())
-                });
-                match linked {
+                // Blob files are immutable: a hard link is a consistent copy.
+                match link_or_copy(&entry.path(), &dest) {
                     Ok(()) => blobs += 1,
                     // Deleted by retention after the snapshot no longer referenced it.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -132,14 +169,43 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
             }
             sync_dir(&target)?;
         }
-        (records, sha, bytes, blobs)
+
+        fs::create_dir_all(&segments_dir).map_err(StoreError::from_io)?;
+        let mut segment_names = Vec::new();
+        for segment in store.payload_log().segments()? {
+            let from = store.payload_log().path_of(segment);
+            let Some(name) = from.file_name().map(|n| n.to_owned()) else {
+                continue;
+            };
+            match link_or_copy(&from, &segments_dir.join(&name)) {
+                Ok(()) => segment_names.push(name),
+                // Reclaimed by retention after the snapshot no longer referenced it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::from_io(e)),
+            }
+        }
+        // The payloads the copied records point at may be younger than the last commit.
+        store.payload_log().sync().map_err(StoreError::from_io)?;
+        sync_dir(&segments_dir)?;
+        (records, sha, bytes, blobs, segment_names)
     };
+    let mut segments = Vec::with_capacity(segment_names.len());
+    for name in segment_names {
+        let (sha256, size) = hash_file(&segments_dir.join(&name))?;
+        bytes += size;
+        segments.push(SegmentFile {
+            name: name.to_string_lossy().into_owned(),
+            bytes: size,
+            sha256,
+        });
+    }
     let manifest = Manifest {
         format: BACKUP_FORMAT,
         created_at: now,
         records,
         blobs,
         records_sha256,
+        segments,
     };
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Codec {
         what: "backup manifest",
@@ -156,6 +222,7 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
         path: dir.to_owned(),
         records,
         blobs,
+        segments: manifest.segments.len() as u64,
         bytes,
     })
 }
@@ -167,6 +234,8 @@ pub struct RestoreReport {
     pub records: u64,
     /// Blob files restored.
     pub blobs: u64,
+    /// Payload segment files restored.
+    pub segments: u64,
 }
 
 impl SledStore {
@@ -188,17 +257,7 @@ impl SledStore {
             )));
         }
         // Verify the records file before touching the target.
-        let mut hasher = Sha256::new();
-        let mut f = File::open(backup.join("records.bin")).map_err(StoreError::from_io)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(StoreError::from_io)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        if Sha256Digest(hasher.finalize().into()) != manifest.records_sha256 {
+        if hash_file(&backup.join("records.bin"))?.0 != manifest.records_sha256 {
             return Err(StoreError::Backup(
                 "records.bin does not match its checksum: the backup is damaged".into(),
             ));
@@ -292,8 +351,39 @@ impl SledStore {
         }
         fs::create_dir_all(target_root.join("tmp")).map_err(StoreError::from_io)?;
         sync_dir(&target_root)?;
+
+        let segments_dir = target.join("payloads");
+        fs::create_dir_all(&segments_dir).map_err(StoreError::from_io)?;
+        for segment in &manifest.segments {
+            let valid_name = segment.name.len() == 20
+                && segment.name.ends_with(".seg")
+                && !segment.name.contains(['/', '\\']);
+            if !valid_name {
+                return Err(StoreError::Backup(format!(
+                    "the manifest names a payload segment {:?}: the backup is damaged",
+                    segment.name
+                )));
+            }
+            let from = backup.join("payloads").join(&segment.name);
+            let to = segments_dir.join(&segment.name);
+            let copied = fs::copy(&from, &to).and_then(|_| File::open(&to)?.sync_all());
+            copied.map_err(|e| {
+                StoreError::Backup(format!("payload segment {}: {e}", segment.name))
+            })?;
+            if hash_file(&to)? != (segment.sha256, segment.bytes) {
+                return Err(StoreError::Backup(format!(
+                    "payload segment {} does not match its checksum: the backup is damaged",
+                    segment.name
+                )));
+            }
+        }
+        sync_dir(&segments_dir)?;
         SledStore::write_restored_meta(target, manifest.created_at, log_segment_bytes)?;
-        Ok(RestoreReport { records, blobs })
+        Ok(RestoreReport {
+            records,
+            blobs,
+            segments: manifest.segments.len() as u64,
+        })
     }
 }
 

@@ -25,6 +25,7 @@ mod committer;
 mod crash_prefix;
 mod error;
 mod log_readahead;
+mod payload_log;
 mod retry;
 mod sled_store;
 mod types;

@@ -1,10 +1,10 @@
 //! The [`Store`] on sled 0.34, with large payloads as blob files.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +17,7 @@ use crate::blob::{BlobDir, BlobWriter};
 use crate::committer::{CommitStats, Committer, FLUSH_BUCKETS_SECONDS};
 use crate::error::StoreError;
 use crate::log_readahead::{LogReadahead, READAHEAD_DELAY};
+use crate::payload_log::{PayloadLog, SegmentRef};
 use crate::retry::RetryPolicy;
 use crate::types::*;
 use crate::{Result, Store};
@@ -24,8 +25,8 @@ use crate::{Result, Store};
 /// Settings of a [`SledStore`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreConfig {
-    /// Payloads up to this size live in the database; larger ones in blob files
-    /// (default 256 KiB).
+    /// Payloads up to this size go to the payload segments (`payloads/`); larger ones to
+    /// blob files of their own (default 256 KiB).
     pub inline_threshold: usize,
     /// Retry and dead-letter policy.
     pub retry: RetryPolicy,
@@ -44,6 +45,14 @@ pub struct StoreConfig {
     /// rates. 0 flushes at once.
     #[serde(default = "default_ack_flush_delay_ms")]
     pub ack_flush_delay_ms: u64,
+    /// The size at which a payload segment file is sealed and a new one started, in bytes
+    /// (default 64 MiB): the unit in which retention gives space back.
+    #[serde(default = "default_payload_segment_bytes")]
+    pub payload_segment_bytes: u64,
+}
+
+fn default_payload_segment_bytes() -> u64 {
+    crate::payload_log::SEGMENT_BYTES
 }
 
 fn default_min_free_bytes() -> u64 {
@@ -62,6 +71,7 @@ impl Default for StoreConfig {
             cache_bytes: 64 * 1024 * 1024,
             min_free_bytes: default_min_free_bytes(),
             ack_flush_delay_ms: default_ack_flush_delay_ms(),
+            payload_segment_bytes: default_payload_segment_bytes(),
         }
     }
 }
@@ -204,9 +214,14 @@ struct AuditHead {
 pub struct SledStore {
     dir: PathBuf,
     db: sled::Db,
-    /// Inline payloads, by SHA-256, in their own tree: large values would make every
-    /// update of the metadata tree's leaves copy them.
+    /// Payloads held in the database by stores written before the payload segments, by
+    /// message id; read and purged, no longer written.
     payloads: sled::Tree,
+    /// Payloads up to the inline threshold: append-only segment files.
+    payload_log: Arc<PayloadLog>,
+    /// Whether a purge has looked at every segment since the store opened (for the space
+    /// of submissions a crash or a duplicate left without a record).
+    segments_swept: AtomicBool,
     blobs: BlobDir,
     config: StoreConfig,
     /// The size of sled's log segments in this store's database (it keeps the one it was
@@ -474,11 +489,17 @@ impl SledStore {
         }
         let blobs = BlobDir::open(dir.join("blobs"))?;
         let payloads = db.open_tree(PAYLOAD_TREE)?;
-        let committer = Committer::start(db.clone(), &db_path)?;
+        let payload_log = Arc::new(PayloadLog::open(
+            dir.join("payloads"),
+            config.payload_segment_bytes,
+        )?);
+        let committer = Committer::start(db.clone(), &db_path, payload_log.clone())?;
         let store = SledStore {
             dir: dir.to_owned(),
             db,
             payloads,
+            payload_log,
+            segments_swept: AtomicBool::new(false),
             blobs,
             config,
             log_segment_bytes,
@@ -571,10 +592,11 @@ impl SledStore {
         &self.committer.stats
     }
 
-    /// Bytes used on disk by the database and blob files.
+    /// Bytes used on disk by the database, the payload segments and blob files.
     pub fn size_on_disk(&self) -> Result<u64> {
         let mut total = self.db.size_on_disk()?;
         total += dir_size(self.blobs.root())?;
+        total += dir_size(self.payload_log.dir())?;
         Ok(total)
     }
 
@@ -607,6 +629,103 @@ impl SledStore {
     fn load_required(&self, id: MessageId) -> Result<StoredMessage> {
         self.load(id)?
             .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
+    }
+
+    /// Gives back the space of payload segments: among `candidates` (and, at the first call
+    /// after opening, every segment, for what a crash or a duplicate left without a
+    /// record), a sealed segment no record points into is deleted, and one less than half
+    /// used has its live payloads copied to the current segment and the records moved to
+    /// the copies first. Files are deleted only once the records no longer pointing at
+    /// them are durable. Returns the segment files deleted.
+    async fn reclaim_segments(&self, mut candidates: BTreeSet<u64>) -> Result<u64> {
+        if !self.segments_swept.swap(true, Ordering::AcqRel) {
+            candidates.extend(self.payload_log.segments()?);
+        }
+        let current = self.payload_log.current();
+        let mut delete = Vec::new();
+        let mut moved = Vec::new();
+        for segment in candidates {
+            if Some(segment) == current {
+                continue;
+            }
+            let entries = match self.payload_log.entries(segment) {
+                Ok(entries) => entries,
+                // Deleted by another purge meanwhile.
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let mut live = Vec::new();
+            for (at, id) in entries {
+                if self.load(id)?.and_then(|m| m.payload_at) == Some(at) {
+                    live.push((at, id));
+                }
+            }
+            let live_bytes: u64 = live.iter().map(|(at, _)| at.entry_bytes()).sum();
+            if live_bytes * 2 > self.payload_log.segment_size(segment)? {
+                continue;
+            }
+            for (at, id) in live {
+                let bytes = self.payload_log.read(&at, id)?;
+                moved.push((id, at, self.payload_log.append(id, &bytes)?));
+            }
+            delete.push(segment);
+        }
+        if delete.is_empty() {
+            return Ok(0);
+        }
+        if !moved.is_empty() {
+            // The copies are durable before any record points at them.
+            self.committer.commit(Vec::new(), None).await?;
+            let mut g = self.guard();
+            let mut txn = self.txn();
+            for (id, old, new) in moved {
+                match txn.message(id) {
+                    Ok(m) if m.payload_at == Some(old) => {
+                        m.payload_at = Some(new);
+                        txn.touch(id);
+                    }
+                    // Purged (or gone) meanwhile: the copy is left for a later reclaim.
+                    Ok(_) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            txn.apply(&mut g)?;
+        }
+        self.committer.commit(Vec::new(), None).await?;
+        let mut deleted = 0;
+        for segment in delete {
+            if self.payload_log.remove(segment)? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The payload of a stored message: in a payload segment, in the database (stores
+    /// written before the segments) or in a blob file.
+    fn payload_of_stored(&self, stored: &StoredMessage) -> Result<Payload> {
+        let m = &stored.record;
+        let id = m.id;
+        if m.payload_purged {
+            return Err(StoreError::Purged(id.to_string()));
+        }
+        if let Some(at) = &stored.payload_at {
+            return Ok(Payload::Inline(self.payload_log.read(at, id)?));
+        }
+        if let Some(bytes) = self.payloads.get(id.bytes())? {
+            return Ok(Payload::Inline(bytes::Bytes::copy_from_slice(&bytes)));
+        }
+        let r: BlobRef = self
+            .get("blob ref", &key(keys::BLOB_REF, &[&m.sha256.0]))?
+            .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
+        let path = self.blobs.path_of(&m.sha256);
+        if !path.is_file() {
+            return Err(StoreError::NotFound(format!(
+                "blob file of {id} ({})",
+                path.display()
+            )));
+        }
+        Ok(Payload::File { path, size: r.size })
     }
 
     fn txn(&self) -> Txn<'_> {
@@ -744,6 +863,10 @@ impl SledStore {
         &self.payloads
     }
 
+    pub(crate) fn payload_log(&self) -> &PayloadLog {
+        &self.payload_log
+    }
+
     pub(crate) fn blob_dir(&self) -> &BlobDir {
         &self.blobs
     }
@@ -792,6 +915,10 @@ impl SledStore {
 struct StoredMessage {
     record: MessageRecord,
     deliveries: Vec<Delivery>,
+    /// Where the payload is in the payload segments; `None` for a payload in a blob file,
+    /// in the database (stores written before the segments) or purged.
+    #[serde(default)]
+    payload_at: Option<SegmentRef>,
 }
 
 /// The changes of one operation: its writes, plus the messages it read and changed, so reads
@@ -1384,19 +1511,18 @@ impl Store for SledStore {
             *last = MessageId::after(*last, m.received_at);
             *last
         };
-        // Inline bytes are written before taking the lock: the costly part of a
-        // submission happens outside it. Keyed by message, never shared.
-        if let Some(bytes) = &inline {
-            self.payloads.insert(id.bytes(), bytes.as_ref())?;
-        }
+        // Small payloads are appended before taking the lock: the costly part of a
+        // submission happens outside it. One entry per message, never shared (a duplicate's
+        // entry is left for the segment's reclaim).
+        let payload_at = match &inline {
+            Some(bytes) => Some(self.payload_log.append(id, bytes)?),
+            None => None,
+        };
 
         let mut dirs = Vec::new();
         let outcome = {
             let mut g = self.guard();
             if let Some(original) = self.find_duplicate(&m)? {
-                if inline.is_some() {
-                    self.payloads.remove(id.bytes())?;
-                }
                 SubmitOutcome::Duplicate(original)
             } else {
                 let now = m.received_at;
@@ -1501,6 +1627,7 @@ impl Store for SledStore {
                     StoredMessage {
                         record: record.clone(),
                         deliveries,
+                        payload_at,
                     },
                 );
                 txn.touch(id);
@@ -1550,29 +1677,12 @@ impl Store for SledStore {
     }
 
     async fn payload(&self, id: MessageId) -> Result<Payload> {
-        let m = self.load_required(id)?.record;
-        self.payload_of(&m).await
+        self.payload_of_stored(&self.load_required(id)?)
     }
 
     async fn payload_of(&self, m: &MessageRecord) -> Result<Payload> {
-        let id = m.id;
-        if m.payload_purged {
-            return Err(StoreError::Purged(id.to_string()));
-        }
-        if let Some(bytes) = self.payloads.get(id.bytes())? {
-            return Ok(Payload::Inline(bytes::Bytes::copy_from_slice(&bytes)));
-        }
-        let r: BlobRef = self
-            .get("blob ref", &key(keys::BLOB_REF, &[&m.sha256.0]))?
-            .ok_or_else(|| StoreError::NotFound(format!("payload of {id}")))?;
-        let path = self.blobs.path_of(&m.sha256);
-        if !path.is_file() {
-            return Err(StoreError::NotFound(format!(
-                "blob file of {id} ({})",
-                path.display()
-            )));
-        }
-        Ok(Payload::File { path, size: r.size })
+        // The record given holds no payload location: the stored one does.
+        self.payload_of_stored(&self.load_required(m.id)?)
     }
 
     async fn deliveries(&self, id: MessageId) -> Result<Vec<Delivery>> {
@@ -2353,6 +2463,7 @@ impl Store for SledStore {
         let mut report = PurgeReport::default();
         let mut delete_inline = Vec::new();
         let mut delete_blobs = Vec::new();
+        let mut segments = BTreeSet::new();
         {
             let mut g = self.guard();
             let mut txn = self.txn();
@@ -2380,8 +2491,12 @@ impl Store for SledStore {
                 m.record.payload_purged = true;
                 let sha = m.record.sha256;
                 let size = m.record.size;
+                let at = m.payload_at.take();
                 txn.touch(id);
-                if let Some(inline) = self.payloads.get(id.bytes())? {
+                if let Some(at) = at {
+                    report.bytes += u64::from(at.len);
+                    segments.insert(at.segment);
+                } else if let Some(inline) = self.payloads.get(id.bytes())? {
                     report.bytes += inline.len() as u64;
                     delete_inline.push(id);
                 } else {
@@ -2432,6 +2547,7 @@ impl Store for SledStore {
                 }
             }
         }
+        report.segment_files = self.reclaim_segments(segments).await?;
         Ok(report)
     }
 

@@ -738,10 +738,14 @@ pub struct QueueDepth {
 pub struct PurgeReport {
     /// Messages whose payload was removed.
     pub messages: u64,
-    /// Payload bytes freed (inline and blob files).
+    /// Payload bytes freed (payload segments, blob files, the database).
     pub bytes: u64,
     /// Blob files deleted.
     pub blob_files: u64,
+    /// Payload segment files deleted (their payloads all purged, or the few still needed
+    /// copied to the current segment).
+    #[serde(default)]
+    pub segment_files: u64,
 }
 
 /// What a backup wrote.
@@ -753,6 +757,9 @@ pub struct BackupReport {
     pub records: u64,
     /// Blob files copied.
     pub blobs: u64,
+    /// Payload segment files copied.
+    #[serde(default)]
+    pub segments: u64,
     /// Bytes written.
     pub bytes: u64,
 }

@@ -666,6 +666,98 @@ async fn large_payloads_are_blob_files_shared_by_content_and_purged_after_retent
         .any(|e| e.kind == EventKind::PayloadPurged));
 }
 
+/// Small payloads live in segment files; retention deletes a segment whose payloads are all
+/// purged, and copies the few live payloads of a mostly purged one before deleting it.
+#[tokio::test]
+async fn purged_payload_segments_are_deleted_or_compacted_and_the_rest_still_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StoreConfig {
+        inline_threshold: 8 * 1024,
+        payload_segment_bytes: 64 * 1024,
+        ..fast_config()
+    };
+    let store = SledStore::open(dir.path(), config.clone()).expect("open");
+    let delivered = inbox("000.00.07.G04");
+    let waiting = inbox("000.00.08.G04");
+    let segments_dir = dir.path().join("payloads");
+    let payload = |n: u32| -> Vec<u8> { (0..4000u32).map(|i| ((i + n) % 251) as u8).collect() };
+    // 60 payloads all delivered, then 60 of which every tenth waits: about 15 to a segment.
+    let mut kept = Vec::new();
+    for n in 0..120u32 {
+        let to = if n >= 60 && n % 10 == 0 {
+            ("000.00.08.G04", waiting.clone())
+        } else {
+            ("000.00.07.G04", delivered.clone())
+        };
+        let r = store
+            .submit(document(
+                "000.00.05.G04",
+                std::slice::from_ref(&to),
+                n,
+                &payload(n),
+            ))
+            .await
+            .expect("submit");
+        if to.0 == "000.00.08.G04" {
+            kept.push((r.record().id, payload(n)));
+        }
+    }
+    let files_before = walk(&segments_dir).len();
+    let bytes_before = dir_bytes(&segments_dir);
+    assert!(files_before >= 7, "premise: {files_before} segments");
+    for c in store
+        .claim(&delivered, 200, LEASE, T0)
+        .await
+        .expect("claim")
+    {
+        store
+            .ack(&c.token, Completion::Acknowledged, T0)
+            .await
+            .expect("ack");
+    }
+    let day = Duration::from_secs(86_400);
+    let report = store.purge(T0.plus(8 * day), 7 * day).await.expect("purge");
+    assert_eq!(report.messages, 114);
+    assert!(
+        report.segment_files as usize >= files_before - 1,
+        "every sealed segment is deleted or compacted: {report:?}, {files_before} before"
+    );
+    let files_after = walk(&segments_dir).len();
+    let bytes_after = dir_bytes(&segments_dir);
+    assert!(files_after <= 2, "{files_after} segment files left");
+    assert!(
+        bytes_after * 4 < bytes_before,
+        "segment bytes {bytes_before} -> {bytes_after}"
+    );
+    async fn check(store: &SledStore, kept: &[(truc_store::MessageId, Vec<u8>)]) {
+        for (id, bytes) in kept {
+            let read = store
+                .payload(*id)
+                .await
+                .expect("payload")
+                .read_all()
+                .expect("read");
+            assert_eq!(read.as_ref(), bytes.as_slice());
+        }
+    }
+    check(&store, &kept).await;
+    // Nothing more to give back; still all there after a restart.
+    let again = store.purge(T0.plus(9 * day), 7 * day).await.expect("purge");
+    assert_eq!((again.messages, again.segment_files), (0, 0));
+    drop(store);
+    let store = SledStore::open(dir.path(), config).expect("reopen");
+    check(&store, &kept).await;
+    let claims = store.claim(&waiting, 100, LEASE, T0).await.expect("claim");
+    assert_eq!(claims.len(), 6);
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    walk(dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).expect("metadata").len())
+        .sum()
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read_dir") {
@@ -713,6 +805,10 @@ async fn backup_while_running_then_restore_gives_the_same_store() {
         .expect("backup");
     assert!(report.records > 20);
     assert_eq!(report.blobs, 1);
+    assert!(
+        report.segments >= 1,
+        "small payloads are in segments: {report:?}"
+    );
     // Changes after the backup are not in it.
     store
         .submit(document(
@@ -733,7 +829,25 @@ async fn backup_while_running_then_restore_gives_the_same_store() {
         "STORE_BACKUP"
     );
 
-    SledStore::restore(&dir.path().join("backup"), &dir.path().join("restored")).expect("restore");
+    // A damaged payload segment in the backup is found before anything is restored.
+    let segments = dir.path().join("backup").join("payloads");
+    let segment = walk(&segments).into_iter().next().expect("a segment");
+    let good = std::fs::read(&segment).expect("read");
+    let mut bad = good.clone();
+    bad[40] ^= 0x20;
+    // A new file: the backup's segment is a hard link to the live store's.
+    std::fs::remove_file(&segment).expect("unlink");
+    std::fs::write(&segment, &bad).expect("damage");
+    let err = SledStore::restore(&dir.path().join("backup"), &dir.path().join("damaged"))
+        .expect_err("a damaged segment");
+    assert_eq!(err.code(), "STORE_BACKUP");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    std::fs::write(&segment, &good).expect("repair");
+
+    let restored_report =
+        SledStore::restore(&dir.path().join("backup"), &dir.path().join("restored"))
+            .expect("restore");
+    assert_eq!(restored_report.segments, report.segments);
     let restored = open(&dir.path().join("restored"));
     for id in &ids {
         let a = store
@@ -1120,15 +1234,7 @@ async fn the_log_files_new_length_is_made_durable_before_the_acknowledgement() {
 #[tokio::test]
 async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // 64 KiB inline payloads fill the log's 8 MiB segments in a few hundred submissions.
-    let store = SledStore::open(
-        dir.path(),
-        truc_store::StoreConfig {
-            inline_threshold: 256 * 1024,
-            ..fast_config()
-        },
-    )
-    .expect("open");
+    let store = SledStore::open(dir.path(), fast_config()).expect("open");
     let stats = store.commit_stats();
     let syncs = || stats.log_syncs.load(std::sync::atomic::Ordering::Relaxed);
     let recipient = "000.00.07.G04";
@@ -1139,14 +1245,30 @@ async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
         if without_growth >= 5 {
             break;
         }
+        // Payloads live outside the database: a 64 KiB value rewritten each time fills
+        // the log's 8 MiB segments in a few hundred rounds, and frees them for reuse.
+        store
+            .put_setting("test", "padding", &vec![n as u8; 64 * 1024])
+            .await
+            .expect("setting");
         let grown_before = stats
             .log_length_syncs
             .load(std::sync::atomic::Ordering::Relaxed);
         let before = syncs();
-        let stored = submit_to(&store, recipient, n, &vec![n as u8; 64 * 1024]).await;
+        let segment_syncs = || {
+            stats
+                .payload_segment_syncs
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let segments_before = segment_syncs();
+        let stored = submit_to(&store, recipient, n, &[n as u8; 512]).await;
         assert!(
             syncs() > before,
             "submission {n} was acknowledged without an fdatasync of the log"
+        );
+        assert!(
+            segment_syncs() > segments_before,
+            "submission {n} was acknowledged without an fdatasync of its payload's segment"
         );
         if stats
             .log_length_syncs
@@ -1305,25 +1427,14 @@ async fn an_acknowledgement_alone_gets_a_flush_of_its_own() {
 #[tokio::test]
 async fn sled_blob_files_are_made_durable_before_the_acknowledgement() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SledStore::open(
-        dir.path(),
-        StoreConfig {
-            inline_threshold: 4 * 1024 * 1024,
-            ..fast_config()
-        },
-    )
-    .expect("open");
-    // Over a quarter of the store's 8 MiB log segments.
+    let store = open(dir.path());
+    // Payloads live outside the database; a setting is a database value. Over a quarter
+    // of the store's 8 MiB log segments.
     let big = vec![42u8; 2 * 1024 * 1024 + 4096];
     store
-        .submit(document(
-            "000.00.05.G04",
-            &[("000.00.07.G04", inbox("000.00.07.G04"))],
-            1,
-            &big,
-        ))
+        .put_setting("test", "big", &big)
         .await
-        .expect("submit");
+        .expect("put_setting");
     let sled_blobs = dir.path().join("db").join("blobs");
     let files = std::fs::read_dir(&sled_blobs)
         .map(|d| d.count())
@@ -1339,22 +1450,13 @@ async fn sled_blob_files_are_made_durable_before_the_acknowledgement() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         synced >= 1,
-        "the acknowledged submission's sled blob file was not fsynced"
+        "the acknowledged write's sled blob file was not fsynced"
     );
-    // And the payload reads back whole after a reopen.
+    // And the value reads back whole after a reopen.
     drop(store);
     let store = open(dir.path());
-    let claims = store
-        .claim(&inbox("000.00.07.G04"), 1, LEASE, T0)
-        .await
-        .expect("claim");
-    let bytes = store
-        .payload(claims[0].message.id)
-        .await
-        .expect("payload")
-        .read_all()
-        .expect("read");
-    assert_eq!(bytes.as_ref(), big.as_slice());
+    let settings = store.settings("test").await.expect("settings");
+    assert_eq!(settings, vec![("big".to_string(), big)]);
 }
 
 /// Below the free-space reserve, new submissions are refused before sled can fail a write,

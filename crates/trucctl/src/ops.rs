@@ -368,10 +368,11 @@ async fn execute(api: &Api, json: bool, cmd: OpsCommand) -> Result<bool, ApiErro
                 print_json(&r);
             } else {
                 println!(
-                    "backup written to {}: {} records, {} blob files, {} bytes",
+                    "backup written to {}: {} records, {} blob files, {} payload segments, {} bytes",
                     r.path.display(),
                     r.records,
                     r.blobs,
+                    r.segments,
                     r.bytes
                 );
             }

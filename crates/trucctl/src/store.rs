@@ -46,9 +46,10 @@ fn restore(backup: PathBuf, target: PathBuf) -> anyhow::Result<bool> {
     let report = SledStore::restore(&backup, &target)
         .with_context(|| format!("restoring {} into {}", backup.display(), target.display()))?;
     println!(
-        "restored {} records and {} payload files into {}",
+        "restored {} records, {} blob files and {} payload segments into {}",
         report.records,
         report.blobs,
+        report.segments,
         target.display()
     );
     Ok(true)

@@ -47,6 +47,12 @@ pub struct Config {
     /// The admin HTTP API (health, metrics, operations).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// How long payloads are kept once delivered.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// How the store lays out its files.
+    #[serde(default)]
+    pub store: StoreSection,
     /// Log filter at start (tracing's syntax: `info`, `trucd=debug,info`); changeable at
     /// run time through the admin API.
     #[serde(default = "default_log_level")]
@@ -187,6 +193,48 @@ pub struct TlsConfig {
     /// The CA(s) that sign adapters' client certificates (PEM). Clients must present a
     /// certificate from it; its SHA-256 fingerprint maps it to a unit in the registry.
     pub client_ca: PathBuf,
+}
+
+/// How the store lays out its files (`store_dir` says where).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Packages up to 256 KiB are appended to payload segment files (`payloads/` in the
+    /// store); a segment is sealed at this size, in bytes (default 67,108,864: 64 MiB).
+    /// Retention gives space back a segment at a time. Takes effect for new segments.
+    pub payload_segment_bytes: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            payload_segment_bytes: truc_store::StoreConfig::default().payload_segment_bytes,
+        }
+    }
+}
+
+/// Retention: the relay is a transit, not an archive (each unit's document system keeps its
+/// documents), so the payload of a package is deleted some time after every recipient has
+/// it; its record, deliveries, events and timeline stay, and the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// A payload is deleted this long after its last delivery ended (acknowledged,
+    /// accepted by the national axis, dead-lettered or dropped), in seconds (default
+    /// 2,592,000: 30 days). 0 keeps payloads for ever.
+    pub payload_secs: u64,
+    /// How often retention runs, in seconds (default 3600); the first run is one interval
+    /// after the start.
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            payload_secs: 30 * 86_400,
+            interval_secs: 3600,
+        }
+    }
 }
 
 /// Limits and timings of the relay.

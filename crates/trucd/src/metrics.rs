@@ -117,6 +117,8 @@ pub struct Metrics {
     inbox_acks_pending: Gauge,
     submission_memory: Gauge,
     submissions_spilled: Counter,
+    payloads_purged: Counter,
+    payload_bytes_purged: Counter,
     inbox_total: AtomicU64,
     queue_depth: Family<QueueLabels, Gauge>,
     queue_oldest_age: Family<DestinationLabel, Gauge<f64, AtomicU64>>,
@@ -152,6 +154,8 @@ impl Metrics {
             inbox_acks_pending: Gauge::default(),
             submission_memory: Gauge::default(),
             submissions_spilled: Counter::default(),
+            payloads_purged: Counter::default(),
+            payload_bytes_purged: Counter::default(),
             inbox_total: AtomicU64::new(0),
             queue_depth: Family::default(),
             queue_oldest_age: Family::default(),
@@ -230,6 +234,17 @@ impl Metrics {
             m.submissions_spilled.clone(),
         );
         registry.register(
+            "payloads_purged",
+            "Payloads deleted by retention (their records and timelines stay)",
+            m.payloads_purged.clone(),
+        );
+        registry.register_with_unit(
+            "payloads_purged",
+            "Payload bytes deleted by retention",
+            prometheus_client::registry::Unit::Bytes,
+            m.payload_bytes_purged.clone(),
+        );
+        registry.register(
             "queue_depth",
             "Deliveries per destination queue: ready, waiting for a retry, or claimed",
             m.queue_depth.clone(),
@@ -248,7 +263,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "store_disk",
-            "Bytes the store uses on disk (database and blob files)",
+            "Bytes the store uses on disk (database, payload segments and blob files)",
             prometheus_client::registry::Unit::Bytes,
             m.store_disk_bytes.clone(),
         );
@@ -346,6 +361,12 @@ impl Metrics {
     /// The gauge of memory reserved by packages being received.
     pub fn submission_memory(&self) -> Gauge {
         self.submission_memory.clone()
+    }
+
+    /// Counts what a retention pass deleted.
+    pub fn purged(&self, report: &truc_store::PurgeReport) {
+        self.payloads_purged.inc_by(report.messages);
+        self.payload_bytes_purged.inc_by(report.bytes);
     }
 
     /// A package is received into a staging file for want of memory.

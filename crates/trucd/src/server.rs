@@ -115,6 +115,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let store_dir = config.store_dir.clone();
     let store_config = StoreConfig {
         retry: config.limits.retry(),
+        payload_segment_bytes: config.store.payload_segment_bytes.max(64 * 1024),
         ..StoreConfig::default()
     };
     let on_disk = database_bytes(&config.store_dir);
@@ -397,6 +398,11 @@ pub async fn serve(
             }
         }
     });
+    let retention = tokio::spawn(run_retention(
+        relay.clone(),
+        metrics.clone(),
+        config.retention.clone(),
+    ));
     #[cfg(unix)]
     if let Some(tls) = tls.clone() {
         tokio::spawn(async move {
@@ -473,6 +479,7 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    retention.abort();
     watcher.abort();
     for t in link_tasks {
         t.abort();
@@ -492,6 +499,42 @@ pub async fn serve(
 /// Watches the store's ability to write. While its disk is full, submissions are refused
 /// with `STORE_FULL` (and the log says so); once the disk takes writes again but the store
 /// still cannot (sled keeps the I/O error it met), reports the reason on `fatal`.
+/// Deletes, every `interval_secs`, the payloads whose deliveries all ended more than
+/// `payload_secs` ago (see [`crate::config::RetentionConfig`]).
+async fn run_retention(
+    relay: Arc<Relay>,
+    metrics: Arc<Metrics>,
+    retention: crate::config::RetentionConfig,
+) {
+    if retention.payload_secs == 0 {
+        tracing::info!("retention is off: payloads are kept for ever");
+        return;
+    }
+    let every = Duration::from_secs(retention.interval_secs.max(1));
+    let keep = Duration::from_secs(retention.payload_secs);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match relay.store().purge(Timestamp::now(), keep).await {
+            Ok(report) => {
+                metrics.purged(&report);
+                if report.messages > 0 || report.segment_files > 0 {
+                    tracing::info!(
+                        payloads = report.messages,
+                        bytes = report.bytes,
+                        blob_files = report.blob_files,
+                        segment_files = report.segment_files,
+                        "retention deleted payloads delivered over {} days ago",
+                        retention.payload_secs / 86_400
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "retention failed; it runs again next interval"),
+        }
+    }
+}
+
 async fn watch_store(
     relay: Arc<Relay>,
     store_dir: std::path::PathBuf,

@@ -124,7 +124,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let mut opening =
         tokio::task::spawn_blocking(move || SledStore::open(&store_dir, store_config));
     // sled reads its log back to its last snapshot at start-up: after a crash, with a large
-    // backlog, that takes a while (about 18 s for 17 GB, docs/benchmarks.md), so an
+    // database, that takes a while (it held payloads until 2026-12-07: 11–18 s for a million
+    // 8 KiB queued; under a second since, docs/benchmarks.md), so an
     // operator hears that it is progressing. (After a clean stop the checkpoint left little
     // to read.)
     let mut progress = tokio::time::interval_at(

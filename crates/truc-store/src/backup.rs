@@ -111,8 +111,10 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
     let segments_dir = dir.join("payloads");
     let (records, records_sha256, mut bytes, blobs, segment_names) = {
         let _paused = store.lock_for_backup();
-        // Every segment is immutable from here on: later payloads start a new one.
-        store.payload_log().seal();
+        // Every segment up to `sealed` is immutable from here on: later payloads start a
+        // new one. The records copied point only into those (a payload is appended, and
+        // made durable, before its record is written).
+        let sealed = store.payload_log().seal();
         let file = File::create(&records_path).map_err(StoreError::from_io)?;
         let mut w = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
@@ -173,6 +175,9 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
         fs::create_dir_all(&segments_dir).map_err(StoreError::from_io)?;
         let mut segment_names = Vec::new();
         for segment in store.payload_log().segments()? {
+            if segment > sealed {
+                continue;
+            }
             let from = store.payload_log().path_of(segment);
             let Some(name) = from.file_name().map(|n| n.to_owned()) else {
                 continue;
@@ -184,8 +189,6 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
                 Err(e) => return Err(StoreError::from_io(e)),
             }
         }
-        // The payloads the copied records point at may be younger than the last commit.
-        store.payload_log().sync().map_err(StoreError::from_io)?;
         sync_dir(&segments_dir)?;
         (records, sha, bytes, blobs, segment_names)
     };
@@ -355,10 +358,7 @@ impl SledStore {
         let segments_dir = target.join("payloads");
         fs::create_dir_all(&segments_dir).map_err(StoreError::from_io)?;
         for segment in &manifest.segments {
-            let valid_name = segment.name.len() == 20
-                && segment.name.ends_with(".seg")
-                && !segment.name.contains(['/', '\\']);
-            if !valid_name {
+            if crate::payload_log::segment_number(&segment.name).is_none() {
                 return Err(StoreError::Backup(format!(
                     "the manifest names a payload segment {:?}: the backup is damaged",
                     segment.name

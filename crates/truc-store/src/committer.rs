@@ -2,9 +2,8 @@
 //!
 //! A writer applies its changes to the database in memory, then asks the committer to make
 //! them durable and waits. The committer thread takes every request waiting at that moment,
-//! makes the touched blob directories and the payload segments written since the last time
-//! durable, flushes the database once (sled writes its log and fsyncs), and answers them
-//! all. The segments go first: a record never reaches the disk before its payload. A request is answered only by a flush that started
+//! makes the touched blob directories durable, flushes the database once (sled writes its
+//! log and fsyncs), and answers them all. A request is answered only by a flush that started
 //! after it was made, so its writes are covered. Under load, one fsync serves dozens of
 //! submissions; alone, a submission waits for exactly one.
 //!
@@ -41,7 +40,6 @@ use tokio::sync::oneshot;
 
 use crate::blob::sync_dir;
 use crate::error::StoreError;
-use crate::payload_log::PayloadLog;
 
 /// A failure, shared by every request of a batch.
 #[derive(Debug, Clone)]
@@ -79,7 +77,8 @@ pub struct CommitStats {
     pub flush_micros: AtomicU64,
     /// sled's own blob files made durable after a flush (see the module documentation).
     pub sled_blobs_synced: AtomicU64,
-    /// Payload segment files `fdatasync`ed before a flush.
+    /// Payload segment files `fdatasync`ed (by the payload syncer, before the records
+    /// pointing into them are written; see `payload_log`).
     pub payload_segment_syncs: AtomicU64,
     /// `fdatasync`s of the log file (one after every successful flush).
     pub log_syncs: AtomicU64,
@@ -138,11 +137,7 @@ const GATHER: Duration = Duration::from_micros(400);
 
 impl Committer {
     /// Starts the committer of `db`, whose directory is `db_dir`.
-    pub(crate) fn start(
-        db: sled::Db,
-        db_dir: &Path,
-        payloads: Arc<PayloadLog>,
-    ) -> Result<Self, StoreError> {
+    pub(crate) fn start(db: sled::Db, db_dir: &Path) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let stats = Arc::new(CommitStats::default());
         let writers = Arc::new(AtomicUsize::new(0));
@@ -153,17 +148,7 @@ impl Committer {
         let log = LogFile::open(&db_dir.join("db")).map_err(StoreError::from_io)?;
         let thread = std::thread::Builder::new()
             .name("truc-store-commit".into())
-            .spawn(move || {
-                run(
-                    db,
-                    &payloads,
-                    sled_blobs,
-                    log,
-                    rx,
-                    &thread_stats,
-                    &thread_writers,
-                )
-            })
+            .spawn(move || run(db, sled_blobs, log, rx, &thread_stats, &thread_writers))
             .map_err(StoreError::Io)?;
         Ok(Committer {
             tx: Some(tx),
@@ -232,7 +217,6 @@ impl Drop for Committer {
 
 fn run(
     db: sled::Db,
-    payloads: &PayloadLog,
     mut sled_blobs: SledBlobs,
     mut log: LogFile,
     rx: mpsc::Receiver<Request>,
@@ -284,15 +268,7 @@ fn run(
         let result = sled_blobs
             .list_new()
             .map_err(|e| failure(StoreError::from_io(e)))
-            .and_then(|listed| {
-                let segments = payloads
-                    .sync()
-                    .map_err(|e| failure(StoreError::from_io(e)))?;
-                stats
-                    .payload_segment_syncs
-                    .fetch_add(segments as u64, Ordering::Relaxed);
-                flush(&db, &dirs).map(|()| listed)
-            })
+            .and_then(|listed| flush(&db, &dirs).map(|()| listed))
             .and_then(|listed| {
                 let synced = sled_blobs
                     .sync(listed)

@@ -7,24 +7,38 @@
 //! (`payloads/<16 hex>.seg`), and the message record holds where: segment, offset, length.
 //! The database keeps only records, a few hundred bytes each.
 //!
-//! Durability: the group commit `fdatasync`s every segment written since the previous one
-//! (and the directory, when a segment was created) *before* it flushes the database, so a
-//! record never reaches the disk before the payload it points at. An entry carries its
-//! message id and CRC32s of its header and bytes: a read checks them, and a scan of a
-//! segment stops at a tail a crash left half written.
+//! Durability: a writer appends, then waits for the [`PayloadSyncer`] (a group sync: one
+//! `fdatasync` of each segment written since the previous one, and of the directory when a
+//! segment was created, serves every writer waiting), and only then writes the record that
+//! points at the payload. So no record — durable or not, flushed by the group commit, by
+//! sled on its own or by the kernel — ever points at bytes that are not on disk, and a
+//! resubmission after a crash is never deduplicated against a payload that was lost.
+//! A segment whose sync fails is abandoned: sealed, and every writer whose payload is in
+//! it and not yet known durable is refused (after a failed `fdatasync` Linux may drop the
+//! dirty pages, so a later one that succeeds proves nothing about them).
+//!
+//! An entry carries its message id and CRC32s of its header and bytes: a read checks them,
+//! and a scan of a segment stops at a tail a crash left half written.
+//!
+//! A segment holding payloads whose records are not written yet is pinned (by the
+//! [`PayloadPin`] its writer holds), so that reclaiming space never takes it.
 //!
 //! Segments are never modified once written. Space comes back when retention has purged
 //! every payload a segment holds (the file is deleted), or most of them (the live ones are
 //! copied to the current segment first): see `SledStore::purge`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
+use crate::committer::CommitStats;
 use crate::error::StoreError;
 use crate::types::MessageId;
 
@@ -56,6 +70,27 @@ pub(crate) struct PayloadLog {
     appending: Mutex<Appending>,
     /// Open files for reads, by segment number.
     files: RwLock<HashMap<u64, Arc<File>>>,
+    /// Per segment, payloads appended whose records are not written yet.
+    pins: Arc<Mutex<HashMap<u64, usize>>>,
+}
+
+/// Keeps a segment from being reclaimed while the record of a payload appended to it is
+/// not written yet. Dropped once it is (or the submission gave up).
+pub(crate) struct PayloadPin {
+    pins: Arc<Mutex<HashMap<u64, usize>>>,
+    segment: u64,
+}
+
+impl Drop for PayloadPin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = pins.get_mut(&self.segment) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.segment);
+            }
+        }
+    }
 }
 
 /// The segment being appended to, and what the next sync must cover.
@@ -64,9 +99,11 @@ struct Appending {
     last_number: u64,
     current: Option<Current>,
     /// Segments sealed with writes the last sync did not cover.
-    sealed_unsynced: Vec<Arc<File>>,
+    sealed_unsynced: Vec<(u64, Arc<File>)>,
     /// A segment file was created since the last sync: its directory entry must be synced.
     created: bool,
+    /// Segments whose sync failed: abandoned (see the module documentation).
+    failed: HashSet<u64>,
 }
 
 struct Current {
@@ -81,11 +118,17 @@ fn segment_name(number: u64) -> String {
     format!("{number:016x}{SUFFIX}")
 }
 
-fn segment_number(name: &str) -> Option<u64> {
+/// The number of a segment file's name: exactly 16 lowercase hex digits and the suffix.
+pub(crate) fn segment_number(name: &str) -> Option<u64> {
     let hex = name.strip_suffix(SUFFIX)?;
-    (hex.len() == 16)
-        .then(|| u64::from_str_radix(hex, 16).ok())
-        .flatten()
+    let well_formed = hex.len() == 16
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !well_formed {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 fn header_crc(header: &[u8]) -> u32 {
@@ -135,7 +178,12 @@ impl PayloadLog {
     /// Appends go to a new segment: the last one of a previous process may end in a
     /// half-written entry.
     pub(crate) fn open(dir: PathBuf, segment_bytes: u64) -> Result<Self, StoreError> {
-        fs::create_dir_all(&dir).map_err(StoreError::from_io)?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(StoreError::from_io)?;
+            if let Some(parent) = dir.parent() {
+                crate::blob::sync_dir(parent)?;
+            }
+        }
         let last_number = list(&dir)?.last().copied().unwrap_or(0);
         Ok(PayloadLog {
             dir,
@@ -145,8 +193,10 @@ impl PayloadLog {
                 current: None,
                 sealed_unsynced: Vec::new(),
                 created: false,
+                failed: HashSet::new(),
             }),
             files: RwLock::new(HashMap::new()),
+            pins: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -159,9 +209,14 @@ impl PayloadLog {
         self.appending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends `payload` of message `id` to the current segment (page cache only: the
-    /// group commit makes it durable).
-    pub(crate) fn append(&self, id: MessageId, payload: &[u8]) -> Result<SegmentRef, StoreError> {
+    /// Appends `payload` of message `id` to the current segment (page cache only: wait for
+    /// [`PayloadSyncer::durable`] before writing a record that points at it), and pins the
+    /// segment until the returned pin is dropped.
+    pub(crate) fn append(
+        &self,
+        id: MessageId,
+        payload: &[u8],
+    ) -> Result<(SegmentRef, PayloadPin), StoreError> {
         let len = u32::try_from(payload.len()).map_err(|_| StoreError::Codec {
             what: "payload",
             reason: format!("{} bytes is too large for a payload segment", payload.len()),
@@ -214,43 +269,89 @@ impl PayloadLog {
         };
         c.len += entry.len() as u64;
         c.dirty = true;
-        Ok(at)
+        *self
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(at.segment)
+            .or_insert(0) += 1;
+        let pin = PayloadPin {
+            pins: self.pins.clone(),
+            segment: at.segment,
+        };
+        Ok((at, pin))
     }
 
     /// Makes every append made before this call durable: `fdatasync`s the segments
-    /// written since the last sync, and the directory if a segment was created.
-    pub(crate) fn sync(&self) -> std::io::Result<usize> {
+    /// written since the last sync, and the directory if a segment was created. On failure
+    /// every segment of this sync is abandoned (sealed, and [`Self::failed`] from then on).
+    /// Called by the [`PayloadSyncer`] only, so syncs never overlap.
+    fn sync(&self) -> std::io::Result<usize> {
         let (files, created) = {
             let mut a = self.appending();
             let mut files = std::mem::take(&mut a.sealed_unsynced);
             if let Some(c) = a.current.as_mut().filter(|c| c.dirty) {
                 c.dirty = false;
-                files.push(c.file.clone());
+                files.push((c.number, c.file.clone()));
             }
             (files, std::mem::take(&mut a.created))
         };
         let synced = files.len();
-        let result = files.iter().try_for_each(|f| f.sync_data()).and_then(|()| {
-            if created {
-                File::open(&self.dir)?.sync_all()
-            } else {
-                Ok(())
-            }
-        });
+        let result = files
+            .iter()
+            .try_for_each(|(_, f)| f.sync_data())
+            .and_then(|()| {
+                if created {
+                    File::open(&self.dir)?.sync_all()
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(e) = result {
-            // Not durable: the next sync tries them again.
             let mut a = self.appending();
-            a.sealed_unsynced.extend(files);
-            a.created |= created;
+            let mut abandoned: Vec<u64> = files.iter().map(|(n, _)| *n).collect();
+            if created {
+                // The new segment's directory entry may not be durable.
+                abandoned.extend(a.current.as_ref().map(|c| c.number));
+            }
+            if a.current
+                .as_ref()
+                .is_some_and(|c| abandoned.contains(&c.number))
+            {
+                a.current = None;
+            }
+            tracing::error!(error = %e, segments = ?abandoned, "a payload segment could not be synced; it is abandoned and the submissions waiting for it are refused");
+            a.failed.extend(abandoned);
             return Err(e);
         }
         Ok(synced)
     }
 
-    /// Seals the current segment: later appends go to a new one, so every segment that
-    /// exists now is immutable (what a backup links).
-    pub(crate) fn seal(&self) {
-        self.appending().seal();
+    /// Whether a segment was abandoned after a failed sync.
+    fn failed(&self, segment: u64) -> bool {
+        self.appending().failed.contains(&segment)
+    }
+
+    /// Seals the current segment: later appends go to a new one, so every segment up to
+    /// the number returned is immutable from now on (what a backup links).
+    pub(crate) fn seal(&self) -> u64 {
+        let mut a = self.appending();
+        a.seal();
+        a.last_number
+    }
+
+    /// Whether a segment may be reclaimed: sealed, and no payload in it waits for its
+    /// record. A sealed segment gets no new payloads, so once this holds it keeps holding,
+    /// and every record pointing into it is already written.
+    pub(crate) fn reclaimable(&self, segment: u64) -> bool {
+        let a = self.appending();
+        a.current.as_ref().map(|c| c.number) != Some(segment)
+            && segment <= a.last_number
+            && !self
+                .pins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&segment)
     }
 
     /// The segment being appended to, if any: never reclaimed.
@@ -267,6 +368,12 @@ impl PayloadLog {
         {
             return Ok(f.clone());
         }
+        // Opened under the write lock, which `remove` holds while it deletes: a handle to
+        // a deleted segment never enters the map.
+        let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = files.get(&segment) {
+            return Ok(f.clone());
+        }
         let f = Arc::new(
             File::open(self.dir.join(segment_name(segment))).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
@@ -276,16 +383,17 @@ impl PayloadLog {
                 }
             })?,
         );
-        self.files
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(segment, f.clone());
+        files.insert(segment, f.clone());
         Ok(f)
     }
 
     /// Reads the payload of message `id` at `at`, checking that the entry is whole and is that message's.
     pub(crate) fn read(&self, at: &SegmentRef, id: MessageId) -> Result<bytes::Bytes, StoreError> {
         let file = self.file(at.segment)?;
+        let size = file.metadata().map_err(StoreError::from_io)?.len();
+        if at.offset + at.entry_bytes() > size {
+            return Err(damaged(at, "the segment ends before it"));
+        }
         let mut buf = vec![0u8; HEADER + at.len as usize];
         file.read_exact_at(&mut buf, at.offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -324,9 +432,15 @@ impl PayloadLog {
         self.dir.join(segment_name(segment))
     }
 
-    /// The whole entries of a segment, in order, with their message ids; stops at a tail
-    /// a crash left half written.
-    pub(crate) fn entries(&self, segment: u64) -> Result<Vec<(SegmentRef, MessageId)>, StoreError> {
+    /// The whole entries of a segment, in order, with their message ids, and whether the
+    /// segment is clean. Reading stops at the first entry that is not whole; if no whole
+    /// entry follows anywhere in the rest of the file, that rest is a tail a crash left
+    /// half written (never durable, so no record points there) and the segment is clean.
+    /// If one does, the segment is damaged in the middle: not clean.
+    pub(crate) fn entries(
+        &self,
+        segment: u64,
+    ) -> Result<(Vec<(SegmentRef, MessageId)>, bool), StoreError> {
         let file = self.file(segment)?;
         let size = file.metadata().map_err(StoreError::from_io)?.len();
         let mut out = Vec::new();
@@ -349,7 +463,13 @@ impl PayloadLog {
             out.push((at, id));
             offset += at.entry_bytes();
         }
-        Ok(out)
+        if offset == size {
+            return Ok((out, true));
+        }
+        let mut rest = vec![0u8; (size - offset) as usize];
+        file.read_exact_at(&mut rest, offset)
+            .map_err(StoreError::from_io)?;
+        Ok((out, !holds_a_whole_entry(&rest[1..])))
     }
 
     /// The size of a segment file.
@@ -366,10 +486,8 @@ impl PayloadLog {
         if self.current() == Some(segment) {
             return Ok(false);
         }
-        self.files
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&segment);
+        let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
+        files.remove(&segment);
         match fs::remove_file(self.path_of(segment)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -382,10 +500,126 @@ impl Appending {
     fn seal(&mut self) {
         if let Some(c) = self.current.take() {
             if c.dirty {
-                self.sealed_unsynced.push(c.file);
+                self.sealed_unsynced.push((c.number, c.file));
             }
         }
     }
+}
+
+/// Group sync of the payload segments, on a thread of its own: a writer asks once its
+/// payload is appended, and is answered by the first sync that started after it asked.
+pub(crate) struct PayloadSyncer {
+    tx: Option<mpsc::Sender<SyncRequest>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct SyncRequest {
+    segment: u64,
+    done: oneshot::Sender<Result<(), SyncFailure>>,
+}
+
+/// Why a payload could not be made durable, for every writer of a batch.
+#[derive(Debug, Clone)]
+struct SyncFailure {
+    full: bool,
+    message: String,
+}
+
+impl PayloadSyncer {
+    /// Starts the syncer of `log`; counts its `fdatasync`s in `stats`.
+    pub(crate) fn start(log: Arc<PayloadLog>, stats: Arc<CommitStats>) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel::<SyncRequest>();
+        let thread = std::thread::Builder::new()
+            .name("truc-store-payload-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let result = log.sync();
+                    if let Ok(n) = &result {
+                        stats
+                            .payload_segment_syncs
+                            .fetch_add(*n as u64, Ordering::Relaxed);
+                    }
+                    for request in batch {
+                        let answer = match &result {
+                            Err(e) => Err(SyncFailure {
+                                full: crate::error::is_full(e),
+                                message: e.to_string(),
+                            }),
+                            Ok(_) if log.failed(request.segment) => Err(SyncFailure {
+                                full: false,
+                                message: format!(
+                                    "payload segment {} was abandoned after a failed sync",
+                                    segment_name(request.segment)
+                                ),
+                            }),
+                            Ok(_) => Ok(()),
+                        };
+                        let _ = request.done.send(answer);
+                    }
+                }
+            })
+            .map_err(StoreError::Io)?;
+        Ok(PayloadSyncer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits until the payload at `at` (appended before this call) is on disk.
+    pub(crate) async fn durable(&self, at: &SegmentRef) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(SyncRequest {
+                segment: at.segment,
+                done,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(f)) => {
+                let e = std::io::Error::other(f.message);
+                Err(if f.full {
+                    StoreError::Full(e)
+                } else {
+                    StoreError::Io(e)
+                })
+            }
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
+
+impl Drop for PayloadSyncer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Whether `bytes` contain, anywhere, a whole entry (header and payload checksums right).
+fn holds_a_whole_entry(bytes: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(found) = bytes[from..].windows(4).position(|w| w == MAGIC) {
+        let at = from + found;
+        if let Some(h) = bytes.get(at..at + HEADER) {
+            let mut header = [0u8; HEADER];
+            header.copy_from_slice(h);
+            if let Some((_, len, crc)) = decode_header(&header) {
+                let payload = bytes.get(at + HEADER..at + HEADER + len as usize);
+                if payload.is_some_and(|p| crc32fast::hash(p) == crc) {
+                    return true;
+                }
+            }
+        }
+        from = at + 1;
+    }
+    false
 }
 
 fn list(dir: &Path) -> Result<Vec<u64>, StoreError> {
@@ -416,7 +650,7 @@ mod tests {
         let mut refs = Vec::new();
         for n in 0..10u64 {
             let payload = vec![n as u8; 1000 + n as usize];
-            refs.push((log.append(id(n), &payload).expect("test"), payload));
+            refs.push((log.append(id(n), &payload).expect("test").0, payload));
         }
         assert!(log.sync().expect("test") >= 1);
         assert_eq!(log.sync().expect("test"), 0, "nothing new to sync");
@@ -430,7 +664,7 @@ mod tests {
         );
         let listed: usize = segments
             .iter()
-            .map(|s| log.entries(*s).expect("test").len())
+            .map(|s| log.entries(*s).expect("test").0.len())
             .sum();
         assert_eq!(listed, 10);
         // Another message's id at the same place is refused.
@@ -442,8 +676,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("test");
         let path = dir.path().join("p");
         let log = PayloadLog::open(path.clone(), SEGMENT_BYTES).expect("test");
-        let a = log.append(id(1), b"first payload").expect("test");
-        let b = log.append(id(2), b"second payload").expect("test");
+        let (a, _) = log.append(id(1), b"first payload").expect("test");
+        let (b, _) = log.append(id(2), b"second payload").expect("test");
         log.sync().expect("test");
         let file = log.path_of(a.segment);
         let mut bytes = fs::read(&file).expect("test");
@@ -455,14 +689,53 @@ mod tests {
         let log = PayloadLog::open(path, SEGMENT_BYTES).expect("test");
         assert!(matches!(log.read(&a, id(1)), Err(StoreError::Codec { .. })));
         assert!(log.read(&b, id(2)).is_err());
-        assert_eq!(
-            log.entries(a.segment).expect("test").len(),
-            1,
-            "the torn entry is not listed"
+        let (entries, clean) = log.entries(a.segment).expect("test");
+        assert_eq!(entries.len(), 1, "the torn entry is not listed");
+        assert!(
+            clean,
+            "a torn tail is what a crash leaves: the segment is clean"
         );
         // A new process appends to a new segment.
-        let c = log.append(id(3), b"third").expect("test");
+        let (c, _) = log.append(id(3), b"third").expect("test");
         assert_eq!(c.segment, a.segment + 1);
         assert_eq!(c.offset, 0);
+    }
+
+    #[test]
+    fn damage_before_whole_entries_marks_the_segment_unclean() {
+        let dir = tempfile::tempdir().expect("test");
+        let log = PayloadLog::open(dir.path().join("p"), SEGMENT_BYTES).expect("test");
+        let refs: Vec<SegmentRef> = (0..3u64)
+            .map(|n| log.append(id(n), &[n as u8; 100]).expect("test").0)
+            .collect();
+        log.sync().expect("test");
+        let file = log.path_of(refs[0].segment);
+        let mut bytes = fs::read(&file).expect("test");
+        bytes[refs[1].offset as usize + 5] ^= 0x40; // the second entry's length
+        fs::write(&file, &bytes).expect("test");
+        let (entries, clean) = log.entries(refs[0].segment).expect("test");
+        assert_eq!(entries.len(), 1);
+        assert!(!clean, "a whole entry follows the damage");
+        assert_eq!(
+            &log.read(&refs[2], id(2)).expect("test")[..],
+            &[2u8; 100][..]
+        );
+    }
+
+    #[test]
+    fn pins_keep_a_segment_from_being_reclaimed_until_dropped() {
+        let dir = tempfile::tempdir().expect("test");
+        let log = PayloadLog::open(dir.path().join("p"), 256).expect("test");
+        let (a, pin) = log.append(id(1), &[1u8; 200]).expect("test");
+        let (b, other) = log.append(id(2), &[2u8; 200]).expect("test");
+        assert_ne!(a.segment, b.segment, "256-byte segments hold one entry");
+        drop(other);
+        assert!(!log.reclaimable(a.segment), "its record is not written yet");
+        assert!(!log.reclaimable(b.segment), "the current segment");
+        drop(pin);
+        assert!(log.reclaimable(a.segment));
+        assert!(!log.reclaimable(b.segment));
+        assert_eq!(log.seal(), b.segment);
+        assert!(log.reclaimable(b.segment));
     }
 }

@@ -17,7 +17,7 @@ use crate::blob::{BlobDir, BlobWriter};
 use crate::committer::{CommitStats, Committer, FLUSH_BUCKETS_SECONDS};
 use crate::error::StoreError;
 use crate::log_readahead::{LogReadahead, READAHEAD_DELAY};
-use crate::payload_log::{PayloadLog, SegmentRef};
+use crate::payload_log::{PayloadLog, PayloadPin, PayloadSyncer, SegmentRef};
 use crate::retry::RetryPolicy;
 use crate::types::*;
 use crate::{Result, Store};
@@ -207,7 +207,8 @@ struct AuditHead {
 /// [`requeue`](Store::requeue), [`drop_delivery`](Store::drop_delivery),
 /// [`record_status`](Store::record_status), [`audit`](Store::audit) or
 /// [`release_held`](Store::release_held) return `Ok`, the change is on disk: blob file data
-/// was fsynced by its writer, blob directory entries and the database log were fsynced by a
+/// was fsynced by its writer, a payload in a segment by the payload syncer before its
+/// record was written, blob directory entries and the database log were fsynced by a
 /// group commit that started after the change was applied. A crash (even SIGKILL or power
 /// loss, given a disk that honours fsync) afterwards cannot lose it. Claims are not made
 /// durable; on open, every claim left by a previous process is released.
@@ -219,6 +220,8 @@ pub struct SledStore {
     payloads: sled::Tree,
     /// Payloads up to the inline threshold: append-only segment files.
     payload_log: Arc<PayloadLog>,
+    /// Makes appended payloads durable before their records are written.
+    payload_syncer: PayloadSyncer,
     /// Whether a purge has looked at every segment since the store opened (for the space
     /// of submissions a crash or a duplicate left without a record).
     segments_swept: AtomicBool,
@@ -344,6 +347,9 @@ impl Leases {
 /// How long a free-space check stays valid, in milliseconds. At 100 MB/s of writes this is
 /// 10 MB, well inside the reserve.
 const SPACE_CHECK_MS: u64 = 100;
+
+/// Completed messages a purge handles per hold of the store's lock.
+const PURGE_CHUNK: usize = 1000;
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -493,12 +499,14 @@ impl SledStore {
             dir.join("payloads"),
             config.payload_segment_bytes,
         )?);
-        let committer = Committer::start(db.clone(), &db_path, payload_log.clone())?;
+        let committer = Committer::start(db.clone(), &db_path)?;
+        let payload_syncer = PayloadSyncer::start(payload_log.clone(), committer.stats.clone())?;
         let store = SledStore {
             dir: dir.to_owned(),
             db,
             payloads,
             payload_log,
+            payload_syncer,
             segments_swept: AtomicBool::new(false),
             blobs,
             config,
@@ -623,7 +631,7 @@ impl SledStore {
     }
 
     fn load(&self, id: MessageId) -> Result<Option<StoredMessage>> {
-        self.get("message", &key(keys::MESSAGE, &[&id.bytes()]))
+        load_stored(&self.db, id)
     }
 
     fn load_required(&self, id: MessageId) -> Result<StoredMessage> {
@@ -638,44 +646,37 @@ impl SledStore {
     /// the copies first. Files are deleted only once the records no longer pointing at
     /// them are durable. Returns the segment files deleted.
     async fn reclaim_segments(&self, mut candidates: BTreeSet<u64>) -> Result<u64> {
-        if !self.segments_swept.swap(true, Ordering::AcqRel) {
+        let sweep = !self.segments_swept.load(Ordering::Acquire);
+        if sweep {
             candidates.extend(self.payload_log.segments()?);
         }
-        let current = self.payload_log.current();
-        let mut delete = Vec::new();
-        let mut moved = Vec::new();
-        for segment in candidates {
-            if Some(segment) == current {
-                continue;
-            }
-            let entries = match self.payload_log.entries(segment) {
-                Ok(entries) => entries,
-                // Deleted by another purge meanwhile.
-                Err(StoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let mut live = Vec::new();
-            for (at, id) in entries {
-                if self.load(id)?.and_then(|m| m.payload_at) == Some(at) {
-                    live.push((at, id));
+        let (log, db) = (self.payload_log.clone(), self.db.clone());
+        // Plan, read and copy off the async threads: a sweep reads every segment.
+        let (delete, moved, pins) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut delete = Vec::new();
+            let mut moved = Vec::new();
+            let mut pins = Vec::new();
+            for (segment, live) in plan_reclaim(&log, &db, candidates)? {
+                for (at, id) in live {
+                    let bytes = log.read(&at, id)?;
+                    let (copy, pin) = log.append(id, &bytes)?;
+                    moved.push((id, at, copy));
+                    pins.push(pin);
                 }
+                delete.push(segment);
             }
-            let live_bytes: u64 = live.iter().map(|(at, _)| at.entry_bytes()).sum();
-            if live_bytes * 2 > self.payload_log.segment_size(segment)? {
-                continue;
-            }
-            for (at, id) in live {
-                let bytes = self.payload_log.read(&at, id)?;
-                moved.push((id, at, self.payload_log.append(id, &bytes)?));
-            }
-            delete.push(segment);
-        }
-        if delete.is_empty() {
-            return Ok(0);
-        }
+            Ok((delete, moved, pins))
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))??;
         if !moved.is_empty() {
             // The copies are durable before any record points at them.
-            self.committer.commit(Vec::new(), None).await?;
+            let mut synced = BTreeSet::new();
+            for (_, _, copy) in &moved {
+                if synced.insert(copy.segment) {
+                    self.payload_syncer.durable(copy).await?;
+                }
+            }
             let mut g = self.guard();
             let mut txn = self.txn();
             for (id, old, new) in moved {
@@ -691,12 +692,19 @@ impl SledStore {
             }
             txn.apply(&mut g)?;
         }
-        self.committer.commit(Vec::new(), None).await?;
+        drop(pins);
+        if !delete.is_empty() {
+            // No durable record points into them once this returns.
+            self.committer.commit(Vec::new(), None).await?;
+        }
         let mut deleted = 0;
         for segment in delete {
             if self.payload_log.remove(segment)? {
                 deleted += 1;
             }
+        }
+        if sweep {
+            self.segments_swept.store(true, Ordering::Release);
         }
         Ok(deleted)
     }
@@ -1194,6 +1202,53 @@ impl Writes {
 }
 
 /// A due date as an ordered key part (days since 1970, sign bit flipped, big-endian).
+fn load_stored(db: &sled::Db, id: MessageId) -> Result<Option<StoredMessage>> {
+    match db.get(key(keys::MESSAGE, &[&id.bytes()]))? {
+        Some(v) => decode("message", &v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// What a reclaim does: the segments to delete, each with the live payloads to copy first.
+type ReclaimPlan = Vec<(u64, Vec<(SegmentRef, MessageId)>)>;
+
+/// Looks at each candidate segment (file reads and a lookup per entry: run it off the
+/// async threads): one that is reclaimable, clean, and less than half used is planned for
+/// deletion, with the payloads records still point at.
+fn plan_reclaim(log: &PayloadLog, db: &sled::Db, candidates: BTreeSet<u64>) -> Result<ReclaimPlan> {
+    let mut plan = Vec::new();
+    for segment in candidates {
+        // Sealed and unpinned: every record pointing into it is written already.
+        if !log.reclaimable(segment) {
+            continue;
+        }
+        let (entries, clean) = match log.entries(segment) {
+            Ok(e) => e,
+            // Deleted by another purge meanwhile.
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        if !clean {
+            tracing::warn!(
+                path = %log.path_of(segment).display(),
+                "a payload segment is damaged in the middle; it is kept, not reclaimed"
+            );
+            continue;
+        }
+        let mut live = Vec::new();
+        for (at, id) in entries {
+            if load_stored(db, id)?.and_then(|m| m.payload_at) == Some(at) {
+                live.push((at, id));
+            }
+        }
+        let live_bytes: u64 = live.iter().map(|(at, _)| at.entry_bytes()).sum();
+        if live_bytes * 2 <= log.segment_size(segment)? {
+            plan.push((segment, live));
+        }
+    }
+    Ok(plan)
+}
+
 fn due_key(date: CalendarDate, id: MessageId) -> Vec<u8> {
     key(keys::DUE, &[&day_bytes(date), &id.bytes()])
 }
@@ -1471,7 +1526,6 @@ impl Store for SledStore {
 
     async fn submit(&self, mut m: NewMessage) -> Result<SubmitOutcome> {
         self.check_space()?;
-        let writing = self.committer.writing();
         // Large payloads go to disk before taking the lock.
         let payload = std::mem::replace(&mut m.payload, PayloadInput::Bytes(bytes::Bytes::new()));
         let (inline, staged, size) = match payload {
@@ -1511,13 +1565,19 @@ impl Store for SledStore {
             *last = MessageId::after(*last, m.received_at);
             *last
         };
-        // Small payloads are appended before taking the lock: the costly part of a
-        // submission happens outside it. One entry per message, never shared (a duplicate's
-        // entry is left for the segment's reclaim).
-        let payload_at = match &inline {
-            Some(bytes) => Some(self.payload_log.append(id, bytes)?),
-            None => None,
+        // Small payloads are appended and made durable before taking the lock, and before
+        // any record points at them. One entry per message, never shared (a duplicate's
+        // entry is left for the segment's reclaim). The pin keeps the segment until the
+        // record is written.
+        let (payload_at, _pin): (Option<SegmentRef>, Option<PayloadPin>) = match &inline {
+            Some(bytes) => {
+                let (at, pin) = self.payload_log.append(id, bytes)?;
+                self.payload_syncer.durable(&at).await?;
+                (Some(at), Some(pin))
+            }
+            None => (None, None),
         };
+        let writing = self.committer.writing();
 
         let mut dirs = Vec::new();
         let outcome = {
@@ -2464,70 +2524,86 @@ impl Store for SledStore {
         let mut delete_inline = Vec::new();
         let mut delete_blobs = Vec::new();
         let mut segments = BTreeSet::new();
-        {
-            let mut g = self.guard();
-            let mut txn = self.txn();
-            // Several messages of this pass may share a blob: count down in memory.
-            let mut refs: HashMap<Sha256Digest, BlobRef> = HashMap::new();
-            let end = key(keys::COMPLETED, &[&cutoff.be()]);
-            for kv in self.db.range(vec![keys::COMPLETED]..end) {
-                let (k, _) = kv?;
-                txn.batch.remove(k.clone());
-                let Some(id) = MessageId::from_bytes(&k[9..]) else {
-                    continue;
-                };
-                let m = match txn.message(id) {
-                    Ok(m) => m,
-                    // Left by an operation a crash interrupted: nothing to purge.
-                    Err(StoreError::NotFound(_)) => continue,
-                    Err(e) => return Err(e),
-                };
-                // The record decides: the index entry may be left from a completion a crash
-                // interrupted, or from before a requeue.
-                let completed_long_ago = m.record.completed_at.is_some_and(|at| at <= cutoff);
-                if m.record.payload_purged || !completed_long_ago {
-                    continue;
-                }
-                m.record.payload_purged = true;
-                let sha = m.record.sha256;
-                let size = m.record.size;
-                let at = m.payload_at.take();
-                txn.touch(id);
-                if let Some(at) = at {
-                    report.bytes += u64::from(at.len);
-                    segments.insert(at.segment);
-                } else if let Some(inline) = self.payloads.get(id.bytes())? {
-                    report.bytes += inline.len() as u64;
-                    delete_inline.push(id);
-                } else {
-                    let ref_key = key(keys::BLOB_REF, &[&sha.0]);
-                    let current = match refs.get(&sha) {
-                        Some(r) => Some(*r),
-                        None => self.get::<BlobRef>("blob ref", &ref_key)?,
+        let end = key(keys::COMPLETED, &[&cutoff.be()]);
+        // In chunks, releasing the lock between them: a first pass over months of history
+        // must not stop intake. Each chunk removes the index entries it went through.
+        loop {
+            let scanned = {
+                let mut g = self.guard();
+                let mut txn = self.txn();
+                // Several messages of this chunk may share a blob: count down in memory (read
+                // afresh by each chunk, since others may change them in between).
+                let mut refs: HashMap<Sha256Digest, BlobRef> = HashMap::new();
+                let mut scanned = 0;
+                for kv in self
+                    .db
+                    .range(vec![keys::COMPLETED]..end.clone())
+                    .take(PURGE_CHUNK)
+                {
+                    scanned += 1;
+                    let (k, _) = kv?;
+                    txn.batch.remove(k.clone());
+                    let Some(id) = MessageId::from_bytes(&k[9..]) else {
+                        continue;
                     };
-                    if let Some(mut r) = current {
-                        r.refs = r.refs.saturating_sub(1);
-                        refs.insert(sha, r);
-                        if r.refs == 0 {
-                            txn.batch.remove(ref_key);
-                            report.bytes += size;
-                            delete_blobs.push(sha);
-                        } else {
-                            // A release: only after the record stops using the blob.
-                            txn.batch.insert_after(ref_key, encode("blob ref", &r)?);
+                    let m = match txn.message(id) {
+                        Ok(m) => m,
+                        // Left by an operation a crash interrupted: nothing to purge.
+                        Err(StoreError::NotFound(_)) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    // The record decides: the index entry may be left from a completion a crash
+                    // interrupted, or from before a requeue.
+                    let completed_long_ago = m.record.completed_at.is_some_and(|at| at <= cutoff);
+                    if m.record.payload_purged || !completed_long_ago {
+                        continue;
+                    }
+                    m.record.payload_purged = true;
+                    let sha = m.record.sha256;
+                    let size = m.record.size;
+                    let at = m.payload_at.take();
+                    txn.touch(id);
+                    if let Some(at) = at {
+                        report.bytes += u64::from(at.len);
+                        segments.insert(at.segment);
+                    } else if let Some(inline) = self.payloads.get(id.bytes())? {
+                        report.bytes += inline.len() as u64;
+                        delete_inline.push(id);
+                    } else {
+                        let ref_key = key(keys::BLOB_REF, &[&sha.0]);
+                        let current = match refs.get(&sha) {
+                            Some(r) => Some(*r),
+                            None => self.get::<BlobRef>("blob ref", &ref_key)?,
+                        };
+                        if let Some(mut r) = current {
+                            r.refs = r.refs.saturating_sub(1);
+                            refs.insert(sha, r);
+                            if r.refs == 0 {
+                                txn.batch.remove(ref_key);
+                                report.bytes += size;
+                                delete_blobs.push(sha);
+                            } else {
+                                // A release: only after the record stops using the blob.
+                                txn.batch.insert_after(ref_key, encode("blob ref", &r)?);
+                            }
                         }
                     }
+                    txn.event(
+                        now,
+                        id,
+                        None,
+                        EventKind::PayloadPurged,
+                        format!("retention {} days", retention.as_secs() / 86_400),
+                    )?;
+                    report.messages += 1;
                 }
-                txn.event(
-                    now,
-                    id,
-                    None,
-                    EventKind::PayloadPurged,
-                    format!("retention {} days", retention.as_secs() / 86_400),
-                )?;
-                report.messages += 1;
+                txn.apply(&mut g)?;
+                scanned
+            };
+            if scanned < PURGE_CHUNK {
+                break;
             }
-            txn.apply(&mut g)?;
+            tokio::task::yield_now().await;
         }
         // The records no longer point at the payloads once this is durable; only then
         // delete them, under the lock, and blobs only if no submission took them up again

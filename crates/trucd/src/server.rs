@@ -497,9 +497,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// Watches the store's ability to write. While its disk is full, submissions are refused
-/// with `STORE_FULL` (and the log says so); once the disk takes writes again but the store
-/// still cannot (sled keeps the I/O error it met), reports the reason on `fatal`.
 /// Deletes, every `interval_secs`, the payloads whose deliveries all ended more than
 /// `payload_secs` ago (see [`crate::config::RetentionConfig`]).
 async fn run_retention(
@@ -536,6 +533,9 @@ async fn run_retention(
     }
 }
 
+/// Watches the store's ability to write. While its disk is full, submissions are refused
+/// with `STORE_FULL` (and the log says so); once the disk takes writes again but the store
+/// still cannot (sled keeps the I/O error it met), reports the reason on `fatal`.
 async fn watch_store(
     relay: Arc<Relay>,
     store_dir: std::path::PathBuf,

@@ -709,6 +709,22 @@ impl SledStore {
         Ok(deleted)
     }
 
+    /// The payload of message `id`, wherever it is now.
+    fn read_payload(&self, id: MessageId) -> Result<Payload> {
+        self.read_payload_from(&self.load_required(id)?)
+    }
+
+    /// The payload of a message loaded a moment ago: if its segment was compacted since,
+    /// the record now points at the copy, and that is read.
+    fn read_payload_from(&self, stored: &StoredMessage) -> Result<Payload> {
+        match self.payload_of_stored(stored) {
+            Err(StoreError::NotFound(_)) if stored.payload_at.is_some() => {
+                self.payload_of_stored(&self.load_required(stored.record.id)?)
+            }
+            other => other,
+        }
+    }
+
     /// The payload of a stored message: in a payload segment, in the database (stores
     /// written before the segments) or in a blob file.
     fn payload_of_stored(&self, stored: &StoredMessage) -> Result<Payload> {
@@ -1737,12 +1753,12 @@ impl Store for SledStore {
     }
 
     async fn payload(&self, id: MessageId) -> Result<Payload> {
-        self.payload_of_stored(&self.load_required(id)?)
+        self.read_payload(id)
     }
 
     async fn payload_of(&self, m: &MessageRecord) -> Result<Payload> {
         // The record given holds no payload location: the stored one does.
-        self.payload_of_stored(&self.load_required(m.id)?)
+        self.read_payload(m.id)
     }
 
     async fn deliveries(&self, id: MessageId) -> Result<Vec<Delivery>> {
@@ -3037,5 +3053,68 @@ mod record_format_tests {
         .expect("decode");
         assert_eq!(summary.status_code, Some(StatusCode::new("06")));
         assert_eq!(summary.reported_at, None);
+    }
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::*;
+    use crate::crash_prefix::{document, inbox};
+    use crate::Completion;
+
+    /// A delivery that loaded its record just before the payload's segment was compacted
+    /// still reads the payload: the read follows the record to the copy.
+    #[tokio::test]
+    async fn a_read_racing_a_compaction_follows_the_record_to_the_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = StoreConfig {
+            payload_segment_bytes: 16 * 1024,
+            ..StoreConfig::default()
+        };
+        let store = SledStore::open(dir.path(), config).expect("open");
+        let mut ids = Vec::new();
+        for n in 0..40u32 {
+            let bytes = vec![n as u8; 1000];
+            let r = store
+                .submit(document(n, &bytes, None))
+                .await
+                .expect("submit");
+            ids.push(r.record().id);
+        }
+        let keep = ids[0];
+        let before = store.load_required(keep).expect("load");
+        let now = Timestamp::now();
+        let lease = Duration::from_secs(30);
+        for c in store.claim(&inbox(), 100, lease, now).await.expect("claim") {
+            if c.message.id == keep {
+                store.release(&c.token, now).await.expect("release");
+            } else {
+                store
+                    .ack(&c.token, Completion::Acknowledged, now)
+                    .await
+                    .expect("ack");
+            }
+        }
+        let later = now.plus(Duration::from_secs(10));
+        let report = store
+            .purge(later, Duration::from_secs(1))
+            .await
+            .expect("purge");
+        assert!(report.segment_files >= 1, "{report:?}");
+        let after = store.load_required(keep).expect("load");
+        assert_ne!(before.payload_at, after.payload_at, "premise: copied");
+        assert!(
+            matches!(
+                store.payload_of_stored(&before),
+                Err(StoreError::NotFound(_))
+            ),
+            "premise: the segment the old record points into is gone"
+        );
+        let bytes = store
+            .read_payload_from(&before)
+            .expect("read")
+            .read_all()
+            .expect("bytes");
+        assert_eq!(bytes.as_ref(), &[0u8; 1000][..]);
     }
 }

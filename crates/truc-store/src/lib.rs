@@ -5,7 +5,8 @@
 //! dead-letter list. This crate keeps that promise: the [`Store`] trait is everything the
 //! relay needs from storage (messages, payloads, per-destination queues with leased claims,
 //! deduplication, timelines, a hash-chained audit log, retention, backup), and [`SledStore`]
-//! implements it on the embedded sled database with large payloads as blob files.
+//! implements it on the embedded sled database, with payloads beside it: small ones in
+//! append-only segment files, large ones as blob files.
 //!
 //! The trait is written so that a shared SQL database can implement it for several relay
 //! nodes: queue operations are claims with leases (no in-process locks leak through), every

@@ -1,4 +1,5 @@
-//! The [`Store`] on sled 0.34, with large payloads as blob files.
+//! The [`Store`] on sled 0.34: records in sled, payloads beside it (small ones in payload
+//! segments, large ones as blob files).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;

@@ -399,10 +399,12 @@ pub async fn serve(
             }
         }
     });
+    let (retention_stop, retention_stopped) = tokio::sync::oneshot::channel::<()>();
     let retention = tokio::spawn(run_retention(
         relay.clone(),
         metrics.clone(),
         config.retention.clone(),
+        retention_stopped,
     ));
     #[cfg(unix)]
     if let Some(tls) = tls.clone() {
@@ -480,7 +482,16 @@ pub async fn serve(
         }
     };
     sweeper.abort();
-    retention.abort();
+    // A pass under way finishes (a purge cut between its commit and its deletions would
+    // leave blob files behind), unless it takes longer than a stop should.
+    let _ = retention_stop.send(());
+    let retention_abort = retention.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), retention)
+        .await
+        .is_err()
+    {
+        retention_abort.abort();
+    }
     watcher.abort();
     for t in link_tasks {
         t.abort();
@@ -503,6 +514,7 @@ async fn run_retention(
     relay: Arc<Relay>,
     metrics: Arc<Metrics>,
     retention: crate::config::RetentionConfig,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     if retention.payload_secs == 0 {
         tracing::info!("retention is off: payloads are kept for ever");
@@ -513,7 +525,10 @@ async fn run_retention(
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
         match relay.store().purge(Timestamp::now(), keep).await {
             Ok(report) => {
                 metrics.purged(&report);

@@ -223,9 +223,11 @@ pub struct SledStore {
     payload_log: Arc<PayloadLog>,
     /// Makes appended payloads durable before their records are written.
     payload_syncer: PayloadSyncer,
-    /// Whether a purge has looked at every segment since the store opened (for the space
+    /// Whether every segment was queued for a look since the store opened (for the space
     /// of submissions a crash or a duplicate left without a record).
     segments_swept: AtomicBool,
+    /// Segments waiting for a reclaim to look at them; each purge takes a few.
+    reclaim_queue: Mutex<BTreeSet<u64>>,
     blobs: BlobDir,
     config: StoreConfig,
     /// The size of sled's log segments in this store's database (it keeps the one it was
@@ -351,6 +353,9 @@ const SPACE_CHECK_MS: u64 = 100;
 
 /// Completed messages a purge handles per hold of the store's lock.
 const PURGE_CHUNK: usize = 1000;
+
+/// Payload segments one purge looks at for reclaiming (64 MiB each by default).
+const RECLAIM_PER_PASS: usize = 16;
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -509,6 +514,7 @@ impl SledStore {
             payload_log,
             payload_syncer,
             segments_swept: AtomicBool::new(false),
+            reclaim_queue: Mutex::new(BTreeSet::new()),
             blobs,
             config,
             log_segment_bytes,
@@ -640,36 +646,69 @@ impl SledStore {
             .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
     }
 
-    /// Gives back the space of payload segments: among `candidates` (and, at the first call
-    /// after opening, every segment, for what a crash or a duplicate left without a
-    /// record), a sealed segment no record points into is deleted, and one less than half
-    /// used has its live payloads copied to the current segment and the records moved to
-    /// the copies first. Files are deleted only once the records no longer pointing at
-    /// them are durable. Returns the segment files deleted.
-    async fn reclaim_segments(&self, mut candidates: BTreeSet<u64>) -> Result<u64> {
-        let sweep = !self.segments_swept.load(Ordering::Acquire);
-        if sweep {
-            candidates.extend(self.payload_log.segments()?);
+    /// Gives back the space of payload segments. `candidates` join a queue (with, at the
+    /// first call after opening, every segment, for what a crash or a duplicate left
+    /// without a record), of which one call looks at [`RECLAIM_PER_PASS`] (so a pass stays
+    /// short however many segments there are): a sealed segment no record points into is
+    /// deleted, and one less than half used has its live payloads copied to the current
+    /// segment and the records moved to the copies first. Files are deleted only once the
+    /// records no longer pointing at them are durable. Returns the segment files deleted.
+    async fn reclaim_segments(&self, candidates: BTreeSet<u64>) -> Result<u64> {
+        let batch: BTreeSet<u64> = {
+            let mut queue = self.reclaim_queue.lock().unwrap_or_else(|p| p.into_inner());
+            if !self.segments_swept.swap(true, Ordering::AcqRel) {
+                queue.extend(self.payload_log.segments()?);
+            }
+            queue.extend(candidates);
+            let batch: BTreeSet<u64> = queue.iter().take(RECLAIM_PER_PASS).copied().collect();
+            queue.retain(|s| !batch.contains(s));
+            batch
+        };
+        if batch.is_empty() {
+            return Ok(0);
         }
         let (log, db) = (self.payload_log.clone(), self.db.clone());
-        // Plan, read and copy off the async threads: a sweep reads every segment.
-        let (delete, moved, pins) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let retry = batch.clone();
+        // Plan, read and copy off the async threads: each segment is read.
+        let planned = tokio::task::spawn_blocking(move || -> Result<_> {
             let mut delete = Vec::new();
             let mut moved = Vec::new();
             let mut pins = Vec::new();
-            for (segment, live) in plan_reclaim(&log, &db, candidates)? {
+            'segments: for (segment, live) in plan_reclaim(&log, &db, batch)? {
+                let mut copies = Vec::with_capacity(live.len());
                 for (at, id) in live {
-                    let bytes = log.read(&at, id)?;
+                    let bytes = match log.read(&at, id) {
+                        Ok(bytes) => bytes,
+                        // Gone meanwhile (another purge), or damaged: keep this segment.
+                        Err(e) => {
+                            if !matches!(e, StoreError::NotFound(_)) {
+                                tracing::warn!(error = %e, "a live payload cannot be read; its segment is kept");
+                            }
+                            continue 'segments;
+                        }
+                    };
                     let (copy, pin) = log.append(id, &bytes)?;
-                    moved.push((id, at, copy));
+                    copies.push((id, at, copy));
                     pins.push(pin);
                 }
+                moved.extend(copies);
                 delete.push(segment);
             }
             Ok((delete, moved, pins))
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))??;
+        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        let (delete, moved, pins) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                // Looked at again by a later pass.
+                self.reclaim_queue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(retry);
+                return Err(e);
+            }
+        };
         if !moved.is_empty() {
             // The copies are durable before any record points at them.
             let mut synced = BTreeSet::new();
@@ -703,9 +742,6 @@ impl SledStore {
             if self.payload_log.remove(segment)? {
                 deleted += 1;
             }
-        }
-        if sweep {
-            self.segments_swept.store(true, Ordering::Release);
         }
         Ok(deleted)
     }
@@ -1218,7 +1254,7 @@ impl Writes {
     }
 }
 
-/// A due date as an ordered key part (days since 1970, sign bit flipped, big-endian).
+/// The stored message `id`, read from `db` directly (for work off the store's methods).
 fn load_stored(db: &sled::Db, id: MessageId) -> Result<Option<StoredMessage>> {
     match db.get(key(keys::MESSAGE, &[&id.bytes()]))? {
         Some(v) => decode("message", &v).map(Some),
@@ -1266,6 +1302,7 @@ fn plan_reclaim(log: &PayloadLog, db: &sled::Db, candidates: BTreeSet<u64>) -> R
     Ok(plan)
 }
 
+/// A due date as an ordered key part (days since 1970, sign bit flipped, big-endian).
 fn due_key(date: CalendarDate, id: MessageId) -> Vec<u8> {
     key(keys::DUE, &[&day_bytes(date), &id.bytes()])
 }
@@ -2538,13 +2575,15 @@ impl Store for SledStore {
     async fn purge(&self, now: Timestamp, retention: Duration) -> Result<PurgeReport> {
         let cutoff = now.minus(retention);
         let mut report = PurgeReport::default();
-        let mut delete_inline = Vec::new();
-        let mut delete_blobs = Vec::new();
         let mut segments = BTreeSet::new();
         let end = key(keys::COMPLETED, &[&cutoff.be()]);
         // In chunks, releasing the lock between them: a first pass over months of history
-        // must not stop intake. Each chunk removes the index entries it went through.
+        // must not stop intake. Each chunk removes the index entries it went through, and
+        // is finished (made durable, its files deleted) before the next one starts, so a
+        // pass cut short leaves nothing behind.
         loop {
+            let mut delete_inline = Vec::new();
+            let mut delete_blobs = Vec::new();
             let scanned = {
                 let mut g = self.guard();
                 let mut txn = self.txn();
@@ -2617,27 +2656,26 @@ impl Store for SledStore {
                 txn.apply(&mut g)?;
                 scanned
             };
+            // The records no longer point at the payloads once this is durable; only then
+            // delete them, under the lock, and blobs only if no submission took them up
+            // again meanwhile (a new submission of the same bytes recreates the reference
+            // under the lock).
+            self.committer.commit(Vec::new(), None).await?;
+            {
+                let _g = self.guard();
+                for id in delete_inline {
+                    self.payloads.remove(id.bytes())?;
+                }
+                for sha in delete_blobs {
+                    if !self.db.contains_key(key(keys::BLOB_REF, &[&sha.0]))?
+                        && self.blobs.remove(&sha)? > 0
+                    {
+                        report.blob_files += 1;
+                    }
+                }
+            }
             if scanned < PURGE_CHUNK {
                 break;
-            }
-            tokio::task::yield_now().await;
-        }
-        // The records no longer point at the payloads once this is durable; only then
-        // delete them, under the lock, and blobs only if no submission took them up again
-        // meanwhile (a new submission of the same bytes recreates the reference under the
-        // lock).
-        self.committer.commit(Vec::new(), None).await?;
-        {
-            let _g = self.guard();
-            for id in delete_inline {
-                self.payloads.remove(id.bytes())?;
-            }
-            for sha in delete_blobs {
-                if !self.db.contains_key(key(keys::BLOB_REF, &[&sha.0]))?
-                    && self.blobs.remove(&sha)? > 0
-                {
-                    report.blob_files += 1;
-                }
             }
         }
         report.segment_files = self.reclaim_segments(segments).await?;

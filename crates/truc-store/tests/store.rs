@@ -779,6 +779,88 @@ async fn a_purge_goes_through_more_messages_than_one_chunk() {
     assert_eq!(again.messages, 0);
 }
 
+/// A purge looks at a bounded number of segments (the rest wait for the next one), and a
+/// segment whose live payload cannot be read is kept while the others are reclaimed.
+#[tokio::test]
+async fn reclaim_is_bounded_per_pass_and_keeps_a_segment_it_cannot_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StoreConfig {
+        inline_threshold: 8 * 1024,
+        payload_segment_bytes: 4 * 1024,
+        ..fast_config()
+    };
+    let store = SledStore::open(dir.path(), config).expect("open");
+    let delivered = inbox("000.00.07.G04");
+    let waiting = inbox("000.00.08.G04");
+    let mut damaged = None;
+    // Three 1 KiB payloads to a segment: 70 make 24 segments. The 31st waits, and its
+    // bytes are damaged on disk.
+    for n in 0..70u32 {
+        let to = if n == 31 {
+            ("000.00.08.G04", waiting.clone())
+        } else {
+            ("000.00.07.G04", delivered.clone())
+        };
+        let r = store
+            .submit(document(
+                "000.00.05.G04",
+                std::slice::from_ref(&to),
+                n,
+                &[n as u8; 1000],
+            ))
+            .await
+            .expect("submit");
+        if n == 31 {
+            damaged = Some(r.record().id);
+        }
+    }
+    let segments_dir = dir.path().join("payloads");
+    let files_before = walk(&segments_dir).len();
+    assert!(files_before > 20, "premise: {files_before} segments");
+    // Damage the waiting payload's bytes (its segment is found by its content).
+    let mut hit = 0;
+    for path in walk(&segments_dir) {
+        let mut bytes = std::fs::read(&path).expect("read");
+        if let Some(at) = bytes.windows(1000).position(|w| w == [31u8; 1000]) {
+            bytes[at + 10] ^= 0xff;
+            std::fs::write(&path, &bytes).expect("write");
+            hit += 1;
+        }
+    }
+    assert_eq!(hit, 1, "premise: the payload was found once");
+    assert_eq!(ack_everything(&store, &delivered).await, 69);
+    let day = Duration::from_secs(86_400);
+    let first = store.purge(T0.plus(8 * day), 7 * day).await.expect("purge");
+    assert_eq!(first.messages, 69);
+    assert!(
+        (1..=16).contains(&first.segment_files),
+        "at most 16 segments per pass: {first:?}"
+    );
+    let mut deleted = first.segment_files;
+    for _ in 0..3 {
+        deleted += store
+            .purge(T0.plus(9 * day), 7 * day)
+            .await
+            .expect("a later purge is not stopped by the damaged segment")
+            .segment_files;
+    }
+    let left = walk(&segments_dir).len();
+    assert_eq!(
+        deleted as usize,
+        files_before - left,
+        "every deletion reported"
+    );
+    assert!(
+        left <= 3,
+        "all but the damaged one and the current one: {left} left"
+    );
+    let err = store
+        .payload(damaged.expect("id"))
+        .await
+        .expect_err("damaged");
+    assert_eq!(err.code(), "STORE_CODEC");
+}
+
 /// Claims and acknowledges everything queued for `dest`; returns how many.
 async fn ack_everything(store: &SledStore, dest: &truc_store::Destination) -> usize {
     let mut acked = 0;

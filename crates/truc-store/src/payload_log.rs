@@ -63,6 +63,19 @@ impl SegmentRef {
     }
 }
 
+/// What a read of a segment's headers found.
+pub(crate) struct SegmentScan {
+    /// The whole entries, in order, with their message ids. Reading stops at the first
+    /// entry that is not whole.
+    pub entries: Vec<(SegmentRef, MessageId)>,
+    /// No whole entry follows the point where reading stopped: what is left is a tail a
+    /// crash left half written (never durable, so no record points there). Otherwise the
+    /// segment is damaged in the middle.
+    pub clean: bool,
+    /// The file's size.
+    pub size: u64,
+}
+
 /// The segment files of one store.
 pub(crate) struct PayloadLog {
     dir: PathBuf,
@@ -432,15 +445,8 @@ impl PayloadLog {
         self.dir.join(segment_name(segment))
     }
 
-    /// The whole entries of a segment, in order, with their message ids, and whether the
-    /// segment is clean. Reading stops at the first entry that is not whole; if no whole
-    /// entry follows anywhere in the rest of the file, that rest is a tail a crash left
-    /// half written (never durable, so no record points there) and the segment is clean.
-    /// If one does, the segment is damaged in the middle: not clean.
-    pub(crate) fn entries(
-        &self,
-        segment: u64,
-    ) -> Result<(Vec<(SegmentRef, MessageId)>, bool), StoreError> {
+    /// Reads a segment's entry headers: see [`SegmentScan`].
+    pub(crate) fn entries(&self, segment: u64) -> Result<SegmentScan, StoreError> {
         let file = self.file(segment)?;
         let size = file.metadata().map_err(StoreError::from_io)?.len();
         let mut out = Vec::new();
@@ -463,22 +469,17 @@ impl PayloadLog {
             out.push((at, id));
             offset += at.entry_bytes();
         }
-        if offset == size {
-            return Ok((out, true));
-        }
-        let mut rest = vec![0u8; (size - offset) as usize];
-        file.read_exact_at(&mut rest, offset)
-            .map_err(StoreError::from_io)?;
-        Ok((out, !holds_a_whole_entry(&rest[1..])))
-    }
-
-    /// The size of a segment file.
-    pub(crate) fn segment_size(&self, segment: u64) -> Result<u64, StoreError> {
-        Ok(self
-            .file(segment)?
-            .metadata()
-            .map_err(StoreError::from_io)?
-            .len())
+        let clean = offset == size || {
+            let mut rest = vec![0u8; (size - offset) as usize];
+            file.read_exact_at(&mut rest, offset)
+                .map_err(StoreError::from_io)?;
+            !holds_a_whole_entry(&rest[1..])
+        };
+        Ok(SegmentScan {
+            entries: out,
+            clean,
+            size,
+        })
     }
 
     /// Deletes a sealed segment (its payloads are all purged or copied elsewhere, durably).
@@ -664,7 +665,7 @@ mod tests {
         );
         let listed: usize = segments
             .iter()
-            .map(|s| log.entries(*s).expect("test").0.len())
+            .map(|s| log.entries(*s).expect("test").entries.len())
             .sum();
         assert_eq!(listed, 10);
         // Another message's id at the same place is refused.
@@ -689,7 +690,7 @@ mod tests {
         let log = PayloadLog::open(path, SEGMENT_BYTES).expect("test");
         assert!(matches!(log.read(&a, id(1)), Err(StoreError::Codec { .. })));
         assert!(log.read(&b, id(2)).is_err());
-        let (entries, clean) = log.entries(a.segment).expect("test");
+        let SegmentScan { entries, clean, .. } = log.entries(a.segment).expect("test");
         assert_eq!(entries.len(), 1, "the torn entry is not listed");
         assert!(
             clean,
@@ -713,7 +714,7 @@ mod tests {
         let mut bytes = fs::read(&file).expect("test");
         bytes[refs[1].offset as usize + 5] ^= 0x40; // the second entry's length
         fs::write(&file, &bytes).expect("test");
-        let (entries, clean) = log.entries(refs[0].segment).expect("test");
+        let SegmentScan { entries, clean, .. } = log.entries(refs[0].segment).expect("test");
         assert_eq!(entries.len(), 1);
         assert!(!clean, "a whole entry follows the damage");
         assert_eq!(

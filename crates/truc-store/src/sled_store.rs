@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -223,11 +223,8 @@ pub struct SledStore {
     payload_log: Arc<PayloadLog>,
     /// Makes appended payloads durable before their records are written.
     payload_syncer: PayloadSyncer,
-    /// Whether every segment was queued for a look since the store opened (for the space
-    /// of submissions a crash or a duplicate left without a record).
-    segments_swept: AtomicBool,
     /// Segments waiting for a reclaim to look at them; each purge takes a few.
-    reclaim_queue: Mutex<BTreeSet<u64>>,
+    reclaim_queue: Mutex<ReclaimQueue>,
     blobs: BlobDir,
     config: StoreConfig,
     /// The size of sled's log segments in this store's database (it keeps the one it was
@@ -244,6 +241,15 @@ pub struct SledStore {
     /// never): checked at most every [`SPACE_CHECK_MS`] under load.
     space_ok_at: AtomicU64,
     opened_at: std::time::Instant,
+}
+
+/// Payload segments waiting for a reclaim to look at them.
+#[derive(Default)]
+struct ReclaimQueue {
+    /// Every segment was queued once since the store opened (for the space of submissions
+    /// a crash or a duplicate left without a record).
+    swept: bool,
+    segments: BTreeSet<u64>,
 }
 
 /// The claims of this process, in memory. A store directory serves one relay process, so
@@ -513,8 +519,7 @@ impl SledStore {
             payloads,
             payload_log,
             payload_syncer,
-            segments_swept: AtomicBool::new(false),
-            reclaim_queue: Mutex::new(BTreeSet::new()),
+            reclaim_queue: Mutex::new(ReclaimQueue::default()),
             blobs,
             config,
             log_segment_bytes,
@@ -656,13 +661,14 @@ impl SledStore {
     async fn reclaim_segments(&self, candidates: BTreeSet<u64>) -> Result<u64> {
         let batch: BTreeSet<u64> = {
             let mut queue = self.reclaim_queue.lock().unwrap_or_else(|p| p.into_inner());
-            if !self.segments_swept.swap(true, Ordering::AcqRel) {
-                queue.extend(self.payload_log.segments()?);
+            if !queue.swept {
+                queue.segments.extend(self.payload_log.segments()?);
+                queue.swept = true;
             }
-            queue.extend(candidates);
-            let batch: BTreeSet<u64> = queue.iter().take(RECLAIM_PER_PASS).copied().collect();
-            queue.retain(|s| !batch.contains(s));
-            batch
+            queue.segments.extend(candidates);
+            std::iter::from_fn(|| queue.segments.pop_first())
+                .take(RECLAIM_PER_PASS)
+                .collect()
         };
         if batch.is_empty() {
             return Ok(0);
@@ -705,6 +711,7 @@ impl SledStore {
                 self.reclaim_queue
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
+                    .segments
                     .extend(retry);
                 return Err(e);
             }
@@ -1275,13 +1282,13 @@ fn plan_reclaim(log: &PayloadLog, db: &sled::Db, candidates: BTreeSet<u64>) -> R
         if !log.reclaimable(segment) {
             continue;
         }
-        let (entries, clean) = match log.entries(segment) {
+        let scan = match log.entries(segment) {
             Ok(e) => e,
             // Deleted by another purge meanwhile.
             Err(StoreError::NotFound(_)) => continue,
             Err(e) => return Err(e),
         };
-        if !clean {
+        if !scan.clean {
             tracing::warn!(
                 path = %log.path_of(segment).display(),
                 "a payload segment is damaged in the middle; it is kept, not reclaimed"
@@ -1289,13 +1296,13 @@ fn plan_reclaim(log: &PayloadLog, db: &sled::Db, candidates: BTreeSet<u64>) -> R
             continue;
         }
         let mut live = Vec::new();
-        for (at, id) in entries {
+        for (at, id) in scan.entries {
             if load_stored(db, id)?.and_then(|m| m.payload_at) == Some(at) {
                 live.push((at, id));
             }
         }
         let live_bytes: u64 = live.iter().map(|(at, _)| at.entry_bytes()).sum();
-        if live_bytes * 2 <= log.segment_size(segment)? {
+        if live_bytes * 2 <= scan.size {
             plan.push((segment, live));
         }
     }

@@ -113,7 +113,9 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
         let _paused = store.lock_for_backup();
         // Every segment up to `sealed` is immutable from here on: later payloads start a
         // new one. The records copied point only into those (a payload is appended, and
-        // made durable, before its record is written).
+        // made durable, before its record is written); submissions appended and not yet
+        // applied are in them too, after the applied position the records copied hold, so
+        // the restored store's first open writes them.
         let sealed = store.payload_log().seal();
         let file = File::create(&records_path).map_err(StoreError::from_io)?;
         let mut w = HashingWriter {

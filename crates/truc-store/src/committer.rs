@@ -31,7 +31,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -63,7 +63,8 @@ struct Request {
     dirs: Vec<PathBuf>,
     /// When the flush answering this request must start at the latest.
     due: Instant,
-    done: oneshot::Sender<Result<(), Failure>>,
+    /// `None` for [`Committer::flush_soon`]: nobody waits.
+    done: Option<oneshot::Sender<Result<(), Failure>>>,
 }
 
 /// Counters of the committer, for benchmarks and metrics.
@@ -117,6 +118,10 @@ pub(crate) struct Committer {
     pub(crate) stats: Arc<CommitStats>,
     /// Writers between the start of their change and their commit request.
     writers: Arc<AtomicUsize>,
+    /// A [`Self::flush_soon`] request is waiting for a flush that has not started yet.
+    flush_requested: Arc<AtomicBool>,
+    /// The last flush failed.
+    failing: Arc<AtomicBool>,
 }
 
 /// A change in preparation: while any exist, the committer lets a batch wait a moment for
@@ -141,21 +146,55 @@ impl Committer {
         let (tx, rx) = mpsc::channel::<Request>();
         let stats = Arc::new(CommitStats::default());
         let writers = Arc::new(AtomicUsize::new(0));
-        let (thread_stats, thread_writers) = (stats.clone(), writers.clone());
+        let flush_requested = Arc::new(AtomicBool::new(false));
+        let failing = Arc::new(AtomicBool::new(false));
+        let flags = Flags {
+            writers: writers.clone(),
+            flush_requested: flush_requested.clone(),
+            failing: failing.clone(),
+        };
+        let thread_stats = stats.clone();
         let mut sled_blobs = SledBlobs::new(db_dir.join("blobs"));
         // Files left by a previous process may never have been synced either.
         sled_blobs.sync_new().map_err(StoreError::from_io)?;
         let log = LogFile::open(&db_dir.join("db")).map_err(StoreError::from_io)?;
         let thread = std::thread::Builder::new()
             .name("truc-store-commit".into())
-            .spawn(move || run(db, sled_blobs, log, rx, &thread_stats, &thread_writers))
+            .spawn(move || run(db, sled_blobs, log, rx, &thread_stats, &flags))
             .map_err(StoreError::Io)?;
         Ok(Committer {
             tx: Some(tx),
             thread: Some(thread),
             stats,
             writers,
+            flush_requested,
+            failing,
         })
+    }
+
+    /// Asks for a flush within `delay` without waiting for it: for changes already
+    /// durable elsewhere (a submission in the payload log), which the database should hold
+    /// on disk soon so that a restart has little to read again. Many calls before the flush
+    /// starts send one request.
+    pub(crate) fn flush_soon(&self, delay: Duration) {
+        if self.flush_requested.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let request = Request {
+            dirs: Vec::new(),
+            due: Instant::now() + delay,
+            done: None,
+        };
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(request).is_ok());
+        if !sent {
+            self.flush_requested.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the last flush failed (the database cannot write): changes should then wait
+    /// for a flush of their own, to hear whether it works again.
+    pub(crate) fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
     }
 
     /// Announces a change about to be made (call before taking the store's lock).
@@ -197,7 +236,11 @@ impl Committer {
         self.tx
             .as_ref()
             .ok_or(StoreError::Closed)?
-            .send(Request { dirs, due, done })
+            .send(Request {
+                dirs,
+                due,
+                done: Some(done),
+            })
             .map_err(|_| StoreError::Closed)?;
         match wait.await {
             Ok(result) => result.map_err(StoreError::from),
@@ -215,13 +258,20 @@ impl Drop for Committer {
     }
 }
 
+/// What the committer thread shares with the [`Committer`].
+struct Flags {
+    writers: Arc<AtomicUsize>,
+    flush_requested: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
+}
+
 fn run(
     db: sled::Db,
     mut sled_blobs: SledBlobs,
     mut log: LogFile,
     rx: mpsc::Receiver<Request>,
     stats: &CommitStats,
-    writers: &AtomicUsize,
+    flags: &Flags,
 ) {
     let mut waiting: Vec<Request> = Vec::new();
     let mut open = true;
@@ -247,7 +297,7 @@ fn run(
                 // Alone, or everyone has asked: flush now. Otherwise give the writers still
                 // preparing a change a moment to join this flush.
                 let until = *gather_until.get_or_insert(now + GATHER);
-                if writers.load(Ordering::Acquire) == 0 || now >= until {
+                if flags.writers.load(Ordering::Acquire) == 0 || now >= until {
                     break;
                 }
                 until
@@ -259,6 +309,9 @@ fn run(
             }
         }
         let batch = std::mem::take(&mut waiting);
+        // Before the flush starts: a change made before a `flush_soon` that finds the flag
+        // still set is covered by this flush.
+        flags.flush_requested.store(false, Ordering::SeqCst);
         let dirs: BTreeSet<PathBuf> = batch.iter().flat_map(|r| r.dirs.iter().cloned()).collect();
         let started = std::time::Instant::now();
         // sled's blob files are listed before the flush: every one the flush covers exists
@@ -293,8 +346,11 @@ fn run(
         if let Err(f) = &result {
             tracing::error!(error = %f.message, "store flush failed; submissions in this batch are refused");
         }
+        flags.failing.store(result.is_err(), Ordering::Release);
         for request in batch {
-            let _ = request.done.send(result.clone());
+            if let Some(done) = request.done {
+                let _ = done.send(result.clone());
+            }
         }
     }
 }

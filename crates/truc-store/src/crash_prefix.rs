@@ -23,7 +23,12 @@ const LEASE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    /// A small payload: acknowledged once its payload-log entry is durable; a cut in
+    /// writing its records fails the submission, which withdraws it from the log.
     Submit,
+    /// A payload in a blob file (shared with documents 2 and 3): acknowledged after the
+    /// flush of its records.
+    SubmitBlob,
     Claim,
     Ack,
     Nack,
@@ -105,7 +110,7 @@ async fn run(stage: Stage, cut: Option<usize>) -> usize {
             .submit(document(3, &big, None))
             .await
             .expect("submit 3");
-        let claims = if stage == Stage::Submit || stage == Stage::Claim {
+        let claims = if matches!(stage, Stage::Submit | Stage::SubmitBlob | Stage::Claim) {
             Vec::new()
         } else {
             store
@@ -145,6 +150,7 @@ async fn run(stage: Stage, cut: Option<usize>) -> usize {
                 .submit(document(4, b"fourth", Some("k4")))
                 .await
                 .map(drop),
+            Stage::SubmitBlob => store.submit(document(4, &big, Some("k4"))).await.map(drop),
             Stage::Claim => store.claim(&inbox(), 10, LEASE, now).await.map(drop),
             Stage::Ack => {
                 let arrived = StatusEntry {
@@ -192,15 +198,21 @@ async fn run(stage: Stage, cut: Option<usize>) -> usize {
     );
     check_payloads(&store, &context).await;
 
-    if stage == Stage::Submit {
+    if matches!(stage, Stage::Submit | Stage::SubmitBlob) {
         // Never acknowledged unless it ran to the end: storing it again is not a duplicate.
+        // (A cut is an error returned to the submitter, so a small payload's submission is
+        // withdrawn from the payload log, and the open does not write it again.)
+        let bytes: &[u8] = if stage == Stage::Submit {
+            b"fourth"
+        } else {
+            &big
+        };
         let again = store
-            .submit(document(4, b"fourth", Some("k4")))
+            .submit(document(4, bytes, Some("k4")))
             .await
             .expect("resubmit");
         assert_eq!(again.is_duplicate(), cut.is_none(), "{context}");
     }
-
     // Everything still live is delivered, and acknowledging it completes its message.
     let mut rounds = 0;
     loop {
@@ -297,6 +309,11 @@ async fn every_cut(stage: Stage) {
 #[tokio::test]
 async fn an_interrupted_submission_leaves_nothing_that_counts() {
     every_cut(Stage::Submit).await;
+}
+
+#[tokio::test]
+async fn an_interrupted_blob_submission_leaves_nothing_that_counts() {
+    every_cut(Stage::SubmitBlob).await;
 }
 
 /// A claim writes nothing (leases live in memory), so a crash cannot leave half of one;

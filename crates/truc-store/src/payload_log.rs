@@ -13,15 +13,25 @@
 //! points at the payload. So no record — durable or not, flushed by the group commit, by
 //! sled on its own or by the kernel — ever points at bytes that are not on disk, and a
 //! resubmission after a crash is never deduplicated against a payload that was lost.
+//!
+//! The log is also the submissions' write-ahead log: a new message's payload entry is
+//! preceded, in the same write, by a submission entry holding its record and routes, and
+//! the submission is acknowledged once that write is durable, before the database holds
+//! the record on disk (see `sled_store::submission`). A submission refused after its
+//! entries were appended gets a withdrawal entry. A restart writes again, from the
+//! submission entries, the records the database lost.
+//!
 //! A segment whose sync fails is abandoned: sealed, and every writer whose payload is in
 //! it and not yet known durable is refused (after a failed `fdatasync` Linux may drop the
 //! dirty pages, so a later one that succeeds proves nothing about them).
 //!
-//! An entry carries its message id and CRC32s of its header and bytes: a read checks them,
-//! and a scan of a segment stops at a tail a crash left half written.
+//! An entry carries its kind, its message id and CRC32s of its header and bytes: a read
+//! checks them, and a scan of a segment stops at a tail a crash left half written.
 //!
 //! A segment holding payloads whose records are not written yet is pinned (by the
-//! [`PayloadPin`] its writer holds), so that reclaiming space never takes it.
+//! [`PayloadPin`] its writer holds), so that reclaiming space never takes it; nor does it
+//! take one holding submission entries a restart may still have to read (see
+//! `SledStore::reclaim_segments`).
 //!
 //! Segments are never modified once written. Space comes back when retention has purged
 //! every payload a segment holds (the file is deleted), or most of them (the live ones are
@@ -45,8 +55,64 @@ use crate::types::MessageId;
 /// A segment is sealed once it reaches this size and a new one is started.
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
 const HEADER: usize = 32;
-const MAGIC: [u8; 4] = *b"TRP1";
 const SUFFIX: &str = ".seg";
+
+/// What an entry holds, told by its first four bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    /// A payload, which a message record points at.
+    Payload,
+    /// A submission's record and routes (see [`PayloadLog::append_submission`]): what a
+    /// restart needs to write the record again if the database lost it.
+    Submission,
+    /// A submission refused after its entry was appended (empty body): a restart must not
+    /// write it again.
+    Withdrawal,
+}
+
+impl EntryKind {
+    const fn magic(self) -> [u8; 4] {
+        match self {
+            EntryKind::Payload => *b"TRP1",
+            EntryKind::Submission => *b"TRS1",
+            EntryKind::Withdrawal => *b"TRW1",
+        }
+    }
+
+    fn of_magic(magic: &[u8]) -> Option<Self> {
+        [
+            EntryKind::Payload,
+            EntryKind::Submission,
+            EntryKind::Withdrawal,
+        ]
+        .into_iter()
+        .find(|k| k.magic() == magic)
+    }
+}
+
+/// A place in the segments, in the order entries are appended: segment, then offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct LogPosition {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+impl LogPosition {
+    /// 16 bytes, big-endian: how the database keeps it.
+    pub(crate) fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.segment.to_be_bytes());
+        b[8..].copy_from_slice(&self.offset.to_be_bytes());
+        b
+    }
+
+    /// The inverse of [`Self::to_bytes`].
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<Self> {
+        let segment = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+        let offset = u64::from_be_bytes(b.get(8..16)?.try_into().ok()?);
+        Some(LogPosition { segment, offset })
+    }
+}
 
 /// Where a payload is: the entry at `offset` in segment `segment`, `len` payload bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -65,9 +131,13 @@ impl SegmentRef {
 
 /// What a read of a segment's headers found.
 pub(crate) struct SegmentScan {
-    /// The whole entries, in order, with their message ids. Reading stops at the first
-    /// entry that is not whole.
+    /// The whole payload entries, in order, with their message ids. Reading stops at the
+    /// first entry that is not whole.
     pub entries: Vec<(SegmentRef, MessageId)>,
+    /// The whole submission entries, likewise (`len` is the length of their body).
+    pub submissions: Vec<(SegmentRef, MessageId)>,
+    /// The messages whose submission was withdrawn.
+    pub withdrawn: Vec<MessageId>,
     /// No whole entry follows the point where reading stopped: what is left is a tail a
     /// crash left half written (never durable, so no record points there). Otherwise the
     /// segment is damaged in the middle.
@@ -151,10 +221,10 @@ fn header_crc(header: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// The header of an entry: magic, payload length, payload CRC32, header CRC32, message id.
-fn encode_header(id: MessageId, payload: &[u8]) -> [u8; HEADER] {
+/// The header of an entry: magic, body length, body CRC32, header CRC32, message id.
+fn encode_header(kind: EntryKind, id: MessageId, payload: &[u8]) -> [u8; HEADER] {
     let mut header = [0u8; HEADER];
-    header[..4].copy_from_slice(&MAGIC);
+    header[..4].copy_from_slice(&kind.magic());
     header[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
     header[8..12].copy_from_slice(&crc32fast::hash(payload).to_be_bytes());
     header[16..].copy_from_slice(&id.bytes());
@@ -163,16 +233,17 @@ fn encode_header(id: MessageId, payload: &[u8]) -> [u8; HEADER] {
     header
 }
 
-/// A header's message id, payload length and payload CRC, if it is whole.
-fn decode_header(header: &[u8; HEADER]) -> Option<(MessageId, u32, u32)> {
+/// A header's kind, message id, body length and body CRC, if it is whole.
+fn decode_header(header: &[u8; HEADER]) -> Option<(EntryKind, MessageId, u32, u32)> {
     let field = |at: usize| {
         u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };
-    if header[..4] != MAGIC || field(12) != header_crc(header) {
+    let kind = EntryKind::of_magic(&header[..4])?;
+    if field(12) != header_crc(header) {
         return None;
     }
     let id = MessageId::from_bytes(&header[16..])?;
-    Some((id, field(4), field(8)))
+    Some((kind, id, field(4), field(8)))
 }
 
 fn damaged(r: &SegmentRef, why: &str) -> StoreError {
@@ -230,13 +301,72 @@ impl PayloadLog {
         id: MessageId,
         payload: &[u8],
     ) -> Result<(SegmentRef, PayloadPin), StoreError> {
-        let len = u32::try_from(payload.len()).map_err(|_| StoreError::Codec {
-            what: "payload",
-            reason: format!("{} bytes is too large for a payload segment", payload.len()),
-        })?;
-        let mut entry = Vec::with_capacity(HEADER + payload.len());
-        entry.extend_from_slice(&encode_header(id, payload));
-        entry.extend_from_slice(payload);
+        let (segment, offset, pin) = self.write_entries(id, &[(EntryKind::Payload, payload)])?;
+        let at = SegmentRef {
+            segment,
+            offset,
+            len: payload.len() as u32,
+        };
+        Ok((at, pin))
+    }
+
+    /// Appends a submission: an entry with its record (`submission`, encoded by the
+    /// caller), then its payload, in one write. Once they are durable the submission can
+    /// be acknowledged before its record is in the database: a restart reads the entries
+    /// after the last position the database says it applied, and writes again the records
+    /// it lost (see `SledStore::replay_submissions`). Returns where the submission entry
+    /// is, where the payload is, and a pin as [`Self::append`] does.
+    pub(crate) fn append_submission(
+        &self,
+        id: MessageId,
+        submission: &[u8],
+        payload: &[u8],
+    ) -> Result<(LogPosition, SegmentRef, PayloadPin), StoreError> {
+        let (segment, offset, pin) = self.write_entries(
+            id,
+            &[
+                (EntryKind::Submission, submission),
+                (EntryKind::Payload, payload),
+            ],
+        )?;
+        let at = SegmentRef {
+            segment,
+            offset: offset + (HEADER + submission.len()) as u64,
+            len: payload.len() as u32,
+        };
+        Ok((LogPosition { segment, offset }, at, pin))
+    }
+
+    /// Appends a withdrawal of the submission of `id` (see [`EntryKind::Withdrawal`]);
+    /// durable once [`PayloadSyncer::durable`] says so for the place returned.
+    pub(crate) fn append_withdrawal(&self, id: MessageId) -> Result<SegmentRef, StoreError> {
+        let (segment, offset, _pin) = self.write_entries(id, &[(EntryKind::Withdrawal, &[])])?;
+        Ok(SegmentRef {
+            segment,
+            offset,
+            len: 0,
+        })
+    }
+
+    /// Writes entries of message `id` one after the other in the current segment (starting
+    /// a new one first if they do not fit); returns the segment and the first one's offset.
+    fn write_entries(
+        &self,
+        id: MessageId,
+        bodies: &[(EntryKind, &[u8])],
+    ) -> Result<(u64, u64, PayloadPin), StoreError> {
+        let total: usize = bodies.iter().map(|(_, b)| HEADER + b.len()).sum();
+        let mut entry = Vec::with_capacity(total);
+        for (kind, body) in bodies {
+            if u32::try_from(body.len()).is_err() {
+                return Err(StoreError::Codec {
+                    what: "payload",
+                    reason: format!("{} bytes is too large for a payload segment", body.len()),
+                });
+            }
+            entry.extend_from_slice(&encode_header(*kind, id, body));
+            entry.extend_from_slice(body);
+        }
         let mut a = self.appending();
         let full = a
             .current
@@ -275,24 +405,45 @@ impl PayloadLog {
         c.file
             .write_all_at(&entry, c.len)
             .map_err(StoreError::from_io)?;
-        let at = SegmentRef {
-            segment: c.number,
-            offset: c.len,
-            len,
-        };
+        let (segment, offset) = (c.number, c.len);
         c.len += entry.len() as u64;
         c.dirty = true;
         *self
             .pins
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(at.segment)
+            .entry(segment)
             .or_insert(0) += 1;
         let pin = PayloadPin {
             pins: self.pins.clone(),
-            segment: at.segment,
+            segment,
         };
-        Ok((at, pin))
+        Ok((segment, offset, pin))
+    }
+
+    /// Where the next entry will be appended: every entry appended so far is before it.
+    pub(crate) fn end(&self) -> LogPosition {
+        let a = self.appending();
+        match &a.current {
+            Some(c) => LogPosition {
+                segment: c.number,
+                offset: c.len,
+            },
+            None => LogPosition {
+                segment: a.last_number + 1,
+                offset: 0,
+            },
+        }
+    }
+
+    /// Makes new segments numbered `first` or higher: a position the database holds may
+    /// name a segment that is not on disk (nothing was appended to it yet, or it was
+    /// reclaimed), and entries appended later must come after that position.
+    pub(crate) fn number_from(&self, first: u64) {
+        let mut a = self.appending();
+        if a.current.is_none() {
+            a.last_number = a.last_number.max(first.saturating_sub(1));
+        }
     }
 
     /// Makes every append made before this call durable: `fdatasync`s the segments
@@ -402,6 +553,25 @@ impl PayloadLog {
 
     /// Reads the payload of message `id` at `at`, checking that the entry is whole and is that message's.
     pub(crate) fn read(&self, at: &SegmentRef, id: MessageId) -> Result<bytes::Bytes, StoreError> {
+        self.read_entry(at, id, EntryKind::Payload)
+    }
+
+    /// Reads the body of the submission entry of message `id` at `at` (from a
+    /// [`SegmentScan`]), checking it likewise.
+    pub(crate) fn read_submission(
+        &self,
+        at: &SegmentRef,
+        id: MessageId,
+    ) -> Result<bytes::Bytes, StoreError> {
+        self.read_entry(at, id, EntryKind::Submission)
+    }
+
+    fn read_entry(
+        &self,
+        at: &SegmentRef,
+        id: MessageId,
+        kind: EntryKind,
+    ) -> Result<bytes::Bytes, StoreError> {
         let file = self.file(at.segment)?;
         let size = file.metadata().map_err(StoreError::from_io)?.len();
         if at.offset + at.entry_bytes() > size {
@@ -417,14 +587,14 @@ impl PayloadLog {
         })?;
         let mut header = [0u8; HEADER];
         header.copy_from_slice(&buf[..HEADER]);
-        let Some((found, len, crc)) = decode_header(&header) else {
+        let Some((found_kind, found, len, crc)) = decode_header(&header) else {
             return Err(damaged(at, "its header does not match its checksum"));
         };
-        if found != id || len != at.len {
+        if found_kind != kind || found != id || len != at.len {
             return Err(damaged(
                 at,
                 &format!(
-                    "it holds {len} bytes of {found}, not {} bytes of {id}",
+                    "it holds {len} bytes of {found} ({found_kind:?}), not {} bytes of {id} ({kind:?})",
                     at.len
                 ),
             ));
@@ -447,15 +617,23 @@ impl PayloadLog {
 
     /// Reads a segment's entry headers: see [`SegmentScan`].
     pub(crate) fn entries(&self, segment: u64) -> Result<SegmentScan, StoreError> {
+        self.entries_from(segment, 0)
+    }
+
+    /// Reads a segment's entry headers from `start`, which must be where an entry begins
+    /// (or the end of the segment): see [`SegmentScan`].
+    pub(crate) fn entries_from(&self, segment: u64, start: u64) -> Result<SegmentScan, StoreError> {
         let file = self.file(segment)?;
         let size = file.metadata().map_err(StoreError::from_io)?.len();
-        let mut out = Vec::new();
-        let mut offset = 0u64;
+        let mut entries = Vec::new();
+        let mut submissions = Vec::new();
+        let mut withdrawn = Vec::new();
+        let mut offset = start.min(size);
         let mut header = [0u8; HEADER];
         while offset + HEADER as u64 <= size {
             file.read_exact_at(&mut header, offset)
                 .map_err(StoreError::from_io)?;
-            let Some((id, len, _)) = decode_header(&header) else {
+            let Some((kind, id, len, _)) = decode_header(&header) else {
                 break;
             };
             let at = SegmentRef {
@@ -466,7 +644,11 @@ impl PayloadLog {
             if offset + at.entry_bytes() > size {
                 break;
             }
-            out.push((at, id));
+            match kind {
+                EntryKind::Payload => entries.push((at, id)),
+                EntryKind::Submission => submissions.push((at, id)),
+                EntryKind::Withdrawal => withdrawn.push(id),
+            }
             offset += at.entry_bytes();
         }
         let clean = offset == size || {
@@ -476,7 +658,9 @@ impl PayloadLog {
             !holds_a_whole_entry(&rest[1..])
         };
         Ok(SegmentScan {
-            entries: out,
+            entries,
+            submissions,
+            withdrawn,
             clean,
             size,
         })
@@ -606,12 +790,15 @@ impl Drop for PayloadSyncer {
 /// Whether `bytes` contain, anywhere, a whole entry (header and payload checksums right).
 fn holds_a_whole_entry(bytes: &[u8]) -> bool {
     let mut from = 0;
-    while let Some(found) = bytes[from..].windows(4).position(|w| w == MAGIC) {
+    while let Some(found) = bytes[from..]
+        .windows(4)
+        .position(|w| EntryKind::of_magic(w).is_some())
+    {
         let at = from + found;
         if let Some(h) = bytes.get(at..at + HEADER) {
             let mut header = [0u8; HEADER];
             header.copy_from_slice(h);
-            if let Some((_, len, crc)) = decode_header(&header) {
+            if let Some((_, _, len, crc)) = decode_header(&header) {
                 let payload = bytes.get(at + HEADER..at + HEADER + len as usize);
                 if payload.is_some_and(|p| crc32fast::hash(p) == crc) {
                     return true;

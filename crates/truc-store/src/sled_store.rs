@@ -18,10 +18,13 @@ use crate::blob::{BlobDir, BlobWriter};
 use crate::committer::{CommitStats, Committer, FLUSH_BUCKETS_SECONDS};
 use crate::error::StoreError;
 use crate::log_readahead::{LogReadahead, READAHEAD_DELAY};
-use crate::payload_log::{PayloadLog, PayloadPin, PayloadSyncer, SegmentRef};
+use crate::payload_log::{PayloadLog, PayloadSyncer, SegmentRef};
 use crate::retry::RetryPolicy;
 use crate::types::*;
 use crate::{Result, Store};
+
+mod submission;
+use submission::Body;
 
 /// Settings of a [`SledStore`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +53,16 @@ pub struct StoreConfig {
     /// (default 64 MiB): the unit in which retention gives space back.
     #[serde(default = "default_payload_segment_bytes")]
     pub payload_segment_bytes: u64,
+    /// How long the records of a submission acknowledged on its payload-log entry may wait
+    /// for the database's next flush, in milliseconds (default 100). Until then a crash
+    /// loses them and the next open writes them again from the payload log: a longer delay
+    /// means fewer flushes and more to read again after a crash.
+    #[serde(default = "default_record_flush_delay_ms")]
+    pub record_flush_delay_ms: u64,
+}
+
+fn default_record_flush_delay_ms() -> u64 {
+    100
 }
 
 fn default_payload_segment_bytes() -> u64 {
@@ -73,6 +86,7 @@ impl Default for StoreConfig {
             min_free_bytes: default_min_free_bytes(),
             ack_flush_delay_ms: default_ack_flush_delay_ms(),
             payload_segment_bytes: default_payload_segment_bytes(),
+            record_flush_delay_ms: default_record_flush_delay_ms(),
         }
     }
 }
@@ -241,6 +255,8 @@ pub struct SledStore {
     /// never): checked at most every [`SPACE_CHECK_MS`] under load.
     space_ok_at: AtomicU64,
     opened_at: std::time::Instant,
+    /// Submissions the open wrote again from the payload log.
+    replayed_at_open: usize,
 }
 
 /// Payload segments waiting for a reclaim to look at them.
@@ -268,6 +284,8 @@ pub(crate) struct Leases {
     /// Attempts of deliveries whose lease ran out or was released (nothing was written):
     /// the next claim counts on from there.
     attempts: HashMap<DeliveryKey, u32>,
+    /// Submissions appended to the payload log whose records are not written yet.
+    in_flight: submission::InFlight,
 }
 
 /// One lease.
@@ -529,7 +547,17 @@ impl SledStore {
             last_id: Mutex::new(MessageId::lowest_at(Timestamp(0))),
             space_ok_at: AtomicU64::new(0),
             opened_at: std::time::Instant::now(),
+            replayed_at_open: 0,
         };
+        let mut store = store;
+        let replayed = store.replay_submissions()?;
+        store.replayed_at_open = replayed;
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                "wrote again the acknowledged submissions whose records the database lost in a crash"
+            );
+        }
         let released = store.release_leases(u64::MAX, Timestamp::now())?;
         store.drop_stale_dead_letters()?;
         if released > 0 {
@@ -602,6 +630,12 @@ impl SledStore {
         Ok(started.elapsed())
     }
 
+    /// How many acknowledged submissions the open wrote again from the payload log because
+    /// the database had lost their records (a crash before its flush).
+    pub fn replayed_at_open(&self) -> usize {
+        self.replayed_at_open
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -670,6 +704,21 @@ impl SledStore {
                 .take(RECLAIM_PER_PASS)
                 .collect()
         };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        // A segment holding submission entries a restart may still have to read is kept:
+        // only those before the applied position, once it is on disk, may go.
+        let below = self.applied_segment().await?;
+        let (batch, later): (BTreeSet<u64>, BTreeSet<u64>) =
+            batch.into_iter().partition(|s| *s < below);
+        if !later.is_empty() {
+            self.reclaim_queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .segments
+                .extend(later);
+        }
         if batch.is_empty() {
             return Ok(0);
         }
@@ -887,7 +936,7 @@ impl SledStore {
 
     /// The dedupe key, which is also the by-document index: DocumentId, then a digest of
     /// sender, business type, kind and content.
-    fn document_key(m: &NewMessage) -> Vec<u8> {
+    fn document_key(m: &MessageRecord) -> Vec<u8> {
         let mut h = Sha256::new();
         h.update(m.sender.as_str());
         h.update([0, m.business_doc_type.code(), 0]);
@@ -896,31 +945,6 @@ impl SledStore {
         h.update(m.sha256.0);
         let doc = m.document_id.as_ref().map(DocumentId::as_str).unwrap_or("");
         key(keys::DOCUMENT, &[doc.as_bytes(), &[0], &h.finalize()])
-    }
-
-    fn find_duplicate(&self, m: &NewMessage) -> Result<Option<MessageRecord>> {
-        let mut candidates = vec![Self::document_key(m)];
-        if let Source::NationalAxis { doc_id } = &m.source {
-            candidates.push(key(keys::UPSTREAM, &[doc_id.as_bytes()]));
-        }
-        if let Some(k) = &m.idempotency_key {
-            candidates.push(key(
-                keys::IDEMPOTENCY,
-                &[m.sender.as_str().as_bytes(), &[0], k.as_bytes()],
-            ));
-        }
-        for k in candidates {
-            if let Some(id) = self.db.get(&k)? {
-                if let Some(id) = MessageId::from_bytes(&id) {
-                    // An index entry without its record is from a submission a crash
-                    // interrupted before it was acknowledged: not a duplicate.
-                    if let Some(original) = self.load(id)? {
-                        return Ok(Some(original.record));
-                    }
-                }
-            }
-        }
-        Ok(None)
     }
 
     pub(crate) fn db(&self) -> &sled::Db {
@@ -1587,12 +1611,11 @@ impl Store for SledStore {
 
     async fn submit(&self, mut m: NewMessage) -> Result<SubmitOutcome> {
         self.check_space()?;
-        // Large payloads go to disk before taking the lock.
         let payload = std::mem::replace(&mut m.payload, PayloadInput::Bytes(bytes::Bytes::new()));
-        let (inline, staged, size) = match payload {
+        let (body, size) = match payload {
             PayloadInput::Bytes(b) if b.len() <= self.config.inline_threshold => {
                 let size = b.len() as u64;
-                (Some(b), None, size)
+                (Body::Inline(b), size)
             }
             PayloadInput::Bytes(b) => {
                 // Written and fsynced away from the async threads: an fsync takes
@@ -1602,14 +1625,14 @@ impl Store for SledStore {
                     .await
                     .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))??;
                 let size = staged.size();
-                (None, Some(staged), size)
+                (Body::Staged(staged), size)
             }
             PayloadInput::Staged(s) => {
                 let size = s.size();
-                (None, Some(s), size)
+                (Body::Staged(s), size)
             }
         };
-        if let Some(s) = &staged {
+        if let Body::Staged(s) = &body {
             if s.sha256() != m.sha256 {
                 return Err(StoreError::Codec {
                     what: "payload",
@@ -1626,139 +1649,27 @@ impl Store for SledStore {
             *last = MessageId::after(*last, m.received_at);
             *last
         };
-        // Small payloads are appended and made durable before taking the lock, and before
-        // any record points at them. One entry per message, never shared (a duplicate's
-        // entry is left for the segment's reclaim). The pin keeps the segment until the
-        // record is written.
-        let (payload_at, _pin): (Option<SegmentRef>, Option<PayloadPin>) = match &inline {
-            Some(bytes) => {
-                let (at, pin) = self.payload_log.append(id, bytes)?;
-                self.payload_syncer.durable(&at).await?;
-                (Some(at), Some(pin))
-            }
-            None => (None, None),
+        let routes = std::mem::take(&mut m.routes);
+        let record = MessageRecord {
+            id,
+            kind: m.kind,
+            sender: m.sender,
+            recipients: routes.iter().map(|r| r.recipient.clone()).collect(),
+            document_id: m.document_id,
+            business_doc_type: m.business_doc_type,
+            sha256: m.sha256,
+            size,
+            received_at: m.received_at,
+            source: m.source,
+            summary: m.summary,
+            idempotency_key: m.idempotency_key,
+            completed_at: None,
+            payload_purged: false,
         };
-        let writing = self.committer.writing();
-
-        let mut dirs = Vec::new();
-        let outcome = {
-            let mut g = self.guard();
-            if let Some(original) = self.find_duplicate(&m)? {
-                SubmitOutcome::Duplicate(original)
-            } else {
-                let now = m.received_at;
-                let mut txn = self.txn();
-                if let Some(s) = staged {
-                    let ref_key = key(keys::BLOB_REF, &[&m.sha256.0]);
-                    let mut r: BlobRef = self
-                        .get("blob ref", &ref_key)?
-                        .unwrap_or(BlobRef { refs: 0, size });
-                    r.refs += 1;
-                    self.blobs.install(s)?;
-                    dirs.push(self.blobs.dir_of(&m.sha256));
-                    txn.batch.insert(ref_key, encode("blob ref", &r)?);
-                }
-                let record = MessageRecord {
-                    id,
-                    kind: m.kind,
-                    sender: m.sender.clone(),
-                    recipients: m.routes.iter().map(|r| r.recipient.clone()).collect(),
-                    document_id: m.document_id.clone(),
-                    business_doc_type: m.business_doc_type,
-                    sha256: m.sha256,
-                    size,
-                    received_at: now,
-                    source: m.source.clone(),
-                    summary: m.summary.clone(),
-                    idempotency_key: m.idempotency_key.clone(),
-                    completed_at: None,
-                    payload_purged: false,
-                };
-                let mid = id.bytes();
-                txn.batch.insert(Self::document_key(&m), &mid[..]);
-                if let (PackageKind::Document, Some(due)) = (m.kind, m.summary.due_date) {
-                    txn.batch.insert(due_key(due, id), &[][..]);
-                }
-                if let Source::NationalAxis { doc_id } = &m.source {
-                    txn.batch
-                        .insert(key(keys::UPSTREAM, &[doc_id.as_bytes()]), &mid[..]);
-                }
-                if let Some(k) = &m.idempotency_key {
-                    txn.batch.insert(
-                        key(
-                            keys::IDEMPOTENCY,
-                            &[m.sender.as_str().as_bytes(), &[0], k.as_bytes()],
-                        ),
-                        &mid[..],
-                    );
-                }
-                // Status packages enter the timeline of the document they answer.
-                if m.kind == PackageKind::Status {
-                    if let (Some(doc), Some(code)) = (&m.summary.answers, &m.summary.status_code) {
-                        let entry = StatusEntry {
-                            document_id: doc.clone(),
-                            code: code.clone(),
-                            from: m.sender.clone(),
-                            at: now,
-                            message_id: Some(id),
-                            description: String::new(),
-                            reported_at: m.summary.reported_at,
-                        };
-                        txn.batch
-                            .insert(status_key(&entry), encode("status", &entry)?);
-                    }
-                }
-                let mut deliveries = Vec::with_capacity(m.routes.len());
-                for route in &m.routes {
-                    let d = Delivery {
-                        key: DeliveryKey {
-                            message_id: id,
-                            recipient: route.recipient.clone(),
-                        },
-                        destination: route.destination.clone(),
-                        state: if route.held {
-                            DeliveryState::Held
-                        } else {
-                            DeliveryState::Queued
-                        },
-                        attempts: 0,
-                        queued_at: now,
-                        ready_at: now,
-                        lease: None,
-                        claimed_at: None,
-                        last_error: None,
-                        completed_at: None,
-                        dead_reason: None,
-                        upstream_doc_id: None,
-                    };
-                    index(&mut txn.batch, &d);
-                    if route.held {
-                        txn.event(
-                            now,
-                            id,
-                            Some(&route.recipient),
-                            EventKind::Held,
-                            format!("held in {} until the unit is active", route.destination),
-                        )?;
-                    }
-                    deliveries.push(d);
-                }
-                txn.messages.insert(
-                    id,
-                    StoredMessage {
-                        record: record.clone(),
-                        deliveries,
-                        payload_at,
-                    },
-                );
-                txn.touch(id);
-                txn.apply(&mut g)?;
-                SubmitOutcome::Stored(record)
-            }
-        };
-        // Duplicates wait too: the original may have been applied but not yet flushed.
-        self.committer.commit(dirs, Some(writing)).await?;
-        Ok(outcome)
+        match body {
+            Body::Inline(bytes) => self.submit_logged(record, routes, bytes).await,
+            Body::Staged(staged) => self.submit_staged(record, routes, staged).await,
+        }
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<MessageRecord>> {

@@ -197,8 +197,11 @@ impl Seen {
     }
 }
 
-async fn verify(dir: &Path, seen: &Seen) -> usize {
+/// Checks the store after a kill; returns how many acknowledged submissions were checked and
+/// how many the open wrote again from the payload log.
+async fn verify(dir: &Path, seen: &Seen) -> (usize, usize) {
     let store = SledStore::open(dir, fast_config()).expect("the store opens after every kill");
+    let replayed = store.replayed_at_open();
     let mut checked = 0;
     for n in &seen.acked {
         let doc = truc_edxml::DocumentId::new(&format!("000.00.05.G04,2026/11/21,{n}/TEST"));
@@ -233,7 +236,7 @@ async fn verify(dir: &Path, seen: &Seen) -> usize {
     }
     // The next child opens the store as soon as it starts: release it for good.
     store.close().expect("close");
-    checked
+    (checked, replayed)
 }
 
 #[test]
@@ -252,6 +255,7 @@ fn sigkill_never_loses_an_acknowledged_submission() {
         .expect("runtime");
     let mut seen = Seen::default();
     let mut start = 0;
+    let mut replayed = 0;
     for kill in 0..kills {
         let mut child = KillOnDrop(spawn_child(
             "sigkill_never_loses_an_acknowledged_submission",
@@ -276,13 +280,14 @@ fn sigkill_never_loses_an_acknowledged_submission() {
         while let Ok(l) = lines.recv_timeout(Duration::from_millis(500)) {
             seen.take(&l);
         }
-        let checked = rt.block_on(verify(dir.path(), &seen));
+        let (checked, written_again) = rt.block_on(verify(dir.path(), &seen));
         assert_eq!(checked, seen.acked.len());
+        replayed += written_again;
         // Resume numbering past anything possibly written, acknowledged or not.
         start = seen.max + 1_000;
     }
     println!(
-        "crash summary: kills={kills} acknowledged={} delivered_acks={} lost=0",
+        "crash summary: kills={kills} acknowledged={} delivered_acks={} replayed_from_payload_log={replayed} lost=0",
         seen.acked.len(),
         seen.done.len()
     );
@@ -348,7 +353,7 @@ fn a_full_disk_refuses_submissions_clearly_and_loses_nothing() {
         .enable_all()
         .build()
         .expect("runtime");
-    let checked = rt.block_on(verify(dir.path(), &seen));
+    let (checked, _) = rt.block_on(verify(dir.path(), &seen));
     assert_eq!(checked, seen.acked.len());
     rt.block_on(async {
         let store = SledStore::open(dir.path(), fast_config()).expect("reopen");

@@ -1417,14 +1417,16 @@ async fn the_log_files_new_length_is_made_durable_before_the_acknowledgement() {
 }
 
 /// sled's flush waits with `sync_file_range`, which leaves the written log in the disk's
-/// volatile write cache; every acknowledgement must wait for an `fdatasync` of the log
-/// (which flushes that cache), not only those whose flush grew the file.
+/// volatile write cache; every acknowledgement that rests on the database must wait for an
+/// `fdatasync` of the log (which flushes that cache), not only those whose flush grew the
+/// file. A submission of a small payload rests on the payload log instead: it waits for an
+/// `fdatasync` of its segment.
 #[tokio::test]
-async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
+async fn every_acknowledgement_waits_for_an_fdatasync() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SledStore::open(dir.path(), fast_config()).expect("open");
     let stats = store.commit_stats();
-    let syncs = || stats.log_syncs.load(std::sync::atomic::Ordering::Relaxed);
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let recipient = "000.00.07.G04";
     let mut without_growth = 0;
     // Early on, every flush extends the file; the loop goes on until sled has written
@@ -1439,36 +1441,17 @@ async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
             .put_setting("test", "padding", &vec![n as u8; 64 * 1024])
             .await
             .expect("setting");
-        let grown_before = stats
-            .log_length_syncs
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let before = syncs();
-        let segment_syncs = || {
-            stats
-                .payload_segment_syncs
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
-        let segments_before = segment_syncs();
+        let segments_before = load(&stats.payload_segment_syncs);
         let stored = submit_to(&store, recipient, n, &[n as u8; 512]).await;
         assert!(
-            syncs() > before,
-            "submission {n} was acknowledged without an fdatasync of the log"
-        );
-        assert!(
-            segment_syncs() > segments_before,
+            load(&stats.payload_segment_syncs) > segments_before,
             "submission {n} was acknowledged without an fdatasync of its payload's segment"
         );
-        if stats
-            .log_length_syncs
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == grown_before
-        {
-            without_growth += 1;
-        }
-        // The acknowledgement of a delivery is as durable as a submission.
+        // The acknowledgement of a delivery rests on the database's log.
         let claim = claim_one(&store, recipient).await;
         assert_eq!(claim.message.id, stored.record().id);
-        let before = syncs();
+        let grown_before = load(&stats.log_length_syncs);
+        let before = load(&stats.log_syncs);
         store
             .ack(
                 &claim.token,
@@ -1478,14 +1461,153 @@ async fn every_acknowledgement_waits_for_an_fdatasync_of_the_log() {
             .await
             .expect("ack");
         assert!(
-            syncs() > before,
+            load(&stats.log_syncs) > before,
             "acknowledgement {n} returned without an fdatasync of the log"
         );
+        if load(&stats.log_length_syncs) == grown_before {
+            without_growth += 1;
+        }
     }
     assert!(
         without_growth > 0,
         "premise: some flushes did not grow the log (the case a length check alone misses)"
     );
+}
+
+/// Copies a store's files as they are now: what the disk would hold if the machine stopped
+/// here (the store does not write meanwhile).
+fn crash_image(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            crash_image(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A store whose small submissions' records wait a minute for a flush: acknowledged, and
+/// only in the payload log on disk.
+fn unflushed_config() -> StoreConfig {
+    StoreConfig {
+        record_flush_delay_ms: 60_000,
+        ..fast_config()
+    }
+}
+
+fn small_payload(n: u32) -> Vec<u8> {
+    format!("<edXML>small document {n}</edXML>").into_bytes()
+}
+
+#[tokio::test]
+async fn acknowledged_submissions_the_database_lost_are_written_again_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = tempfile::tempdir().expect("tempdir");
+    let recipient = "000.00.07.G04";
+    let store = SledStore::open(dir.path(), unflushed_config()).expect("open");
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let stored = submit_to(&store, recipient, n, &small_payload(n)).await;
+        assert!(!stored.is_duplicate());
+        ids.push(stored.record().id);
+    }
+    crash_image(dir.path(), image.path());
+    drop(store);
+
+    let store = SledStore::open(image.path(), fast_config()).expect("the image opens");
+    assert!(
+        store.replayed_at_open() > 0,
+        "premise: the image lacks records of acknowledged submissions"
+    );
+    for (n, id) in ids.iter().enumerate() {
+        let doc = DocumentId::new(&format!("000.00.05.G04,2026/11/21,{n}/TEST"));
+        let found = store.find_by_document(&doc).await.expect("find");
+        assert_eq!(found.len(), 1, "document {n} is there once");
+        assert_eq!(found[0].id, *id, "under the id its submitter was given");
+        let bytes = store
+            .payload(*id)
+            .await
+            .expect("payload")
+            .read_all()
+            .expect("read");
+        assert_eq!(bytes.as_ref(), small_payload(n as u32).as_slice());
+    }
+    let claimed = store
+        .claim(&inbox(recipient), 100, LEASE, truc_store::Timestamp::now())
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 40, "every replayed delivery is queued");
+    // Sending one again is a duplicate of the replayed original.
+    let again = submit_to(&store, recipient, 7, &small_payload(7)).await;
+    assert!(again.is_duplicate());
+    assert_eq!(again.record().id, ids[7]);
+    store.close().expect("close");
+    let store = SledStore::open(image.path(), fast_config()).expect("reopen");
+    assert_eq!(store.replayed_at_open(), 0, "nothing is written twice");
+}
+
+#[tokio::test]
+async fn a_submission_whose_log_entry_is_torn_is_not_written_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = tempfile::tempdir().expect("tempdir");
+    let recipient = "000.00.07.G04";
+    let store = SledStore::open(dir.path(), unflushed_config()).expect("open");
+    for n in 0..5 {
+        submit_to(&store, recipient, n, &small_payload(n)).await;
+    }
+    crash_image(dir.path(), image.path());
+    drop(store);
+    // The last entry (document 4's payload) half written, as a crash during its write
+    // leaves it: that submission was never acknowledged.
+    let segments: Vec<_> = std::fs::read_dir(image.path().join("payloads"))
+        .expect("segments")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(segments.len(), 1);
+    let bytes = std::fs::read(&segments[0]).expect("read");
+    std::fs::write(&segments[0], &bytes[..bytes.len() - 5]).expect("cut");
+
+    let store = SledStore::open(image.path(), fast_config()).expect("the image opens");
+    assert_eq!(store.replayed_at_open(), 4);
+    for n in 0..5 {
+        let doc = DocumentId::new(&format!("000.00.05.G04,2026/11/21,{n}/TEST"));
+        let found = store.find_by_document(&doc).await.expect("find");
+        assert_eq!(found.len(), usize::from(n < 4), "document {n}");
+    }
+    // Sent again, the torn one is stored anew, not deduplicated against nothing.
+    let again = submit_to(&store, recipient, 4, &small_payload(4)).await;
+    assert!(!again.is_duplicate());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_submissions_store_one_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(SledStore::open(dir.path(), fast_config()).expect("open"));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { submit_to(&store, "000.00.07.G04", 1, &small_payload(1)).await },
+            )
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.expect("join"));
+    }
+    let stored: Vec<_> = outcomes.iter().filter(|o| !o.is_duplicate()).collect();
+    assert_eq!(
+        stored.len(),
+        1,
+        "one is stored, the others are its duplicates"
+    );
+    let id = stored[0].record().id;
+    assert!(outcomes.iter().all(|o| o.record().id == id));
+    let doc = DocumentId::new("000.00.05.G04,2026/11/21,1/TEST");
+    assert_eq!(store.find_by_document(&doc).await.expect("find").len(), 1);
 }
 
 /// Submits document `n` from one fixed sender to `recipient`'s inbox.
@@ -1527,6 +1649,8 @@ async fn an_acknowledgement_shares_the_flush_of_the_next_submission() {
             dir.path(),
             StoreConfig {
                 ack_flush_delay_ms: 60_000,
+                // A small submission asks for no flush it waits for: only later.
+                record_flush_delay_ms: 60_000,
                 ..fast_config()
             },
         )
@@ -1565,7 +1689,8 @@ async fn an_acknowledgement_shares_the_flush_of_the_next_submission() {
     );
     assert_eq!(stats.flushes.load(Relaxed), flushes_before);
 
-    submit_to(&store, recipient, 2, b"<edXML>two</edXML>").await;
+    // A payload over the inline threshold: a blob file, acknowledged after a flush.
+    submit_to(&store, recipient, 2, &[2; 4096]).await;
     acking
         .await
         .expect("join")

@@ -1,0 +1,501 @@
+//! Submissions: how a new message is stored, deduplicated and acknowledged, and how a
+//! restart writes again the submissions whose records the database lost.
+//!
+//! A payload up to the inline threshold is acknowledged once one `fdatasync` of the payload
+//! log has made it durable together with a *submission entry* (the record and routes, in
+//! the same write): under the store's lock the submission is checked against the dedupe
+//! indexes and the submissions still in flight, and appended; outside it, the payload
+//! syncer makes it durable; under the lock again, the records are written to the database
+//! (in memory) with the position up to which every submission entry is applied. The
+//! database reaches the disk by the committer's next flush, asked for within
+//! `record_flush_delay_ms` (100 ms by default); until
+//! then a crash loses those records, and the next open reads the payload log from the
+//! applied position the database kept and writes again every submission it lacks
+//! ([`SledStore::replay_submissions`]). So no record ever points at a payload that is not
+//! durable (records are written after the sync), and a submission acknowledged is never
+//! lost. Dedupe decisions are taken in the order entries are appended (both under the
+//! lock), and the replay takes them again in that order, so they come out the same.
+//!
+//! Larger payloads (blob files) keep the earlier path: the blob file is made durable,
+//! the records written, and the acknowledgement waits for the committer's flush.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::blob::StagedPayload;
+use crate::payload_log::LogPosition;
+
+/// The payload of a submission, where it goes.
+pub(super) enum Body {
+    /// Up to the inline threshold: into the payload log.
+    Inline(bytes::Bytes),
+    /// A blob file of its own, written and synced already.
+    Staged(StagedPayload),
+}
+
+/// A submission as its payload-log entry holds it (positional MessagePack, like records).
+#[derive(Serialize)]
+struct LoggedSubmissionRef<'a> {
+    record: &'a MessageRecord,
+    routes: &'a [Route],
+}
+
+#[derive(Deserialize)]
+struct LoggedSubmission {
+    record: MessageRecord,
+    routes: Vec<Route>,
+}
+
+/// What a new submission duplicates.
+pub(super) enum Original {
+    /// A message whose records are written.
+    Stored(MessageRecord),
+    /// A submission appended to the payload log and not applied yet: durable once that
+    /// entry is.
+    InFlight(MessageRecord, SegmentRef),
+}
+
+/// Submissions appended to the payload log whose records are not written yet (held under
+/// the store's lock).
+#[derive(Default)]
+pub(crate) struct InFlight {
+    /// By the position of their submission entry: the dedupe keys they claimed.
+    by_position: BTreeMap<LogPosition, Vec<Vec<u8>>>,
+    /// By dedupe key: the record and its payload.
+    by_key: HashMap<Vec<u8>, (MessageRecord, SegmentRef)>,
+}
+
+impl InFlight {
+    fn add(
+        &mut self,
+        at: LogPosition,
+        keys: Vec<Vec<u8>>,
+        record: &MessageRecord,
+        payload: SegmentRef,
+    ) {
+        for k in &keys {
+            self.by_key.insert(k.clone(), (record.clone(), payload));
+        }
+        self.by_position.insert(at, keys);
+    }
+
+    fn remove(&mut self, at: LogPosition) {
+        for k in self.by_position.remove(&at).unwrap_or_default() {
+            self.by_key.remove(&k);
+        }
+    }
+
+    /// The position before which every submission entry is applied (or was refused), once
+    /// the one at `applying` is: the first other one in flight, or `end`.
+    fn applied_through(&self, applying: LogPosition, end: LogPosition) -> LogPosition {
+        self.by_position
+            .keys()
+            .find(|p| **p != applying)
+            .copied()
+            .unwrap_or(end)
+    }
+}
+
+/// Takes a submission out of [`InFlight`] if its writer stops waiting (its future dropped)
+/// before applying it: it was not acknowledged, and must not hold back the applied position
+/// or answer dedupe lookups.
+struct InFlightGuard<'a> {
+    store: &'a SledStore,
+    at: Option<LogPosition>,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(at) = self.at.take() {
+            self.store.guard().in_flight.remove(at);
+        }
+    }
+}
+
+/// The key holding the position in the payload log before which every submission entry is
+/// applied to the database.
+fn applied_key() -> Vec<u8> {
+    key(keys::SYSTEM, &[b"log_applied"])
+}
+
+impl SledStore {
+    /// The dedupe keys of a submission: the by-document key, the national axis's docId,
+    /// the sender's idempotency key.
+    pub(super) fn dedupe_keys(record: &MessageRecord) -> Vec<Vec<u8>> {
+        let mut keys = vec![Self::document_key(record)];
+        if let Source::NationalAxis { doc_id } = &record.source {
+            keys.push(key(keys::UPSTREAM, &[doc_id.as_bytes()]));
+        }
+        if let Some(k) = &record.idempotency_key {
+            keys.push(key(
+                keys::IDEMPOTENCY,
+                &[record.sender.as_str().as_bytes(), &[0], k.as_bytes()],
+            ));
+        }
+        keys
+    }
+
+    /// The message or in-flight submission `record` duplicates, if any.
+    pub(super) fn find_duplicate(
+        &self,
+        leases: &Leases,
+        record: &MessageRecord,
+    ) -> Result<Option<Original>> {
+        for k in Self::dedupe_keys(record) {
+            if let Some((original, at)) = leases.in_flight.by_key.get(&k) {
+                return Ok(Some(Original::InFlight(original.clone(), *at)));
+            }
+            if let Some(id) = self.db.get(&k)? {
+                if let Some(id) = MessageId::from_bytes(&id) {
+                    // An index entry without its record is from a submission a crash
+                    // interrupted before it was acknowledged: not a duplicate.
+                    if let Some(original) = self.load(id)? {
+                        return Ok(Some(Original::Stored(original.record)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Answers a duplicate once its original is durable.
+    async fn duplicate_of(&self, original: Original) -> Result<SubmitOutcome> {
+        match original {
+            // The original may have been applied but not yet flushed.
+            Original::Stored(record) => {
+                self.committer.commit(Vec::new(), None).await?;
+                Ok(SubmitOutcome::Duplicate(record))
+            }
+            Original::InFlight(record, at) => {
+                self.payload_syncer.durable(&at).await?;
+                Ok(SubmitOutcome::Duplicate(record))
+            }
+        }
+    }
+
+    /// Stores a submission whose payload goes to the payload log (see the module
+    /// documentation).
+    pub(super) async fn submit_logged(
+        &self,
+        record: MessageRecord,
+        routes: Vec<Route>,
+        payload: bytes::Bytes,
+    ) -> Result<SubmitOutcome> {
+        let entry = encode(
+            "submission",
+            &LoggedSubmissionRef {
+                record: &record,
+                routes: &routes,
+            },
+        )?;
+        if self.committer.failing() {
+            // The database could not write at its last flush: hear whether it can now
+            // before taking anything, so that a full or failing disk refuses submissions
+            // instead of leaving them all to the next start.
+            self.committer.commit(Vec::new(), None).await?;
+        }
+        let mut in_flight = InFlightGuard {
+            store: self,
+            at: None,
+        };
+        let appended = {
+            let mut g = self.guard();
+            match self.find_duplicate(&g, &record)? {
+                Some(original) => Err(original),
+                None => {
+                    let (position, at, pin) = self
+                        .payload_log
+                        .append_submission(record.id, &entry, &payload)?;
+                    g.in_flight
+                        .add(position, Self::dedupe_keys(&record), &record, at);
+                    in_flight.at = Some(position);
+                    Ok((position, at, pin))
+                }
+            }
+        };
+        let (position, at, _pin) = match appended {
+            Ok(appended) => appended,
+            Err(original) => return self.duplicate_of(original).await,
+        };
+        let synced = self.payload_syncer.durable(&at).await;
+        let applied = {
+            let mut g = self.guard();
+            in_flight.at = None;
+            let applied = synced.and_then(|()| {
+                let mut txn = self.txn();
+                self.stage_submission(&mut txn, &record, &routes, Some(at))?;
+                let through = g
+                    .in_flight
+                    .applied_through(position, self.payload_log.end());
+                // Before the records, like every write of a submission: the record is the last,
+                // so an error never leaves it written. If a crash keeps the position and loses
+                // the record, this submission was not acknowledged yet, and every entry
+                // before the position had its records written earlier.
+                txn.batch.insert(applied_key(), &through.to_bytes()[..]);
+                txn.apply(&mut g)
+            });
+            g.in_flight.remove(position);
+            applied
+        };
+        if let Err(e) = applied {
+            // Refused: a restart must not store it after all.
+            self.withdraw(record.id).await;
+            return Err(e);
+        }
+        // Durable in the payload log: the database follows within the delay.
+        self.committer
+            .flush_soon(Duration::from_millis(self.config.record_flush_delay_ms));
+        Ok(SubmitOutcome::Stored(record))
+    }
+
+    /// Appends and syncs a withdrawal of the submission of `id`, refused after its entry was
+    /// appended. If that fails too, a restart may store the submission after all (its
+    /// sender was told it failed, and a submission sent again is its duplicate).
+    async fn withdraw(&self, id: MessageId) {
+        let withdrawn = match self.payload_log.append_withdrawal(id) {
+            Ok(at) => self.payload_syncer.durable(&at).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = withdrawn {
+            tracing::warn!(message = %id, error = %e, "a refused submission could not be withdrawn from the payload log: a restart may store it");
+        }
+    }
+
+    /// Stores a submission whose payload is a blob file: records written, then one flush.
+    pub(super) async fn submit_staged(
+        &self,
+        record: MessageRecord,
+        routes: Vec<Route>,
+        staged: StagedPayload,
+    ) -> Result<SubmitOutcome> {
+        let writing = self.committer.writing();
+        let stored = {
+            let mut g = self.guard();
+            match self.find_duplicate(&g, &record)? {
+                Some(original) => Err(original),
+                None => {
+                    let mut txn = self.txn();
+                    let ref_key = key(keys::BLOB_REF, &[&record.sha256.0]);
+                    let mut r: BlobRef = self.get("blob ref", &ref_key)?.unwrap_or(BlobRef {
+                        refs: 0,
+                        size: record.size,
+                    });
+                    r.refs += 1;
+                    self.blobs.install(staged)?;
+                    txn.batch.insert(ref_key, encode("blob ref", &r)?);
+                    self.stage_submission(&mut txn, &record, &routes, None)?;
+                    txn.apply(&mut g)?;
+                    Ok(self.blobs.dir_of(&record.sha256))
+                }
+            }
+        };
+        let dir = match stored {
+            Ok(dir) => dir,
+            Err(original) => {
+                drop(writing);
+                return self.duplicate_of(original).await;
+            }
+        };
+        self.committer.commit(vec![dir], Some(writing)).await?;
+        Ok(SubmitOutcome::Stored(record))
+    }
+
+    /// Adds a new message's writes to `txn`: its record and deliveries, its indexes, its
+    /// place in the timeline if it is a status.
+    fn stage_submission(
+        &self,
+        txn: &mut Txn<'_>,
+        record: &MessageRecord,
+        routes: &[Route],
+        payload_at: Option<SegmentRef>,
+    ) -> Result<()> {
+        let (id, now) = (record.id, record.received_at);
+        let mid = id.bytes();
+        txn.batch.insert(Self::document_key(record), &mid[..]);
+        if let (PackageKind::Document, Some(due)) = (record.kind, record.summary.due_date) {
+            txn.batch.insert(due_key(due, id), &[][..]);
+        }
+        if let Source::NationalAxis { doc_id } = &record.source {
+            txn.batch
+                .insert(key(keys::UPSTREAM, &[doc_id.as_bytes()]), &mid[..]);
+        }
+        if let Some(k) = &record.idempotency_key {
+            txn.batch.insert(
+                key(
+                    keys::IDEMPOTENCY,
+                    &[record.sender.as_str().as_bytes(), &[0], k.as_bytes()],
+                ),
+                &mid[..],
+            );
+        }
+        // Status packages enter the timeline of the document they answer.
+        if record.kind == PackageKind::Status {
+            if let (Some(doc), Some(code)) = (&record.summary.answers, &record.summary.status_code)
+            {
+                let entry = StatusEntry {
+                    document_id: doc.clone(),
+                    code: code.clone(),
+                    from: record.sender.clone(),
+                    at: now,
+                    message_id: Some(id),
+                    description: String::new(),
+                    reported_at: record.summary.reported_at,
+                };
+                txn.batch
+                    .insert(status_key(&entry), encode("status", &entry)?);
+            }
+        }
+        let mut deliveries = Vec::with_capacity(routes.len());
+        for route in routes {
+            let d = Delivery {
+                key: DeliveryKey {
+                    message_id: id,
+                    recipient: route.recipient.clone(),
+                },
+                destination: route.destination.clone(),
+                state: if route.held {
+                    DeliveryState::Held
+                } else {
+                    DeliveryState::Queued
+                },
+                attempts: 0,
+                queued_at: now,
+                ready_at: now,
+                lease: None,
+                claimed_at: None,
+                last_error: None,
+                completed_at: None,
+                dead_reason: None,
+                upstream_doc_id: None,
+            };
+            index(&mut txn.batch, &d);
+            if route.held {
+                txn.event(
+                    now,
+                    id,
+                    Some(&route.recipient),
+                    EventKind::Held,
+                    format!("held in {} until the unit is active", route.destination),
+                )?;
+            }
+            deliveries.push(d);
+        }
+        txn.messages.insert(
+            id,
+            StoredMessage {
+                record: record.clone(),
+                deliveries,
+                payload_at,
+            },
+        );
+        txn.touch(id);
+        Ok(())
+    }
+
+    /// The segment before which every submission entry is applied to the database and the
+    /// database is on disk: flushes it.
+    pub(super) async fn applied_segment(&self) -> Result<u64> {
+        let applied = self
+            .db
+            .get(applied_key())?
+            .and_then(|v| LogPosition::from_bytes(&v))
+            .map_or(0, |p| p.segment);
+        self.committer.commit(Vec::new(), None).await?;
+        Ok(applied)
+    }
+
+    /// At open: writes again every submission the payload log holds after the applied
+    /// position the database kept and the database lacks (its records were not flushed
+    /// before a crash). An entry that is not whole, or whose payload is not, was never
+    /// durable, so never acknowledged: it is skipped. Returns how many were written.
+    pub(super) fn replay_submissions(&self) -> Result<usize> {
+        let from = self
+            .db
+            .get(applied_key())?
+            .and_then(|v| LogPosition::from_bytes(&v))
+            .unwrap_or(LogPosition {
+                segment: 0,
+                offset: 0,
+            });
+        self.payload_log.number_from(from.segment);
+        let mut scans = Vec::new();
+        let mut withdrawn = std::collections::HashSet::new();
+        for segment in self.payload_log.segments()? {
+            if segment < from.segment {
+                continue;
+            }
+            let start = if segment == from.segment {
+                from.offset
+            } else {
+                0
+            };
+            let scan = self.payload_log.entries_from(segment, start)?;
+            if !scan.clean {
+                tracing::error!(
+                    path = %self.payload_log.path_of(segment).display(),
+                    "a payload segment is damaged in the middle: submissions after the damage are not read again"
+                );
+            }
+            withdrawn.extend(scan.withdrawn.iter().copied());
+            if !scan.submissions.is_empty() {
+                scans.push((segment, scan));
+            }
+        }
+        let mut replayed = 0;
+        let mut g = self.guard();
+        for (segment, scan) in scans {
+            let payloads: HashMap<u64, (SegmentRef, MessageId)> = scan
+                .entries
+                .iter()
+                .map(|(at, id)| (at.offset, (*at, *id)))
+                .collect();
+            for (entry_at, id) in &scan.submissions {
+                if withdrawn.contains(id) || self.load(*id)?.is_some() {
+                    continue;
+                }
+                let Some((payload_at, _)) = payloads
+                    .get(&(entry_at.offset + entry_at.entry_bytes()))
+                    .filter(|(_, of)| of == id)
+                else {
+                    continue;
+                };
+                let whole = self
+                    .payload_log
+                    .read_submission(entry_at, *id)
+                    .and_then(|entry| self.payload_log.read(payload_at, *id).map(|_| entry));
+                let entry = match whole {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        tracing::warn!(message = %id, error = %e, "a submission in the payload log is not whole: it was never acknowledged, and is not stored");
+                        continue;
+                    }
+                };
+                let LoggedSubmission { record, routes } = decode("submission", &entry)?;
+                if record.id != *id {
+                    return Err(StoreError::Codec {
+                        what: "submission",
+                        reason: format!(
+                            "the entry of {id} in {} holds the record of {}",
+                            self.payload_log.path_of(segment).display(),
+                            record.id
+                        ),
+                    });
+                }
+                if self.find_duplicate(&g, &record)?.is_some() {
+                    // Refused when it was made (its sync failed) and sent again since.
+                    continue;
+                }
+                let mut txn = self.txn();
+                self.stage_submission(&mut txn, &record, &routes, Some(*payload_at))?;
+                txn.apply(&mut g)?;
+                replayed += 1;
+            }
+        }
+        // Appends go to a new segment from now on: every entry before it is applied.
+        let end = self.payload_log.end();
+        self.db.insert(applied_key(), &end.to_bytes()[..])?;
+        Ok(replayed)
+    }
+}

@@ -311,7 +311,7 @@ fn run(
         let batch = std::mem::take(&mut waiting);
         // Before the flush starts: a change made before a `flush_soon` that finds the flag
         // still set is covered by this flush.
-        flags.flush_requested.store(false, Ordering::SeqCst);
+        flags.flush_requested.swap(false, Ordering::SeqCst);
         let dirs: BTreeSet<PathBuf> = batch.iter().flat_map(|r| r.dirs.iter().cloned()).collect();
         let started = std::time::Instant::now();
         // sled's blob files are listed before the flush: every one the flush covers exists

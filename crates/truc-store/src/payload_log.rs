@@ -131,16 +131,15 @@ impl SegmentRef {
 
 /// What a read of a segment's headers found.
 pub(crate) struct SegmentScan {
-    /// The whole payload entries, in order, with their message ids. Reading stops at the
-    /// first entry that is not whole.
+    /// The whole payload entries, in order, with their message ids.
     pub entries: Vec<(SegmentRef, MessageId)>,
     /// The whole submission entries, likewise (`len` is the length of their body).
     pub submissions: Vec<(SegmentRef, MessageId)>,
     /// The messages whose submission was withdrawn.
     pub withdrawn: Vec<MessageId>,
-    /// No whole entry follows the point where reading stopped: what is left is a tail a
-    /// crash left half written (never durable, so no record points there). Otherwise the
-    /// segment is damaged in the middle.
+    /// Nothing but whole entries, up to a tail a crash left half written (never durable,
+    /// so no record points there). Otherwise the segment is damaged in the middle, and
+    /// reading went on from the next whole entry after each damaged stretch.
     pub clean: bool,
     /// The file's size.
     pub size: u64,
@@ -621,7 +620,8 @@ impl PayloadLog {
     }
 
     /// Reads a segment's entry headers from `start`, which must be where an entry begins
-    /// (or the end of the segment): see [`SegmentScan`].
+    /// (or the end of the segment): see [`SegmentScan`]. Past damage in the middle, reading
+    /// goes on from the next whole entry, so that one bad entry hides no others.
     pub(crate) fn entries_from(&self, segment: u64, start: u64) -> Result<SegmentScan, StoreError> {
         let file = self.file(segment)?;
         let size = file.metadata().map_err(StoreError::from_io)?.len();
@@ -629,34 +629,45 @@ impl PayloadLog {
         let mut submissions = Vec::new();
         let mut withdrawn = Vec::new();
         let mut offset = start.min(size);
+        let mut clean = true;
         let mut header = [0u8; HEADER];
-        while offset + HEADER as u64 <= size {
-            file.read_exact_at(&mut header, offset)
-                .map_err(StoreError::from_io)?;
-            let Some((kind, id, len, _)) = decode_header(&header) else {
-                break;
-            };
-            let at = SegmentRef {
-                segment,
-                offset,
-                len,
-            };
-            if offset + at.entry_bytes() > size {
+        loop {
+            while offset + HEADER as u64 <= size {
+                file.read_exact_at(&mut header, offset)
+                    .map_err(StoreError::from_io)?;
+                let Some((kind, id, len, _)) = decode_header(&header) else {
+                    break;
+                };
+                let at = SegmentRef {
+                    segment,
+                    offset,
+                    len,
+                };
+                if offset + at.entry_bytes() > size {
+                    break;
+                }
+                match kind {
+                    EntryKind::Payload => entries.push((at, id)),
+                    EntryKind::Submission => submissions.push((at, id)),
+                    EntryKind::Withdrawal => withdrawn.push(id),
+                }
+                offset += at.entry_bytes();
+            }
+            if offset >= size {
                 break;
             }
-            match kind {
-                EntryKind::Payload => entries.push((at, id)),
-                EntryKind::Submission => submissions.push((at, id)),
-                EntryKind::Withdrawal => withdrawn.push(id),
-            }
-            offset += at.entry_bytes();
-        }
-        let clean = offset == size || {
             let mut rest = vec![0u8; (size - offset) as usize];
             file.read_exact_at(&mut rest, offset)
                 .map_err(StoreError::from_io)?;
-            !holds_a_whole_entry(&rest[1..])
-        };
+            match next_whole_entry(&rest[1..]) {
+                // A tail a crash left half written.
+                None => break,
+                Some(at) => {
+                    clean = false;
+                    offset += 1 + at as u64;
+                }
+            }
+        }
         Ok(SegmentScan {
             entries,
             submissions,
@@ -787,8 +798,8 @@ impl Drop for PayloadSyncer {
     }
 }
 
-/// Whether `bytes` contain, anywhere, a whole entry (header and payload checksums right).
-fn holds_a_whole_entry(bytes: &[u8]) -> bool {
+/// Where the first whole entry (header and body checksums right) in `bytes` starts, if any.
+fn next_whole_entry(bytes: &[u8]) -> Option<usize> {
     let mut from = 0;
     while let Some(found) = bytes[from..]
         .windows(4)
@@ -799,15 +810,15 @@ fn holds_a_whole_entry(bytes: &[u8]) -> bool {
             let mut header = [0u8; HEADER];
             header.copy_from_slice(h);
             if let Some((_, _, len, crc)) = decode_header(&header) {
-                let payload = bytes.get(at + HEADER..at + HEADER + len as usize);
-                if payload.is_some_and(|p| crc32fast::hash(p) == crc) {
-                    return true;
+                let body = bytes.get(at + HEADER..at + HEADER + len as usize);
+                if body.is_some_and(|p| crc32fast::hash(p) == crc) {
+                    return Some(at);
                 }
             }
         }
         from = at + 1;
     }
-    false
+    None
 }
 
 fn list(dir: &Path) -> Result<Vec<u64>, StoreError> {
@@ -902,8 +913,12 @@ mod tests {
         bytes[refs[1].offset as usize + 5] ^= 0x40; // the second entry's length
         fs::write(&file, &bytes).expect("test");
         let SegmentScan { entries, clean, .. } = log.entries(refs[0].segment).expect("test");
-        assert_eq!(entries.len(), 1);
         assert!(!clean, "a whole entry follows the damage");
+        assert_eq!(
+            entries.iter().map(|(at, _)| *at).collect::<Vec<_>>(),
+            vec![refs[0], refs[2]],
+            "reading goes on past the damaged entry"
+        );
         assert_eq!(
             &log.read(&refs[2], id(2)).expect("test")[..],
             &[2u8; 100][..]
@@ -925,5 +940,77 @@ mod tests {
         assert!(!log.reclaimable(b.segment));
         assert_eq!(log.seal(), b.segment);
         assert!(log.reclaimable(b.segment));
+    }
+
+    #[test]
+    fn submission_and_withdrawal_entries_are_listed_apart_from_payloads() {
+        let dir = tempfile::tempdir().expect("test");
+        let log = PayloadLog::open(dir.path().join("p"), SEGMENT_BYTES).expect("test");
+        let (first, payload_at, _pin) = log
+            .append_submission(id(1), b"record of one", b"payload of one")
+            .expect("test");
+        let withdrawal = log.append_withdrawal(id(1)).expect("test");
+        let (plain, _) = log.append(id(2), b"payload of two").expect("test");
+        log.sync().expect("test");
+        assert_eq!(first.offset, 0);
+        assert_eq!(
+            &log.read(&payload_at, id(1)).expect("test")[..],
+            b"payload of one"
+        );
+        let scan = log.entries(first.segment).expect("test");
+        assert!(scan.clean);
+        assert_eq!(scan.entries, vec![(payload_at, id(1)), (plain, id(2))]);
+        assert_eq!(scan.withdrawn, vec![id(1)]);
+        let [(entry_at, of)] = scan.submissions[..] else {
+            panic!("one submission entry: {:?}", scan.submissions)
+        };
+        assert_eq!((entry_at.offset, of), (0, id(1)));
+        assert_eq!(entry_at.offset + entry_at.entry_bytes(), payload_at.offset);
+        assert_eq!(
+            &log.read_submission(&entry_at, id(1)).expect("test")[..],
+            b"record of one"
+        );
+        // An entry is read only as what it is.
+        assert!(log.read(&entry_at, id(1)).is_err());
+        assert!(log.read_submission(&payload_at, id(1)).is_err());
+        assert_eq!(
+            withdrawal.offset,
+            payload_at.offset + payload_at.entry_bytes()
+        );
+        // A scan from an entry's start sees only what follows.
+        let later = log.entries_from(first.segment, plain.offset).expect("test");
+        assert_eq!(later.entries, vec![(plain, id(2))]);
+        assert!(later.submissions.is_empty() && later.withdrawn.is_empty());
+        // Positions order as the log does.
+        assert!(
+            log.end()
+                > LogPosition {
+                    segment: first.segment,
+                    offset: plain.offset
+                }
+        );
+        assert_eq!(
+            LogPosition::from_bytes(&log.end().to_bytes()),
+            Some(log.end())
+        );
+    }
+
+    #[test]
+    fn new_segments_are_numbered_from_a_floor() {
+        let dir = tempfile::tempdir().expect("test");
+        let log = PayloadLog::open(dir.path().join("p"), SEGMENT_BYTES).expect("test");
+        log.number_from(7);
+        assert_eq!(
+            log.end(),
+            LogPosition {
+                segment: 7,
+                offset: 0
+            }
+        );
+        let (at, _) = log.append(id(1), b"x").expect("test");
+        assert_eq!(at.segment, 7);
+        // Lower floors change nothing.
+        log.number_from(3);
+        assert_eq!(log.end().segment, 7);
     }
 }

@@ -1275,7 +1275,7 @@ impl Writes {
             .chain(after.into_iter().map(|(k, (_, v))| (k, v)));
         for (k, v) in ordered {
             #[cfg(test)]
-            crash_point::reached()?;
+            crash_point::reached(db)?;
             match v {
                 Some(v) => db.insert(k, v).map(drop)?,
                 None => db.remove(k).map(drop)?,
@@ -2652,11 +2652,13 @@ fn status_key(entry: &StatusEntry) -> Vec<u8> {
 /// Tests stop an operation after its n-th write, as a crash would (see `crash_prefix`).
 #[cfg(test)]
 pub(crate) mod crash_point {
-    use std::cell::Cell;
+    use std::cell::{Cell, RefCell};
+    use std::path::{Path, PathBuf};
 
     thread_local! {
         static CUT: Cell<Option<usize>> = const { Cell::new(None) };
         static DONE: Cell<usize> = const { Cell::new(0) };
+        static IMAGE: RefCell<Option<(usize, PathBuf, PathBuf)>> = const { RefCell::new(None) };
     }
 
     /// From now on, on this thread, fail the write after `writes` more (`None`: never).
@@ -2665,19 +2667,50 @@ pub(crate) mod crash_point {
         DONE.with(|d| d.set(0));
     }
 
+    /// From now on, on this thread, once `writes` more writes are made: flush the database
+    /// and copy the store's files from `store` to `image` (what a crash right then would
+    /// leave on disk), and go on. `None` disarms.
+    pub(crate) fn arm_image(image: Option<(usize, &Path, &Path)>) {
+        IMAGE.with(|i| {
+            *i.borrow_mut() = image.map(|(at, from, to)| (at, from.to_owned(), to.to_owned()))
+        });
+        DONE.with(|d| d.set(0));
+    }
+
     /// Writes made on this thread since [`arm`].
     pub(crate) fn writes() -> usize {
         DONE.with(Cell::get)
     }
 
-    pub(super) fn reached() -> super::Result<()> {
+    pub(super) fn reached(db: &sled::Db) -> super::Result<()> {
         let done = DONE.with(Cell::get);
         if CUT.with(Cell::get) == Some(done) {
             return Err(super::StoreError::Io(std::io::Error::other(
                 "simulated crash",
             )));
         }
+        let image = IMAGE.with(|i| i.borrow().clone());
+        if let Some((at, from, to)) = image {
+            if at == done {
+                db.flush()?;
+                copy_dir(&from, &to).map_err(super::StoreError::Io)?;
+            }
+        }
         DONE.with(|d| d.set(done + 1));
+        Ok(())
+    }
+
+    fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let target = to.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                copy_dir(&entry.path(), &target)?;
+            } else {
+                std::fs::copy(entry.path(), &target)?;
+            }
+        }
         Ok(())
     }
 }

@@ -1540,13 +1540,23 @@ async fn acknowledged_submissions_the_database_lost_are_written_again_at_open() 
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 40, "every replayed delivery is queued");
+    // A crash right after that open, before anything flushed what it wrote again.
+    let second = tempfile::tempdir().expect("tempdir");
+    crash_image(image.path(), second.path());
     // Sending one again is a duplicate of the replayed original.
     let again = submit_to(&store, recipient, 7, &small_payload(7)).await;
     assert!(again.is_duplicate());
     assert_eq!(again.record().id, ids[7]);
-    store.close().expect("close");
-    let store = SledStore::open(image.path(), fast_config()).expect("reopen");
-    assert_eq!(store.replayed_at_open(), 0, "nothing is written twice");
+    // The open after that crash writes them again, once.
+    drop(store);
+    let store = SledStore::open(second.path(), fast_config()).expect("the second image opens");
+    assert!(store.replayed_at_open() > 0);
+    for (n, id) in ids.iter().enumerate() {
+        let doc = DocumentId::new(&format!("000.00.05.G04,2026/11/21,{n}/TEST"));
+        let found = store.find_by_document(&doc).await.expect("find");
+        assert_eq!(found.len(), 1, "document {n} is there once");
+        assert_eq!(found[0].id, *id);
+    }
 }
 
 #[tokio::test]
@@ -1580,6 +1590,41 @@ async fn a_submission_whose_log_entry_is_torn_is_not_written_again() {
     // Sent again, the torn one is stored anew, not deduplicated against nothing.
     let again = submit_to(&store, recipient, 4, &small_payload(4)).await;
     assert!(!again.is_duplicate());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_whose_caller_went_away_never_takes_the_place_of_the_next() {
+    let recipient = "000.00.07.G04";
+    for round in 0..24u32 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = tempfile::tempdir().expect("tempdir");
+        let store =
+            std::sync::Arc::new(SledStore::open(dir.path(), unflushed_config()).expect("open"));
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { submit_to(&store, recipient, 1, &small_payload(1)).await }
+        });
+        // Cancelled at a different point of its way each round (the caller went away).
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_micros(u64::from(round) * 40) {
+            std::hint::spin_loop();
+        }
+        first.abort();
+        let first = first.await.ok();
+        let again = submit_to(&store, recipient, 1, &small_payload(1)).await;
+        if let Some(first) = &first {
+            assert!(again.is_duplicate(), "round {round}");
+            assert_eq!(again.record().id, first.record().id, "round {round}");
+        }
+        let id = again.record().id;
+        crash_image(dir.path(), image.path());
+        drop(store);
+        let store = SledStore::open(image.path(), fast_config()).expect("the image opens");
+        let doc = DocumentId::new("000.00.05.G04,2026/11/21,1/TEST");
+        let found = store.find_by_document(&doc).await.expect("find");
+        assert_eq!(found.len(), 1, "round {round}: stored once");
+        assert_eq!(found[0].id, id, "round {round}: under the id last answered");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::*;
 use crate::blob::StagedPayload;
@@ -52,64 +53,118 @@ struct LoggedSubmission {
 pub(super) enum Original {
     /// A message whose records are written.
     Stored(MessageRecord),
-    /// A submission appended to the payload log and not applied yet: durable once that
-    /// entry is.
-    InFlight(MessageRecord, SegmentRef),
+    /// A submission appended to the payload log and not applied yet: the answer waits for
+    /// its outcome.
+    InFlight(MessageRecord, watch::Receiver<Outcome>),
+}
+
+/// How a submission in flight ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Pending,
+    /// Its records are written: it is stored.
+    Applied,
+    /// It failed, or its writer went away: not stored.
+    Refused,
+}
+
+/// A submission in flight.
+struct Entry {
+    id: MessageId,
+    keys: Vec<Vec<u8>>,
+    outcome: watch::Sender<Outcome>,
+    /// Refused, and its withdrawal is not appended yet.
+    unwithdrawn: bool,
 }
 
 /// Submissions appended to the payload log whose records are not written yet (held under
 /// the store's lock).
 #[derive(Default)]
 pub(crate) struct InFlight {
-    /// By the position of their submission entry: the dedupe keys they claimed.
-    by_position: BTreeMap<LogPosition, Vec<Vec<u8>>>,
-    /// By dedupe key: the record and its payload.
-    by_key: HashMap<Vec<u8>, (MessageRecord, SegmentRef)>,
+    /// By the position of their submission entry.
+    by_position: BTreeMap<LogPosition, Entry>,
+    /// By dedupe key: the record and where its entry is.
+    by_key: HashMap<Vec<u8>, (MessageRecord, LogPosition)>,
 }
 
 impl InFlight {
-    fn add(
-        &mut self,
-        at: LogPosition,
-        keys: Vec<Vec<u8>>,
-        record: &MessageRecord,
-        payload: SegmentRef,
-    ) {
+    fn add(&mut self, at: LogPosition, keys: Vec<Vec<u8>>, record: &MessageRecord) {
         for k in &keys {
-            self.by_key.insert(k.clone(), (record.clone(), payload));
+            self.by_key.insert(k.clone(), (record.clone(), at));
         }
-        self.by_position.insert(at, keys);
+        let (outcome, _) = watch::channel(Outcome::Pending);
+        self.by_position.insert(
+            at,
+            Entry {
+                id: record.id,
+                keys,
+                outcome,
+                unwithdrawn: false,
+            },
+        );
     }
 
-    fn remove(&mut self, at: LogPosition) {
-        for k in self.by_position.remove(&at).unwrap_or_default() {
-            self.by_key.remove(&k);
+    /// What a submission sharing dedupe key `k` would duplicate, if it is in flight (a
+    /// refused one not withdrawn yet is not an original).
+    fn find(&self, k: &[u8]) -> Option<Original> {
+        let (record, at) = self.by_key.get(k)?;
+        let entry = self.by_position.get(at).filter(|e| !e.unwithdrawn)?;
+        Some(Original::InFlight(
+            record.clone(),
+            entry.outcome.subscribe(),
+        ))
+    }
+
+    /// Ends a submission in flight: tells whoever waits on it, and forgets it.
+    fn finish(&mut self, at: LogPosition, outcome: Outcome) {
+        if let Some(entry) = self.by_position.remove(&at) {
+            for k in &entry.keys {
+                self.by_key.remove(k);
+            }
+            entry.outcome.send_replace(outcome);
         }
     }
 
-    /// The position before which every submission entry is applied (or was refused), once
-    /// the one at `applying` is: the first other one in flight, or `end`.
-    fn applied_through(&self, applying: LogPosition, end: LogPosition) -> LogPosition {
+    /// A refused submission whose withdrawal could not be appended: it keeps its dedupe
+    /// keys (and holds back the applied position) until one is.
+    fn keep_unwithdrawn(&mut self, at: LogPosition) {
+        if let Some(entry) = self.by_position.get_mut(&at) {
+            entry.unwithdrawn = true;
+            entry.outcome.send_replace(Outcome::Refused);
+        }
+    }
+
+    fn unwithdrawn(&self) -> Vec<(LogPosition, MessageId)> {
         self.by_position
-            .keys()
-            .find(|p| **p != applying)
-            .copied()
-            .unwrap_or(end)
+            .iter()
+            .filter(|(_, e)| e.unwithdrawn)
+            .map(|(at, e)| (*at, e.id))
+            .collect()
+    }
+
+    /// The position before which every submission entry has its records written (or was
+    /// withdrawn): the first one in flight, or `end`. Written with the records of a
+    /// submission still in flight, it is at or before that submission's own entry: a
+    /// crash that keeps it and loses the records still reads that entry again.
+    fn applied_through(&self, end: LogPosition) -> LogPosition {
+        self.by_position.keys().next().copied().unwrap_or(end)
     }
 }
 
-/// Takes a submission out of [`InFlight`] if its writer stops waiting (its future dropped)
-/// before applying it: it was not acknowledged, and must not hold back the applied position
-/// or answer dedupe lookups.
+/// Refuses a submission in flight if its writer stops waiting (its future dropped) before
+/// it ended: it was not acknowledged, so it is withdrawn, and whoever waits on it goes on.
 struct InFlightGuard<'a> {
     store: &'a SledStore,
-    at: Option<LogPosition>,
+    at: Option<(LogPosition, MessageId)>,
 }
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        if let Some(at) = self.at.take() {
-            self.store.guard().in_flight.remove(at);
+        if let Some((at, id)) = self.at.take() {
+            let mut g = self.store.guard();
+            // Made durable by the next sync, which comes before any submission appended
+            // after it is acknowledged.
+            let _ = self.store.refuse_in_flight(&mut g, at, id);
         }
     }
 }
@@ -144,8 +199,8 @@ impl SledStore {
         record: &MessageRecord,
     ) -> Result<Option<Original>> {
         for k in Self::dedupe_keys(record) {
-            if let Some((original, at)) = leases.in_flight.by_key.get(&k) {
-                return Ok(Some(Original::InFlight(original.clone(), *at)));
+            if let Some(original) = leases.in_flight.find(&k) {
+                return Ok(Some(original));
             }
             if let Some(id) = self.db.get(&k)? {
                 if let Some(id) = MessageId::from_bytes(&id) {
@@ -160,19 +215,59 @@ impl SledStore {
         Ok(None)
     }
 
-    /// Answers a duplicate once its original is durable.
-    async fn duplicate_of(&self, original: Original) -> Result<SubmitOutcome> {
+    /// Answers a duplicate once its original is durable; `None` if the original in flight
+    /// was refused (the submission is then tried again).
+    async fn duplicate_of(&self, original: Original) -> Result<Option<SubmitOutcome>> {
         match original {
             // The original may have been applied but not yet flushed.
             Original::Stored(record) => {
                 self.committer.commit(Vec::new(), None).await?;
-                Ok(SubmitOutcome::Duplicate(record))
+                Ok(Some(SubmitOutcome::Duplicate(record)))
             }
-            Original::InFlight(record, at) => {
-                self.payload_syncer.durable(&at).await?;
-                Ok(SubmitOutcome::Duplicate(record))
+            Original::InFlight(record, mut outcome) => {
+                let ended = outcome
+                    .wait_for(|o| *o != Outcome::Pending)
+                    .await
+                    .map(|o| *o)
+                    .unwrap_or(Outcome::Refused);
+                Ok((ended == Outcome::Applied).then_some(SubmitOutcome::Duplicate(record)))
             }
         }
+    }
+
+    /// Refuses a submission in flight after its entries were appended: appends its
+    /// withdrawal and ends it. Under the store's lock, so that every submission appended
+    /// later comes after the withdrawal in the log, and is acknowledged only after a sync
+    /// that made the withdrawal durable too: a restart never stores the refused one in
+    /// place of a later one. If the withdrawal cannot be appended (disk full), the entry
+    /// stays, keeping small submissions out until it can be ([`Self::retry_withdrawals`]).
+    /// Returns where the withdrawal is.
+    fn refuse_in_flight(
+        &self,
+        leases: &mut Leases,
+        at: LogPosition,
+        id: MessageId,
+    ) -> Result<SegmentRef> {
+        match self.payload_log.append_withdrawal(id) {
+            Ok(withdrawal) => {
+                leases.in_flight.finish(at, Outcome::Refused);
+                Ok(withdrawal)
+            }
+            Err(e) => {
+                tracing::warn!(message = %id, error = %e, "a refused submission cannot be withdrawn from the payload log yet; small submissions are refused until it can");
+                leases.in_flight.keep_unwithdrawn(at);
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends the withdrawals that could not be appended before; fails while one still
+    /// cannot be.
+    fn retry_withdrawals(&self, leases: &mut Leases) -> Result<()> {
+        for (at, id) in leases.in_flight.unwithdrawn() {
+            self.refuse_in_flight(leases, at, id)?;
+        }
+        Ok(())
     }
 
     /// Stores a submission whose payload goes to the payload log (see the module
@@ -200,67 +295,66 @@ impl SledStore {
             store: self,
             at: None,
         };
-        let appended = {
-            let mut g = self.guard();
-            match self.find_duplicate(&g, &record)? {
-                Some(original) => Err(original),
-                None => {
-                    let (position, at, pin) = self
-                        .payload_log
-                        .append_submission(record.id, &entry, &payload)?;
-                    g.in_flight
-                        .add(position, Self::dedupe_keys(&record), &record, at);
-                    in_flight.at = Some(position);
-                    Ok((position, at, pin))
+        let (position, at, _pin) = loop {
+            let appended = {
+                let mut g = self.guard();
+                self.retry_withdrawals(&mut g)?;
+                match self.find_duplicate(&g, &record)? {
+                    Some(original) => Err(original),
+                    None => {
+                        let (position, at, pin) = self
+                            .payload_log
+                            .append_submission(record.id, &entry, &payload)?;
+                        g.in_flight
+                            .add(position, Self::dedupe_keys(&record), &record);
+                        in_flight.at = Some((position, record.id));
+                        Ok((position, at, pin))
+                    }
+                }
+            };
+            match appended {
+                Ok(appended) => break appended,
+                Err(original) => {
+                    if let Some(outcome) = self.duplicate_of(original).await? {
+                        return Ok(outcome);
+                    }
                 }
             }
         };
-        let (position, at, _pin) = match appended {
-            Ok(appended) => appended,
-            Err(original) => return self.duplicate_of(original).await,
-        };
         let synced = self.payload_syncer.durable(&at).await;
-        let applied = {
+        let (applied, withdrawal) = {
             let mut g = self.guard();
             in_flight.at = None;
             let applied = synced.and_then(|()| {
                 let mut txn = self.txn();
                 self.stage_submission(&mut txn, &record, &routes, Some(at))?;
-                let through = g
-                    .in_flight
-                    .applied_through(position, self.payload_log.end());
-                // Before the records, like every write of a submission: the record is the last,
-                // so an error never leaves it written. If a crash keeps the position and loses
-                // the record, this submission was not acknowledged yet, and every entry
-                // before the position had its records written earlier.
+                let through = g.in_flight.applied_through(self.payload_log.end());
                 txn.batch.insert(applied_key(), &through.to_bytes()[..]);
                 txn.apply(&mut g)
             });
-            g.in_flight.remove(position);
-            applied
+            match applied {
+                Ok(()) => {
+                    g.in_flight.finish(position, Outcome::Applied);
+                    (Ok(()), None)
+                }
+                Err(e) => {
+                    let withdrawal = self.refuse_in_flight(&mut g, position, record.id).ok();
+                    (Err(e), withdrawal)
+                }
+            }
         };
         if let Err(e) = applied {
-            // Refused: a restart must not store it after all.
-            self.withdraw(record.id).await;
+            if let Some(w) = withdrawal {
+                if let Err(we) = self.payload_syncer.durable(&w).await {
+                    tracing::warn!(message = %record.id, error = %we, "the withdrawal of a refused submission is not durable: a restart may store it");
+                }
+            }
             return Err(e);
         }
         // Durable in the payload log: the database follows within the delay.
         self.committer
             .flush_soon(Duration::from_millis(self.config.record_flush_delay_ms));
         Ok(SubmitOutcome::Stored(record))
-    }
-
-    /// Appends and syncs a withdrawal of the submission of `id`, refused after its entry was
-    /// appended. If that fails too, a restart may store the submission after all (its
-    /// sender was told it failed, and a submission sent again is its duplicate).
-    async fn withdraw(&self, id: MessageId) {
-        let withdrawn = match self.payload_log.append_withdrawal(id) {
-            Ok(at) => self.payload_syncer.durable(&at).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = withdrawn {
-            tracing::warn!(message = %id, error = %e, "a refused submission could not be withdrawn from the payload log: a restart may store it");
-        }
     }
 
     /// Stores a submission whose payload is a blob file: records written, then one flush.
@@ -270,36 +364,48 @@ impl SledStore {
         routes: Vec<Route>,
         staged: StagedPayload,
     ) -> Result<SubmitOutcome> {
-        let writing = self.committer.writing();
-        let stored = {
-            let mut g = self.guard();
-            match self.find_duplicate(&g, &record)? {
-                Some(original) => Err(original),
-                None => {
-                    let mut txn = self.txn();
-                    let ref_key = key(keys::BLOB_REF, &[&record.sha256.0]);
-                    let mut r: BlobRef = self.get("blob ref", &ref_key)?.unwrap_or(BlobRef {
-                        refs: 0,
-                        size: record.size,
-                    });
-                    r.refs += 1;
-                    self.blobs.install(staged)?;
-                    txn.batch.insert(ref_key, encode("blob ref", &r)?);
-                    self.stage_submission(&mut txn, &record, &routes, None)?;
-                    txn.apply(&mut g)?;
-                    Ok(self.blobs.dir_of(&record.sha256))
+        let mut staged = Some(staged);
+        loop {
+            let writing = self.committer.writing();
+            let stored = {
+                let mut g = self.guard();
+                match self.find_duplicate(&g, &record)? {
+                    Some(original) => Err(original),
+                    None => {
+                        let staged = staged.take().ok_or_else(|| {
+                            StoreError::Io(std::io::Error::other(
+                                "the payload was installed already",
+                            ))
+                        })?;
+                        let mut txn = self.txn();
+                        let ref_key = key(keys::BLOB_REF, &[&record.sha256.0]);
+                        let mut r: BlobRef = self.get("blob ref", &ref_key)?.unwrap_or(BlobRef {
+                            refs: 0,
+                            size: record.size,
+                        });
+                        r.refs += 1;
+                        self.blobs.install(staged)?;
+                        txn.batch.insert(ref_key, encode("blob ref", &r)?);
+                        self.stage_submission(&mut txn, &record, &routes, None)?;
+                        txn.apply(&mut g)?;
+                        Ok(self.blobs.dir_of(&record.sha256))
+                    }
+                }
+            };
+            match stored {
+                Ok(dir) => {
+                    self.committer.commit(vec![dir], Some(writing)).await?;
+                    return Ok(SubmitOutcome::Stored(record));
+                }
+                Err(original) => {
+                    drop(writing);
+                    if let Some(outcome) = self.duplicate_of(original).await? {
+                        return Ok(outcome);
+                    }
+                    // The original in flight was refused: try again.
                 }
             }
-        };
-        let dir = match stored {
-            Ok(dir) => dir,
-            Err(original) => {
-                drop(writing);
-                return self.duplicate_of(original).await;
-            }
-        };
-        self.committer.commit(vec![dir], Some(writing)).await?;
-        Ok(SubmitOutcome::Stored(record))
+        }
     }
 
     /// Adds a new message's writes to `txn`: its record and deliveries, its indexes, its
@@ -419,7 +525,10 @@ impl SledStore {
                 segment: 0,
                 offset: 0,
             });
-        self.payload_log.number_from(from.segment);
+        // New segments come after the one the position names, even if that one is not on
+        // disk (lost in a power cut before its directory entry was synced): a later replay
+        // must never read entries of a reused number from the old position's offset.
+        self.payload_log.number_from(from.segment + 1);
         let mut scans = Vec::new();
         let mut withdrawn = std::collections::HashSet::new();
         for segment in self.payload_log.segments()? {
@@ -435,7 +544,7 @@ impl SledStore {
             if !scan.clean {
                 tracing::error!(
                     path = %self.payload_log.path_of(segment).display(),
-                    "a payload segment is damaged in the middle: submissions after the damage are not read again"
+                    "a payload segment is damaged in the middle: the submissions in the damaged stretch cannot be read again"
                 );
             }
             withdrawn.extend(scan.withdrawn.iter().copied());
@@ -468,7 +577,7 @@ impl SledStore {
                 let entry = match whole {
                     Ok(entry) => entry,
                     Err(e) => {
-                        tracing::warn!(message = %id, error = %e, "a submission in the payload log is not whole: it was never acknowledged, and is not stored");
+                        tracing::error!(message = %id, error = %e, "a submission in the payload log is not whole (a write a crash cut short, never acknowledged, or damage): it is not stored");
                         continue;
                     }
                 };

@@ -56,6 +56,14 @@ use crate::types::MessageId;
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
 const HEADER: usize = 32;
 const SUFFIX: &str = ".seg";
+/// Every segment begins with a header of its own: magic, version, a random salt, CRC32.
+const SEGMENT_HEADER: usize = 32;
+const SEGMENT_MAGIC: [u8; 4] = *b"TRSG";
+
+/// A random value per segment, mixed into the checksum of each entry header: a package
+/// whose bytes hold what looks like a whole entry (its sender cannot know the salt) is
+/// never read as one, even when a scan searches past a damaged or torn header.
+type Salt = [u8; 16];
 
 /// What an entry holds, told by its first four bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +159,7 @@ pub(crate) struct PayloadLog {
     segment_bytes: u64,
     appending: Mutex<Appending>,
     /// Open files for reads, by segment number.
-    files: RwLock<HashMap<u64, Arc<File>>>,
+    files: RwLock<HashMap<u64, Arc<SegmentFile>>>,
     /// Per segment, payloads appended whose records are not written yet.
     pins: Arc<Mutex<HashMap<u64, usize>>>,
 }
@@ -181,19 +189,72 @@ struct Appending {
     last_number: u64,
     current: Option<Current>,
     /// Segments sealed with writes the last sync did not cover.
-    sealed_unsynced: Vec<(u64, Arc<File>)>,
+    sealed_unsynced: Vec<(u64, Arc<SegmentFile>)>,
     /// A segment file was created since the last sync: its directory entry must be synced.
     created: bool,
     /// Segments whose sync failed: abandoned (see the module documentation).
     failed: HashSet<u64>,
+    /// Every entry before this position is durable, unless its segment failed: where the
+    /// log ended when the last successful sync began.
+    synced_to: LogPosition,
 }
 
 struct Current {
     number: u64,
-    file: Arc<File>,
+    file: Arc<SegmentFile>,
     len: u64,
     /// Written since the last sync.
     dirty: bool,
+}
+
+/// An open segment file and what its header says.
+pub(crate) struct SegmentFile {
+    file: File,
+    /// `None` for segments written before segments had headers (payload entries only).
+    salt: Option<Salt>,
+    /// Where the first entry is.
+    data_start: u64,
+}
+
+impl SegmentFile {
+    /// Reads the header of an existing segment.
+    fn open(file: File) -> std::io::Result<Self> {
+        let mut header = [0u8; SEGMENT_HEADER];
+        let salt = match file.read_exact_at(&mut header, 0) {
+            Ok(()) => decode_segment_header(&header),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+            Err(e) => return Err(e),
+        };
+        Ok(SegmentFile {
+            file,
+            salt,
+            data_start: if salt.is_some() {
+                SEGMENT_HEADER as u64
+            } else {
+                0
+            },
+        })
+    }
+}
+
+fn encode_segment_header(salt: &Salt) -> [u8; SEGMENT_HEADER] {
+    let mut h = [0u8; SEGMENT_HEADER];
+    h[..4].copy_from_slice(&SEGMENT_MAGIC);
+    h[4..8].copy_from_slice(&1u32.to_be_bytes());
+    h[8..24].copy_from_slice(salt);
+    let crc = crc32fast::hash(&h[..28]);
+    h[28..].copy_from_slice(&crc.to_be_bytes());
+    h
+}
+
+fn decode_segment_header(h: &[u8; SEGMENT_HEADER]) -> Option<Salt> {
+    let crc = u32::from_be_bytes([h[28], h[29], h[30], h[31]]);
+    if h[..4] != SEGMENT_MAGIC || crc != crc32fast::hash(&h[..28]) {
+        return None;
+    }
+    let mut salt = [0u8; 16];
+    salt.copy_from_slice(&h[8..24]);
+    Some(salt)
 }
 
 fn segment_name(number: u64) -> String {
@@ -213,32 +274,46 @@ pub(crate) fn segment_number(name: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-fn header_crc(header: &[u8]) -> u32 {
+fn header_crc(header: &[u8], salt: Option<&Salt>) -> u32 {
     let mut h = crc32fast::Hasher::new();
+    if let Some(salt) = salt {
+        h.update(salt);
+    }
     h.update(&header[..12]);
     h.update(&header[16..HEADER]);
     h.finalize()
 }
 
-/// The header of an entry: magic, body length, body CRC32, header CRC32, message id.
-fn encode_header(kind: EntryKind, id: MessageId, payload: &[u8]) -> [u8; HEADER] {
+/// The header of an entry: magic, body length, body CRC32, header CRC32 (salted), message
+/// id.
+fn encode_header(
+    kind: EntryKind,
+    id: MessageId,
+    len: u32,
+    body_crc: u32,
+    salt: Option<&Salt>,
+) -> [u8; HEADER] {
     let mut header = [0u8; HEADER];
     header[..4].copy_from_slice(&kind.magic());
-    header[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
-    header[8..12].copy_from_slice(&crc32fast::hash(payload).to_be_bytes());
+    header[4..8].copy_from_slice(&len.to_be_bytes());
+    header[8..12].copy_from_slice(&body_crc.to_be_bytes());
     header[16..].copy_from_slice(&id.bytes());
-    let crc = header_crc(&header);
+    let crc = header_crc(&header, salt);
     header[12..16].copy_from_slice(&crc.to_be_bytes());
     header
 }
 
-/// A header's kind, message id, body length and body CRC, if it is whole.
-fn decode_header(header: &[u8; HEADER]) -> Option<(EntryKind, MessageId, u32, u32)> {
+/// A header's kind, message id, body length and body CRC, if it is whole (a segment
+/// without a salt holds payload entries only).
+fn decode_header(
+    header: &[u8; HEADER],
+    salt: Option<&Salt>,
+) -> Option<(EntryKind, MessageId, u32, u32)> {
     let field = |at: usize| {
         u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };
     let kind = EntryKind::of_magic(&header[..4])?;
-    if field(12) != header_crc(header) {
+    if field(12) != header_crc(header, salt) || (salt.is_none() && kind != EntryKind::Payload) {
         return None;
     }
     let id = MessageId::from_bytes(&header[16..])?;
@@ -277,6 +352,10 @@ impl PayloadLog {
                 sealed_unsynced: Vec::new(),
                 created: false,
                 failed: HashSet::new(),
+                synced_to: LogPosition {
+                    segment: 0,
+                    offset: 0,
+                },
             }),
             files: RwLock::new(HashMap::new()),
             pins: Arc::new(Mutex::new(HashMap::new())),
@@ -355,35 +434,41 @@ impl PayloadLog {
         bodies: &[(EntryKind, &[u8])],
     ) -> Result<(u64, u64, PayloadPin), StoreError> {
         let total: usize = bodies.iter().map(|(_, b)| HEADER + b.len()).sum();
-        let mut entry = Vec::with_capacity(total);
+        let mut sized = Vec::with_capacity(bodies.len());
         for (kind, body) in bodies {
-            if u32::try_from(body.len()).is_err() {
-                return Err(StoreError::Codec {
-                    what: "payload",
-                    reason: format!("{} bytes is too large for a payload segment", body.len()),
-                });
-            }
-            entry.extend_from_slice(&encode_header(*kind, id, body));
-            entry.extend_from_slice(body);
+            let len = u32::try_from(body.len()).map_err(|_| StoreError::Codec {
+                what: "payload",
+                reason: format!("{} bytes is too large for a payload segment", body.len()),
+            })?;
+            // The bodies' checksums before the lock; the headers' need the segment's salt.
+            sized.push((*kind, *body, len, crc32fast::hash(body)));
         }
         let mut a = self.appending();
-        let full = a
-            .current
-            .as_ref()
-            .is_some_and(|c| c.len > 0 && c.len + entry.len() as u64 > self.segment_bytes);
+        let full = a.current.as_ref().is_some_and(|c| {
+            c.len > c.file.data_start && c.len + total as u64 > self.segment_bytes
+        });
         if full {
             a.seal();
         }
         if a.current.is_none() {
             let number = a.last_number + 1;
-            let file = Arc::new(
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(self.dir.join(segment_name(number)))
-                    .map_err(StoreError::from_io)?,
-            );
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(self.dir.join(segment_name(number)))
+                .map_err(StoreError::from_io)?;
+            let salt: Salt = fastrand::u128(..).to_be_bytes();
+            let header = encode_segment_header(&salt);
+            if let Err(e) = file.write_all_at(&header, 0) {
+                let _ = fs::remove_file(self.dir.join(segment_name(number)));
+                return Err(StoreError::from_io(e));
+            }
+            let file = Arc::new(SegmentFile {
+                file,
+                salt: Some(salt),
+                data_start: SEGMENT_HEADER as u64,
+            });
             a.last_number = number;
             a.created = true;
             self.files
@@ -393,15 +478,21 @@ impl PayloadLog {
             a.current = Some(Current {
                 number,
                 file,
-                len: 0,
-                dirty: false,
+                len: SEGMENT_HEADER as u64,
+                dirty: true,
             });
         }
         let Some(c) = a.current.as_mut() else {
             unreachable!("a current segment was just made")
         };
+        let mut entry = Vec::with_capacity(total);
+        for (kind, body, len, crc) in sized {
+            entry.extend_from_slice(&encode_header(kind, id, len, crc, c.file.salt.as_ref()));
+            entry.extend_from_slice(body);
+        }
         // At an explicit offset: a failed write (disk full) is overwritten by the next one.
         c.file
+            .file
             .write_all_at(&entry, c.len)
             .map_err(StoreError::from_io)?;
         let (segment, offset) = (c.number, c.len);
@@ -422,17 +513,18 @@ impl PayloadLog {
 
     /// Where the next entry will be appended: every entry appended so far is before it.
     pub(crate) fn end(&self) -> LogPosition {
+        self.appending().end()
+    }
+
+    /// Whether the entry at `at` is known durable: a sync that began after it was
+    /// appended succeeded, and its segment was not abandoned.
+    pub(crate) fn is_durable(&self, at: &SegmentRef) -> bool {
         let a = self.appending();
-        match &a.current {
-            Some(c) => LogPosition {
-                segment: c.number,
-                offset: c.len,
-            },
-            None => LogPosition {
-                segment: a.last_number + 1,
-                offset: 0,
-            },
-        }
+        !a.failed.contains(&at.segment)
+            && LogPosition {
+                segment: at.segment,
+                offset: at.offset,
+            } < a.synced_to
     }
 
     /// Makes new segments numbered `first` or higher: a position the database holds may
@@ -450,19 +542,20 @@ impl PayloadLog {
     /// every segment of this sync is abandoned (sealed, and [`Self::failed`] from then on).
     /// Called by the [`PayloadSyncer`] only, so syncs never overlap.
     fn sync(&self) -> std::io::Result<usize> {
-        let (files, created) = {
+        let (files, created, end) = {
             let mut a = self.appending();
+            let end = a.end();
             let mut files = std::mem::take(&mut a.sealed_unsynced);
             if let Some(c) = a.current.as_mut().filter(|c| c.dirty) {
                 c.dirty = false;
                 files.push((c.number, c.file.clone()));
             }
-            (files, std::mem::take(&mut a.created))
+            (files, std::mem::take(&mut a.created), end)
         };
         let synced = files.len();
         let result = files
             .iter()
-            .try_for_each(|(_, f)| f.sync_data())
+            .try_for_each(|(_, f)| f.file.sync_data())
             .and_then(|()| {
                 if created {
                     File::open(&self.dir)?.sync_all()
@@ -487,11 +580,14 @@ impl PayloadLog {
             a.failed.extend(abandoned);
             return Err(e);
         }
+        let mut a = self.appending();
+        a.synced_to = a.synced_to.max(end);
         Ok(synced)
     }
 
-    /// Whether a segment was abandoned after a failed sync.
-    fn failed(&self, segment: u64) -> bool {
+    /// Whether a segment was abandoned after a failed sync: what was appended to it and
+    /// not known durable then may be lost.
+    pub(crate) fn failed(&self, segment: u64) -> bool {
         self.appending().failed.contains(&segment)
     }
 
@@ -522,7 +618,7 @@ impl PayloadLog {
         self.appending().current.as_ref().map(|c| c.number)
     }
 
-    fn file(&self, segment: u64) -> Result<Arc<File>, StoreError> {
+    fn file(&self, segment: u64) -> Result<Arc<SegmentFile>, StoreError> {
         if let Some(f) = self
             .files
             .read()
@@ -537,15 +633,14 @@ impl PayloadLog {
         if let Some(f) = files.get(&segment) {
             return Ok(f.clone());
         }
-        let f = Arc::new(
-            File::open(self.dir.join(segment_name(segment))).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    StoreError::NotFound(format!("payload segment {}", segment_name(segment)))
-                } else {
-                    StoreError::from_io(e)
-                }
-            })?,
-        );
+        let file = File::open(self.dir.join(segment_name(segment))).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound(format!("payload segment {}", segment_name(segment)))
+            } else {
+                StoreError::from_io(e)
+            }
+        })?;
+        let f = Arc::new(SegmentFile::open(file).map_err(StoreError::from_io)?);
         files.insert(segment, f.clone());
         Ok(f)
     }
@@ -571,10 +666,14 @@ impl PayloadLog {
         id: MessageId,
         kind: EntryKind,
     ) -> Result<bytes::Bytes, StoreError> {
-        let file = self.file(at.segment)?;
+        let segment = self.file(at.segment)?;
+        let file = &segment.file;
         let size = file.metadata().map_err(StoreError::from_io)?.len();
-        if at.offset + at.entry_bytes() > size {
-            return Err(damaged(at, "the segment ends before it"));
+        if at.offset < segment.data_start || at.offset + at.entry_bytes() > size {
+            return Err(damaged(
+                at,
+                "the segment ends before it, or it is in the segment's header",
+            ));
         }
         let mut buf = vec![0u8; HEADER + at.len as usize];
         file.read_exact_at(&mut buf, at.offset).map_err(|e| {
@@ -586,7 +685,8 @@ impl PayloadLog {
         })?;
         let mut header = [0u8; HEADER];
         header.copy_from_slice(&buf[..HEADER]);
-        let Some((found_kind, found, len, crc)) = decode_header(&header) else {
+        let Some((found_kind, found, len, crc)) = decode_header(&header, segment.salt.as_ref())
+        else {
             return Err(damaged(at, "its header does not match its checksum"));
         };
         if found_kind != kind || found != id || len != at.len {
@@ -623,19 +723,20 @@ impl PayloadLog {
     /// (or the end of the segment): see [`SegmentScan`]. Past damage in the middle, reading
     /// goes on from the next whole entry, so that one bad entry hides no others.
     pub(crate) fn entries_from(&self, segment: u64, start: u64) -> Result<SegmentScan, StoreError> {
-        let file = self.file(segment)?;
+        let opened = self.file(segment)?;
+        let (file, salt) = (&opened.file, opened.salt.as_ref());
         let size = file.metadata().map_err(StoreError::from_io)?.len();
         let mut entries = Vec::new();
         let mut submissions = Vec::new();
         let mut withdrawn = Vec::new();
-        let mut offset = start.min(size);
+        let mut offset = start.max(opened.data_start).min(size);
         let mut clean = true;
         let mut header = [0u8; HEADER];
         loop {
             while offset + HEADER as u64 <= size {
                 file.read_exact_at(&mut header, offset)
                     .map_err(StoreError::from_io)?;
-                let Some((kind, id, len, _)) = decode_header(&header) else {
+                let Some((kind, id, len, _)) = decode_header(&header, salt) else {
                     break;
                 };
                 let at = SegmentRef {
@@ -659,7 +760,7 @@ impl PayloadLog {
             let mut rest = vec![0u8; (size - offset) as usize];
             file.read_exact_at(&mut rest, offset)
                 .map_err(StoreError::from_io)?;
-            match next_whole_entry(&rest[1..]) {
+            match next_whole_entry(&rest[1..], salt) {
                 // A tail a crash left half written.
                 None => break,
                 Some(at) => {
@@ -693,6 +794,19 @@ impl PayloadLog {
 }
 
 impl Appending {
+    fn end(&self) -> LogPosition {
+        match &self.current {
+            Some(c) => LogPosition {
+                segment: c.number,
+                offset: c.len,
+            },
+            None => LogPosition {
+                segment: self.last_number + 1,
+                offset: 0,
+            },
+        }
+    }
+
     fn seal(&mut self) {
         if let Some(c) = self.current.take() {
             if c.dirty {
@@ -799,7 +913,7 @@ impl Drop for PayloadSyncer {
 }
 
 /// Where the first whole entry (header and body checksums right) in `bytes` starts, if any.
-fn next_whole_entry(bytes: &[u8]) -> Option<usize> {
+fn next_whole_entry(bytes: &[u8], salt: Option<&Salt>) -> Option<usize> {
     let mut from = 0;
     while let Some(found) = bytes[from..]
         .windows(4)
@@ -809,7 +923,7 @@ fn next_whole_entry(bytes: &[u8]) -> Option<usize> {
         if let Some(h) = bytes.get(at..at + HEADER) {
             let mut header = [0u8; HEADER];
             header.copy_from_slice(h);
-            if let Some((_, _, len, crc)) = decode_header(&header) {
+            if let Some((_, _, len, crc)) = decode_header(&header, salt) {
                 let body = bytes.get(at + HEADER..at + HEADER + len as usize);
                 if body.is_some_and(|p| crc32fast::hash(p) == crc) {
                     return Some(at);
@@ -881,7 +995,7 @@ mod tests {
         let file = log.path_of(a.segment);
         let mut bytes = fs::read(&file).expect("test");
         // Flip one payload byte of the first entry; cut the second short.
-        bytes[HEADER + 2] ^= 1;
+        bytes[a.offset as usize + HEADER + 2] ^= 1;
         bytes.truncate((b.offset + b.entry_bytes() - 3) as usize);
         fs::write(&file, &bytes).expect("test");
         drop(log);
@@ -897,7 +1011,7 @@ mod tests {
         // A new process appends to a new segment.
         let (c, _) = log.append(id(3), b"third").expect("test");
         assert_eq!(c.segment, a.segment + 1);
-        assert_eq!(c.offset, 0);
+        assert_eq!(c.offset, SEGMENT_HEADER as u64);
     }
 
     #[test]
@@ -952,7 +1066,7 @@ mod tests {
         let withdrawal = log.append_withdrawal(id(1)).expect("test");
         let (plain, _) = log.append(id(2), b"payload of two").expect("test");
         log.sync().expect("test");
-        assert_eq!(first.offset, 0);
+        assert_eq!(first.offset, SEGMENT_HEADER as u64);
         assert_eq!(
             &log.read(&payload_at, id(1)).expect("test")[..],
             b"payload of one"
@@ -964,7 +1078,7 @@ mod tests {
         let [(entry_at, of)] = scan.submissions[..] else {
             panic!("one submission entry: {:?}", scan.submissions)
         };
-        assert_eq!((entry_at.offset, of), (0, id(1)));
+        assert_eq!((entry_at.offset, of), (SEGMENT_HEADER as u64, id(1)));
         assert_eq!(entry_at.offset + entry_at.entry_bytes(), payload_at.offset);
         assert_eq!(
             &log.read_submission(&entry_at, id(1)).expect("test")[..],
@@ -1012,5 +1126,78 @@ mod tests {
         // Lower floors change nothing.
         log.number_from(3);
         assert_eq!(log.end().segment, 7);
+    }
+
+    #[test]
+    fn an_entry_hidden_in_a_payload_is_never_read_as_one() {
+        let dir = tempfile::tempdir().expect("test");
+        let log = PayloadLog::open(dir.path().join("p"), SEGMENT_BYTES).expect("test");
+        // A package holding a whole submission entry and a withdrawal, checksums right
+        // for any salt its sender could guess (here: none, and a random one).
+        let mut crafted = Vec::new();
+        for salt in [None, Some(fastrand::u128(..).to_be_bytes())] {
+            for (kind, body) in [
+                (EntryKind::Submission, &b"forged record"[..]),
+                (EntryKind::Withdrawal, &b""[..]),
+            ] {
+                crafted.extend_from_slice(&encode_header(
+                    kind,
+                    id(9),
+                    body.len() as u32,
+                    crc32fast::hash(body),
+                    salt.as_ref(),
+                ));
+                crafted.extend_from_slice(body);
+            }
+        }
+        let (carrier, _) = log.append(id(1), &crafted).expect("test");
+        let (after, _) = log.append(id(2), b"after").expect("test");
+        log.sync().expect("test");
+        // The carrier's header damaged: the scan searches past it.
+        let file = log.path_of(carrier.segment);
+        let mut bytes = fs::read(&file).expect("test");
+        bytes[carrier.offset as usize] ^= 0xFF;
+        fs::write(&file, &bytes).expect("test");
+        drop(log);
+        let log = PayloadLog::open(dir.path().join("p"), SEGMENT_BYTES).expect("test");
+        let scan = log.entries(carrier.segment).expect("test");
+        assert!(scan.submissions.is_empty(), "{:?}", scan.submissions);
+        assert!(scan.withdrawn.is_empty());
+        assert_eq!(
+            scan.entries,
+            vec![(after, id(2))],
+            "the real entry after it is found"
+        );
+        assert!(!scan.clean);
+    }
+
+    #[test]
+    fn segments_written_before_segment_headers_still_read() {
+        let dir = tempfile::tempdir().expect("test");
+        let path = dir.path().join("p");
+        fs::create_dir_all(&path).expect("test");
+        let body = b"a payload of 2026-12-07";
+        let mut legacy = encode_header(
+            EntryKind::Payload,
+            id(1),
+            body.len() as u32,
+            crc32fast::hash(body),
+            None,
+        )
+        .to_vec();
+        legacy.extend_from_slice(body);
+        fs::write(path.join(segment_name(1)), &legacy).expect("test");
+        let log = PayloadLog::open(path, SEGMENT_BYTES).expect("test");
+        let at = SegmentRef {
+            segment: 1,
+            offset: 0,
+            len: body.len() as u32,
+        };
+        assert_eq!(&log.read(&at, id(1)).expect("test")[..], body);
+        let scan = log.entries(1).expect("test");
+        assert_eq!(scan.entries, vec![(at, id(1))]);
+        assert!(scan.clean);
+        let (new, _) = log.append(id(2), b"new").expect("test");
+        assert_eq!((new.segment, new.offset), (2, SEGMENT_HEADER as u64));
     }
 }

@@ -56,6 +56,10 @@ pub(super) enum Original {
     /// A submission appended to the payload log and not applied yet: the answer waits for
     /// its outcome.
     InFlight(MessageRecord, watch::Receiver<Outcome>),
+    /// A refused submission whose withdrawal (here) is not known durable yet: a small
+    /// submission sharing its keys waits until it is, so that a restart cannot store the
+    /// refused one in its place.
+    Withdrawing(SegmentRef),
 }
 
 /// How a submission in flight ended.
@@ -68,17 +72,27 @@ pub(super) enum Outcome {
     Refused,
 }
 
+/// Where a submission in flight is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Appended; its records are not written yet.
+    Pending,
+    /// Refused; its withdrawal is appended here, not known durable yet.
+    Withdrawing(SegmentRef),
+    /// Refused; its withdrawal could not be appended (disk full).
+    Unwithdrawn,
+}
+
 /// A submission in flight.
 struct Entry {
     id: MessageId,
     keys: Vec<Vec<u8>>,
     outcome: watch::Sender<Outcome>,
-    /// Refused, and its withdrawal is not appended yet.
-    unwithdrawn: bool,
+    stage: Stage,
 }
 
-/// Submissions appended to the payload log whose records are not written yet (held under
-/// the store's lock).
+/// Submissions appended to the payload log whose records are not written yet, and refused
+/// ones until their withdrawal is durable (held under the store's lock).
 #[derive(Default)]
 pub(crate) struct InFlight {
     /// By the position of their submission entry.
@@ -99,23 +113,28 @@ impl InFlight {
                 id: record.id,
                 keys,
                 outcome,
-                unwithdrawn: false,
+                stage: Stage::Pending,
             },
         );
     }
 
-    /// What a submission sharing dedupe key `k` would duplicate, if it is in flight (a
-    /// refused one not withdrawn yet is not an original).
+    /// What a submission sharing dedupe key `k` would duplicate or wait for, if something
+    /// in flight has that key (a refused one whose withdrawal could not be appended is
+    /// nothing to wait for: small submissions are refused until it is, see
+    /// [`SledStore::settle_withdrawals`]).
     fn find(&self, k: &[u8]) -> Option<Original> {
         let (record, at) = self.by_key.get(k)?;
-        let entry = self.by_position.get(at).filter(|e| !e.unwithdrawn)?;
-        Some(Original::InFlight(
-            record.clone(),
-            entry.outcome.subscribe(),
-        ))
+        match self.by_position.get(at)?.stage {
+            Stage::Pending => Some(Original::InFlight(
+                record.clone(),
+                self.by_position.get(at)?.outcome.subscribe(),
+            )),
+            Stage::Withdrawing(w) => Some(Original::Withdrawing(w)),
+            Stage::Unwithdrawn => None,
+        }
     }
 
-    /// Ends a submission in flight: tells whoever waits on it, and forgets it.
+    /// Ends a submission: tells whoever waits on it, and forgets it.
     fn finish(&mut self, at: LogPosition, outcome: Outcome) {
         if let Some(entry) = self.by_position.remove(&at) {
             for k in &entry.keys {
@@ -125,26 +144,27 @@ impl InFlight {
         }
     }
 
-    /// A refused submission whose withdrawal could not be appended: it keeps its dedupe
-    /// keys (and holds back the applied position) until one is.
-    fn keep_unwithdrawn(&mut self, at: LogPosition) {
+    /// A refused submission: its waiters hear it, and it stays (keeping its keys and
+    /// holding back the applied position) in `stage` until its withdrawal is durable.
+    fn refuse(&mut self, at: LogPosition, stage: Stage) {
         if let Some(entry) = self.by_position.get_mut(&at) {
-            entry.unwithdrawn = true;
+            entry.stage = stage;
             entry.outcome.send_replace(Outcome::Refused);
         }
     }
 
-    fn unwithdrawn(&self) -> Vec<(LogPosition, MessageId)> {
+    /// Refused submissions whose withdrawal is not known durable.
+    fn refused(&self) -> Vec<(LogPosition, MessageId, Stage)> {
         self.by_position
             .iter()
-            .filter(|(_, e)| e.unwithdrawn)
-            .map(|(at, e)| (*at, e.id))
+            .filter(|(_, e)| e.stage != Stage::Pending)
+            .map(|(at, e)| (*at, e.id, e.stage))
             .collect()
     }
 
-    /// The position before which every submission entry has its records written (or was
-    /// withdrawn): the first one in flight, or `end`. Written with the records of a
-    /// submission still in flight, it is at or before that submission's own entry: a
+    /// The position before which every submission entry has its records written (or is
+    /// withdrawn, durably): the first one in flight, or `end`. Written with the records of
+    /// a submission still in flight, it is at or before that submission's own entry: a
     /// crash that keeps it and loses the records still reads that entry again.
     fn applied_through(&self, end: LogPosition) -> LogPosition {
         self.by_position.keys().next().copied().unwrap_or(end)
@@ -232,16 +252,21 @@ impl SledStore {
                     .unwrap_or(Outcome::Refused);
                 Ok((ended == Outcome::Applied).then_some(SubmitOutcome::Duplicate(record)))
             }
+            Original::Withdrawing(withdrawal) => {
+                // A sync, then [`Self::settle_withdrawals`] sees it durable (or appends it
+                // again if its segment was abandoned).
+                let _ = self.payload_syncer.durable(&withdrawal).await;
+                Ok(None)
+            }
         }
     }
 
     /// Refuses a submission in flight after its entries were appended: appends its
-    /// withdrawal and ends it. Under the store's lock, so that every submission appended
-    /// later comes after the withdrawal in the log, and is acknowledged only after a sync
-    /// that made the withdrawal durable too: a restart never stores the refused one in
-    /// place of a later one. If the withdrawal cannot be appended (disk full), the entry
-    /// stays, keeping small submissions out until it can be ([`Self::retry_withdrawals`]).
-    /// Returns where the withdrawal is.
+    /// withdrawal, which keeps it (and its dedupe keys) in flight until a sync makes the
+    /// withdrawal durable ([`Self::settle_withdrawals`]). So a later submission of the same
+    /// document is appended only once the withdrawal is durable, and a restart never stores
+    /// the refused one in its place. If the withdrawal cannot be appended (disk full), small
+    /// submissions are refused until it can be. Returns where the withdrawal is.
     fn refuse_in_flight(
         &self,
         leases: &mut Leases,
@@ -250,22 +275,31 @@ impl SledStore {
     ) -> Result<SegmentRef> {
         match self.payload_log.append_withdrawal(id) {
             Ok(withdrawal) => {
-                leases.in_flight.finish(at, Outcome::Refused);
+                leases.in_flight.refuse(at, Stage::Withdrawing(withdrawal));
                 Ok(withdrawal)
             }
             Err(e) => {
                 tracing::warn!(message = %id, error = %e, "a refused submission cannot be withdrawn from the payload log yet; small submissions are refused until it can");
-                leases.in_flight.keep_unwithdrawn(at);
+                leases.in_flight.refuse(at, Stage::Unwithdrawn);
                 Err(e)
             }
         }
     }
 
-    /// Appends the withdrawals that could not be appended before; fails while one still
-    /// cannot be.
-    fn retry_withdrawals(&self, leases: &mut Leases) -> Result<()> {
-        for (at, id) in leases.in_flight.unwithdrawn() {
-            self.refuse_in_flight(leases, at, id)?;
+    /// Forgets refused submissions whose withdrawal is durable, appends again those whose
+    /// withdrawal was in a segment abandoned after a failed sync, and those whose
+    /// withdrawal could not be appended; fails while one still cannot be.
+    fn settle_withdrawals(&self, leases: &mut Leases) -> Result<()> {
+        for (at, id, stage) in leases.in_flight.refused() {
+            match stage {
+                Stage::Withdrawing(w) if self.payload_log.is_durable(&w) => {
+                    leases.in_flight.finish(at, Outcome::Refused);
+                }
+                Stage::Withdrawing(w) if !self.payload_log.failed(w.segment) => {}
+                _ => {
+                    self.refuse_in_flight(leases, at, id)?;
+                }
+            }
         }
         Ok(())
     }
@@ -298,7 +332,7 @@ impl SledStore {
         let (position, at, _pin) = loop {
             let appended = {
                 let mut g = self.guard();
-                self.retry_withdrawals(&mut g)?;
+                self.settle_withdrawals(&mut g)?;
                 match self.find_duplicate(&g, &record)? {
                     Some(original) => Err(original),
                     None => {
@@ -324,7 +358,6 @@ impl SledStore {
         let synced = self.payload_syncer.durable(&at).await;
         let (applied, withdrawal) = {
             let mut g = self.guard();
-            in_flight.at = None;
             let applied = synced.and_then(|()| {
                 let mut txn = self.txn();
                 self.stage_submission(&mut txn, &record, &routes, Some(at))?;
@@ -332,6 +365,8 @@ impl SledStore {
                 txn.batch.insert(applied_key(), &through.to_bytes()[..]);
                 txn.apply(&mut g)
             });
+            // Ended here, whatever happens next (a panic before this line withdraws it).
+            in_flight.at = None;
             match applied {
                 Ok(()) => {
                     g.in_flight.finish(position, Outcome::Applied);
@@ -369,6 +404,10 @@ impl SledStore {
             let writing = self.committer.writing();
             let stored = {
                 let mut g = self.guard();
+                // Only to let refused submissions with durable withdrawals go: a blob's
+                // submission is acknowledged after the database's flush, so a restart
+                // finds it and never stores an unwithdrawn refused one in its place.
+                let _ = self.settle_withdrawals(&mut g);
                 match self.find_duplicate(&g, &record)? {
                     Some(original) => Err(original),
                     None => {
@@ -576,6 +615,9 @@ impl SledStore {
                     .and_then(|entry| self.payload_log.read(payload_at, *id).map(|_| entry));
                 let entry = match whole {
                     Ok(entry) => entry,
+                    // Not a damaged entry: a read that failed. The open fails rather than
+                    // move the applied position past what it could not read.
+                    Err(e) if !matches!(e, StoreError::Codec { .. }) => return Err(e),
                     Err(e) => {
                         tracing::error!(message = %id, error = %e, "a submission in the payload log is not whole (a write a crash cut short, never acknowledged, or damage): it is not stored");
                         continue;

@@ -6,15 +6,22 @@
 //! the same write): under the store's lock the submission is checked against the dedupe
 //! indexes and the submissions still in flight, and appended; outside it, the payload
 //! syncer makes it durable; under the lock again, the records are written to the database
-//! (in memory) with the position up to which every submission entry is applied. The
-//! database reaches the disk by the committer's next flush, asked for within
-//! `record_flush_delay_ms` (100 ms by default); until
-//! then a crash loses those records, and the next open reads the payload log from the
-//! applied position the database kept and writes again every submission it lacks
+//! (in memory) with the *applied position*: the first submission entry still in flight,
+//! which is at or before this one. The database reaches the disk by the committer's next
+//! flush, asked for within `record_flush_delay_ms` (100 ms by default); until then a crash
+//! loses those records, and the next open reads the payload log from the applied position
+//! the database kept and writes again every submission it lacks
 //! ([`SledStore::replay_submissions`]). So no record ever points at a payload that is not
 //! durable (records are written after the sync), and a submission acknowledged is never
-//! lost. Dedupe decisions are taken in the order entries are appended (both under the
-//! lock), and the replay takes them again in that order, so they come out the same.
+//! lost.
+//!
+//! Dedupe decisions are taken in the order entries are appended (both under the lock), and
+//! the replay takes them again in that order, so they come out the same. That needs every
+//! entry that was refused (its sync failed, its records could not be written, its caller
+//! went away) to be withdrawn before anything sharing its dedupe keys is appended: a
+//! withdrawal entry is appended under the lock, and the refused submission stays in flight,
+//! holding its keys, until a sync has made the withdrawal durable. A duplicate of a
+//! submission in flight waits for its outcome, and is tried again if it was refused.
 //!
 //! Larger payloads (blob files) keep the earlier path: the blob file is made durable,
 //! the records written, and the acknowledgement waits for the committer's flush.

@@ -120,6 +120,8 @@ pub(crate) struct Committer {
     writers: Arc<AtomicUsize>,
     /// A [`Self::flush_soon`] request is waiting for a flush that has not started yet.
     flush_requested: Arc<AtomicBool>,
+    /// [`Self::flush_soon`] calls since the last flush began.
+    unflushed: Arc<AtomicUsize>,
     /// The last flush failed.
     failing: Arc<AtomicBool>,
 }
@@ -140,6 +142,9 @@ impl Drop for Writing {
 /// The longest a batch waits for writers still preparing their change.
 const GATHER: Duration = Duration::from_micros(400);
 
+/// [`Committer::flush_soon`] calls after which the flush is due at once.
+const FLUSH_AFTER: usize = 512;
+
 impl Committer {
     /// Starts the committer of `db`, whose directory is `db_dir`.
     pub(crate) fn start(db: sled::Db, db_dir: &Path) -> Result<Self, StoreError> {
@@ -147,10 +152,12 @@ impl Committer {
         let stats = Arc::new(CommitStats::default());
         let writers = Arc::new(AtomicUsize::new(0));
         let flush_requested = Arc::new(AtomicBool::new(false));
+        let unflushed = Arc::new(AtomicUsize::new(0));
         let failing = Arc::new(AtomicBool::new(false));
         let flags = Flags {
             writers: writers.clone(),
             flush_requested: flush_requested.clone(),
+            unflushed: unflushed.clone(),
             failing: failing.clone(),
         };
         let thread_stats = stats.clone();
@@ -168,21 +175,29 @@ impl Committer {
             stats,
             writers,
             flush_requested,
+            unflushed,
             failing,
         })
     }
 
-    /// Asks for a flush within `delay` without waiting for it: for changes already
-    /// durable elsewhere (a submission in the payload log), which the database should hold
-    /// on disk soon so that a restart has little to read again. Many calls before the flush
-    /// starts send one request.
+    /// Asks for a flush within `delay` without waiting for it: for changes already durable
+    /// elsewhere (a submission in the payload log), which the database should hold on disk
+    /// soon, so that a restart has little to read again and sled holds little unflushed in
+    /// memory. Many calls before the flush starts send one request, and one more, due at
+    /// once, at the [`FLUSH_AFTER`]th.
     pub(crate) fn flush_soon(&self, delay: Duration) {
-        if self.flush_requested.swap(true, Ordering::SeqCst) {
+        let now = Instant::now();
+        let due = if self.unflushed.fetch_add(1, Ordering::SeqCst) + 1 == FLUSH_AFTER {
+            self.flush_requested.store(true, Ordering::SeqCst);
+            now
+        } else if self.flush_requested.swap(true, Ordering::SeqCst) {
             return;
-        }
+        } else {
+            now + delay
+        };
         let request = Request {
             dirs: Vec::new(),
-            due: Instant::now() + delay,
+            due,
             done: None,
         };
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(request).is_ok());
@@ -262,6 +277,7 @@ impl Drop for Committer {
 struct Flags {
     writers: Arc<AtomicUsize>,
     flush_requested: Arc<AtomicBool>,
+    unflushed: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
 }
 
@@ -312,6 +328,7 @@ fn run(
         // Before the flush starts: a change made before a `flush_soon` that finds the flag
         // still set is covered by this flush.
         flags.flush_requested.swap(false, Ordering::SeqCst);
+        flags.unflushed.store(0, Ordering::SeqCst);
         let dirs: BTreeSet<PathBuf> = batch.iter().flat_map(|r| r.dirs.iter().cloned()).collect();
         let started = std::time::Instant::now();
         // sled's blob files are listed before the flush: every one the flush covers exists

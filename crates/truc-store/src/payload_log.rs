@@ -41,7 +41,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
@@ -821,7 +821,25 @@ impl Appending {
 pub(crate) struct PayloadSyncer {
     tx: Option<mpsc::Sender<SyncRequest>>,
     thread: Option<JoinHandle<()>>,
+    /// Submissions on their way to asking for a sync (see [`PayloadSyncer::writing`]).
+    writers: Arc<AtomicUsize>,
 }
+
+/// A submission on its way to [`PayloadSyncer::durable`]: while any exist, a sync waits a
+/// moment (at most [`GATHER`]) for them, so that one `fdatasync` serves them too. Dropped
+/// when it asks (or gives up).
+pub(crate) struct SyncWriting {
+    writers: Arc<AtomicUsize>,
+}
+
+impl Drop for SyncWriting {
+    fn drop(&mut self) {
+        self.writers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The longest a sync waits for submissions on their way.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 
 struct SyncRequest {
     segment: u64,
@@ -839,12 +857,26 @@ impl PayloadSyncer {
     /// Starts the syncer of `log`; counts its `fdatasync`s in `stats`.
     pub(crate) fn start(log: Arc<PayloadLog>, stats: Arc<CommitStats>) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<SyncRequest>();
+        let writers = Arc::new(AtomicUsize::new(0));
+        let thread_writers = writers.clone();
         let thread = std::thread::Builder::new()
             .name("truc-store-payload-sync".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
-                    batch.extend(rx.try_iter());
+                    // Alone, at once; otherwise a moment for those on their way.
+                    let until = std::time::Instant::now() + GATHER;
+                    loop {
+                        batch.extend(rx.try_iter());
+                        let now = std::time::Instant::now();
+                        if thread_writers.load(Ordering::Acquire) == 0 || now >= until {
+                            break;
+                        }
+                        match rx.recv_timeout(until - now) {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
+                        }
+                    }
                     let result = log.sync();
                     if let Ok(n) = &result {
                         stats
@@ -874,12 +906,33 @@ impl PayloadSyncer {
         Ok(PayloadSyncer {
             tx: Some(tx),
             thread: Some(thread),
+            writers,
         })
+    }
+
+    /// Announces a submission that will ask for a sync soon (take it before the work that
+    /// precedes the request; hand it to [`Self::durable`]).
+    pub(crate) fn writing(&self) -> SyncWriting {
+        self.writers.fetch_add(1, Ordering::AcqRel);
+        SyncWriting {
+            writers: self.writers.clone(),
+        }
     }
 
     /// Waits until the payload at `at` (appended before this call) is on disk.
     pub(crate) async fn durable(&self, at: &SegmentRef) -> Result<(), StoreError> {
+        self.durable_announced(at, None).await
+    }
+
+    /// [`Self::durable`] for a submission that announced itself with [`Self::writing`].
+    pub(crate) async fn durable_announced(
+        &self,
+        at: &SegmentRef,
+        writing: Option<SyncWriting>,
+    ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
+        // No longer on its way: the request is in the channel from the next line on.
+        drop(writing);
         self.tx
             .as_ref()
             .ok_or(StoreError::Closed)?

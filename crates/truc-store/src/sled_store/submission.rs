@@ -93,32 +93,36 @@ enum Stage {
 
 /// A submission in flight.
 struct Entry {
-    id: MessageId,
     keys: Vec<Vec<u8>>,
     outcome: watch::Sender<Outcome>,
     stage: Stage,
 }
 
-/// Submissions appended to the payload log whose records are not written yet, and refused
-/// ones until their withdrawal is durable (held under the store's lock).
+/// A submission in flight: a position at or before its entry (where the log ended when it
+/// was reserved: entries are appended outside the store's lock), and its id.
+type Slot = (LogPosition, MessageId);
+
+/// Submissions reserved (about to be appended to the payload log, or appended) whose
+/// records are not written yet, and refused ones until their withdrawal is durable (held
+/// under the store's lock).
 #[derive(Default)]
 pub(crate) struct InFlight {
-    /// By the position of their submission entry.
-    by_position: BTreeMap<LogPosition, Entry>,
-    /// By dedupe key: the record and where its entry is.
-    by_key: HashMap<Vec<u8>, (MessageRecord, LogPosition)>,
+    /// By slot: in the order of the log.
+    by_slot: BTreeMap<Slot, Entry>,
+    /// By dedupe key: the record and its slot.
+    by_key: HashMap<Vec<u8>, (Arc<MessageRecord>, Slot)>,
 }
 
 impl InFlight {
-    fn add(&mut self, at: LogPosition, keys: Vec<Vec<u8>>, record: &MessageRecord) {
+    fn add(&mut self, slot: Slot, keys: Vec<Vec<u8>>, record: &MessageRecord) {
+        let record = Arc::new(record.clone());
         for k in &keys {
-            self.by_key.insert(k.clone(), (record.clone(), at));
+            self.by_key.insert(k.clone(), (record.clone(), slot));
         }
         let (outcome, _) = watch::channel(Outcome::Pending);
-        self.by_position.insert(
-            at,
+        self.by_slot.insert(
+            slot,
             Entry {
-                id: record.id,
                 keys,
                 outcome,
                 stage: Stage::Pending,
@@ -131,11 +135,12 @@ impl InFlight {
     /// nothing to wait for: small submissions are refused until it is, see
     /// [`SledStore::settle_withdrawals`]).
     fn find(&self, k: &[u8]) -> Option<Original> {
-        let (record, at) = self.by_key.get(k)?;
-        match self.by_position.get(at)?.stage {
+        let (record, slot) = self.by_key.get(k)?;
+        let entry = self.by_slot.get(slot)?;
+        match entry.stage {
             Stage::Pending => Some(Original::InFlight(
-                record.clone(),
-                self.by_position.get(at)?.outcome.subscribe(),
+                MessageRecord::clone(record),
+                entry.outcome.subscribe(),
             )),
             Stage::Withdrawing(w) => Some(Original::Withdrawing(w)),
             Stage::Unwithdrawn => None,
@@ -143,8 +148,8 @@ impl InFlight {
     }
 
     /// Ends a submission: tells whoever waits on it, and forgets it.
-    fn finish(&mut self, at: LogPosition, outcome: Outcome) {
-        if let Some(entry) = self.by_position.remove(&at) {
+    fn finish(&mut self, slot: Slot, outcome: Outcome) {
+        if let Some(entry) = self.by_slot.remove(&slot) {
             for k in &entry.keys {
                 self.by_key.remove(k);
             }
@@ -154,28 +159,28 @@ impl InFlight {
 
     /// A refused submission: its waiters hear it, and it stays (keeping its keys and
     /// holding back the applied position) in `stage` until its withdrawal is durable.
-    fn refuse(&mut self, at: LogPosition, stage: Stage) {
-        if let Some(entry) = self.by_position.get_mut(&at) {
+    fn refuse(&mut self, slot: Slot, stage: Stage) {
+        if let Some(entry) = self.by_slot.get_mut(&slot) {
             entry.stage = stage;
             entry.outcome.send_replace(Outcome::Refused);
         }
     }
 
     /// Refused submissions whose withdrawal is not known durable.
-    fn refused(&self) -> Vec<(LogPosition, MessageId, Stage)> {
-        self.by_position
+    fn refused(&self) -> Vec<(Slot, Stage)> {
+        self.by_slot
             .iter()
             .filter(|(_, e)| e.stage != Stage::Pending)
-            .map(|(at, e)| (*at, e.id, e.stage))
+            .map(|(slot, e)| (*slot, e.stage))
             .collect()
     }
 
     /// The position before which every submission entry has its records written (or is
-    /// withdrawn, durably): the first one in flight, or `end`. Written with the records of
+    /// withdrawn, durably): the first slot in flight, or `end`. Written with the records of
     /// a submission still in flight, it is at or before that submission's own entry: a
     /// crash that keeps it and loses the records still reads that entry again.
     fn applied_through(&self, end: LogPosition) -> LogPosition {
-        self.by_position.keys().next().copied().unwrap_or(end)
+        self.by_slot.keys().next().map_or(end, |(at, _)| *at)
     }
 }
 
@@ -183,16 +188,16 @@ impl InFlight {
 /// it ended: it was not acknowledged, so it is withdrawn, and whoever waits on it goes on.
 struct InFlightGuard<'a> {
     store: &'a SledStore,
-    at: Option<(LogPosition, MessageId)>,
+    slot: Option<Slot>,
 }
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        if let Some((at, id)) = self.at.take() {
+        if let Some(slot) = self.slot.take() {
             let mut g = self.store.guard();
             // Made durable by the next sync, which comes before any submission appended
             // after it is acknowledged.
-            let _ = self.store.refuse_in_flight(&mut g, at, id);
+            let _ = self.store.refuse_in_flight(&mut g, slot);
         }
     }
 }
@@ -275,20 +280,17 @@ impl SledStore {
     /// document is appended only once the withdrawal is durable, and a restart never stores
     /// the refused one in its place. If the withdrawal cannot be appended (disk full), small
     /// submissions are refused until it can be. Returns where the withdrawal is.
-    fn refuse_in_flight(
-        &self,
-        leases: &mut Leases,
-        at: LogPosition,
-        id: MessageId,
-    ) -> Result<SegmentRef> {
-        match self.payload_log.append_withdrawal(id) {
+    fn refuse_in_flight(&self, leases: &mut Leases, slot: Slot) -> Result<SegmentRef> {
+        match self.payload_log.append_withdrawal(slot.1) {
             Ok(withdrawal) => {
-                leases.in_flight.refuse(at, Stage::Withdrawing(withdrawal));
+                leases
+                    .in_flight
+                    .refuse(slot, Stage::Withdrawing(withdrawal));
                 Ok(withdrawal)
             }
             Err(e) => {
-                tracing::warn!(message = %id, error = %e, "a refused submission cannot be withdrawn from the payload log yet; small submissions are refused until it can");
-                leases.in_flight.refuse(at, Stage::Unwithdrawn);
+                tracing::warn!(message = %slot.1, error = %e, "a refused submission cannot be withdrawn from the payload log yet; small submissions are refused until it can");
+                leases.in_flight.refuse(slot, Stage::Unwithdrawn);
                 Err(e)
             }
         }
@@ -298,14 +300,14 @@ impl SledStore {
     /// withdrawal was in a segment abandoned after a failed sync, and those whose
     /// withdrawal could not be appended; fails while one still cannot be.
     fn settle_withdrawals(&self, leases: &mut Leases) -> Result<()> {
-        for (at, id, stage) in leases.in_flight.refused() {
+        for (slot, stage) in leases.in_flight.refused() {
             match stage {
                 Stage::Withdrawing(w) if self.payload_log.is_durable(&w) => {
-                    leases.in_flight.finish(at, Outcome::Refused);
+                    leases.in_flight.finish(slot, Outcome::Refused);
                 }
                 Stage::Withdrawing(w) if !self.payload_log.failed(w.segment) => {}
                 _ => {
-                    self.refuse_in_flight(leases, at, id)?;
+                    self.refuse_in_flight(leases, slot)?;
                 }
             }
         }
@@ -333,37 +335,52 @@ impl SledStore {
             // instead of leaving them all to the next start.
             self.committer.commit(Vec::new(), None).await?;
         }
+        // Announced to the payload syncer: a sync that starts meanwhile waits a moment for
+        // it, so that one `fdatasync` serves many submissions under load.
+        let mut writing = Some(self.payload_syncer.writing());
         let mut in_flight = InFlightGuard {
             store: self,
-            at: None,
+            slot: None,
         };
-        let (position, at, _pin) = loop {
-            let appended = {
+        // Reserved under the lock (dedupe decided, keys held), appended outside it: the
+        // store's lock is not held through a write of the payload.
+        let slot = loop {
+            let reserved = {
                 let mut g = self.guard();
                 self.settle_withdrawals(&mut g)?;
                 match self.find_duplicate(&g, &record)? {
                     Some(original) => Err(original),
                     None => {
-                        let (position, at, pin) = self
-                            .payload_log
-                            .append_submission(record.id, &entry, &payload)?;
-                        g.in_flight
-                            .add(position, Self::dedupe_keys(&record), &record);
-                        in_flight.at = Some((position, record.id));
-                        Ok((position, at, pin))
+                        let slot = (self.payload_log.end(), record.id);
+                        g.in_flight.add(slot, Self::dedupe_keys(&record), &record);
+                        Ok(slot)
                     }
                 }
             };
-            match appended {
-                Ok(appended) => break appended,
+            match reserved {
+                Ok(slot) => break slot,
                 Err(original) => {
+                    // Not on its way to a sync while it waits for its original.
+                    writing.take();
                     if let Some(outcome) = self.duplicate_of(original).await? {
                         return Ok(outcome);
                     }
                 }
             }
         };
-        let synced = self.payload_syncer.durable(&at).await;
+        let (_, at, _pin) = match self
+            .payload_log
+            .append_submission(record.id, &entry, &payload)
+        {
+            Ok(appended) => appended,
+            Err(e) => {
+                // Nothing was appended: nothing to withdraw.
+                self.guard().in_flight.finish(slot, Outcome::Refused);
+                return Err(e);
+            }
+        };
+        in_flight.slot = Some(slot);
+        let synced = self.payload_syncer.durable_announced(&at, writing).await;
         let (applied, withdrawal) = {
             let mut g = self.guard();
             let applied = synced.and_then(|()| {
@@ -374,14 +391,14 @@ impl SledStore {
                 txn.apply(&mut g)
             });
             // Ended here, whatever happens next (a panic before this line withdraws it).
-            in_flight.at = None;
+            in_flight.slot = None;
             match applied {
                 Ok(()) => {
-                    g.in_flight.finish(position, Outcome::Applied);
+                    g.in_flight.finish(slot, Outcome::Applied);
                     (Ok(()), None)
                 }
                 Err(e) => {
-                    let withdrawal = self.refuse_in_flight(&mut g, position, record.id).ok();
+                    let withdrawal = self.refuse_in_flight(&mut g, slot).ok();
                     (Err(e), withdrawal)
                 }
             }

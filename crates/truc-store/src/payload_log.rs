@@ -49,6 +49,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::committer::CommitStats;
+
+mod spare;
 use crate::error::StoreError;
 use crate::types::MessageId;
 
@@ -151,6 +153,9 @@ pub(crate) struct SegmentScan {
     pub clean: bool,
     /// The file's size.
     pub size: u64,
+    /// Where the last whole entry ends (where the segment's header ends if it has none):
+    /// what follows is a torn tail, or zeros never written over.
+    pub end: u64,
 }
 
 /// The segment files of one store.
@@ -162,6 +167,8 @@ pub(crate) struct PayloadLog {
     files: RwLock<HashMap<u64, Arc<SegmentFile>>>,
     /// Per segment, payloads appended whose records are not written yet.
     pins: Arc<Mutex<HashMap<u64, usize>>>,
+    /// The next segment, made ahead of time (see [`spare`]), unless turned off.
+    spares: Option<spare::SpareSegments>,
 }
 
 /// Keeps a segment from being reclaimed while the record of a payload appended to it is
@@ -205,6 +212,10 @@ struct Current {
     len: u64,
     /// Written since the last sync.
     dirty: bool,
+    /// Made ahead of time at its full size: cut to `len` when it is sealed.
+    prepared: bool,
+    /// The next segment was asked for (see [`spare`]).
+    asked_for_next: bool,
 }
 
 /// An open segment file and what its header says.
@@ -336,14 +347,40 @@ impl PayloadLog {
     /// Appends go to a new segment: the last one of a previous process may end in a
     /// half-written entry.
     pub(crate) fn open(dir: PathBuf, segment_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_with(dir, segment_bytes, None)
+    }
+
+    /// [`Self::open`], and each next segment is made ahead of time, zeroed at its full size,
+    /// while the disk keeps `keep_free` bytes free besides (see [`spare`]).
+    pub(crate) fn open_preparing_segments(
+        dir: PathBuf,
+        segment_bytes: u64,
+        keep_free: u64,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(dir, segment_bytes, Some(keep_free))
+    }
+
+    fn open_with(
+        dir: PathBuf,
+        segment_bytes: u64,
+        keep_free: Option<u64>,
+    ) -> Result<Self, StoreError> {
         if !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(StoreError::from_io)?;
             if let Some(parent) = dir.parent() {
                 crate::blob::sync_dir(parent)?;
             }
         }
-        let last_number = list(&dir)?.last().copied().unwrap_or(0);
-        Ok(PayloadLog {
+        let segments = list(&dir)?;
+        let last_number = segments.last().copied().unwrap_or(0);
+        let spares = match keep_free {
+            Some(keep_free) => Some(
+                spare::SpareSegments::start(&dir, segment_bytes, keep_free)
+                    .map_err(StoreError::from_io)?,
+            ),
+            None => None,
+        };
+        let log = PayloadLog {
             dir,
             segment_bytes,
             appending: Mutex::new(Appending {
@@ -359,7 +396,61 @@ impl PayloadLog {
             }),
             files: RwLock::new(HashMap::new()),
             pins: Arc::new(Mutex::new(HashMap::new())),
-        })
+            spares,
+        };
+        log.trim_unused_tails(&segments)?;
+        Ok(log)
+    }
+
+    /// Cuts segments made ahead of time that a crash left at their full size to the end of
+    /// their entries (a segment is cut when it is sealed; the last one of a process that did
+    /// not seal it keeps its zeros until here). A segment whose last byte is zero may be
+    /// one; whole entries are never cut, only what follows the last: zeros, or a tail a
+    /// crash left half written, which no scan reads.
+    fn trim_unused_tails(&self, segments: &[u64]) -> Result<(), StoreError> {
+        for &segment in segments {
+            let path = self.path_of(segment);
+            let opened = self.file(segment)?;
+            let len = opened.file.metadata().map_err(StoreError::from_io)?.len();
+            if len <= opened.data_start {
+                continue;
+            }
+            let mut last = [0u8; 1];
+            opened
+                .file
+                .read_exact_at(&mut last, len - 1)
+                .map_err(StoreError::from_io)?;
+            if last[0] != 0 {
+                continue;
+            }
+            let end = self.entries(segment)?.end;
+            // Without a readable segment header (written before segments had headers, or
+            // damaged), only zeros are cut: a spare renamed but never written to.
+            let cut = end < len
+                && (opened.salt.is_some()
+                    || zeros_from(&opened.file, end, len).map_err(StoreError::from_io)?);
+            if cut {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(StoreError::from_io)?;
+                file.set_len(end).map_err(StoreError::from_io)?;
+                file.sync_data().map_err(StoreError::from_io)?;
+                tracing::info!(
+                    path = %path.display(),
+                    from = len,
+                    to = end,
+                    "cut a payload segment made ahead of time to the end of its entries"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the next segment is made already (see [`spare`]).
+    #[cfg(test)]
+    fn spare_ready(&self) -> bool {
+        self.spares.as_ref().is_some_and(|s| s.is_ready())
     }
 
     /// The directory of the segments.
@@ -452,16 +543,22 @@ impl PayloadLog {
         }
         if a.current.is_none() {
             let number = a.last_number + 1;
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(self.dir.join(segment_name(number)))
-                .map_err(StoreError::from_io)?;
+            let path = self.dir.join(segment_name(number));
+            let spare = self.spares.as_ref().and_then(|s| s.take(&path));
+            let prepared = spare.is_some();
+            let file = match spare {
+                Some(file) => file,
+                None => OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(StoreError::from_io)?,
+            };
             let salt: Salt = fastrand::u128(..).to_be_bytes();
             let header = encode_segment_header(&salt);
             if let Err(e) = file.write_all_at(&header, 0) {
-                let _ = fs::remove_file(self.dir.join(segment_name(number)));
+                let _ = fs::remove_file(&path);
                 return Err(StoreError::from_io(e));
             }
             let file = Arc::new(SegmentFile {
@@ -480,6 +577,8 @@ impl PayloadLog {
                 file,
                 len: SEGMENT_HEADER as u64,
                 dirty: true,
+                prepared,
+                asked_for_next: false,
             });
         }
         let Some(c) = a.current.as_mut() else {
@@ -498,6 +597,12 @@ impl PayloadLog {
         let (segment, offset) = (c.number, c.len);
         c.len += entry.len() as u64;
         c.dirty = true;
+        if !c.asked_for_next && c.len >= self.segment_bytes / 4 {
+            c.asked_for_next = true;
+            if let Some(spares) = &self.spares {
+                spares.request();
+            }
+        }
         *self
             .pins
             .lock()
@@ -730,6 +835,7 @@ impl PayloadLog {
         let mut submissions = Vec::new();
         let mut withdrawn = Vec::new();
         let mut offset = start.max(opened.data_start).min(size);
+        let mut end = offset;
         let mut clean = true;
         let mut header = [0u8; HEADER];
         loop {
@@ -753,19 +859,17 @@ impl PayloadLog {
                     EntryKind::Withdrawal => withdrawn.push(id),
                 }
                 offset += at.entry_bytes();
+                end = offset;
             }
             if offset >= size {
                 break;
             }
-            let mut rest = vec![0u8; (size - offset) as usize];
-            file.read_exact_at(&mut rest, offset)
-                .map_err(StoreError::from_io)?;
-            match next_whole_entry(&rest[1..], salt) {
-                // A tail a crash left half written.
+            match next_whole_entry(file, offset + 1, size, salt).map_err(StoreError::from_io)? {
+                // A tail a crash left half written, or zeros never written over.
                 None => break,
                 Some(at) => {
                     clean = false;
-                    offset += 1 + at as u64;
+                    offset = at;
                 }
             }
         }
@@ -775,6 +879,7 @@ impl PayloadLog {
             withdrawn,
             clean,
             size,
+            end,
         })
     }
 
@@ -809,7 +914,17 @@ impl Appending {
 
     fn seal(&mut self) {
         if let Some(c) = self.current.take() {
-            if c.dirty {
+            let mut dirty = c.dirty;
+            if c.prepared {
+                // Its zeros past the last entry go; the next sync makes the size durable.
+                match c.file.file.set_len(c.len) {
+                    Ok(()) => dirty = true,
+                    Err(e) => {
+                        tracing::warn!(segment = c.number, error = %e, "could not cut a sealed payload segment to its entries; it is cut at the next start");
+                    }
+                }
+            }
+            if dirty {
                 self.sealed_unsynced.push((c.number, c.file));
             }
         }
@@ -965,27 +1080,77 @@ impl Drop for PayloadSyncer {
     }
 }
 
-/// Where the first whole entry (header and body checksums right) in `bytes` starts, if any.
-fn next_whole_entry(bytes: &[u8], salt: Option<&Salt>) -> Option<usize> {
-    let mut from = 0;
-    while let Some(found) = bytes[from..]
-        .windows(4)
-        .position(|w| EntryKind::of_magic(w).is_some())
-    {
-        let at = from + found;
-        if let Some(h) = bytes.get(at..at + HEADER) {
+/// Where the first whole entry (header and body checksums right) at or after `from` and
+/// before `size` in `file` starts, if any. Read a piece at a time: only where an entry's
+/// magic appears is a header (and, if its checksum is right, a body) read, so a stretch of
+/// zeros costs one read of it.
+fn next_whole_entry(
+    file: &File,
+    from: u64,
+    size: u64,
+    salt: Option<&Salt>,
+) -> std::io::Result<Option<u64>> {
+    next_whole_entry_by(file, from, size, salt, 1 << 20)
+}
+
+/// [`next_whole_entry`], reading `piece` bytes (at least 2) at a time.
+fn next_whole_entry_by(
+    file: &File,
+    from: u64,
+    size: u64,
+    salt: Option<&Salt>,
+    piece_bytes: u64,
+) -> std::io::Result<Option<u64>> {
+    // Every magic begins so; a piece overlaps the next by one byte, so none is missed.
+    const PREFIX: &[u8] = b"TR";
+    let finder = memchr::memmem::Finder::new(PREFIX);
+    let mut piece = Vec::new();
+    let mut start = from;
+    while start + HEADER as u64 <= size {
+        let len = piece_bytes.max(PREFIX.len() as u64).min(size - start);
+        piece.resize(len as usize, 0);
+        file.read_exact_at(&mut piece, start)?;
+        for found in finder.find_iter(&piece) {
+            let at = start + found as u64;
+            if at + HEADER as u64 > size {
+                return Ok(None);
+            }
             let mut header = [0u8; HEADER];
-            header.copy_from_slice(h);
-            if let Some((_, _, len, crc)) = decode_header(&header, salt) {
-                let body = bytes.get(at + HEADER..at + HEADER + len as usize);
-                if body.is_some_and(|p| crc32fast::hash(p) == crc) {
-                    return Some(at);
-                }
+            file.read_exact_at(&mut header, at)?;
+            let Some((_, _, body_len, crc)) = decode_header(&header, salt) else {
+                continue;
+            };
+            let body_end = at + HEADER as u64 + u64::from(body_len);
+            if body_end > size {
+                continue;
+            }
+            let mut body = vec![0u8; body_len as usize];
+            file.read_exact_at(&mut body, at + HEADER as u64)?;
+            if crc32fast::hash(&body) == crc {
+                return Ok(Some(at));
             }
         }
-        from = at + 1;
+        if start + len >= size {
+            break;
+        }
+        start += len - (PREFIX.len() as u64 - 1);
     }
-    None
+    Ok(None)
+}
+
+/// Whether `file` holds nothing but zeros from `from` to `len`.
+fn zeros_from(file: &File, from: u64, len: u64) -> std::io::Result<bool> {
+    let mut piece = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < len {
+        let n = usize::try_from(len - at).map_or(piece.len(), |rest| rest.min(piece.len()));
+        file.read_exact_at(&mut piece[..n], at)?;
+        if piece[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 fn list(dir: &Path) -> Result<Vec<u64>, StoreError> {
@@ -1252,5 +1417,204 @@ mod tests {
         assert!(scan.clean);
         let (new, _) = log.append(id(2), b"new").expect("test");
         assert_eq!((new.segment, new.offset), (2, SEGMENT_HEADER as u64));
+    }
+
+    /// Appends 1 KiB payloads of ids from `*n` on until `until` holds (at most 10,000).
+    fn append_until(
+        log: &PayloadLog,
+        n: &mut u64,
+        written: &mut Vec<(SegmentRef, u64)>,
+        until: impl Fn(&PayloadLog, &SegmentRef) -> bool,
+    ) {
+        for _ in 0..10_000 {
+            let (at, _) = log
+                .append(id(*n), &[(*n % 250) as u8 + 1; 1024])
+                .expect("test");
+            written.push((at, *n));
+            *n += 1;
+            if until(log, &at) {
+                return;
+            }
+        }
+        panic!("never happened");
+    }
+
+    fn wait_for_spare(log: &PayloadLog) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !log.spare_ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the spare segment was never made"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn file_len(log: &PayloadLog, segment: u64) -> u64 {
+        fs::metadata(log.path_of(segment)).expect("test").len()
+    }
+
+    #[test]
+    fn the_next_segment_is_made_ahead_of_time_and_cut_to_its_entries_when_sealed() {
+        const BYTES: u64 = 64 * 1024;
+        let dir = tempfile::tempdir().expect("test");
+        let log =
+            PayloadLog::open_preparing_segments(dir.path().join("p"), BYTES, 0).expect("test");
+        let (mut n, mut written) = (0, Vec::new());
+        // Not asked for until the first segment is a quarter full.
+        append_until(&log, &mut n, &mut written, |_, at| at.offset > BYTES / 8);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !log.spare_ready(),
+            "a spare is made only once it may be needed"
+        );
+        append_until(&log, &mut n, &mut written, |_, at| at.offset > BYTES / 4);
+        wait_for_spare(&log);
+        assert_eq!(
+            fs::metadata(log.dir().join("next-segment.zeroed"))
+                .expect("the spare is on disk")
+                .len(),
+            BYTES
+        );
+        // The first segment grew as it was written; the second is the spare.
+        append_until(&log, &mut n, &mut written, |_, at| at.segment == 2);
+        assert_eq!(file_len(&log, 2), BYTES, "the second segment is the spare");
+        assert!(!log.dir().join("next-segment.zeroed").exists());
+        let first_len = file_len(&log, 1);
+        assert_eq!(first_len, log.entries(1).expect("test").end);
+        // Sealed: cut to its entries, durably with the next sync.
+        log.seal();
+        log.sync().expect("test");
+        let scan = log.entries(2).expect("test");
+        assert_eq!(file_len(&log, 2), scan.end);
+        assert!(scan.end < BYTES && scan.clean);
+        for (at, n) in &written {
+            assert_eq!(
+                &log.read(at, id(*n)).expect("test")[..],
+                &[(*n % 250) as u8 + 1; 1024][..]
+            );
+        }
+    }
+
+    #[test]
+    fn a_segment_made_ahead_of_time_is_cut_at_the_next_open_after_a_crash() {
+        const BYTES: u64 = 64 * 1024;
+        let dir = tempfile::tempdir().expect("test");
+        let path = dir.path().join("p");
+        let log = PayloadLog::open_preparing_segments(path.clone(), BYTES, 0).expect("test");
+        let (mut n, mut written) = (0, Vec::new());
+        append_until(&log, &mut n, &mut written, |_, at| at.offset > BYTES / 2);
+        wait_for_spare(&log);
+        append_until(&log, &mut n, &mut written, |_, at| {
+            at.segment == 2 && at.offset > BYTES / 8
+        });
+        log.sync().expect("test");
+        let end = log.entries(2).expect("test").end;
+        drop(log); // as a crash leaves it: never sealed, full size
+        assert_eq!(
+            fs::metadata(path.join(segment_name(2)))
+                .expect("test")
+                .len(),
+            BYTES
+        );
+        // A spare renamed to a segment's name whose header never reached the disk: zeros.
+        fs::write(path.join(segment_name(3)), vec![0u8; BYTES as usize]).expect("test");
+        // A segment whose header is damaged is kept whole, zeros at its end or not.
+        let mut damaged = vec![7u8; 4096];
+        damaged.extend_from_slice(&[0u8; 4096]);
+        fs::write(path.join(segment_name(4)), &damaged).expect("test");
+
+        let log = PayloadLog::open(path.clone(), BYTES).expect("test");
+        assert_eq!(file_len(&log, 2), end, "cut to the end of its entries");
+        assert_eq!(file_len(&log, 3), 0, "nothing but zeros");
+        assert_eq!(file_len(&log, 4), damaged.len() as u64, "left as it is");
+        let scan = log.entries(2).expect("test");
+        assert!(scan.clean);
+        for (at, n) in &written {
+            assert_eq!(
+                &log.read(at, id(*n)).expect("test")[..],
+                &[(*n % 250) as u8 + 1; 1024][..]
+            );
+        }
+        // Appends go on in a new segment.
+        let (at, _) = log.append(id(n), b"after the crash").expect("test");
+        assert_eq!(at.segment, 5);
+    }
+
+    #[test]
+    fn a_whole_spare_is_used_after_a_restart_and_others_are_removed() {
+        const BYTES: u64 = 64 * 1024;
+        let dir = tempfile::tempdir().expect("test");
+        let path = dir.path().join("p");
+        fs::create_dir_all(&path).expect("test");
+        fs::write(path.join("next-segment.zeroed"), vec![0u8; BYTES as usize]).expect("test");
+        fs::write(path.join("next-segment.zeroing"), vec![0u8; 100]).expect("test");
+        let log = PayloadLog::open_preparing_segments(path.clone(), BYTES, 0).expect("test");
+        assert!(
+            log.spare_ready(),
+            "a whole spare of the right size is ready at once"
+        );
+        assert!(!path.join("next-segment.zeroing").exists());
+        let (at, _) = log.append(id(1), b"first").expect("test");
+        assert_eq!(file_len(&log, at.segment), BYTES, "made from the spare");
+        drop(log);
+
+        // One of another segment size is removed.
+        fs::write(path.join("next-segment.zeroed"), vec![0u8; 100]).expect("test");
+        let log = PayloadLog::open_preparing_segments(path.clone(), BYTES, 0).expect("test");
+        assert!(!log.spare_ready());
+        assert!(!path.join("next-segment.zeroed").exists());
+        let (at, _) = log.append(id(2), b"second").expect("test");
+        assert_eq!(file_len(&log, at.segment), at.offset + at.entry_bytes());
+    }
+
+    #[test]
+    fn no_spare_is_made_without_room_for_it_besides_the_reserve() {
+        const BYTES: u64 = 64 * 1024;
+        let dir = tempfile::tempdir().expect("test");
+        let log = PayloadLog::open_preparing_segments(dir.path().join("p"), BYTES, u64::MAX / 4)
+            .expect("test");
+        let (mut n, mut written) = (0, Vec::new());
+        append_until(&log, &mut n, &mut written, |_, at| at.segment == 2);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!log.spare_ready());
+        assert!(!log.dir().join("next-segment.zeroed").exists());
+        assert!(!log.dir().join("next-segment.zeroing").exists());
+    }
+
+    #[test]
+    fn past_damage_the_next_whole_entry_is_found_whatever_the_pieces_read() {
+        let dir = tempfile::tempdir().expect("test");
+        let log = PayloadLog::open(dir.path().join("p"), SEGMENT_BYTES).expect("test");
+        // Bodies full of the magic's first bytes, and of whole-looking unsalted headers.
+        let decoy = encode_header(EntryKind::Payload, id(9), 4, crc32fast::hash(b"TRTR"), None);
+        let mut body = b"TRTRTRP1TRS".to_vec();
+        body.extend_from_slice(&decoy);
+        body.extend_from_slice(b"TRTR");
+        let (first, _) = log.append(id(1), &body).expect("test");
+        let (second, _) = log.append(id(2), &body).expect("test");
+        log.sync().expect("test");
+        let segment = log.file(first.segment).expect("test");
+        let size = segment.file.metadata().expect("test").len();
+        for piece in 1..(2 * HEADER as u64 + 64) {
+            let found = next_whole_entry_by(
+                &segment.file,
+                first.offset + 1,
+                size,
+                segment.salt.as_ref(),
+                piece,
+            )
+            .expect("test");
+            assert_eq!(found, Some(second.offset), "pieces of {piece} bytes");
+        }
+        let past = next_whole_entry_by(
+            &segment.file,
+            second.offset + 1,
+            size,
+            segment.salt.as_ref(),
+            5,
+        )
+        .expect("test");
+        assert_eq!(past, None);
     }
 }

@@ -61,6 +61,16 @@ pub struct StoreConfig {
     /// submissions/s: 100 ms cost 350 MiB more than 20 ms, docs/benchmarks.md).
     #[serde(default = "default_record_flush_delay_ms")]
     pub record_flush_delay_ms: u64,
+    /// Whether the next payload segment is made ahead of time, written with zeros at its
+    /// full size (default true): an `fdatasync` over written blocks need not commit a new
+    /// file size, so submissions are acknowledged sooner (docs/store.md). Turn it off on
+    /// copy-on-write file systems (ZFS, btrfs), where it only doubles the bytes written.
+    #[serde(default = "default_prepare_payload_segments")]
+    pub prepare_payload_segments: bool,
+}
+
+fn default_prepare_payload_segments() -> bool {
+    true
 }
 
 fn default_record_flush_delay_ms() -> u64 {
@@ -89,6 +99,7 @@ impl Default for StoreConfig {
             ack_flush_delay_ms: default_ack_flush_delay_ms(),
             payload_segment_bytes: default_payload_segment_bytes(),
             record_flush_delay_ms: default_record_flush_delay_ms(),
+            prepare_payload_segments: default_prepare_payload_segments(),
         }
     }
 }
@@ -527,10 +538,15 @@ impl SledStore {
         }
         let blobs = BlobDir::open(dir.join("blobs"))?;
         let payloads = db.open_tree(PAYLOAD_TREE)?;
-        let payload_log = Arc::new(PayloadLog::open(
-            dir.join("payloads"),
-            config.payload_segment_bytes,
-        )?);
+        let payload_log = Arc::new(if config.prepare_payload_segments {
+            PayloadLog::open_preparing_segments(
+                dir.join("payloads"),
+                config.payload_segment_bytes,
+                config.min_free_bytes,
+            )?
+        } else {
+            PayloadLog::open(dir.join("payloads"), config.payload_segment_bytes)?
+        });
         let committer = Committer::start(db.clone(), &db_path)?;
         let payload_syncer = PayloadSyncer::start(payload_log.clone(), committer.stats.clone())?;
         let store = SledStore {

@@ -44,6 +44,20 @@ fn dest() -> truc_store::Destination {
     inbox("000.00.07.G04")
 }
 
+/// Payload segments this size roll over every twenty submissions or so, so that kills land
+/// on every step of it: a spare segment being made, taken, written, cut when sealed.
+const SEGMENT_BYTES: u64 = 64 * 1024;
+
+/// Payloads up to 8 KiB (all but the blob-sized ones) in payload segments of
+/// [`SEGMENT_BYTES`].
+fn small_segments() -> truc_store::StoreConfig {
+    truc_store::StoreConfig {
+        payload_segment_bytes: SEGMENT_BYTES,
+        inline_threshold: 8 * 1024,
+        ..fast_config()
+    }
+}
+
 /// The child: submits documents as fast as it can, printing `ACK n` once each submit
 /// returned, and acknowledges deliveries of earlier ones, printing `DONE n`.
 async fn child_writer(dir: &Path, start: u64) {
@@ -53,7 +67,7 @@ async fn child_writer(dir: &Path, start: u64) {
             ..fast_config()
         }
     } else {
-        fast_config()
+        small_segments()
     };
     let store = SledStore::open(dir, config).expect("child opens the store");
     // A newline first: the test harness may have printed "test NAME ... " without one.
@@ -200,8 +214,23 @@ impl Seen {
 /// Checks the store after a kill; returns how many acknowledged submissions were checked and
 /// how many the open wrote again from the payload log.
 async fn verify(dir: &Path, seen: &Seen) -> (usize, usize) {
-    let store = SledStore::open(dir, fast_config()).expect("the store opens after every kill");
+    let store = SledStore::open(dir, small_segments()).expect("the store opens after every kill");
     let replayed = store.replayed_at_open();
+    // Segments made ahead of time at their full size are cut to their entries, when sealed
+    // or at this open: none is left full of zeros (an entry ending on a zero byte at
+    // exactly the segment size is the only other way to look so).
+    for entry in std::fs::read_dir(dir.join("payloads")).expect("payloads") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "seg") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("segment");
+        assert!(
+            !(bytes.len() as u64 == SEGMENT_BYTES && bytes.last() == Some(&0)),
+            "{} is left at its full size with zeros at its end",
+            path.display()
+        );
+    }
     let mut checked = 0;
     for n in &seen.acked {
         let doc = truc_edxml::DocumentId::new(&format!("000.00.05.G04,2026/11/21,{n}/TEST"));

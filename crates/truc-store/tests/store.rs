@@ -674,6 +674,9 @@ async fn purged_payload_segments_are_deleted_or_compacted_and_the_rest_still_rea
     let config = StoreConfig {
         inline_threshold: 8 * 1024,
         payload_segment_bytes: 64 * 1024,
+        // Bytes on disk are measured: a current segment made ahead of time would count at
+        // its full size from its first entry on.
+        prepare_payload_segments: false,
         ..fast_config()
     };
     let store = SledStore::open(dir.path(), config.clone()).expect("open");
@@ -702,8 +705,8 @@ async fn purged_payload_segments_are_deleted_or_compacted_and_the_rest_still_rea
             kept.push((r.record().id, payload(n)));
         }
     }
-    let files_before = walk(&segments_dir).len();
-    let bytes_before = dir_bytes(&segments_dir);
+    let files_before = segment_files(&segments_dir).len();
+    let bytes_before = segment_bytes(&segments_dir);
     assert!(files_before >= 7, "premise: {files_before} segments");
     assert_eq!(ack_everything(&store, &delivered).await, 114);
     let day = Duration::from_secs(86_400);
@@ -713,8 +716,8 @@ async fn purged_payload_segments_are_deleted_or_compacted_and_the_rest_still_rea
         report.segment_files as usize >= files_before - 1,
         "every sealed segment is deleted or compacted: {report:?}, {files_before} before"
     );
-    let files_after = walk(&segments_dir).len();
-    let bytes_after = dir_bytes(&segments_dir);
+    let files_after = segment_files(&segments_dir).len();
+    let bytes_after = segment_bytes(&segments_dir);
     assert!(files_after <= 2, "{files_after} segment files left");
     assert!(
         bytes_after * 4 < bytes_before,
@@ -815,11 +818,11 @@ async fn reclaim_is_bounded_per_pass_and_keeps_a_segment_it_cannot_copy() {
         }
     }
     let segments_dir = dir.path().join("payloads");
-    let files_before = walk(&segments_dir).len();
+    let files_before = segment_files(&segments_dir).len();
     assert!(files_before > 20, "premise: {files_before} segments");
     // Damage the waiting payload's bytes (its segment is found by its content).
     let mut hit = 0;
-    for path in walk(&segments_dir) {
+    for path in segment_files(&segments_dir) {
         let mut bytes = std::fs::read(&path).expect("read");
         if let Some(at) = bytes.windows(1000).position(|w| w == [31u8; 1000]) {
             bytes[at + 10] ^= 0xff;
@@ -844,7 +847,7 @@ async fn reclaim_is_bounded_per_pass_and_keeps_a_segment_it_cannot_copy() {
             .expect("a later purge is not stopped by the damaged segment")
             .segment_files;
     }
-    let left = walk(&segments_dir).len();
+    let left = segment_files(&segments_dir).len();
     assert_eq!(
         deleted as usize,
         files_before - left,
@@ -879,8 +882,18 @@ async fn ack_everything(store: &SledStore, dest: &truc_store::Destination) -> us
     }
 }
 
-fn dir_bytes(dir: &std::path::Path) -> u64 {
+/// The payload segment files in `dir` (not the next one, made ahead of time: it holds no
+/// payload).
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect()
+}
+
+/// Bytes of the payload segment files in `dir`.
+fn segment_bytes(dir: &std::path::Path) -> u64 {
+    segment_files(dir)
         .iter()
         .map(|p| std::fs::metadata(p).expect("metadata").len())
         .sum()

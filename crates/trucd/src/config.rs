@@ -203,12 +203,18 @@ pub struct StoreSection {
     /// store); a segment is sealed at this size, in bytes (default 67,108,864: 64 MiB).
     /// Retention gives space back a segment at a time. Takes effect for new segments.
     pub payload_segment_bytes: u64,
+    /// Whether the next payload segment is written with zeros ahead of time (default true),
+    /// so that submissions are acknowledged on `fdatasync`s that need not commit a new file
+    /// size. Set it to false on copy-on-write file systems (ZFS, btrfs).
+    pub prepare_payload_segments: bool,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
+        let store = truc_store::StoreConfig::default();
         StoreSection {
-            payload_segment_bytes: truc_store::StoreConfig::default().payload_segment_bytes,
+            payload_segment_bytes: store.payload_segment_bytes,
+            prepare_payload_segments: store.prepare_payload_segments,
         }
     }
 }

@@ -116,6 +116,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let store_config = StoreConfig {
         retry: config.limits.retry(),
         payload_segment_bytes: config.store.payload_segment_bytes.max(64 * 1024),
+        prepare_payload_segments: config.store.prepare_payload_segments,
         ..StoreConfig::default()
     };
     let on_disk = database_bytes(&config.store_dir);

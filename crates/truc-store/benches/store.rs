@@ -1,7 +1,7 @@
 //! Store benchmarks, with the raw limits measured in the same run.
 //!
 //! ```text
-//! cargo bench -p truc-store --bench store -- submit  [--seconds 3] [--rounds 3] [--only KIB:N]
+//! cargo bench -p truc-store --bench store -- submit  [--seconds 3] [--rounds 3] [--only KIB:N] [--warm] [--no-spare]
 //! cargo bench -p truc-store --bench store -- backlog [--messages 1000000] [--kib 1]
 //! cargo bench -p truc-store --bench store -- fill --dir DIR [--messages 1000000] [--kib 1] [--checkpoint]
 //! cargo bench -p truc-store --bench store -- open-only --dir DIR
@@ -12,6 +12,10 @@
 //! concurrency and value size, the same made power-safe as the store's committer makes it
 //! (`fdatasync` of the log, `fsync` of sled's blob files), and the disk's raw `write` +
 //! `fdatasync` rate. The store and its baselines alternate over `--rounds` rounds.
+//! `--warm`: before each timed run, the store and both sled baselines first take one payload
+//! segment's worth (64 MiB) of the same submissions, as a store that has been running for a
+//! while (its next payload segment made ahead of time); `--no-spare` turns that off in the
+//! store (`prepare_payload_segments = false`), to compare the two in one run.
 //!
 //! `cycle`: the whole life of a package in the store, as the relay drives it: submitters
 //! (`--pipelines`, default 64) submit 8 KiB documents while one consumer claims them in
@@ -125,34 +129,116 @@ fn raw_fsync_rate(dir: &Path, size: usize, threads: usize, secs: f64) -> f64 {
     counter.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// How a cell's stores start.
+#[derive(Clone, Copy)]
+struct Start {
+    /// Submissions made before the timed run (ids below it), none if 0.
+    warm: u64,
+    /// The store makes its next payload segment ahead of time.
+    spare: bool,
+}
+
+impl Start {
+    fn of(args: &[String], size: usize) -> Self {
+        let warm = if args.iter().any(|a| a == "--warm") {
+            (truc_store::StoreConfig::default().payload_segment_bytes / size as u64).max(1) + 1
+        } else {
+            0
+        };
+        Start {
+            warm,
+            spare: !args.iter().any(|a| a == "--no-spare"),
+        }
+    }
+}
+
+/// Runs `op` for ids `0..count`, 64 at a time.
+async fn each_of<F, Fut>(count: u64, op: F)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..64 {
+        let (op, next) = (op.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    break;
+                }
+                op(n).await;
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+}
+
 /// One cell of the submit matrix: the store's durable submissions per second from
-/// `tasks` submitters, on a fresh store; prints the committer's counters.
-async fn store_submit_rate(tasks: usize, size: usize, secs: f64) -> (f64, f64) {
+/// `tasks` submitters, on a fresh store (warmed as `start` says); prints the committer's
+/// counters.
+async fn store_submit_rate(tasks: usize, size: usize, secs: f64, start: Start) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        Arc::new(SledStore::open(&dir.path().join("store"), StoreConfig::default()).expect("open"));
+    let config = StoreConfig {
+        prepare_payload_segments: start.spare,
+        ..StoreConfig::default()
+    };
+    let store = Arc::new(SledStore::open(&dir.path().join("store"), config).expect("open"));
+    if start.warm > 0 {
+        let s = store.clone();
+        each_of(start.warm, move |n| {
+            let s = s.clone();
+            async move {
+                s.submit(message(n, size)).await.expect("submit");
+            }
+        })
+        .await;
+        // As in a store running for a while: the next segment is made.
+        let spare = dir.path().join("store/payloads/next-segment.zeroed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while start.spare && size <= 256 * 1024 && !spare.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let stats = store.commit_stats();
+    // The committer's counters over the timed run only.
+    let counters = || {
+        [
+            &stats.flushes,
+            &stats.payload_segment_syncs,
+            &stats.log_syncs,
+            &stats.flush_micros,
+            &stats.sled_blobs_synced,
+            &stats.log_length_syncs,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    };
+    let before = counters();
     let s = store.clone();
     let ours = rate(tasks, secs, move |n| {
         let s = s.clone();
         async move {
-            s.submit(message(n, size)).await.expect("submit");
+            s.submit(message(n + start.warm, size))
+                .await
+                .expect("submit");
         }
     })
     .await;
-    let stats = store.commit_stats();
-    let flushes = stats.flushes.load(Ordering::Relaxed);
-    let segment_syncs = stats.payload_segment_syncs.load(Ordering::Relaxed);
+    let after = counters();
+    let [flushes, segment_syncs, log_syncs, flush_micros, blobs_synced, log_grown] =
+        [0, 1, 2, 3, 4, 5].map(|i| after[i] - before[i]);
     // Small payloads are acknowledged on their segment's fdatasync, the others on the
     // database's flush and its log's fdatasync: count both, per submission made.
-    let syncs = segment_syncs + stats.log_syncs.load(Ordering::Relaxed);
+    let syncs = segment_syncs + log_syncs;
     let per100 = 100.0 * syncs as f64 / (ours * secs).max(1.0);
     eprintln!(
-        "  {} KiB x {tasks}: {segment_syncs} payload segment fdatasyncs; mean flush {:.0} us over {flushes} flushes; {} of sled's blob files synced; log fdatasync'd {} times, {} of them grown",
+        "  {} KiB x {tasks}: {segment_syncs} payload segment fdatasyncs; mean flush {:.0} us over {flushes} flushes; {blobs_synced} of sled's blob files synced; log fdatasync'd {log_syncs} times, {log_grown} of them grown",
         size / 1024,
-        stats.flush_micros.load(Ordering::Relaxed) as f64 / flushes.max(1) as f64,
-        stats.sled_blobs_synced.load(Ordering::Relaxed),
-        stats.log_syncs.load(Ordering::Relaxed),
-        stats.log_length_syncs.load(Ordering::Relaxed)
+        flush_micros as f64 / flushes.max(1) as f64,
     );
     (ours, per100)
 }
@@ -160,7 +246,13 @@ async fn store_submit_rate(tasks: usize, size: usize, secs: f64) -> (f64, f64) {
 /// The submit matrix. Each cell alternates the store and its baselines for `rounds`
 /// rounds of `secs / rounds` seconds each (fresh databases every round), and reports the
 /// mean rates: on a shared machine whose speed drifts, alternating keeps the ratios fair.
-async fn submit_matrix(secs: f64, rounds: usize, only: Option<(usize, usize)>, no_raw: bool) {
+async fn submit_matrix(
+    secs: f64,
+    rounds: usize,
+    only: Option<(usize, usize)>,
+    no_raw: bool,
+    args: &[String],
+) {
     println!("| payload | submitters | truc-store submits/s | sled insert+flush/s | ratio | power-safe sled (same + fdatasync log, fsync sled's blob files)/s | ratio | raw write+fdatasync/s (same threads, max 16) | fdatasyncs per 100 submits (segments + log) |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let rounds = rounds.max(1);
@@ -171,20 +263,36 @@ async fn submit_matrix(secs: f64, rounds: usize, only: Option<(usize, usize)>, n
                 continue;
             }
             let (mut ours, mut per100, mut raw, mut raw_synced) = (0.0, 0.0, 0.0, 0.0);
+            let start = Start::of(args, size);
             for _ in 0..rounds {
-                let (rate, flushes) = store_submit_rate(tasks, size, slice).await;
+                let (rate, flushes) = store_submit_rate(tasks, size, slice, start).await;
                 ours += rate / rounds as f64;
                 per100 += flushes / rounds as f64;
                 if no_raw {
                     continue;
                 }
                 let raw_dir = tempfile::tempdir().expect("tempdir");
-                raw += raw_sled_rate(&raw_dir.path().join("sled"), tasks, size, slice, false).await
+                raw += raw_sled_rate(
+                    &raw_dir.path().join("sled"),
+                    tasks,
+                    size,
+                    slice,
+                    false,
+                    start.warm,
+                )
+                .await
                     / rounds as f64;
                 let safe_dir = tempfile::tempdir().expect("tempdir");
-                raw_synced +=
-                    raw_sled_rate(&safe_dir.path().join("sled"), tasks, size, slice, true).await
-                        / rounds as f64;
+                raw_synced += raw_sled_rate(
+                    &safe_dir.path().join("sled"),
+                    tasks,
+                    size,
+                    slice,
+                    true,
+                    start.warm,
+                )
+                .await
+                    / rounds as f64;
             }
             if no_raw {
                 println!(
@@ -212,7 +320,14 @@ async fn submit_matrix(secs: f64, rounds: usize, only: Option<(usize, usize)>, n
 /// file's length) and `fsync` of the files sled wrote to `db/blobs` since the last check
 /// (items over a quarter of a segment, e.g. leaves holding several 64 KiB values, which
 /// sled never syncs).
-async fn raw_sled_rate(path: &Path, tasks: usize, size: usize, secs: f64, power_safe: bool) -> f64 {
+async fn raw_sled_rate(
+    path: &Path,
+    tasks: usize,
+    size: usize,
+    secs: f64,
+    power_safe: bool,
+    warm: u64,
+) -> f64 {
     let blobs_dir = Arc::new(path.join("blobs"));
     let blobs_synced = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let db = sled::Config::new()
@@ -225,11 +340,27 @@ async fn raw_sled_rate(path: &Path, tasks: usize, size: usize, secs: f64, power_
         .expect("sled");
     let log = Arc::new(std::fs::File::open(path.join("db")).expect("sled log"));
     let value = Arc::new(vec![7u8; size]);
+    if warm > 0 {
+        let (d, value) = (db.clone(), value.clone());
+        each_of(warm, move |n| {
+            let (d, value) = (d.clone(), value.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    d.insert(n.to_be_bytes(), value.as_slice()).expect("insert");
+                    d.flush().expect("flush");
+                })
+                .await
+                .expect("blocking");
+            }
+        })
+        .await;
+    }
     let d = db.clone();
     // `flush_async` deadlocks when called concurrently in sled 0.34 (sled issue #1308,
     // reproduced here at 16 submitters), so the raw baseline is `flush` on a blocking
     // thread per call, the same call the store's committer makes.
     let rate = rate(tasks, secs, move |n| {
+        let n = n + warm;
         let (d, value, log) = (d.clone(), value.clone(), log.clone());
         let (blobs_dir, blobs_synced) = (blobs_dir.clone(), blobs_synced.clone());
         async move {
@@ -569,6 +700,7 @@ fn main() {
             rounds,
             only,
             args.iter().any(|a| a == "--no-raw"),
+            &args,
         ));
         return;
     }

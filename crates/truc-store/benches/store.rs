@@ -17,6 +17,9 @@
 //! while (its next payload segment made ahead of time); `--no-spare` turns that off in the
 //! store (`prepare_payload_segments = false`), to compare the two in one run.
 //!
+//! `sync-kinds [--bytes N] [--rounds R]`: the disk's `write` + `fdatasync` rate at the end of
+//! a growing file against inside a zeroed one (why payload segments are made ahead of time).
+//!
 //! `cycle`: the whole life of a package in the store, as the relay drives it: submitters
 //! (`--pipelines`, default 64) submit 8 KiB documents while one consumer claims them in
 //! batches and acknowledges each (durably). Reports packages per second, and — steadier on
@@ -408,6 +411,55 @@ fn sync_new_sled_blobs(
     }
 }
 
+/// `sync-kinds`: one writer's `pwrite` + `fdatasync` rate at the end of a file that grows
+/// with each write, against the same inside a file written with zeros and synced before
+/// (what a payload segment made ahead of time is), alternated over `rounds` rounds of 2,000
+/// syncs each, on the disk of the temporary directory.
+fn sync_kinds(size: usize, rounds: usize) {
+    use std::os::unix::fs::FileExt;
+    const SYNCS: usize = 2_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let buf = vec![0x5au8; size];
+    let run = |zeroed: bool| -> f64 {
+        let path = dir.path().join("sync-kinds");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create");
+        if zeroed {
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = 0;
+            while at < (SYNCS * size) as u64 {
+                file.write_all_at(&zeros, at).expect("zeros");
+                at += zeros.len() as u64;
+            }
+            file.sync_data().expect("fdatasync");
+        }
+        let start = Instant::now();
+        for i in 0..SYNCS {
+            file.write_all_at(&buf, (i * size) as u64).expect("write");
+            file.sync_data().expect("fdatasync");
+        }
+        let rate = SYNCS as f64 / start.elapsed().as_secs_f64();
+        drop(file);
+        std::fs::remove_file(&path).expect("remove");
+        rate
+    };
+    println!("| round | growing file, syncs/s | zeroed file, syncs/s | zeroed / growing |");
+    println!("|---|---|---|---|");
+    for round in 1..=rounds.max(1) {
+        let growing = run(false);
+        let zeroed = run(true);
+        println!(
+            "| {round} | {growing:.0} | {zeroed:.0} | {:.2} |",
+            zeroed / growing
+        );
+    }
+}
+
 /// `--messages N` (default one million) and `--kib K` (default 1, returned in bytes) of
 /// `fill` and `backlog`.
 fn backlog_shape(args: &[String]) -> (u64, usize) {
@@ -683,6 +735,16 @@ fn main() {
         println!("| payload | submitters | submit+claim+ack per s | CPU µs per package | KiB written per package | written / payload | durable requests per flush |");
         println!("|---|---|---|---|---|---|---|");
         rt.block_on(cycle(secs, pipelines, size));
+        return;
+    }
+    if args.iter().any(|a| a == "sync-kinds") {
+        let size = arg(&args, "--bytes")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(8 * 1024 + 300);
+        let rounds = arg(&args, "--rounds")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(3);
+        sync_kinds(size, rounds);
         return;
     }
     if args.iter().any(|a| a == "submit") {

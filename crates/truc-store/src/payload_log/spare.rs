@@ -6,9 +6,10 @@
 //! appended to. After an append that grows the file, that `fdatasync` must also make the
 //! new size durable (on ext4, a journal commit, with a cache flush of its own); over blocks
 //! that are written already, it writes the data and nothing else. On this project's
-//! machine an 8 KiB write + `fdatasync` is 1.4–1.8 times as fast inside a zeroed file as at
-//! the end of a growing one (docs/benchmarks.md), and one submitter's acknowledgements as
-//! much faster. PostgreSQL zeroes its WAL segments for the same reason.
+//! machine an 8 KiB write + `fdatasync` is 1.6–2.1 times as fast inside a zeroed file as at
+//! the end of a growing one (the store bench's `sync-kinds`), and one submitter's
+//! acknowledgements 20–40 % faster (docs/benchmarks.md). PostgreSQL zeroes its WAL
+//! segments for the same reason.
 //!
 //! The price: a segment's bytes are written twice (zeros, off the submissions' path, then
 //! entries). On copy-on-write file systems (ZFS, btrfs) an overwrite allocates new blocks

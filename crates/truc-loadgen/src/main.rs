@@ -72,6 +72,10 @@ struct Cli {
     /// The trucd binary (default: beside this one).
     #[arg(long)]
     trucd: Option<PathBuf>,
+    /// A setting of the relays' `[store]` section, as `KEY=VALUE` in TOML (repeatable), to
+    /// compare settings in one session: `--store prepare_payload_segments=false`.
+    #[arg(long = "store", value_name = "KEY=VALUE")]
+    store_settings: Vec<String>,
     /// Working directory (default: a temporary one, removed at the end).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -297,6 +301,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             system: "loadgen-a",
             secret: "secret-a",
         }),
+        &cli.store_settings,
     )?;
     let relay_b = match &axis {
         Some(a) => Some(SpawnedRelay::start(
@@ -310,6 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
                 system: "loadgen-b",
                 secret: "secret-b",
             }),
+            &cli.store_settings,
         )?),
         None => None,
     };
@@ -768,7 +774,13 @@ fn build_report(
 /// How the target of a run was set up, in words for the report.
 fn setup_of(cli: &Cli) -> String {
     match cli.target {
-        Target::Truc => "mutual TLS, fsync before each receipt (group commit)".into(),
+        Target::Truc if cli.store_settings.is_empty() => {
+            "mutual TLS, fsync before each receipt (group commit)".into()
+        }
+        Target::Truc => format!(
+            "mutual TLS, fsync before each receipt (group commit), [store] {}",
+            cli.store_settings.join(", ")
+        ),
         Target::Jetstream => format!(
             "{}, {}",
             if cli.nats_tls {

@@ -51,7 +51,7 @@ pub struct AxisLink<'a> {
 
 impl SpawnedRelay {
     /// Starts `trucd` for `ministry` in `dir`, with adapters for `adapters` level-2 units of
-    /// the sample registry.
+    /// the sample registry, and `store_settings` (`KEY=VALUE` lines) in its `[store]`.
     pub fn start(
         trucd: &Path,
         dir: &Path,
@@ -59,7 +59,14 @@ impl SpawnedRelay {
         ministry: &str,
         adapters: usize,
         axis: Option<AxisLink<'_>>,
+        store_settings: &[String],
     ) -> anyhow::Result<Self> {
+        for setting in store_settings {
+            anyhow::ensure!(
+                setting.contains('=') && !setting.contains('\n'),
+                "a store setting is KEY=VALUE: {setting:?}"
+            );
+        }
         std::fs::create_dir_all(dir)?;
         let ministry_code = OrgCode::parse(ministry)?;
         let mut registry = sample_transport_ministry(&ministry_code);
@@ -111,8 +118,13 @@ impl SpawnedRelay {
             ),
             None => String::new(),
         };
+        let store_section = if store_settings.is_empty() {
+            String::new()
+        } else {
+            format!("\n[store]\n{}\n", store_settings.join("\n"))
+        };
         let config = format!(
-            "ministry = \"{ministry}\"\nlisten = \"127.0.0.1:0\"\nstore_dir = {store:?}\nregistry_file = {registry_file:?}\nlog_level = \"warn,trucd=info,truc_upstream=info\"\nlog_format = \"pretty\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = {cert_file:?}\nkey = {key_file:?}\nclient_ca = {ca_file:?}\n\n[limits]\nsubmits_per_second = 1000000\nsubmit_burst = 1000000\nmax_credits = 10000\nretry_base_ms = 250\nretry_cap_secs = 5\n{upstream}",
+            "ministry = \"{ministry}\"\nlisten = \"127.0.0.1:0\"\nstore_dir = {store:?}\nregistry_file = {registry_file:?}\nlog_level = \"warn,trucd=info,truc_upstream=info\"\nlog_format = \"pretty\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = {cert_file:?}\nkey = {key_file:?}\nclient_ca = {ca_file:?}\n\n[limits]\nsubmits_per_second = 1000000\nsubmit_burst = 1000000\nmax_credits = 10000\nretry_base_ms = 250\nretry_cap_secs = 5\n{upstream}{store_section}",
             store = dir.join("store"),
         );
         let config_file = write("trucd.toml", &config)?;

@@ -898,6 +898,27 @@ impl PayloadLog {
     }
 }
 
+impl Drop for PayloadLog {
+    /// A clean close cuts the current segment, if it was made ahead of time, to its entries
+    /// now rather than leave it to the next open.
+    fn drop(&mut self) {
+        let mut a = self.appending();
+        if let Some(c) = a.current.as_mut().filter(|c| c.prepared) {
+            let cut = c
+                .file
+                .file
+                .set_len(c.len)
+                .and_then(|()| c.file.file.sync_data());
+            match cut {
+                Ok(()) => c.prepared = false,
+                Err(e) => {
+                    tracing::warn!(segment = c.number, error = %e, "could not cut the current payload segment to its entries; it is cut at the next start");
+                }
+            }
+        }
+    }
+}
+
 impl Appending {
     fn end(&self) -> LogPosition {
         match &self.current {
@@ -1510,13 +1531,18 @@ mod tests {
         });
         log.sync().expect("test");
         let end = log.entries(2).expect("test").end;
-        drop(log); // as a crash leaves it: never sealed, full size
+        // As a crash leaves it: never sealed, at its full size.
+        let crashed = fs::read(log.path_of(2)).expect("test");
+        assert_eq!(crashed.len() as u64, BYTES);
+        drop(log);
         assert_eq!(
             fs::metadata(path.join(segment_name(2)))
                 .expect("test")
                 .len(),
-            BYTES
+            end,
+            "a clean close cuts it"
         );
+        fs::write(path.join(segment_name(2)), &crashed).expect("test");
         // A spare renamed to a segment's name whose header never reached the disk: zeros.
         fs::write(path.join(segment_name(3)), vec![0u8; BYTES as usize]).expect("test");
         // A segment whose header is damaged is kept whole, zeros at its end or not.

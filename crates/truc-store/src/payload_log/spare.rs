@@ -21,8 +21,8 @@
 //! Crash safety: the zeros are written to a temporary name, synced, then renamed, so a file
 //! under the spare's name is always whole. Taking it renames it to the segment's name; the
 //! payload log syncs the directory before anything in it is acknowledged. A segment made
-//! from a spare is cut to the end of its entries when it is sealed, and, after a crash, when
-//! the log is next opened (see `PayloadLog::trim_unused_tails`).
+//! from a spare is cut to the end of its entries when it is sealed or the log closed, and,
+//! after a crash, when the log is next opened (see `PayloadLog::trim_unused_tails`).
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;

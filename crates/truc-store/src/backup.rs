@@ -184,8 +184,16 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
             let Some(name) = from.file_name().map(|n| n.to_owned()) else {
                 continue;
             };
-            match link_or_copy(&from, &segments_dir.join(&name)) {
-                Ok(()) => segment_names.push(name),
+            let to = segments_dir.join(&name);
+            match link_or_copy(&from, &to) {
+                // Durable as it is now, size included (the segment sealed above was cut to
+                // its entries, and its last ones may be waiting for the payload syncer).
+                Ok(()) => {
+                    File::open(&to)
+                        .and_then(|f| f.sync_all())
+                        .map_err(StoreError::from_io)?;
+                    segment_names.push(name);
+                }
                 // Reclaimed by retention after the snapshot no longer referenced it.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::from_io(e)),

@@ -141,7 +141,9 @@ impl SegmentRef {
 
 /// What a read of a segment's headers found.
 pub(crate) struct SegmentScan {
-    /// The whole payload entries, in order, with their message ids.
+    /// The payload entries whose header is whole, in order, with their message ids (a
+    /// body is checked when it is read: in a segment made ahead of time, a header can reach
+    /// the disk without its body).
     pub entries: Vec<(SegmentRef, MessageId)>,
     /// The whole submission entries, likewise (`len` is the length of their body).
     pub submissions: Vec<(SegmentRef, MessageId)>,
@@ -398,59 +400,76 @@ impl PayloadLog {
             pins: Arc::new(Mutex::new(HashMap::new())),
             spares,
         };
-        log.trim_unused_tails(&segments)?;
+        log.trim_unused_tails(&segments);
         Ok(log)
     }
 
     /// Cuts segments made ahead of time that a crash left at their full size to the end of
-    /// their entries (a segment is cut when it is sealed; the last one of a process that did
-    /// not seal it keeps its zeros until here). A segment whose last byte is zero may be
-    /// one; whole entries are never cut, only what follows the last: zeros, or a tail a
-    /// crash left half written, which no scan reads.
-    fn trim_unused_tails(&self, segments: &[u64]) -> Result<(), StoreError> {
+    /// their entries (a segment is cut when it is sealed or the log closed; the last one of
+    /// a process that did neither keeps its zeros until here). A segment whose last 4 KiB
+    /// are zeros may be one; whole entries are never cut, only what follows the last:
+    /// zeros, or a tail a crash left half written, which no scan reads. Space only: a
+    /// segment that cannot be read or cut is left as it is, and one a backup links to
+    /// (more than one name) is never changed.
+    fn trim_unused_tails(&self, segments: &[u64]) {
         for &segment in segments {
-            let path = self.path_of(segment);
-            let opened = self.file(segment)?;
-            let len = opened.file.metadata().map_err(StoreError::from_io)?.len();
-            if len <= opened.data_start {
-                continue;
-            }
-            let mut last = [0u8; 1];
-            opened
-                .file
-                .read_exact_at(&mut last, len - 1)
-                .map_err(StoreError::from_io)?;
-            if last[0] != 0 {
-                continue;
-            }
-            let end = self.entries(segment)?.end;
-            // Without a readable segment header (written before segments had headers, or
-            // damaged), only zeros are cut: a spare renamed but never written to.
-            let cut = end < len
-                && (opened.salt.is_some()
-                    || zeros_from(&opened.file, end, len).map_err(StoreError::from_io)?);
-            if cut {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(StoreError::from_io)?;
-                file.set_len(end).map_err(StoreError::from_io)?;
-                file.sync_data().map_err(StoreError::from_io)?;
-                tracing::info!(
-                    path = %path.display(),
-                    from = len,
-                    to = end,
-                    "cut a payload segment made ahead of time to the end of its entries"
-                );
+            if let Err(e) = self.trim_unused_tail(segment) {
+                tracing::warn!(segment = %self.path_of(segment).display(), error = %e, "could not cut a payload segment to the end of its entries");
             }
         }
+    }
+
+    fn trim_unused_tail(&self, segment: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        const TAIL: u64 = 4096;
+        let path = self.path_of(segment);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let meta = file.metadata()?;
+        let len = meta.len();
+        if meta.nlink() > 1 || len <= SEGMENT_HEADER as u64 {
+            return Ok(());
+        }
+        let tail_from = len.saturating_sub(TAIL).max(SEGMENT_HEADER as u64);
+        if !zeros_from(&file, tail_from, len)? {
+            return Ok(());
+        }
+        let segment_file = SegmentFile::open(file)?;
+        let end = scan_entries(&segment_file, segment, 0)?.end;
+        // Without a readable segment header (written before segments had headers, or
+        // damaged), only zeros are cut: a spare renamed but never written to.
+        let cut =
+            end < len && (segment_file.salt.is_some() || zeros_from(&segment_file.file, end, len)?);
+        if cut {
+            segment_file.file.set_len(end)?;
+            segment_file.file.sync_data()?;
+            tracing::info!(
+                path = %path.display(),
+                from = len,
+                to = end,
+                "cut a payload segment made ahead of time to the end of its entries"
+            );
+        }
         Ok(())
+    }
+
+    /// Gives back the space of the next segment made ahead of time, if one is ready: the
+    /// disk is short of it.
+    pub(crate) fn release_spare(&self) {
+        if let Some(spares) = &self.spares {
+            spares.release();
+        }
     }
 
     /// Whether the next segment is made already (see [`spare`]).
     #[cfg(test)]
     fn spare_ready(&self) -> bool {
         self.spares.as_ref().is_some_and(|s| s.is_ready())
+    }
+
+    /// Requests for a spare made, and dealt with.
+    #[cfg(test)]
+    fn spare_requests(&self) -> (usize, usize) {
+        self.spares.as_ref().map_or((0, 0), |s| s.requests())
     }
 
     /// The directory of the segments.
@@ -829,58 +848,7 @@ impl PayloadLog {
     /// goes on from the next whole entry, so that one bad entry hides no others.
     pub(crate) fn entries_from(&self, segment: u64, start: u64) -> Result<SegmentScan, StoreError> {
         let opened = self.file(segment)?;
-        let (file, salt) = (&opened.file, opened.salt.as_ref());
-        let size = file.metadata().map_err(StoreError::from_io)?.len();
-        let mut entries = Vec::new();
-        let mut submissions = Vec::new();
-        let mut withdrawn = Vec::new();
-        let mut offset = start.max(opened.data_start).min(size);
-        let mut end = offset;
-        let mut clean = true;
-        let mut header = [0u8; HEADER];
-        loop {
-            while offset + HEADER as u64 <= size {
-                file.read_exact_at(&mut header, offset)
-                    .map_err(StoreError::from_io)?;
-                let Some((kind, id, len, _)) = decode_header(&header, salt) else {
-                    break;
-                };
-                let at = SegmentRef {
-                    segment,
-                    offset,
-                    len,
-                };
-                if offset + at.entry_bytes() > size {
-                    break;
-                }
-                match kind {
-                    EntryKind::Payload => entries.push((at, id)),
-                    EntryKind::Submission => submissions.push((at, id)),
-                    EntryKind::Withdrawal => withdrawn.push(id),
-                }
-                offset += at.entry_bytes();
-                end = offset;
-            }
-            if offset >= size {
-                break;
-            }
-            match next_whole_entry(file, offset + 1, size, salt).map_err(StoreError::from_io)? {
-                // A tail a crash left half written, or zeros never written over.
-                None => break,
-                Some(at) => {
-                    clean = false;
-                    offset = at;
-                }
-            }
-        }
-        Ok(SegmentScan {
-            entries,
-            submissions,
-            withdrawn,
-            clean,
-            size,
-            end,
-        })
+        scan_entries(&opened, segment, start).map_err(StoreError::from_io)
     }
 
     /// Deletes a sealed segment (its payloads are all purged or copied elsewhere, durably).
@@ -1137,7 +1105,10 @@ fn next_whole_entry_by(
                 return Ok(None);
             }
             let mut header = [0u8; HEADER];
-            file.read_exact_at(&mut header, at)?;
+            match piece.get(found..found + HEADER) {
+                Some(h) => header.copy_from_slice(h),
+                None => file.read_exact_at(&mut header, at)?,
+            }
             let Some((_, _, body_len, crc)) = decode_header(&header, salt) else {
                 continue;
             };
@@ -1157,6 +1128,62 @@ fn next_whole_entry_by(
         start += len - (PREFIX.len() as u64 - 1);
     }
     Ok(None)
+}
+
+/// Reads the entry headers of `opened` (segment number `segment`) from `start`: see
+/// [`PayloadLog::entries_from`].
+fn scan_entries(opened: &SegmentFile, segment: u64, start: u64) -> std::io::Result<SegmentScan> {
+    let (file, salt) = (&opened.file, opened.salt.as_ref());
+    let size = file.metadata()?.len();
+    let mut entries = Vec::new();
+    let mut submissions = Vec::new();
+    let mut withdrawn = Vec::new();
+    let mut offset = start.max(opened.data_start).min(size);
+    let mut end = offset;
+    let mut clean = true;
+    let mut header = [0u8; HEADER];
+    loop {
+        while offset + HEADER as u64 <= size {
+            file.read_exact_at(&mut header, offset)?;
+            let Some((kind, id, len, _)) = decode_header(&header, salt) else {
+                break;
+            };
+            let at = SegmentRef {
+                segment,
+                offset,
+                len,
+            };
+            if offset + at.entry_bytes() > size {
+                break;
+            }
+            match kind {
+                EntryKind::Payload => entries.push((at, id)),
+                EntryKind::Submission => submissions.push((at, id)),
+                EntryKind::Withdrawal => withdrawn.push(id),
+            }
+            offset += at.entry_bytes();
+            end = offset;
+        }
+        if offset >= size {
+            break;
+        }
+        match next_whole_entry(file, offset + 1, size, salt)? {
+            // A tail a crash left half written, or zeros never written over.
+            None => break,
+            Some(at) => {
+                clean = false;
+                offset = at;
+            }
+        }
+    }
+    Ok(SegmentScan {
+        entries,
+        submissions,
+        withdrawn,
+        clean,
+        size,
+        end,
+    })
 }
 
 /// Whether `file` holds nothing but zeros from `from` to `len`.
@@ -1484,12 +1511,14 @@ mod tests {
         let (mut n, mut written) = (0, Vec::new());
         // Not asked for until the first segment is a quarter full.
         append_until(&log, &mut n, &mut written, |_, at| at.offset > BYTES / 8);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(
-            !log.spare_ready(),
+        assert_eq!(
+            log.spare_requests(),
+            (0, 0),
             "a spare is made only once it may be needed"
         );
+        assert!(!log.spare_ready());
         append_until(&log, &mut n, &mut written, |_, at| at.offset > BYTES / 4);
+        assert_eq!(log.spare_requests().0, 1);
         wait_for_spare(&log);
         assert_eq!(
             fs::metadata(log.dir().join("next-segment.zeroed"))
@@ -1602,7 +1631,11 @@ mod tests {
             .expect("test");
         let (mut n, mut written) = (0, Vec::new());
         append_until(&log, &mut n, &mut written, |_, at| at.segment == 2);
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while log.spare_requests().1 == 0 {
+            assert!(std::time::Instant::now() < deadline, "never dealt with");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert!(!log.spare_ready());
         assert!(!log.dir().join("next-segment.zeroed").exists());
         assert!(!log.dir().join("next-segment.zeroing").exists());
@@ -1642,5 +1675,114 @@ mod tests {
         )
         .expect("test");
         assert_eq!(past, None);
+    }
+
+    #[test]
+    fn a_spare_is_deleted_when_space_is_short() {
+        const BYTES: u64 = 64 * 1024;
+        let dir = tempfile::tempdir().expect("test");
+        let path = dir.path().join("p");
+        fs::create_dir_all(&path).expect("test");
+        fs::write(path.join("next-segment.zeroed"), vec![0u8; BYTES as usize]).expect("test");
+        let log = PayloadLog::open_preparing_segments(path.clone(), BYTES, 0).expect("test");
+        assert!(log.spare_ready());
+        log.release_spare();
+        assert!(!log.spare_ready());
+        assert!(!path.join("next-segment.zeroed").exists());
+        let (at, _) = log.append(id(1), b"grows").expect("test");
+        assert_eq!(file_len(&log, at.segment), at.offset + at.entry_bytes());
+    }
+
+    /// Fills segment 1 and starts segment 2 from a spare, up to a quarter of it; syncs.
+    fn into_a_second_segment_made_ahead(
+        path: &Path,
+        bytes: u64,
+    ) -> (PayloadLog, Vec<(SegmentRef, u64)>) {
+        let log = PayloadLog::open_preparing_segments(path.to_owned(), bytes, 0).expect("test");
+        let (mut n, mut written) = (0, Vec::new());
+        append_until(&log, &mut n, &mut written, |_, at| at.offset > bytes / 2);
+        wait_for_spare(&log);
+        append_until(&log, &mut n, &mut written, |_, at| {
+            at.segment == 2 && at.offset > bytes / 4
+        });
+        log.sync().expect("test");
+        assert_eq!(file_len(&log, 2), bytes, "made from the spare");
+        (log, written)
+    }
+
+    #[test]
+    fn the_end_of_a_segment_is_its_last_whole_entry_even_past_damage_and_before_zeros() {
+        const BYTES: u64 = 64 * 1024;
+        let dir = tempfile::tempdir().expect("test");
+        let path = dir.path().join("p");
+        let (log, written) = into_a_second_segment_made_ahead(&path, BYTES);
+        let seg2: Vec<_> = written.iter().filter(|(at, _)| at.segment == 2).collect();
+        let (last, _) = seg2.last().expect("test");
+        let mut crashed = fs::read(log.path_of(2)).expect("test");
+        drop(log);
+        // The crash image, with the header of the second entry of segment 2 damaged.
+        crashed[seg2[1].0.offset as usize + 5] ^= 0xff;
+        fs::write(path.join(segment_name(2)), &crashed).expect("test");
+        let log = PayloadLog::open(path, BYTES).expect("test");
+        let scan = log.entries(2).expect("test");
+        assert!(!scan.clean, "damaged in the middle");
+        assert_eq!(scan.end, last.offset + last.entry_bytes());
+        assert_eq!(
+            scan.size, scan.end,
+            "cut at the open, after the entries past damage"
+        );
+        assert_eq!(scan.entries.len(), seg2.len() - 1);
+    }
+
+    #[test]
+    fn a_spare_holding_an_earlier_segment_s_entries_shows_none_of_them() {
+        const BYTES: u64 = 64 * 1024;
+        let dir = tempfile::tempdir().expect("test");
+        let path = dir.path().join("p");
+        let (log, _) = into_a_second_segment_made_ahead(&path, BYTES);
+        // As if the rename of the spare into segment 2 were lost in a crash.
+        let stale = fs::read(log.path_of(2)).expect("test");
+        drop(log);
+        fs::remove_file(path.join(segment_name(2))).expect("test");
+        fs::write(path.join("next-segment.zeroed"), &stale).expect("test");
+        let log = PayloadLog::open_preparing_segments(path.clone(), BYTES, 0).expect("test");
+        assert!(log.spare_ready());
+        let (at, _) = log
+            .append(id(10_000), b"the first of a new segment")
+            .expect("test");
+        assert_eq!(file_len(&log, at.segment), BYTES, "made from the spare");
+        log.sync().expect("test");
+        let scan = log.entries(at.segment).expect("test");
+        assert_eq!(scan.entries, vec![(at, id(10_000))]);
+        assert!(scan.submissions.is_empty() && scan.withdrawn.is_empty());
+        drop(log);
+        // Cut at the close: to the new entry, the stale bytes after it gone.
+        let len = fs::metadata(path.join(segment_name(at.segment)))
+            .expect("test")
+            .len();
+        assert_eq!(len, at.offset + at.entry_bytes());
+    }
+
+    #[test]
+    fn a_segment_a_backup_links_to_is_never_cut() {
+        const BYTES: u64 = 64 * 1024;
+        let dir = tempfile::tempdir().expect("test");
+        let path = dir.path().join("p");
+        let (log, _) = into_a_second_segment_made_ahead(&path, BYTES);
+        let crashed = fs::read(log.path_of(2)).expect("test");
+        drop(log);
+        fs::write(path.join(segment_name(2)), &crashed).expect("test");
+        let linked = dir.path().join("backup.seg");
+        fs::hard_link(path.join(segment_name(2)), &linked).expect("test");
+        let log = PayloadLog::open(path.clone(), BYTES).expect("test");
+        assert_eq!(
+            file_len(&log, 2),
+            BYTES,
+            "shared with a backup: left as it is"
+        );
+        drop(log);
+        fs::remove_file(&linked).expect("test");
+        let log = PayloadLog::open(path, BYTES).expect("test");
+        assert!(file_len(&log, 2) < BYTES, "its own again: cut");
     }
 }

@@ -595,6 +595,8 @@ impl SledStore {
         let free = fs2::available_space(&self.dir).map_err(StoreError::from_io)?;
         if free < self.config.min_free_bytes {
             self.space_ok_at.store(0, Ordering::Relaxed);
+            // The next payload segment can grow as it is written instead.
+            self.payload_log.release_spare();
             return Err(StoreError::Full(std::io::Error::new(
                 std::io::ErrorKind::StorageFull,
                 format!(

@@ -19,15 +19,18 @@
 //! a new segment simply grows as it is written.
 //!
 //! Crash safety: the zeros are written to a temporary name, synced, then renamed, so a file
-//! under the spare's name is always whole. Taking it renames it to the segment's name; the
-//! payload log syncs the directory before anything in it is acknowledged. A segment made
+//! under the spare's name always has its full size. Taking it renames it to the segment's
+//! name; the payload log syncs the directory before anything in it is acknowledged. (If a
+//! crash loses that rename, the spare may hold entries written to it meanwhile, none of
+//! them acknowledged; the segment it becomes next has a salt of its own, so they are
+//! never read as its entries.) A segment made
 //! from a spare is cut to the end of its entries when it is sealed or the log closed, and,
 //! after a crash, when the log is next opened (see `PayloadLog::trim_unused_tails`).
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -46,6 +49,11 @@ pub(super) struct SpareSegments {
     dir: PathBuf,
     /// A whole spare is under [`SPARE`].
     ready: Arc<AtomicBool>,
+    /// Requests the thread has dealt with (made a spare, or found no room or one ready).
+    #[cfg_attr(not(test), allow(dead_code))]
+    handled: Arc<AtomicUsize>,
+    /// Requests made.
+    requested: AtomicUsize,
     /// The log is closing: stop writing zeros.
     stop: Arc<AtomicBool>,
     tx: Option<mpsc::Sender<()>>,
@@ -70,29 +78,33 @@ impl SpareSegments {
         };
         let ready = Arc::new(AtomicBool::new(ready));
         let stop = Arc::new(AtomicBool::new(false));
+        let handled = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel::<()>();
         let thread = {
             let (dir, ready, stop) = (dir.to_owned(), ready.clone(), stop.clone());
+            let handled = handled.clone();
             std::thread::Builder::new()
                 .name("truc-store-spare-segment".into())
                 .spawn(move || {
                     while rx.recv().is_ok() {
-                        if ready.load(Ordering::Acquire) || stop.load(Ordering::Acquire) {
-                            continue;
-                        }
-                        match make_spare(&dir, bytes, keep_free, &stop) {
-                            Ok(true) => ready.store(true, Ordering::Release),
-                            Ok(false) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "could not make the next payload segment ahead of time; it will grow as it is written");
+                        if !ready.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
+                            match make_spare(&dir, bytes, keep_free, &stop) {
+                                Ok(true) => ready.store(true, Ordering::Release),
+                                Ok(false) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "could not make the next payload segment ahead of time; it will grow as it is written");
+                                }
                             }
                         }
+                        handled.fetch_add(1, Ordering::AcqRel);
                     }
                 })?
         };
         Ok(SpareSegments {
             dir: dir.to_owned(),
             ready,
+            handled,
+            requested: AtomicUsize::new(0),
             stop,
             tx: Some(tx),
             thread: Some(thread),
@@ -102,6 +114,7 @@ impl SpareSegments {
     /// Asks for a spare, if none is ready or being made (the log asks once its current
     /// segment is a quarter full, so that a store opened for a moment writes none).
     pub(super) fn request(&self) {
+        self.requested.fetch_add(1, Ordering::AcqRel);
         if let Some(tx) = &self.tx {
             let _ = tx.send(());
         }
@@ -129,10 +142,34 @@ impl SpareSegments {
         }
     }
 
+    /// Deletes the spare, if one is ready: the disk is short of space, and the next segment
+    /// can grow as it is written instead.
+    pub(super) fn release(&self) {
+        if self.ready.swap(false, Ordering::AcqRel) {
+            match remove_if_present(&self.dir.join(SPARE)) {
+                Ok(()) => tracing::info!(
+                    "deleted the payload segment made ahead of time: the disk is short of space"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not delete the payload segment made ahead of time")
+                }
+            }
+        }
+    }
+
     /// Whether a spare is ready.
     #[cfg(test)]
     pub(super) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// How many requests were made, and how many the thread has dealt with.
+    #[cfg(test)]
+    pub(super) fn requests(&self) -> (usize, usize) {
+        (
+            self.requested.load(Ordering::Acquire),
+            self.handled.load(Ordering::Acquire),
+        )
     }
 }
 
@@ -149,16 +186,24 @@ impl Drop for SpareSegments {
 /// Writes a spare: zeros under [`SPARE_WRITING`], synced, renamed to [`SPARE`]. `false` if
 /// the disk has no room for it besides `keep_free`, or the log is closing.
 fn make_spare(dir: &Path, bytes: u64, keep_free: u64, stop: &AtomicBool) -> std::io::Result<bool> {
-    let available = fs2::available_space(dir)?;
-    if available < keep_free.saturating_add(bytes.saturating_mul(2)) {
-        tracing::debug!(
-            available,
-            "no room to make the next payload segment ahead of time"
-        );
+    // Room for the rest of the spare and one more segment, besides the reserve: checked
+    // before each stretch of zeros, as other writes take space meanwhile.
+    let room = |left: u64| -> std::io::Result<bool> {
+        let available = fs2::available_space(dir)?;
+        let room = available >= keep_free.saturating_add(left).saturating_add(bytes);
+        if !room {
+            tracing::debug!(
+                available,
+                "no room to make the next payload segment ahead of time"
+            );
+        }
+        Ok(room)
+    };
+    if !room(bytes)? {
         return Ok(false);
     }
     let writing = dir.join(SPARE_WRITING);
-    let written = write_zeros(&writing, bytes, stop);
+    let written = write_zeros(&writing, bytes, stop, room);
     match written {
         Ok(true) => {
             fs::rename(&writing, dir.join(SPARE))?;
@@ -175,7 +220,14 @@ fn make_spare(dir: &Path, bytes: u64, keep_free: u64, stop: &AtomicBool) -> std:
     }
 }
 
-fn write_zeros(path: &Path, bytes: u64, stop: &AtomicBool) -> std::io::Result<bool> {
+/// Writes `bytes` zeros to a new file at `path`; `false` if `stop` is set or `room` (asked
+/// with the bytes left, before each stretch synced) says no.
+fn write_zeros(
+    path: &Path,
+    bytes: u64,
+    stop: &AtomicBool,
+    room: impl Fn(u64) -> std::io::Result<bool>,
+) -> std::io::Result<bool> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -194,6 +246,9 @@ fn write_zeros(path: &Path, bytes: u64, stop: &AtomicBool) -> std::io::Result<bo
         if at - synced >= SYNC_EVERY {
             file.sync_data()?;
             synced = at;
+            if !room(bytes - at)? {
+                return Ok(false);
+            }
         }
     }
     file.sync_data()?;

@@ -56,6 +56,9 @@ use crate::types::MessageId;
 
 /// A segment is sealed once it reaches this size and a new one is started.
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
+/// A segment that grows as it is written asks for one made ahead of time once it holds this
+/// much (see [`spare`]).
+const ASK_EARLY_AT: u64 = 1 << 20;
 const HEADER: usize = 32;
 const SUFFIX: &str = ".seg";
 /// Every segment begins with a header of its own: magic, version, a random salt, CRC32.
@@ -557,7 +560,11 @@ impl PayloadLog {
         let full = a.current.as_ref().is_some_and(|c| {
             c.len > c.file.data_start && c.len + total as u64 > self.segment_bytes
         });
-        if full {
+        // A segment that grows as it is written gives way to one made ahead of time as soon
+        // as one is ready: sealed early, it is only smaller.
+        let outgrown = a.current.as_ref().is_some_and(|c| !c.prepared)
+            && self.spares.as_ref().is_some_and(|s| s.is_ready());
+        if full || outgrown {
             a.seal();
         }
         if a.current.is_none() {
@@ -616,7 +623,16 @@ impl PayloadLog {
         let (segment, offset) = (c.number, c.len);
         c.len += entry.len() as u64;
         c.dirty = true;
-        if !c.asked_for_next && c.len >= self.segment_bytes / 4 {
+        // The next one is asked for once this one is a quarter full, or, if it grows as it
+        // is written (the first of a process, or one made when no spare was ready), once it
+        // holds a little: a store that takes small payloads at all soon writes into blocks
+        // written already.
+        let ask_at = if c.prepared {
+            self.segment_bytes / 4
+        } else {
+            (self.segment_bytes / 4).min(ASK_EARLY_AT)
+        };
+        if !c.asked_for_next && c.len >= ask_at {
             c.asked_for_next = true;
             if let Some(spares) = &self.spares {
                 spares.request();
@@ -1784,5 +1800,36 @@ mod tests {
         fs::remove_file(&linked).expect("test");
         let log = PayloadLog::open(path, BYTES).expect("test");
         assert!(file_len(&log, 2) < BYTES, "its own again: cut");
+    }
+
+    #[test]
+    fn a_segment_that_grows_gives_way_to_a_spare_as_soon_as_one_is_ready() {
+        const BYTES: u64 = 8 << 20;
+        let dir = tempfile::tempdir().expect("test");
+        let log =
+            PayloadLog::open_preparing_segments(dir.path().join("p"), BYTES, 0).expect("test");
+        let (mut n, mut written) = (0, Vec::new());
+        append_until(&log, &mut n, &mut written, |_, at| {
+            at.offset > ASK_EARLY_AT / 2
+        });
+        assert_eq!(log.spare_requests().0, 0);
+        // Asked for at 1 MiB, long before a quarter of the segment.
+        append_until(&log, &mut n, &mut written, |_, at| {
+            at.offset + at.entry_bytes() >= ASK_EARLY_AT
+        });
+        assert_eq!(log.spare_requests().0, 1);
+        wait_for_spare(&log);
+        let (at, _) = log.append(id(n), b"into the spare").expect("test");
+        assert_eq!(at.segment, 2, "the growing segment is sealed early");
+        assert_eq!(file_len(&log, 2), BYTES);
+        let first = file_len(&log, 1);
+        assert!(first < BYTES / 4, "segment 1 stopped at {first} bytes");
+        assert_eq!(first, log.entries(1).expect("test").end);
+        for (at, n) in &written {
+            assert_eq!(
+                &log.read(at, id(*n)).expect("test")[..],
+                &[(*n % 250) as u8 + 1; 1024][..]
+            );
+        }
     }
 }

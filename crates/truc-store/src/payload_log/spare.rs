@@ -1,6 +1,6 @@
 //! The next payload segment, made ahead of time: a file of the segment's full size, written
 //! with zeros and synced, waiting under a name no segment has until the current segment is
-//! sealed.
+//! sealed (full, or, if it grew as it was written, as soon as the spare is ready).
 //!
 //! Why: a submission is acknowledged on an `fdatasync` of the segment its entries were
 //! appended to. After an append that grows the file, that `fdatasync` must also make the
@@ -112,7 +112,7 @@ impl SpareSegments {
     }
 
     /// Asks for a spare, if none is ready or being made (the log asks once its current
-    /// segment is a quarter full, so that a store opened for a moment writes none).
+    /// segment holds some entries, so that a store opened for a moment writes none).
     pub(super) fn request(&self) {
         self.requested.fetch_add(1, Ordering::AcqRel);
         if let Some(tx) = &self.tx {
@@ -158,7 +158,6 @@ impl SpareSegments {
     }
 
     /// Whether a spare is ready.
-    #[cfg(test)]
     pub(super) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }

@@ -23,9 +23,9 @@
 //! name; the payload log syncs the directory before anything in it is acknowledged. (If a
 //! crash loses that rename, the spare may hold entries written to it meanwhile, none of
 //! them acknowledged; the segment it becomes next has a salt of its own, so they are
-//! never read as its entries.) A segment made
-//! from a spare is cut to the end of its entries when it is sealed or the log closed, and,
-//! after a crash, when the log is next opened (see `PayloadLog::trim_unused_tails`).
+//! never read as its entries.) A segment made from a spare is cut to the end of its
+//! entries when it is sealed or the log closed, and, after a crash, when the log is next
+//! opened (see `PayloadLog::trim_unused_tails`).
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -49,10 +49,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::committer::CommitStats;
-
-mod spare;
 use crate::error::StoreError;
 use crate::types::MessageId;
+
+mod spare;
 
 /// A segment is sealed once it reaches this size and a new one is started.
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;

@@ -44,7 +44,7 @@ pub(crate) fn inbox() -> Destination {
     Destination::Inbox(code("000.00.07.G04"))
 }
 
-fn document_id(n: u32) -> DocumentId {
+pub(crate) fn document_id(n: u32) -> DocumentId {
     DocumentId::new(&format!("000.00.05.G04,2026/11/22,{n}/CRASH"))
 }
 

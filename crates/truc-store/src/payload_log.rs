@@ -174,6 +174,9 @@ pub(crate) struct PayloadLog {
     pins: Arc<Mutex<HashMap<u64, usize>>>,
     /// The next segment, made ahead of time (see [`spare`]), unless turned off.
     spares: Option<spare::SpareSegments>,
+    /// Syncs to fail as a failing disk would (tests of what follows).
+    #[cfg(test)]
+    failing_syncs: AtomicUsize,
 }
 
 /// Keeps a segment from being reclaimed while the record of a payload appended to it is
@@ -402,6 +405,8 @@ impl PayloadLog {
             files: RwLock::new(HashMap::new()),
             pins: Arc::new(Mutex::new(HashMap::new())),
             spares,
+            #[cfg(test)]
+            failing_syncs: AtomicUsize::new(0),
         };
         log.trim_unused_tails(&segments);
         Ok(log)
@@ -467,6 +472,13 @@ impl PayloadLog {
     #[cfg(test)]
     fn spare_ready(&self) -> bool {
         self.spares.as_ref().is_some_and(|s| s.is_ready())
+    }
+
+    /// Makes the next `n` syncs fail after syncing, as a disk whose `fdatasync` fails does
+    /// (the segments they cover are abandoned).
+    #[cfg(test)]
+    pub(crate) fn fail_next_syncs(&self, n: usize) {
+        self.failing_syncs.store(n, Ordering::Release);
     }
 
     /// Requests for a spare made, and dealt with.
@@ -703,6 +715,16 @@ impl PayloadLog {
                     Ok(())
                 }
             });
+        #[cfg(test)]
+        let result = result.and_then(|()| {
+            let failing =
+                self.failing_syncs
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            match failing {
+                Ok(_) => Err(std::io::Error::other("fdatasync failed (simulated)")),
+                Err(_) => Ok(()),
+            }
+        });
         if let Err(e) = result {
             let mut a = self.appending();
             let mut abandoned: Vec<u64> = files.iter().map(|(n, _)| *n).collect();

@@ -675,3 +675,89 @@ impl SledStore {
         Ok(replayed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crash_prefix::{document, document_id};
+    use crate::Store;
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
+    }
+
+    /// A failed `fdatasync` of the payload log refuses the submissions it was to make
+    /// durable and withdraws them; the same document submitted again is stored under its
+    /// new id, and a crash that leaves only the payload log (the records never flushed)
+    /// writes again what was acknowledged, never the refused one in its place.
+    #[tokio::test]
+    async fn a_submission_whose_sync_failed_is_withdrawn_and_never_stored_after_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = tempfile::tempdir().expect("tempdir");
+        let config = || StoreConfig {
+            inline_threshold: 1024,
+            // The records stay in memory: only the payload log holds the submissions.
+            record_flush_delay_ms: 600_000,
+            ..StoreConfig::default()
+        };
+        let store = SledStore::open(dir.path(), config()).expect("open");
+        let first = store
+            .submit(document(1, b"first", None))
+            .await
+            .expect("submit 1");
+        store.payload_log.fail_next_syncs(1);
+        let refused = store.submit(document(2, b"second", None)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Io(_))),
+            "refused when its sync fails: {refused:?}"
+        );
+        let second = store
+            .submit(document(2, b"second", None))
+            .await
+            .expect("submit 2 again");
+        assert!(
+            matches!(second, SubmitOutcome::Stored(_)),
+            "stored, not a duplicate of the refused one"
+        );
+        let third = store
+            .submit(document(3, b"third", None))
+            .await
+            .expect("submit 3");
+        // What a crash now leaves on disk.
+        copy_dir(dir.path(), &image.path().join("store"));
+        drop(store);
+        let store = SledStore::open(&image.path().join("store"), config()).expect("reopen");
+        assert!(
+            store.replayed_at_open() > 0,
+            "the open wrote submissions again from the payload log"
+        );
+        for (n, original, bytes) in [
+            (1, first.record().id, &b"first"[..]),
+            (2, second.record().id, &b"second"[..]),
+            (3, third.record().id, &b"third"[..]),
+        ] {
+            let found = store.find_by_document(&document_id(n)).await.expect("find");
+            assert_eq!(found.len(), 1, "document {n} is there once");
+            assert_eq!(
+                found[0].id, original,
+                "document {n} under the id it was given"
+            );
+            let payload = store
+                .payload(original)
+                .await
+                .expect("payload")
+                .read_all()
+                .expect("read");
+            assert_eq!(&payload[..], bytes);
+        }
+    }
+}

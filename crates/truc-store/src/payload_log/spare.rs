@@ -1,6 +1,8 @@
 //! The next payload segment, made ahead of time: a file of the segment's full size, written
 //! with zeros and synced, waiting under a name no segment has until the current segment is
-//! sealed (full, or, if it grew as it was written, as soon as the spare is ready).
+//! sealed (full, or, if it grew as it was written, as soon as the spare is ready). None is
+//! made while each sync of the current segment serves many writes (see
+//! `BUSY_WRITES_PER_SYNC`).
 //!
 //! Why: a submission is acknowledged on an `fdatasync` of the segment its entries were
 //! appended to. After an append that grows the file, that `fdatasync` must also make the

@@ -491,24 +491,14 @@ async fn fill(messages: u64, size: usize, dir: &Path) {
     {
         let store = Arc::new(SledStore::open(dir, StoreConfig::default()).expect("open"));
         let s = store.clone();
-        let next = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..64 {
-            let (s, next) = (s.clone(), next.clone());
-            handles.push(tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= messages {
-                        break;
-                    }
-                    s.submit(message(n, size)).await.expect("submit");
-                }
-            }));
-        }
-        for h in handles {
-            h.await.expect("task");
-        }
+        each_of(messages, move |n| {
+            let s = s.clone();
+            async move {
+                s.submit(message(n, size)).await.expect("submit");
+            }
+        })
+        .await;
         let fill = start.elapsed();
         println!(
             "filled {messages} messages of {size} B in {:.1} s ({:.0}/s); on disk {} MiB",

@@ -1528,9 +1528,7 @@ mod tests {
         until: impl Fn(&PayloadLog, &SegmentRef) -> bool,
     ) {
         for _ in 0..10_000 {
-            let (at, _) = log
-                .append(id(*n), &[(*n % 250) as u8 + 1; 1024])
-                .expect("test");
+            let (at, _) = log.append(id(*n), &payload(*n)).expect("test");
             log.sync().expect("test");
             written.push((at, *n));
             *n += 1;
@@ -1539,6 +1537,18 @@ mod tests {
             }
         }
         panic!("never happened");
+    }
+
+    /// The 1 KiB payload of id `n` in these tests.
+    fn payload(n: u64) -> [u8; 1024] {
+        [(n % 250) as u8 + 1; 1024]
+    }
+
+    /// Every payload in `written` reads back whole.
+    fn assert_read_back(log: &PayloadLog, written: &[(SegmentRef, u64)]) {
+        for (at, n) in written {
+            assert_eq!(&log.read(at, id(*n)).expect("test")[..], &payload(*n)[..]);
+        }
     }
 
     fn wait_for_spare(log: &PayloadLog) {
@@ -1592,12 +1602,7 @@ mod tests {
         let scan = log.entries(2).expect("test");
         assert_eq!(file_len(&log, 2), scan.end);
         assert!(scan.end < BYTES && scan.clean);
-        for (at, n) in &written {
-            assert_eq!(
-                &log.read(at, id(*n)).expect("test")[..],
-                &[(*n % 250) as u8 + 1; 1024][..]
-            );
-        }
+        assert_read_back(&log, &written);
     }
 
     #[test]
@@ -1605,14 +1610,7 @@ mod tests {
         const BYTES: u64 = 64 * 1024;
         let dir = tempfile::tempdir().expect("test");
         let path = dir.path().join("p");
-        let log = PayloadLog::open_preparing_segments(path.clone(), BYTES, 0).expect("test");
-        let (mut n, mut written) = (0, Vec::new());
-        append_until(&log, &mut n, &mut written, |_, at| at.offset > BYTES / 2);
-        wait_for_spare(&log);
-        append_until(&log, &mut n, &mut written, |_, at| {
-            at.segment == 2 && at.offset > BYTES / 8
-        });
-        log.sync().expect("test");
+        let (log, written) = into_a_second_segment_made_ahead(&path, BYTES);
         let end = log.entries(2).expect("test").end;
         // As a crash leaves it: never sealed, at its full size.
         let crashed = fs::read(log.path_of(2)).expect("test");
@@ -1639,14 +1637,11 @@ mod tests {
         assert_eq!(file_len(&log, 4), damaged.len() as u64, "left as it is");
         let scan = log.entries(2).expect("test");
         assert!(scan.clean);
-        for (at, n) in &written {
-            assert_eq!(
-                &log.read(at, id(*n)).expect("test")[..],
-                &[(*n % 250) as u8 + 1; 1024][..]
-            );
-        }
+        assert_read_back(&log, &written);
         // Appends go on in a new segment.
-        let (at, _) = log.append(id(n), b"after the crash").expect("test");
+        let (at, _) = log
+            .append(id(written.len() as u64), b"after the crash")
+            .expect("test");
         assert_eq!(at.segment, 5);
     }
 
@@ -1863,12 +1858,7 @@ mod tests {
         let first = file_len(&log, 1);
         assert!(first < BYTES / 4, "segment 1 stopped at {first} bytes");
         assert_eq!(first, log.entries(1).expect("test").end);
-        for (at, n) in &written {
-            assert_eq!(
-                &log.read(at, id(*n)).expect("test")[..],
-                &[(*n % 250) as u8 + 1; 1024][..]
-            );
-        }
+        assert_read_back(&log, &written);
     }
 
     #[test]

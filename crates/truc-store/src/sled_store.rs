@@ -2720,7 +2720,8 @@ pub(crate) mod crash_point {
         Ok(())
     }
 
-    fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    /// Copies a directory tree (what a crash image of a store is made of).
+    pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(to)?;
         for entry in std::fs::read_dir(from)? {
             let entry = entry?;

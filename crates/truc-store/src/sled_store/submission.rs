@@ -682,19 +682,6 @@ mod tests {
     use crate::crash_prefix::{document, document_id};
     use crate::Store;
 
-    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-        std::fs::create_dir_all(to).expect("mkdir");
-        for entry in std::fs::read_dir(from).expect("read_dir") {
-            let entry = entry.expect("entry");
-            let target = to.join(entry.file_name());
-            if entry.file_type().expect("type").is_dir() {
-                copy_dir(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), &target).expect("copy");
-            }
-        }
-    }
-
     /// A failed `fdatasync` of the payload log refuses the submissions it was to make
     /// durable and withdraws them; the same document submitted again is stored under its
     /// new id, and a crash that leaves only the payload log (the records never flushed)
@@ -733,7 +720,7 @@ mod tests {
             .await
             .expect("submit 3");
         // What a crash now leaves on disk.
-        copy_dir(dir.path(), &image.path().join("store"));
+        crash_point::copy_dir(dir.path(), &image.path().join("store")).expect("copy");
         drop(store);
         let store = SledStore::open(&image.path().join("store"), config()).expect("reopen");
         assert!(

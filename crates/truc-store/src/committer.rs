@@ -32,12 +32,13 @@ use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::batch_queue::{Announced, BatchQueue};
 use crate::blob::sync_dir;
 use crate::error::StoreError;
 
@@ -59,10 +60,9 @@ impl From<Failure> for StoreError {
     }
 }
 
-struct Request {
+/// A request for a flush.
+pub(crate) struct Request {
     dirs: Vec<PathBuf>,
-    /// When the flush answering this request must start at the latest.
-    due: Instant,
     /// `None` for [`Committer::flush_soon`]: nobody waits.
     done: Option<oneshot::Sender<Result<(), Failure>>>,
 }
@@ -113,11 +113,11 @@ impl CommitStats {
 }
 
 pub(crate) struct Committer {
-    tx: Option<mpsc::Sender<Request>>,
+    /// Requests, each due when the flush answering it must start at the latest, and the
+    /// writers between the start of their change and their commit request.
+    queue: Arc<BatchQueue<Request>>,
     thread: Option<JoinHandle<()>>,
     pub(crate) stats: Arc<CommitStats>,
-    /// Writers between the start of their change and their commit request.
-    writers: Arc<AtomicUsize>,
     /// A [`Self::flush_soon`] request is waiting for a flush that has not started yet.
     flush_requested: Arc<AtomicBool>,
     /// [`Self::flush_soon`] calls since the last flush began.
@@ -129,15 +129,7 @@ pub(crate) struct Committer {
 /// A change in preparation: while any exist, the committer lets a batch wait a moment for
 /// them, so one flush serves them too. Dropped when the change asks to be committed (or
 /// gives up).
-pub(crate) struct Writing {
-    writers: Arc<AtomicUsize>,
-}
-
-impl Drop for Writing {
-    fn drop(&mut self) {
-        self.writers.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+pub(crate) type Writing = Announced<Request>;
 
 /// The longest a batch waits for writers still preparing their change.
 const GATHER: Duration = Duration::from_micros(400);
@@ -148,32 +140,30 @@ const FLUSH_AFTER: usize = 512;
 impl Committer {
     /// Starts the committer of `db`, whose directory is `db_dir`.
     pub(crate) fn start(db: sled::Db, db_dir: &Path) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::channel::<Request>();
+        let queue = BatchQueue::new();
         let stats = Arc::new(CommitStats::default());
-        let writers = Arc::new(AtomicUsize::new(0));
         let flush_requested = Arc::new(AtomicBool::new(false));
         let unflushed = Arc::new(AtomicUsize::new(0));
         let failing = Arc::new(AtomicBool::new(false));
         let flags = Flags {
-            writers: writers.clone(),
             flush_requested: flush_requested.clone(),
             unflushed: unflushed.clone(),
             failing: failing.clone(),
         };
         let thread_stats = stats.clone();
+        let requests = queue.clone();
         let mut sled_blobs = SledBlobs::new(db_dir.join("blobs"));
         // Files left by a previous process may never have been synced either.
         sled_blobs.sync_new().map_err(StoreError::from_io)?;
         let log = LogFile::open(&db_dir.join("db")).map_err(StoreError::from_io)?;
         let thread = std::thread::Builder::new()
             .name("truc-store-commit".into())
-            .spawn(move || run(db, sled_blobs, log, rx, &thread_stats, &flags))
+            .spawn(move || run(db, sled_blobs, log, &requests, &thread_stats, &flags))
             .map_err(StoreError::Io)?;
         Ok(Committer {
-            tx: Some(tx),
+            queue,
             thread: Some(thread),
             stats,
-            writers,
             flush_requested,
             unflushed,
             failing,
@@ -197,11 +187,9 @@ impl Committer {
         };
         let request = Request {
             dirs: Vec::new(),
-            due,
             done: None,
         };
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(request).is_ok());
-        if !sent {
+        if self.queue.push(request, due, None).is_err() {
             self.flush_requested.store(false, Ordering::SeqCst);
         }
     }
@@ -214,10 +202,7 @@ impl Committer {
 
     /// Announces a change about to be made (call before taking the store's lock).
     pub(crate) fn writing(&self) -> Writing {
-        self.writers.fetch_add(1, Ordering::AcqRel);
-        Writing {
-            writers: self.writers.clone(),
-        }
+        self.queue.announce()
     }
 
     /// Waits until everything written before this call (and the renames in `dirs`) is on
@@ -245,17 +230,17 @@ impl Committer {
     ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         let due = Instant::now() + delay;
-        // No longer "preparing": the committer need not wait for this writer, whose request
-        // is in the channel from the next line on.
-        drop(writing);
-        self.tx
-            .as_ref()
-            .ok_or(StoreError::Closed)?
-            .send(Request {
-                dirs,
+        // No longer "preparing" once its request is queued: the committer need not wait for
+        // this writer.
+        self.queue
+            .push(
+                Request {
+                    dirs,
+                    done: Some(done),
+                },
                 due,
-                done: Some(done),
-            })
+                writing,
+            )
             .map_err(|_| StoreError::Closed)?;
         match wait.await {
             Ok(result) => result.map_err(StoreError::from),
@@ -266,7 +251,7 @@ impl Committer {
 
 impl Drop for Committer {
     fn drop(&mut self) {
-        self.tx.take();
+        self.queue.close();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -275,7 +260,6 @@ impl Drop for Committer {
 
 /// What the committer thread shares with the [`Committer`].
 struct Flags {
-    writers: Arc<AtomicUsize>,
     flush_requested: Arc<AtomicBool>,
     unflushed: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
@@ -285,46 +269,14 @@ fn run(
     db: sled::Db,
     mut sled_blobs: SledBlobs,
     mut log: LogFile,
-    rx: mpsc::Receiver<Request>,
+    requests: &BatchQueue<Request>,
     stats: &CommitStats,
     flags: &Flags,
 ) {
-    let mut waiting: Vec<Request> = Vec::new();
-    let mut open = true;
-    while open || !waiting.is_empty() {
-        if waiting.is_empty() {
-            match rx.recv() {
-                Ok(first) => waiting.push(first),
-                Err(_) => break,
-            }
-        }
-        let mut gather_until = None;
-        while open {
-            while let Ok(more) = rx.try_recv() {
-                waiting.push(more);
-            }
-            let now = Instant::now();
-            let due = waiting.iter().map(|r| r.due).min().unwrap_or(now);
-            let until = if due > now {
-                // Only requests that may wait: until the first of them is due, or one that
-                // may not arrives.
-                due
-            } else {
-                // Alone, or everyone has asked: flush now. Otherwise give the writers still
-                // preparing a change a moment to join this flush.
-                let until = *gather_until.get_or_insert(now + GATHER);
-                if flags.writers.load(Ordering::Acquire) == 0 || now >= until {
-                    break;
-                }
-                until
-            };
-            match rx.recv_timeout(until - now) {
-                Ok(more) => waiting.push(more),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
-            }
-        }
-        let batch = std::mem::take(&mut waiting);
+    // Requests that may wait: until the first of them is due, or one that may not arrives.
+    // Then, alone or once everyone has asked, flush at once; otherwise give the writers
+    // still preparing a change a moment to join this flush.
+    while let Some(batch) = requests.next_batch(GATHER) {
         // Before the flush starts: a change made before a `flush_soon` that finds the flag
         // still set is covered by this flush.
         flags.flush_requested.swap(false, Ordering::SeqCst);

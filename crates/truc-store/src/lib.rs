@@ -19,6 +19,7 @@
 //! store is opened). See [`SledStore`] for the exact guarantee.
 
 mod backup;
+mod batch_queue;
 pub use backup::RestoreReport;
 mod blob;
 mod committer;

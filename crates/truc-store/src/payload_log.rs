@@ -41,13 +41,16 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
+#[cfg(test)]
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::batch_queue::{Announced, BatchQueue};
 use crate::committer::CommitStats;
 use crate::error::StoreError;
 use crate::types::MessageId;
@@ -974,29 +977,20 @@ impl Appending {
 /// Group sync of the payload segments, on a thread of its own: a writer asks once its
 /// payload is appended, and is answered by the first sync that started after it asked.
 pub(crate) struct PayloadSyncer {
-    tx: Option<mpsc::Sender<SyncRequest>>,
+    queue: Arc<BatchQueue<SyncRequest>>,
     thread: Option<JoinHandle<()>>,
-    /// Submissions on their way to asking for a sync (see [`PayloadSyncer::writing`]).
-    writers: Arc<AtomicUsize>,
 }
 
 /// A submission on its way to [`PayloadSyncer::durable`]: while any exist, a sync waits a
 /// moment (at most [`GATHER`]) for them, so that one `fdatasync` serves them too. Dropped
 /// when it asks (or gives up).
-pub(crate) struct SyncWriting {
-    writers: Arc<AtomicUsize>,
-}
-
-impl Drop for SyncWriting {
-    fn drop(&mut self) {
-        self.writers.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+pub(crate) type SyncWriting = Announced<SyncRequest>;
 
 /// The longest a sync waits for submissions on their way.
 const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 
-struct SyncRequest {
+/// A writer's request for a sync, answered on `done`.
+pub(crate) struct SyncRequest {
     segment: u64,
     done: oneshot::Sender<Result<(), SyncFailure>>,
 }
@@ -1011,27 +1005,13 @@ struct SyncFailure {
 impl PayloadSyncer {
     /// Starts the syncer of `log`; counts its `fdatasync`s in `stats`.
     pub(crate) fn start(log: Arc<PayloadLog>, stats: Arc<CommitStats>) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::channel::<SyncRequest>();
-        let writers = Arc::new(AtomicUsize::new(0));
-        let thread_writers = writers.clone();
+        let queue = BatchQueue::<SyncRequest>::new();
+        let requests = queue.clone();
         let thread = std::thread::Builder::new()
             .name("truc-store-payload-sync".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    // Alone, at once; otherwise a moment for those on their way.
-                    let until = std::time::Instant::now() + GATHER;
-                    loop {
-                        batch.extend(rx.try_iter());
-                        let now = std::time::Instant::now();
-                        if thread_writers.load(Ordering::Acquire) == 0 || now >= until {
-                            break;
-                        }
-                        match rx.recv_timeout(until - now) {
-                            Ok(more) => batch.push(more),
-                            Err(_) => break,
-                        }
-                    }
+                // Alone, at once; otherwise a moment for those on their way.
+                while let Some(batch) = requests.next_batch(GATHER) {
                     let result = log.sync();
                     if let Ok(n) = &result {
                         stats
@@ -1059,19 +1039,15 @@ impl PayloadSyncer {
             })
             .map_err(StoreError::Io)?;
         Ok(PayloadSyncer {
-            tx: Some(tx),
+            queue,
             thread: Some(thread),
-            writers,
         })
     }
 
     /// Announces a submission that will ask for a sync soon (take it before the work that
     /// precedes the request; hand it to [`Self::durable`]).
     pub(crate) fn writing(&self) -> SyncWriting {
-        self.writers.fetch_add(1, Ordering::AcqRel);
-        SyncWriting {
-            writers: self.writers.clone(),
-        }
+        self.queue.announce()
     }
 
     /// Waits until the payload at `at` (appended before this call) is on disk.
@@ -1086,15 +1062,16 @@ impl PayloadSyncer {
         writing: Option<SyncWriting>,
     ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        // No longer on its way: the request is in the channel from the next line on.
-        drop(writing);
-        self.tx
-            .as_ref()
-            .ok_or(StoreError::Closed)?
-            .send(SyncRequest {
-                segment: at.segment,
-                done,
-            })
+        // No longer on its way once its request is queued.
+        self.queue
+            .push(
+                SyncRequest {
+                    segment: at.segment,
+                    done,
+                },
+                std::time::Instant::now(),
+                writing,
+            )
             .map_err(|_| StoreError::Closed)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
@@ -1113,7 +1090,7 @@ impl PayloadSyncer {
 
 impl Drop for PayloadSyncer {
     fn drop(&mut self) {
-        self.tx.take();
+        self.queue.close();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -30,7 +30,7 @@ struct State<T> {
     closed: bool,
     /// What the serving thread waits for, while it waits.
     waiting: Waiting,
-    /// Times a writer woke the thread (for tests and benchmarks).
+    /// Times a writer woke the thread (read by tests).
     wakes: u64,
 }
 
@@ -42,8 +42,8 @@ enum Waiting {
     Request,
     /// Until the earliest queued request is due, at this instant.
     Due(Instant),
-    /// A batch is due; for the announced writers, until this instant.
-    Writers(Instant),
+    /// A batch is due; for the announced writers, until the end of its gather time.
+    Writers,
 }
 
 /// A writer announced to a [`BatchQueue`]: while it exists, a due batch waits (a moment)
@@ -70,11 +70,12 @@ impl<T> State<T> {
     /// One announced writer leaves; whether the thread should wake for it.
     fn leave(&mut self) -> bool {
         self.announced = self.announced.saturating_sub(1);
-        let wake = self.announced == 0 && matches!(self.waiting, Waiting::Writers(_));
-        self.woken(wake)
+        let wake = self.announced == 0 && self.waiting == Waiting::Writers;
+        self.wake_if(wake)
     }
 
-    fn woken(&mut self, wake: bool) -> bool {
+    /// Marks the thread woken if `wake`; returns `wake`.
+    fn wake_if(&mut self, wake: bool) -> bool {
         if wake {
             // Woken once: later writers need not wake it again.
             self.waiting = Waiting::No;
@@ -125,7 +126,8 @@ impl<T> BatchQueue<T> {
         let mut wake = false;
         if let Some(mut a) = announced {
             // It leaves here, under this lock, rather than in its drop.
-            a.queue = None;
+            let of = a.queue.take();
+            debug_assert!(of.is_some_and(|q| std::ptr::eq(&*q, self)));
             wake = state.leave();
         }
         if state.closed {
@@ -142,9 +144,9 @@ impl<T> BatchQueue<T> {
             Waiting::Request => true,
             Waiting::Due(at) => due < at,
             // Due already: it wakes when the writers have asked, or at the end of its gather.
-            Waiting::Writers(_) => false,
+            Waiting::Writers => false,
         };
-        wake |= state.woken(needed);
+        wake |= state.wake_if(needed);
         drop(state);
         if wake {
             self.wake.notify_one();
@@ -152,10 +154,18 @@ impl<T> BatchQueue<T> {
         Ok(())
     }
 
-    /// Closes the queue: requests already in it are still served; new ones are refused.
+    /// Closes the queue: requests already in it are served at once (without waiting for
+    /// their due time or for announced writers); new ones are refused.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_all();
+    }
+
+    /// For the serving thread, held while it serves: if it stops for any reason (a panic
+    /// included), the queue is closed and the requests still in it are dropped, so that
+    /// their writers hear it (a dropped answer channel) rather than wait forever.
+    pub(crate) fn closed_on_exit(&self) -> ClosedOnExit<'_, T> {
+        ClosedOnExit { queue: self }
     }
 
     /// Times a writer has woken the serving thread so far.
@@ -193,7 +203,7 @@ impl<T> BatchQueue<T> {
             if state.announced == 0 || now >= until {
                 break;
             }
-            state.waiting = Waiting::Writers(until);
+            state.waiting = Waiting::Writers;
             state = self.wait(state, Some(until - now));
         }
         state.waiting = Waiting::No;
@@ -221,6 +231,26 @@ impl<T> BatchQueue<T> {
     }
 }
 
+/// Closes its queue and drops what it holds when dropped (see
+/// [`BatchQueue::closed_on_exit`]).
+pub(crate) struct ClosedOnExit<'a, T> {
+    queue: &'a BatchQueue<T>,
+}
+
+impl<T> Drop for ClosedOnExit<'_, T> {
+    fn drop(&mut self) {
+        let left = {
+            let mut state = self.queue.lock();
+            state.closed = true;
+            state.due = None;
+            std::mem::take(&mut state.requests)
+        };
+        // Dropped outside the lock: dropping a request may wake its writer.
+        drop(left);
+        self.queue.wake.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,9 +272,15 @@ mod tests {
         })
     }
 
-    /// Waits until the serving thread waits as `what` says.
+    /// Waits until the serving thread waits as `what` says (a test whose thread never
+    /// does fails after a while rather than hanging).
     fn until_waiting(queue: &BatchQueue<u32>, what: impl Fn(Waiting) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !what(queue.lock().waiting) {
+            assert!(
+                Instant::now() < deadline,
+                "the serving thread never got there"
+            );
             std::thread::yield_now();
         }
     }
@@ -257,7 +293,7 @@ mod tests {
         let server = serve(&queue, FOREVER);
         until_waiting(&queue, |w| w == Waiting::Request);
         assert!(queue.push(1, Instant::now(), None).is_ok());
-        until_waiting(&queue, |w| matches!(w, Waiting::Writers(_)));
+        until_waiting(&queue, |w| w == Waiting::Writers);
         assert!(queue.push(2, Instant::now(), Some(first)).is_ok());
         // One writer is still announced: the thread was not woken.
         assert_eq!(queue.wakes(), 1, "only the first request woke it");
@@ -276,7 +312,7 @@ mod tests {
         let server = serve(&queue, FOREVER);
         until_waiting(&queue, |w| w == Waiting::Request);
         assert!(queue.push(7, Instant::now(), None).is_ok());
-        until_waiting(&queue, |w| matches!(w, Waiting::Writers(_)));
+        until_waiting(&queue, |w| w == Waiting::Writers);
         drop(writer);
         until_waiting(&queue, |w| w == Waiting::Request);
         queue.close();
@@ -321,6 +357,30 @@ mod tests {
         queue.close();
         assert_eq!(queue.push(2, Instant::now(), None), Err(2));
         assert_eq!(queue.next_batch(FOREVER), Some(vec![1]));
+        assert_eq!(queue.next_batch(FOREVER), None);
+    }
+
+    #[test]
+    fn a_serving_thread_that_stops_closes_the_queue_and_drops_what_it_holds() {
+        let queue = BatchQueue::<Arc<()>>::new();
+        let queued = Arc::new(());
+        assert!(queue
+            .push(queued.clone(), Instant::now() + FOREVER, None)
+            .is_ok());
+        let server = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let _closing = queue.closed_on_exit();
+                panic!("a serving thread fails");
+            })
+        };
+        assert!(server.join().is_err());
+        assert_eq!(
+            Arc::strong_count(&queued),
+            1,
+            "the queued request was dropped"
+        );
+        assert!(queue.push(queued.clone(), Instant::now(), None).is_err());
         assert_eq!(queue.next_batch(FOREVER), None);
     }
 }

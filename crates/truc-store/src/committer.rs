@@ -273,6 +273,8 @@ fn run(
     stats: &CommitStats,
     flags: &Flags,
 ) {
+    // Should this thread stop (a panic in sled), writers hear it rather than wait forever.
+    let _closing = requests.closed_on_exit();
     // Requests that may wait: until the first of them is due, or one that may not arrives.
     // Then, alone or once everyone has asked, flush at once; otherwise give the writers
     // still preparing a change a moment to join this flush.

@@ -1010,6 +1010,7 @@ impl PayloadSyncer {
         let thread = std::thread::Builder::new()
             .name("truc-store-payload-sync".into())
             .spawn(move || {
+                let _closing = requests.closed_on_exit();
                 // Alone, at once; otherwise a moment for those on their way.
                 while let Some(batch) = requests.next_batch(GATHER) {
                     let result = log.sync();

@@ -272,6 +272,20 @@ mod tests {
         })
     }
 
+    /// The batches a serving thread took, once it has stopped (failing after a while if it
+    /// never does).
+    fn batches_of(server: std::thread::JoinHandle<Vec<Vec<u32>>>) -> Vec<Vec<u32>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !server.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the serving thread never stopped"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        server.join().expect("server")
+    }
+
     /// Waits until the serving thread waits as `what` says (a test whose thread never
     /// does fails after a while rather than hanging).
     fn until_waiting(queue: &BatchQueue<u32>, what: impl Fn(Waiting) -> bool) {
@@ -300,7 +314,7 @@ mod tests {
         assert!(queue.push(3, Instant::now(), Some(second)).is_ok());
         until_waiting(&queue, |w| w == Waiting::Request);
         queue.close();
-        let batches = server.join().expect("server");
+        let batches = batches_of(server);
         assert_eq!(batches, vec![vec![1, 2, 3]]);
         assert_eq!(queue.wakes(), 2);
     }
@@ -316,7 +330,7 @@ mod tests {
         drop(writer);
         until_waiting(&queue, |w| w == Waiting::Request);
         queue.close();
-        assert_eq!(server.join().expect("server"), vec![vec![7]]);
+        assert_eq!(batches_of(server), vec![vec![7]]);
     }
 
     #[test]
@@ -334,7 +348,7 @@ mod tests {
         assert!(queue.push(100, Instant::now(), None).is_ok());
         until_waiting(&queue, |w| w == Waiting::Request);
         queue.close();
-        let batches = server.join().expect("server");
+        let batches = batches_of(server);
         assert_eq!(batches, vec![(1..=100).collect::<Vec<_>>()]);
         assert_eq!(queue.wakes(), 2);
     }
@@ -347,7 +361,7 @@ mod tests {
         assert!(queue.push(1, Instant::now(), None).is_ok());
         until_waiting(&queue, |w| w == Waiting::Request);
         queue.close();
-        assert_eq!(server.join().expect("server"), vec![vec![1]]);
+        assert_eq!(batches_of(server), vec![vec![1]]);
     }
 
     #[test]
@@ -356,8 +370,23 @@ mod tests {
         assert!(queue.push(1, Instant::now() + FOREVER, None).is_ok());
         queue.close();
         assert_eq!(queue.push(2, Instant::now(), None), Err(2));
-        assert_eq!(queue.next_batch(FOREVER), Some(vec![1]));
-        assert_eq!(queue.next_batch(FOREVER), None);
+        // Served at once, not when due; then the thread stops.
+        assert_eq!(batches_of(serve(&queue, FOREVER)), vec![vec![1]]);
+    }
+
+    #[test]
+    fn closing_takes_a_batch_still_waiting_for_writers_at_once() {
+        let queue = BatchQueue::new();
+        let writer = queue.announce();
+        let server = serve(&queue, FOREVER);
+        until_waiting(&queue, |w| w == Waiting::Request);
+        assert!(queue.push(1, Instant::now(), None).is_ok());
+        until_waiting(&queue, |w| w == Waiting::Writers);
+        queue.close();
+        assert_eq!(batches_of(server), vec![vec![1]]);
+        // The writer that was still on its way is refused, and leaves cleanly.
+        assert_eq!(queue.push(2, Instant::now(), Some(writer)), Err(2));
+        assert_eq!(queue.lock().announced, 0);
     }
 
     #[test]

@@ -150,6 +150,9 @@ struct Report {
     latency_ms: Latency,
     /// From the submission to the relay's receipt (stored durably), without the delivery.
     receipt_latency_ms: Latency,
+    /// Open loop: from each submission's scheduled time to the moment the load generator
+    /// began it (its own lateness, included in both latencies above).
+    start_lateness_ms: Option<Latency>,
     relays: Vec<RelayUsage>,
     loadgen_cpu_seconds: f64,
     /// The national axis, for cross-ministry runs.
@@ -716,6 +719,7 @@ fn build_report(
 ) -> Report {
     let (p50, p99, p999, max, samples) = ledger.latency();
     let receipt = ledger.receipt_latency();
+    let late = ledger.start_lateness();
     let acknowledged = ledger.acknowledged.load(Ordering::Relaxed);
     let received = ledger.received.load(Ordering::Relaxed);
     Report {
@@ -764,6 +768,13 @@ fn build_report(
             max: receipt.3,
             samples: receipt.4,
         },
+        start_lateness_ms: matches!(pace, Pace::Open(_)).then_some(Latency {
+            p50: late.0,
+            p99: late.1,
+            p999: late.2,
+            max: late.3,
+            samples: late.4,
+        }),
         relays,
         loadgen_cpu_seconds,
         axis: None,
@@ -885,6 +896,12 @@ fn print_table(r: &Report) {
         "  of which submit → durable receipt (ms): p50 {:.2} · p99 {:.2} · p99.9 {:.2} · max {:.2}",
         q.p50, q.p99, q.p999, q.max
     );
+    if let Some(q) = &r.start_lateness_ms {
+        println!(
+            "  of which the load generator began late (ms): p50 {:.2} · p99 {:.2} · p99.9 {:.2} · max {:.2}",
+            q.p50, q.p99, q.p999, q.max
+        );
+    }
     for u in &r.relays {
         println!(
             "  relay {}: {:.1} s CPU ({:.0} % of a core), peak RSS {:.0} MiB",

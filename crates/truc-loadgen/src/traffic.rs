@@ -64,6 +64,9 @@ pub struct Ledger {
     /// From the submission (or its scheduled time) to the relay's receipt: the durable
     /// part of the path, without the delivery.
     receipt_latency: Mutex<Histogram<u64>>,
+    /// From a submission's scheduled time to the moment the load generator began it: its
+    /// own lateness, part of every latency above in an open loop.
+    start_lateness: Mutex<Histogram<u64>>,
     /// Submissions the relay acknowledged.
     pub acknowledged: AtomicU64,
     /// Submissions refused or failed, by error code.
@@ -98,6 +101,9 @@ impl Default for Ledger {
             receipt_latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
             ),
+            start_lateness: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+            ),
             acknowledged: AtomicU64::new(0),
             errors: Mutex::default(),
             received: AtomicU64::new(0),
@@ -129,6 +135,19 @@ impl Ledger {
     pub fn receipt(&self, after: Duration) {
         if let Ok(mut h) = self.receipt_latency.lock() {
             let _ = h.record((after.as_micros() as u64).max(1));
+        }
+    }
+
+    /// The same, from the scheduled time to the moment the load generator began the
+    /// submission.
+    pub fn start_lateness(&self) -> (f64, f64, f64, f64, u64) {
+        quantiles(&self.start_lateness)
+    }
+
+    /// Records a submission begun `by` after its scheduled time.
+    fn started_late(&self, by: Duration) {
+        if let Ok(mut h) = self.start_lateness.lock() {
+            let _ = h.record((by.as_micros() as u64).max(1));
         }
     }
 }
@@ -376,6 +395,7 @@ async fn send_one(
         number,
         started,
     } = job;
+    ledger.started_late(started.elapsed());
     let bytes = package(from, to, number, size.draw(), date);
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
     let document_id = format!("{from},{date},{number}/LOAD");

@@ -72,6 +72,36 @@ fn a_short_load_is_delivered_and_verified_end_to_end() {
         .as_f64()
         .is_some_and(|m| m > 1.0));
     assert!(stdout.contains("received and verified 150"), "{stdout}");
+    assert!(
+        r["start_lateness_ms"].is_null(),
+        "a closed loop has no schedule: {r}"
+    );
+}
+
+/// An open loop keeps a schedule: the report says how late the load generator itself
+/// began each submission, since that lateness is part of every latency it reports.
+#[test]
+fn an_open_loop_reports_how_late_the_generator_began_each_submission() {
+    let (r, stdout) = run_loadgen(&[
+        "--adapters",
+        "2",
+        "--rate",
+        "200",
+        "--count",
+        "100",
+        "--duration",
+        "60",
+        "--drain",
+        "60",
+    ]);
+    assert_eq!(r["received"], 100, "{r}");
+    let late = &r["start_lateness_ms"];
+    assert_eq!(late["samples"], 100, "{r}");
+    let (p50, max) = (late["p50"].as_f64(), late["max"].as_f64());
+    assert!(p50.is_some_and(|p| p >= 0.0) && max >= p50, "{r}");
+    // It is part of the latency from the scheduled time to the recipient's acknowledgement.
+    assert!(r["latency_ms"]["max"].as_f64() >= max, "{r}");
+    assert!(stdout.contains("the load generator began late"), "{stdout}");
 }
 
 /// The CI version of `scripts/chaos.sh`: the relay is killed with SIGKILL ten times under

@@ -474,13 +474,30 @@ pub async fn send(
             let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
             let start = Instant::now();
             let limit = Arc::new(tokio::sync::Semaphore::new(8192));
+            // The schedule is kept by a thread of its own: tokio's timer fires on 1 ms
+            // ticks, which made the generator begin submissions late by 0.4–1.2 ms at p50,
+            // counted in every latency (measured from the scheduled time).
+            let (tick, mut ticks) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+            std::thread::spawn(move || {
+                for i in 0u64.. {
+                    let at = start + interval.mul_f64(i as f64);
+                    if at >= until {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if at > now {
+                        std::thread::sleep(at - now);
+                    }
+                    if tick.send(at).is_err() {
+                        break;
+                    }
+                }
+            });
             let mut i: u64 = 0;
-            loop {
-                let at = start + interval.mul_f64(i as f64);
-                if at >= until || ledger.sending_stopped() {
+            while let Some(at) = ticks.recv().await {
+                if ledger.sending_stopped() {
                     break;
                 }
-                tokio::time::sleep_until(at.into()).await;
                 let Some(n) = take() else { break };
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;

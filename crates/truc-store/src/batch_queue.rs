@@ -258,18 +258,26 @@ mod tests {
     /// Long enough that a test relying on it passing would hang, not pass by chance.
     const FOREVER: Duration = Duration::from_secs(3600);
 
+    /// Starts a serving thread; returns once it waits for a first request (at once if the
+    /// queue is closed already).
     fn serve(
         queue: &Arc<BatchQueue<u32>>,
         gather: Duration,
     ) -> std::thread::JoinHandle<Vec<Vec<u32>>> {
-        let queue = queue.clone();
-        std::thread::spawn(move || {
-            let mut batches = Vec::new();
-            while let Some(batch) = queue.next_batch(gather) {
-                batches.push(batch);
-            }
-            batches
-        })
+        let server = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let mut batches = Vec::new();
+                while let Some(batch) = queue.next_batch(gather) {
+                    batches.push(batch);
+                }
+                batches
+            })
+        };
+        if !queue.lock().closed {
+            until_waiting(queue, |w| w == Waiting::Request);
+        }
+        server
     }
 
     /// The batches a serving thread took, once it has stopped (failing after a while if it
@@ -305,7 +313,6 @@ mod tests {
         let first = queue.announce();
         let second = queue.announce();
         let server = serve(&queue, FOREVER);
-        until_waiting(&queue, |w| w == Waiting::Request);
         assert!(queue.push(1, Instant::now(), None).is_ok());
         until_waiting(&queue, |w| w == Waiting::Writers);
         assert!(queue.push(2, Instant::now(), Some(first)).is_ok());
@@ -324,7 +331,6 @@ mod tests {
         let queue = BatchQueue::new();
         let writer = queue.announce();
         let server = serve(&queue, FOREVER);
-        until_waiting(&queue, |w| w == Waiting::Request);
         assert!(queue.push(7, Instant::now(), None).is_ok());
         until_waiting(&queue, |w| w == Waiting::Writers);
         drop(writer);
@@ -337,7 +343,6 @@ mod tests {
     fn requests_that_may_wait_do_not_wake_the_thread_until_one_may_not() {
         let queue = BatchQueue::new();
         let server = serve(&queue, Duration::ZERO);
-        until_waiting(&queue, |w| w == Waiting::Request);
         let later = Instant::now() + FOREVER;
         assert!(queue.push(1, later, None).is_ok());
         until_waiting(&queue, |w| matches!(w, Waiting::Due(_)));
@@ -379,7 +384,6 @@ mod tests {
         let queue = BatchQueue::new();
         let writer = queue.announce();
         let server = serve(&queue, FOREVER);
-        until_waiting(&queue, |w| w == Waiting::Request);
         assert!(queue.push(1, Instant::now(), None).is_ok());
         until_waiting(&queue, |w| w == Waiting::Writers);
         queue.close();

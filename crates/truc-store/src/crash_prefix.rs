@@ -48,6 +48,16 @@ pub(crate) fn document_id(n: u32) -> DocumentId {
     DocumentId::new(&format!("000.00.05.G04,2026/11/22,{n}/CRASH"))
 }
 
+/// A store whose records stay in memory (nothing flushes the database during a test but
+/// what the test asks for), so only the payload log holds small submissions.
+pub(crate) fn records_in_memory() -> StoreConfig {
+    StoreConfig {
+        inline_threshold: 1024,
+        record_flush_delay_ms: 600_000,
+        ..StoreConfig::default()
+    }
+}
+
 /// Document `n` from 000.00.05.G04 to 000.00.07.G04's inbox (also used by other tests of
 /// the crate).
 pub(crate) fn document(n: u32, bytes: &[u8], idempotency_key: Option<&str>) -> NewMessage {
@@ -353,13 +363,7 @@ async fn an_interrupted_purge_never_loses_a_payload_still_in_use() {
 async fn acknowledged_then_imaged(image_after: Option<usize>) -> usize {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = tempfile::tempdir().expect("tempdir");
-    let config = || StoreConfig {
-        inline_threshold: 1024,
-        // Nothing but the image's own flush writes the database during the test.
-        record_flush_delay_ms: 600_000,
-        ..StoreConfig::default()
-    };
-    let store = SledStore::open(dir.path(), config()).expect("open");
+    let store = SledStore::open(dir.path(), records_in_memory()).expect("open");
     let first = store
         .submit(document(1, b"first", None))
         .await
@@ -378,7 +382,7 @@ async fn acknowledged_then_imaged(image_after: Option<usize>) -> usize {
         return writes;
     };
     let context = format!("image after {n} of {writes} writes");
-    let store = SledStore::open(&image_dir, config()).expect("the image opens");
+    let store = SledStore::open(&image_dir, records_in_memory()).expect("the image opens");
     for (number, original, bytes) in [
         (1, first.record().id, &b"first"[..]),
         (4, fourth.record().id, &b"fourth"[..]),

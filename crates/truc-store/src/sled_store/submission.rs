@@ -679,7 +679,7 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crash_prefix::{document, document_id};
+    use crate::crash_prefix::{document, document_id, records_in_memory};
     use crate::Store;
 
     /// A failed `fdatasync` of the payload log refuses the submissions it was to make
@@ -690,13 +690,7 @@ mod tests {
     async fn a_submission_whose_sync_failed_is_withdrawn_and_never_stored_after_a_crash() {
         let dir = tempfile::tempdir().expect("tempdir");
         let image = tempfile::tempdir().expect("tempdir");
-        let config = || StoreConfig {
-            inline_threshold: 1024,
-            // The records stay in memory: only the payload log holds the submissions.
-            record_flush_delay_ms: 600_000,
-            ..StoreConfig::default()
-        };
-        let store = SledStore::open(dir.path(), config()).expect("open");
+        let store = SledStore::open(dir.path(), records_in_memory()).expect("open");
         let first = store
             .submit(document(1, b"first", None))
             .await
@@ -722,7 +716,8 @@ mod tests {
         // What a crash now leaves on disk.
         crash_point::copy_dir(dir.path(), &image.path().join("store")).expect("copy");
         drop(store);
-        let store = SledStore::open(&image.path().join("store"), config()).expect("reopen");
+        let store =
+            SledStore::open(&image.path().join("store"), records_in_memory()).expect("reopen");
         assert!(
             store.replayed_at_open() > 0,
             "the open wrote submissions again from the payload log"

@@ -68,6 +68,9 @@ const ASK_EARLY_AT: u64 = 1 << 20;
 /// 7 % of a relay at full load, docs/benchmarks.md).
 const BUSY_WRITES_PER_SYNC: u64 = 4;
 const HEADER: usize = 32;
+/// An entry read larger than this is checked against the segment's size before its
+/// buffer is allocated (a damaged reference must not allocate gigabytes).
+const LARGE_READ: u64 = 1 << 20;
 const SUFFIX: &str = ".seg";
 /// Every segment begins with a header of its own: magic, version, a random salt, CRC32.
 const SEGMENT_HEADER: usize = 32;
@@ -846,12 +849,15 @@ impl PayloadLog {
     ) -> Result<bytes::Bytes, StoreError> {
         let segment = self.file(at.segment)?;
         let file = &segment.file;
-        let size = file.metadata().map_err(StoreError::from_io)?.len();
-        if at.offset < segment.data_start || at.offset + at.entry_bytes() > size {
-            return Err(damaged(
-                at,
-                "the segment ends before it, or it is in the segment's header",
-            ));
+        if at.offset < segment.data_start {
+            return Err(damaged(at, "it is in the segment's header"));
+        }
+        // A read past the end fails below; the file's size is asked only before a large
+        // buffer is allocated for an entry (a statx per delivery otherwise).
+        if at.entry_bytes() > LARGE_READ
+            && at.offset + at.entry_bytes() > file.metadata().map_err(StoreError::from_io)?.len()
+        {
+            return Err(damaged(at, "the segment ends before it"));
         }
         let mut buf = vec![0u8; HEADER + at.len as usize];
         file.read_exact_at(&mut buf, at.offset).map_err(|e| {

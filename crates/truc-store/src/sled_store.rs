@@ -23,7 +23,9 @@ use crate::retry::RetryPolicy;
 use crate::types::*;
 use crate::{Result, Store};
 
+mod record_cache;
 mod submission;
+use record_cache::RecordCache;
 use submission::Body;
 
 /// Settings of a [`SledStore`].
@@ -260,6 +262,8 @@ pub struct SledStore {
     /// Serialises read-modify-write sections (in memory, microseconds), and holds this
     /// process's claims; fsyncs happen outside it, in the committer.
     lock: Mutex<Leases>,
+    /// Copies of the records of messages in flight, written through by [`Txn::apply`].
+    records: RecordCache,
     committer: Committer,
     event_seq: AtomicU64,
     /// The last message id given out: the next one in the same millisecond sorts after it.
@@ -560,6 +564,7 @@ impl SledStore {
             config,
             log_segment_bytes,
             lock: Mutex::new(Leases::default()),
+            records: RecordCache::default(),
             committer,
             event_seq: AtomicU64::new(0),
             last_id: Mutex::new(MessageId::lowest_at(Timestamp(0))),
@@ -696,11 +701,15 @@ impl SledStore {
         }
     }
 
-    fn load(&self, id: MessageId) -> Result<Option<StoredMessage>> {
-        load_stored(&self.db, id)
+    /// The stored message `id`: the copy of a message in flight, or else from the database.
+    fn load(&self, id: MessageId) -> Result<Option<Arc<StoredMessage>>> {
+        match self.records.get(id) {
+            Some(m) => Ok(Some(m)),
+            None => Ok(load_stored(&self.db, id)?.map(Arc::new)),
+        }
     }
 
-    fn load_required(&self, id: MessageId) -> Result<StoredMessage> {
+    fn load_required(&self, id: MessageId) -> Result<Arc<StoredMessage>> {
         self.load(id)?
             .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
     }
@@ -824,7 +833,8 @@ impl SledStore {
 
     /// The payload of message `id`, wherever it is now.
     fn read_payload(&self, id: MessageId) -> Result<Payload> {
-        self.read_payload_from(&self.load_required(id)?)
+        let stored = self.load_required(id)?;
+        self.read_payload_from(&stored)
     }
 
     /// The payload of a message loaded a moment ago: if its segment was compacted since,
@@ -832,7 +842,8 @@ impl SledStore {
     fn read_payload_from(&self, stored: &StoredMessage) -> Result<Payload> {
         match self.payload_of_stored(stored) {
             Err(StoreError::NotFound(_)) if stored.payload_at.is_some() => {
-                self.payload_of_stored(&self.load_required(stored.record.id)?)
+                let moved = self.load_required(stored.record.id)?;
+                self.payload_of_stored(&moved)
             }
             other => other,
         }
@@ -1038,18 +1049,30 @@ struct StoredMessage {
 struct Txn<'a> {
     store: &'a SledStore,
     batch: Writes,
-    messages: HashMap<MessageId, StoredMessage>,
+    /// Shared with the record cache until changed.
+    messages: HashMap<MessageId, Arc<StoredMessage>>,
     dirty: Vec<MessageId>,
 }
 
 impl Txn<'_> {
-    fn message(&mut self, id: MessageId) -> Result<&mut StoredMessage> {
+    /// The message, to read.
+    fn message_ref(&mut self, id: MessageId) -> Result<&StoredMessage> {
         if !self.messages.contains_key(&id) {
             let m = self.store.load_required(id)?;
             self.messages.insert(id, m);
         }
         self.messages
+            .get(&id)
+            .map(|m| &**m)
+            .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
+    }
+
+    /// The message, to change (a copy of its own once changed).
+    fn message(&mut self, id: MessageId) -> Result<&mut StoredMessage> {
+        self.message_ref(id)?;
+        self.messages
             .get_mut(&id)
+            .map(Arc::make_mut)
             .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
     }
 
@@ -1064,7 +1087,7 @@ impl Txn<'_> {
     }
 
     fn delivery(&mut self, k: &DeliveryKey) -> Result<Delivery> {
-        self.message(k.message_id)?
+        self.message_ref(k.message_id)?
             .deliveries
             .iter()
             .find(|d| d.key == *k)
@@ -1081,10 +1104,11 @@ impl Txn<'_> {
     /// Replaces a delivery, moving it between the indexes of its old and new state.
     fn update(&mut self, new: Delivery) -> Result<()> {
         let id = new.key.message_id;
-        self.message(id)?;
+        self.message_ref(id)?;
         let slot = self
             .messages
             .get_mut(&id)
+            .map(Arc::make_mut)
             .into_iter()
             .flat_map(|m| m.deliveries.iter_mut())
             .find(|d| d.key == new.key)
@@ -1210,12 +1234,12 @@ impl Txn<'_> {
     }
 
     /// Writes the operation, then tells `leases` of every queue entry it inserted, so a
-    /// claim scan never resumes past one.
-    fn apply(self, leases: &mut Leases) -> Result<()> {
+    /// claim scan never resumes past one, and the record cache of every record it wrote.
+    fn apply(mut self, leases: &mut Leases) -> Result<()> {
         let mut records = Vec::with_capacity(self.dirty.len());
         for id in &self.dirty {
             if let Some(m) = self.messages.get(id) {
-                records.push((key(keys::MESSAGE, &[&id.bytes()]), encode("message", m)?));
+                records.push((key(keys::MESSAGE, &[&id.bytes()]), encode("message", &**m)?));
             }
         }
         let queued: Vec<Vec<u8>> = self
@@ -1225,7 +1249,15 @@ impl Txn<'_> {
             .filter(|(k, (_, v))| k.first() == Some(&keys::QUEUE) && v.is_some())
             .map(|(k, _)| k.clone())
             .collect();
+        // Forgotten first: while the records are being written (and if that fails), readers
+        // go to the database.
+        self.store.records.forget(&self.dirty);
         self.batch.apply(&self.store.db, records)?;
+        for id in &self.dirty {
+            if let Some(m) = self.messages.remove(id) {
+                self.store.records.keep(m);
+            }
+        }
         for k in &queued {
             leases.queued(k);
         }
@@ -1693,7 +1725,7 @@ impl Store for SledStore {
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<MessageRecord>> {
-        Ok(self.load(id)?.map(|m| m.record))
+        Ok(self.load(id)?.map(|m| Arc::unwrap_or_clone(m).record))
     }
 
     async fn find_by_upstream_id(&self, doc_id: &str) -> Result<Option<MessageId>> {
@@ -1721,7 +1753,7 @@ impl Store for SledStore {
             };
             // Skips an index entry whose record was never written (see `Writes`).
             if let Some(m) = self.load(id)? {
-                out.push(m.record);
+                out.push(Arc::unwrap_or_clone(m).record);
             }
         }
         out.sort_by_key(|m| m.id);
@@ -1738,7 +1770,10 @@ impl Store for SledStore {
     }
 
     async fn deliveries(&self, id: MessageId) -> Result<Vec<Delivery>> {
-        let mut deliveries = self.load(id)?.map(|m| m.deliveries).unwrap_or_default();
+        let mut deliveries = self
+            .load(id)?
+            .map(|m| Arc::unwrap_or_clone(m).deliveries)
+            .unwrap_or_default();
         let g = self.guard();
         for d in &mut deliveries {
             g.overlay(d);
@@ -2029,7 +2064,7 @@ impl Store for SledStore {
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<Delivery>> {
         let mut out = Vec::new();
-        let mut cache: HashMap<MessageId, StoredMessage> = HashMap::new();
+        let mut cache: HashMap<MessageId, Arc<StoredMessage>> = HashMap::new();
         for kv in self.db.scan_prefix([keys::DEAD]).take(limit) {
             let (k, _) = kv?;
             let Some(dk) = DeliveryKey::from_bytes(&k[1..]) else {
@@ -2484,7 +2519,7 @@ impl Store for SledStore {
                 .collect();
             if !pending.is_empty() {
                 out.push(OverdueDocument {
-                    message: m.record,
+                    message: Arc::unwrap_or_clone(m).record,
                     due_date: due,
                     pending,
                 });

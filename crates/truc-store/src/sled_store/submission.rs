@@ -7,7 +7,9 @@
 //! indexes and the submissions still in flight, and appended; outside it, the payload
 //! syncer makes it durable; under the lock again, the records are written to the database
 //! (in memory) with the *applied position*: the first submission entry still in flight,
-//! which is at or before this one. The database reaches the disk by the committer's next
+//! which is at or before this one (written by the first submission after each flush, not
+//! by every one: a position written earlier is still at or before every entry not applied
+//! since). The database reaches the disk by the committer's next
 //! flush, asked for within `record_flush_delay_ms` (20 ms by default; at once after 512
 //! submissions); until then a crash
 //! loses those records, and the next open reads the payload log from the applied position
@@ -111,6 +113,9 @@ pub(crate) struct InFlight {
     by_slot: BTreeMap<Slot, Entry>,
     /// By dedupe key: the record and its slot.
     by_key: HashMap<Vec<u8>, (Arc<MessageRecord>, Slot)>,
+    /// The committer's flush count when the applied position was last written: it is
+    /// written once per flush, not with every submission.
+    applied_written_at: Option<u64>,
 }
 
 impl InFlight {
@@ -240,7 +245,9 @@ impl SledStore {
                     // An index entry without its record is from a submission a crash
                     // interrupted before it was acknowledged: not a duplicate.
                     if let Some(original) = self.load(id)? {
-                        return Ok(Some(Original::Stored(original.record)));
+                        return Ok(Some(Original::Stored(
+                            Arc::unwrap_or_clone(original).record,
+                        )));
                     }
                 }
             }
@@ -386,8 +393,15 @@ impl SledStore {
             let applied = synced.and_then(|()| {
                 let mut txn = self.txn();
                 self.stage_submission(&mut txn, &record, &routes, Some(at))?;
-                let through = g.in_flight.applied_through(self.payload_log.end());
-                txn.batch.insert(applied_key(), &through.to_bytes()[..]);
+                // Once per flush: a position written earlier is still at or before every
+                // entry not applied since, and the replay skips entries whose records it
+                // finds, so a later one only saves the next open a little reading.
+                let flushes = self.committer.stats.flushes.load(Ordering::Relaxed);
+                if g.in_flight.applied_written_at != Some(flushes) {
+                    let through = g.in_flight.applied_through(self.payload_log.end());
+                    txn.batch.insert(applied_key(), &through.to_bytes()[..]);
+                    g.in_flight.applied_written_at = Some(flushes);
+                }
                 txn.apply(&mut g)
             });
             // Ended here, whatever happens next (a panic before this line withdraws it).
@@ -554,26 +568,28 @@ impl SledStore {
         }
         txn.messages.insert(
             id,
-            StoredMessage {
+            Arc::new(StoredMessage {
                 record: record.clone(),
                 deliveries,
                 payload_at,
-            },
+            }),
         );
         txn.touch(id);
         Ok(())
     }
 
     /// The segment before which every submission entry is applied to the database and the
-    /// database is on disk: flushes it.
+    /// database is on disk: writes the applied position as it is now (submissions write
+    /// it only once per flush), and flushes it.
     pub(super) async fn applied_segment(&self) -> Result<u64> {
-        let applied = self
-            .db
-            .get(applied_key())?
-            .and_then(|v| LogPosition::from_bytes(&v))
-            .map_or(0, |p| p.segment);
+        let through = {
+            let g = self.guard();
+            let through = g.in_flight.applied_through(self.payload_log.end());
+            self.db.insert(applied_key(), &through.to_bytes()[..])?;
+            through
+        };
         self.committer.commit(Vec::new(), None).await?;
-        Ok(applied)
+        Ok(through.segment)
     }
 
     /// At open: writes again every submission the payload log holds after the applied

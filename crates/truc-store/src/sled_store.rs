@@ -1725,7 +1725,7 @@ impl Store for SledStore {
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<MessageRecord>> {
-        Ok(self.load(id)?.map(|m| Arc::unwrap_or_clone(m).record))
+        Ok(self.load(id)?.map(|m| m.record.clone()))
     }
 
     async fn find_by_upstream_id(&self, doc_id: &str) -> Result<Option<MessageId>> {
@@ -1753,7 +1753,7 @@ impl Store for SledStore {
             };
             // Skips an index entry whose record was never written (see `Writes`).
             if let Some(m) = self.load(id)? {
-                out.push(Arc::unwrap_or_clone(m).record);
+                out.push(m.record.clone());
             }
         }
         out.sort_by_key(|m| m.id);
@@ -1772,7 +1772,7 @@ impl Store for SledStore {
     async fn deliveries(&self, id: MessageId) -> Result<Vec<Delivery>> {
         let mut deliveries = self
             .load(id)?
-            .map(|m| Arc::unwrap_or_clone(m).deliveries)
+            .map(|m| m.deliveries.clone())
             .unwrap_or_default();
         let g = self.guard();
         for d in &mut deliveries {
@@ -1843,7 +1843,7 @@ impl Store for SledStore {
                 destination: d.destination.clone(),
             };
             let delivery = Leases::claimed(d, &held);
-            let message = txn.message(dk.message_id)?.record.clone();
+            let message = txn.message_ref(dk.message_id)?.record.clone();
             claims.push(Claim {
                 token: ClaimToken {
                     key: dk.clone(),
@@ -2519,7 +2519,7 @@ impl Store for SledStore {
                 .collect();
             if !pending.is_empty() {
                 out.push(OverdueDocument {
-                    message: Arc::unwrap_or_clone(m).record,
+                    message: m.record.clone(),
                     due_date: due,
                     pending,
                 });
@@ -2907,8 +2907,9 @@ mod encoding_tests {
             positional.len(),
             named.len()
         );
-        // As an earlier version left it.
+        // As an earlier version left it (and not in memory: read from the database).
         store.db.insert(&k, named).expect("insert");
+        store.records.forget(&[id]);
         let record = store.message(id).await.expect("read").expect("record");
         assert_eq!(record.id, id);
         assert_eq!(record.sender, code("000.00.05.G04"));

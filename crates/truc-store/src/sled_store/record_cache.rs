@@ -13,7 +13,9 @@
 //! Messages whose every delivery is final are not kept: nothing reads them soon. The
 //! cache holds at most [`RecordCache::CAPACITY`] messages; past that, the oldest (the
 //! lowest ids: ids grow with time) make room, so a backlog for a disconnected unit does
-//! not keep the messages flowing now out of it.
+//! not keep the messages flowing now out of it. A reader without the store's lock may still
+//! hold a copy fetched just before a write, as it may a record read from the database just
+//! before: the lock, not the cache, is what orders a read-modify-write.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,8 +31,9 @@ pub(super) struct RecordCache {
 }
 
 impl RecordCache {
-    /// How many messages the cache holds at most: several seconds of traffic at the
-    /// relay's rate, a few megabytes.
+    /// How many messages the cache holds at most: seconds of traffic at the relay's rate.
+    /// A count, not bytes: a record is about a kilobyte (more with many recipients or
+    /// long errors), so some 8–20 MiB when full.
     pub(super) const CAPACITY: usize = 8192;
 
     fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<MessageId, Arc<StoredMessage>>> {

@@ -245,9 +245,7 @@ impl SledStore {
                     // An index entry without its record is from a submission a crash
                     // interrupted before it was acknowledged: not a duplicate.
                     if let Some(original) = self.load(id)? {
-                        return Ok(Some(Original::Stored(
-                            Arc::unwrap_or_clone(original).record,
-                        )));
+                        return Ok(Some(Original::Stored(original.record.clone())));
                     }
                 }
             }
@@ -395,14 +393,19 @@ impl SledStore {
                 self.stage_submission(&mut txn, &record, &routes, Some(at))?;
                 // Once per flush: a position written earlier is still at or before every
                 // entry not applied since, and the replay skips entries whose records it
-                // finds, so a later one only saves the next open a little reading.
+                // finds, so a later one only saves the next open a little reading (a purge
+                // writes its own before giving segments back: `applied_segment`).
                 let flushes = self.committer.stats.flushes.load(Ordering::Relaxed);
-                if g.in_flight.applied_written_at != Some(flushes) {
+                let write_applied = g.in_flight.applied_written_at != Some(flushes);
+                if write_applied {
                     let through = g.in_flight.applied_through(self.payload_log.end());
                     txn.batch.insert(applied_key(), &through.to_bytes()[..]);
+                }
+                txn.apply(&mut g)?;
+                if write_applied {
                     g.in_flight.applied_written_at = Some(flushes);
                 }
-                txn.apply(&mut g)
+                Ok(())
             });
             // Ended here, whatever happens next (a panic before this line withdraws it).
             in_flight.slot = None;

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use truc_edxml::{OrgCode, PackageKind, PackageMeta, StatusCode};
 use truc_store::{
     Completion, Delivery, Destination, MessageRecord, NewMessage, PayloadInput, Route, Source,
-    StatusEntry, Store, Summary, Timestamp,
+    Store, Summary, Timestamp,
 };
 
 pub use error::RelayError;
@@ -325,32 +325,6 @@ impl Relay {
         Ok((routes, summary))
     }
 
-    /// Records that a recipient's adapter acknowledged a delivery; for documents this is
-    /// status 01 (arrived) in the document's timeline.
-    pub async fn acknowledged(
-        &self,
-        delivery: &Delivery,
-        message: &MessageRecord,
-    ) -> Result<(), RelayError> {
-        if message.kind == PackageKind::Document {
-            if let Some(doc) = &message.document_id {
-                self.store
-                    .record_status(arrived_entry(
-                        doc,
-                        &delivery.key.recipient,
-                        delivery.completed_at.unwrap_or_else(Timestamp::now),
-                    ))
-                    .await?;
-                // A document from another ministry: its sender learns of the arrival only
-                // through a status package, which the relay sends on the recipient's behalf.
-                if matches!(message.source, Source::NationalAxis { .. }) {
-                    self.send_arrived(delivery, doc).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     async fn send_arrived(
         &self,
         delivery: &Delivery,
@@ -381,22 +355,18 @@ impl Relay {
         Ok(())
     }
 
-    /// Acknowledges a claimed delivery and records `01 arrived` for documents.
+    /// Acknowledges a claimed delivery. For a document, that is its arrival (status 01) in
+    /// the document's timeline, which the store derives from the acknowledged delivery; a
+    /// sender in another ministry hears of it through a status package the relay sends on
+    /// the recipient's behalf.
     pub async fn ack(
         &self,
         token: &truc_store::ClaimToken,
         message: &MessageRecord,
     ) -> Result<Delivery, RelayError> {
-        let now = Timestamp::now();
-        let arrived = match (&message.kind, &message.document_id) {
-            (PackageKind::Document, Some(doc)) => {
-                Some(arrived_entry(doc, &token.key.recipient, now))
-            }
-            _ => None,
-        };
         let d = self
             .store
-            .ack_with_status(token, Completion::Acknowledged, arrived, now)
+            .ack(token, Completion::Acknowledged, Timestamp::now())
             .await?;
         if let (PackageKind::Document, Some(doc), Source::NationalAxis { .. }) =
             (&message.kind, &message.document_id, &message.source)
@@ -404,21 +374,6 @@ impl Relay {
             self.send_arrived(&d, doc).await?;
         }
         Ok(d)
-    }
-}
-
-/// Status 01 (arrived) of `doc` from `recipient`, as the relay records it when the
-/// recipient's system acknowledges the delivery.
-fn arrived_entry(doc: &truc_edxml::DocumentId, recipient: &OrgCode, at: Timestamp) -> StatusEntry {
-    StatusEntry {
-        document_id: doc.clone(),
-        code: StatusCode::new("01"),
-        from: recipient.clone(),
-        at,
-        message_id: None,
-        description: "recorded by the relay: the recipient's system acknowledged the delivery"
-            .into(),
-        reported_at: Some(at),
     }
 }
 

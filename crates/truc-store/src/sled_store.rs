@@ -2188,6 +2188,24 @@ impl Store for SledStore {
             let (_, v) = kv?;
             trace.statuses.push(decode("status", &v)?);
         }
+        // Arrivals follow from the records (an acknowledged delivery of a document), so
+        // they are derived, not written; one a store written before kept as an entry is
+        // not shown twice.
+        let kinds: HashMap<MessageId, PackageKind> =
+            messages.iter().map(|m| (m.id, m.kind)).collect();
+        for d in &trace.deliveries {
+            let acknowledged_at = match (d.state, d.completed_at) {
+                (DeliveryState::Acknowledged, Some(at)) => at,
+                _ => continue,
+            };
+            if kinds.get(&d.key.message_id) != Some(&PackageKind::Document) {
+                continue;
+            }
+            let arrival = StatusEntry::arrival(document_id, &d.key.recipient, acknowledged_at);
+            if !trace.statuses.contains(&arrival) {
+                trace.statuses.push(arrival);
+            }
+        }
         trace
             .statuses
             .sort_by(|a, b| a.timeline_order().cmp(&b.timeline_order()));

@@ -660,6 +660,23 @@ pub struct StatusEntry {
 }
 
 impl StatusEntry {
+    /// Status 01 (arrived) of `document_id` from `recipient`: what an acknowledgement of
+    /// the document's delivery by the recipient's system at `at` means. Derived from the
+    /// delivery's record in a trace, not written (stores written before kept it as an
+    /// entry).
+    pub fn arrival(document_id: &DocumentId, recipient: &OrgCode, at: Timestamp) -> Self {
+        StatusEntry {
+            document_id: document_id.clone(),
+            code: StatusCode::new("01"),
+            from: recipient.clone(),
+            at,
+            message_id: None,
+            description: "recorded by the relay: the recipient's system acknowledged the delivery"
+                .into(),
+            reported_at: Some(at),
+        }
+    }
+
     /// Where the entry belongs in its document's timeline: the second its reporter says it
     /// happened (else when the relay recorded it; never later than that: a reporter's clock
     /// that runs ahead cannot put a status after ones that came after it), then the code's

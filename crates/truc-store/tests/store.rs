@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use truc_edxml::{DocumentId, StatusCode};
+use truc_edxml::DocumentId;
 use truc_store::{
     Completion, DeliveryState, Destination, EventKind, NackOutcome, Payload, SledStore,
     StatusEntry, Store, StoreConfig, StoreError,
@@ -443,6 +443,80 @@ async fn held_deliveries_wait_for_their_unit() {
     );
 }
 
+/// An arrival is derived from each recipient's acknowledgement of a document, not from a
+/// refusal, a claim or an acknowledged status package; one a store written before kept as
+/// an entry is shown once.
+#[tokio::test]
+async fn arrivals_follow_from_acknowledged_documents_and_are_shown_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let (a, b) = (inbox("000.00.07.G04"), inbox("000.00.09.G04"));
+    let doc = store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", a.clone()), ("000.00.09.G04", b.clone())],
+            43,
+            b"doc",
+        ))
+        .await
+        .expect("submit");
+    let doc_id: DocumentId = doc.record().document_id.clone().expect("id");
+    let arrivals = |trace: &truc_store::DocumentTrace| -> Vec<StatusEntry> {
+        trace
+            .statuses
+            .iter()
+            .filter(|s| s.code.as_str() == "01")
+            .cloned()
+            .collect()
+    };
+    let to_a = store
+        .claim(&a, 1, LEASE, T0)
+        .await
+        .expect("claim")
+        .remove(0);
+    let to_b = store
+        .claim(&b, 1, LEASE, T0)
+        .await
+        .expect("claim")
+        .remove(0);
+    let t1 = T0.plus(Duration::from_secs(3));
+    store
+        .ack(&to_a.token, Completion::Acknowledged, t1)
+        .await
+        .expect("ack");
+    store.nack(&to_b.token, "busy", t1).await.expect("nack");
+    let trace = store.trace(&doc_id).await.expect("trace");
+    assert_eq!(
+        arrivals(&trace),
+        [StatusEntry::arrival(&doc_id, &code("000.00.07.G04"), t1)],
+        "arrived at the unit that acknowledged, not at the one that refused"
+    );
+
+    // A status package acknowledged by the sender's system is no arrival of the document.
+    let back = status("000.00.07.G04", &doc_id, "03", "000.00.05.G04", t1);
+    store.submit(back).await.expect("status");
+    let sender = inbox("000.00.05.G04");
+    let answer = store
+        .claim(&sender, 1, LEASE, t1)
+        .await
+        .expect("claim")
+        .remove(0);
+    store
+        .ack(&answer.token, Completion::Acknowledged, t1)
+        .await
+        .expect("ack");
+    // As a store written before this version kept it.
+    store
+        .record_status(StatusEntry::arrival(&doc_id, &code("000.00.07.G04"), t1))
+        .await
+        .expect("status");
+    let trace = store.trace(&doc_id).await.expect("trace");
+    assert_eq!(
+        arrivals(&trace),
+        [StatusEntry::arrival(&doc_id, &code("000.00.07.G04"), t1)]
+    );
+}
+
 #[tokio::test]
 async fn a_document_timeline_has_routing_delivery_and_statuses() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -466,22 +540,11 @@ async fn a_document_timeline_has_routing_delivery_and_statuses() {
     // Acknowledged half a second into the second in which 03 below is stamped: stamps have
     // whole seconds, so within it the code decides (01 before 03).
     let t1 = T0.plus(Duration::from_millis(4_500));
+    // Its arrival (01) follows from the acknowledgement.
     store
         .ack(&claim.token, Completion::Acknowledged, t1)
         .await
         .expect("ack");
-    store
-        .record_status(StatusEntry {
-            document_id: doc_id.clone(),
-            code: StatusCode::new("01"),
-            from: code("000.00.07.G04"),
-            at: t1,
-            message_id: None,
-            description: "recorded by the relay on acknowledgement".into(),
-            reported_at: Some(t1),
-        })
-        .await
-        .expect("status");
     // The status packages arrive out of order (as concurrent transport can deliver them),
     // each stamped by its reporter: 04 and 05 in the same second; 02 by a clock far ahead,
     // so it stands at its arrival (a status is not reported after it arrives); the last
@@ -514,6 +577,10 @@ async fn a_document_timeline_has_routing_delivery_and_statuses() {
         codes,
         ["01", "03", "04", "05", "06", "02", "13"],
         "by reported time (at most the arrival), then by code, then by arrival"
+    );
+    assert_eq!(
+        trace.statuses[0],
+        StatusEntry::arrival(&doc_id, &code("000.00.07.G04"), t1)
     );
     assert_eq!(trace.statuses[1].reported_at, reported(4));
     assert_eq!(trace.statuses[6].at, T0.plus(Duration::from_secs(15)));

@@ -11,12 +11,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use truc_edxml::{BusinessDocType, CalendarDate, DocumentId, OrgCode, PackageKind, StatusCode};
+use truc_edxml::{BusinessDocType, CalendarDate, DocumentId, OrgCode, PackageKind};
 
 use crate::sled_store::crash_point;
 use crate::{
-    Completion, Destination, NewMessage, PayloadInput, Route, SledStore, Source, StatusEntry,
-    Store, StoreConfig, Summary, Timestamp,
+    Completion, Destination, NewMessage, PayloadInput, Route, SledStore, Source, Store,
+    StoreConfig, Summary, Timestamp,
 };
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -162,21 +162,10 @@ async fn run(stage: Stage, cut: Option<usize>) -> usize {
                 .map(drop),
             Stage::SubmitBlob => store.submit(document(4, &big, Some("k4"))).await.map(drop),
             Stage::Claim => store.claim(&inbox(), 10, LEASE, now).await.map(drop),
-            Stage::Ack => {
-                let arrived = StatusEntry {
-                    document_id: document_id(1),
-                    code: StatusCode::new("01"),
-                    from: code("000.00.07.G04"),
-                    at: now,
-                    message_id: None,
-                    description: String::new(),
-                    reported_at: Some(now),
-                };
-                store
-                    .ack_with_status(&token(1), Completion::Acknowledged, Some(arrived), now)
-                    .await
-                    .map(drop)
-            }
+            Stage::Ack => store
+                .ack(&token(1), Completion::Acknowledged, now)
+                .await
+                .map(drop),
             Stage::Nack => store.nack(&token(1), "busy", now).await.map(drop),
             Stage::Requeue => {
                 let key = token(1).key;

@@ -106,16 +106,6 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Delivery>;
 
-    /// Like [`Store::ack`], and records `status` in the document's timeline in the same
-    /// durable write: a recipient's acknowledgement and its "arrived" (01) cost one flush.
-    async fn ack_with_status(
-        &self,
-        token: &ClaimToken,
-        completion: Completion,
-        status: Option<StatusEntry>,
-        now: Timestamp,
-    ) -> Result<Delivery>;
-
     /// Records a failed attempt, durably: retried later, or dead-lettered when too old.
     /// Like an adapter's acknowledgement, it may share a flush that starts a moment later.
     async fn nack(&self, token: &ClaimToken, error: &str, now: Timestamp) -> Result<NackOutcome>;

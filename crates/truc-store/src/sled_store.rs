@@ -1868,16 +1868,6 @@ impl Store for SledStore {
         completion: Completion,
         now: Timestamp,
     ) -> Result<Delivery> {
-        self.ack_with_status(token, completion, None, now).await
-    }
-
-    async fn ack_with_status(
-        &self,
-        token: &ClaimToken,
-        completion: Completion,
-        status: Option<StatusEntry>,
-        now: Timestamp,
-    ) -> Result<Delivery> {
         // An adapter's acknowledgement: nobody waits to hear it is durable, so it may share a
         // later flush, and flushes do not wait for it while it is being prepared.
         let shares_a_later_flush = matches!(completion, Completion::Acknowledged);
@@ -1897,10 +1887,6 @@ impl Store for SledStore {
             d.completed_at = Some(now);
             txn.update(d.clone())?;
             txn.complete_if_done(d.key.message_id, now)?;
-            if let Some(entry) = &status {
-                txn.batch
-                    .insert(status_key(entry), encode("status", entry)?);
-            }
             txn.apply(&mut g)?;
             // Its queue entry is gone with the update: the scan cursor stays valid.
             g.settle(&token.key);

@@ -1237,9 +1237,12 @@ impl Txn<'_> {
     /// claim scan never resumes past one, and the record cache of every record it wrote.
     fn apply(mut self, leases: &mut Leases) -> Result<()> {
         let mut records = Vec::with_capacity(self.dirty.len());
+        let mut sizes = Vec::with_capacity(self.dirty.len());
         for id in &self.dirty {
             if let Some(m) = self.messages.get(id) {
-                records.push((key(keys::MESSAGE, &[&id.bytes()]), encode("message", &**m)?));
+                let record = encode("message", &**m)?;
+                sizes.push((*id, record.len()));
+                records.push((key(keys::MESSAGE, &[&id.bytes()]), record));
             }
         }
         let queued: Vec<Vec<u8>> = self
@@ -1253,9 +1256,9 @@ impl Txn<'_> {
         // go to the database.
         self.store.records.forget(&self.dirty);
         self.batch.apply(&self.store.db, records)?;
-        for id in &self.dirty {
-            if let Some(m) = self.messages.remove(id) {
-                self.store.records.keep(m);
+        for (id, size) in sizes {
+            if let Some(m) = self.messages.remove(&id) {
+                self.store.records.keep(m, size);
             }
         }
         for k in &queued {

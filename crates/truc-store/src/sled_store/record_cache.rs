@@ -11,9 +11,10 @@
 //! (a read that missed does not), so no read can put back a copy a write made stale.
 //!
 //! Messages whose every delivery is final are not kept: nothing reads them soon. The
-//! cache holds at most [`RecordCache::CAPACITY`] messages; past that, the oldest (the
-//! lowest ids: ids grow with time) make room, so a backlog for a disconnected unit does
-//! not keep the messages flowing now out of it. A reader without the store's lock may still
+//! cache holds at most [`RecordCache::CAPACITY`] messages and [`RecordCache::BYTES`] of
+//! records (as encoded: a document to every unit of the ministry has a record of tens of
+//! kilobytes); past that, the oldest (the lowest ids: ids grow with time) make room, so a
+//! backlog for a disconnected unit does not keep the messages flowing now out of it. A reader without the store's lock may still
 //! hold a copy fetched just before a write, as it may a record read from the database just
 //! before: the lock, not the cache, is what orders a read-modify-write.
 
@@ -27,50 +28,72 @@ use super::StoredMessage;
 /// Copies of the records of messages in flight (see the module documentation).
 #[derive(Default)]
 pub(super) struct RecordCache {
-    records: Mutex<BTreeMap<MessageId, Arc<StoredMessage>>>,
+    kept: Mutex<Kept>,
+}
+
+/// The copies, each with the size of its record as written, and their total.
+#[derive(Default)]
+struct Kept {
+    records: BTreeMap<MessageId, (Arc<StoredMessage>, usize)>,
+    bytes: usize,
+}
+
+impl Kept {
+    fn remove(&mut self, id: &MessageId) {
+        if let Some((_, size)) = self.records.remove(id) {
+            self.bytes -= size;
+        }
+    }
 }
 
 impl RecordCache {
-    /// How many messages the cache holds at most: seconds of traffic at the relay's rate.
-    /// A count, not bytes: a record is about a kilobyte (more with many recipients or
-    /// long errors), so some 8–20 MiB when full.
+    /// How many messages the cache holds at most: seconds of traffic at the relay's rate
+    /// (a record of one recipient is a few hundred bytes written, about a kilobyte kept).
     pub(super) const CAPACITY: usize = 8192;
 
-    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<MessageId, Arc<StoredMessage>>> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    /// How many bytes of records (as written) the cache holds at most: some 20 MiB kept.
+    pub(super) const BYTES: usize = 8 << 20;
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The record of `id` as last written, if it is kept.
     pub(super) fn get(&self, id: MessageId) -> Option<Arc<StoredMessage>> {
-        self.records().get(&id).cloned()
+        self.kept().records.get(&id).map(|(m, _)| m.clone())
     }
 
     /// Drops the copies of `ids`: called before their records are written.
     pub(super) fn forget(&self, ids: &[MessageId]) {
-        let mut records = self.records();
+        let mut kept = self.kept();
         for id in ids {
-            records.remove(id);
+            kept.remove(id);
         }
     }
 
-    /// Keeps `record`, just written, unless its message is complete.
-    pub(super) fn keep(&self, record: Arc<StoredMessage>) {
+    /// Keeps `record`, just written (`size` bytes encoded), unless its message is complete.
+    pub(super) fn keep(&self, record: Arc<StoredMessage>, size: usize) {
         let id = record.record.id;
-        let mut records = self.records();
+        let mut kept = self.kept();
+        kept.remove(&id);
         if record.deliveries.iter().all(|d| d.state.is_final()) {
-            records.remove(&id);
             return;
         }
-        records.insert(id, record);
-        while records.len() > Self::CAPACITY {
-            records.pop_first();
+        kept.records.insert(id, (record, size));
+        kept.bytes += size;
+        while kept.records.len() > Self::CAPACITY || kept.bytes > Self::BYTES {
+            let Some((_, (_, size))) = kept.records.pop_first() else {
+                break;
+            };
+            kept.bytes -= size;
         }
     }
 
-    /// How many messages are kept.
+    /// How many messages are kept, and their records' bytes.
     #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.records().len()
+    pub(super) fn usage(&self) -> (usize, usize) {
+        let kept = self.kept();
+        (kept.records.len(), kept.bytes)
     }
 }
 
@@ -180,7 +203,7 @@ mod tests {
             .await
             .expect("drop");
         assert!(store.records.get(both).is_none(), "complete once dropped");
-        assert_eq!(store.records.len(), 0);
+        assert_eq!(store.records.usage(), (0, 0));
     }
 
     /// An operation that fails after writing a record leaves no copy older than the
@@ -247,11 +270,33 @@ mod tests {
             last = MessageId::after(last, Timestamp::now());
             let mut m = StoredMessage::clone(&template);
             m.record.id = last;
-            cache.keep(Arc::new(m));
+            cache.keep(Arc::new(m), 300);
             ids.push(last);
         }
-        assert_eq!(cache.len(), RecordCache::CAPACITY);
+        assert_eq!(
+            cache.usage(),
+            (RecordCache::CAPACITY, RecordCache::CAPACITY * 300)
+        );
         assert!(ids[..3].iter().all(|id| cache.get(*id).is_none()));
         assert!(ids[3..].iter().all(|id| cache.get(*id).is_some()));
+
+        // Large records (a document to every unit): the bytes decide.
+        let large = RecordCache::BYTES / 100;
+        for _ in 0..150 {
+            last = MessageId::after(last, Timestamp::now());
+            let mut m = StoredMessage::clone(&template);
+            m.record.id = last;
+            cache.keep(Arc::new(m), large);
+            ids.push(last);
+        }
+        let (count, bytes) = cache.usage();
+        assert!(bytes <= RecordCache::BYTES, "{bytes} bytes kept");
+        assert!(count < 150, "{count} kept");
+        assert!(cache.get(last).is_some(), "the newest is kept");
+        // Written again smaller, a message counts its new size only.
+        let mut m = StoredMessage::clone(&template);
+        m.record.id = last;
+        cache.keep(Arc::new(m), 1);
+        assert_eq!(cache.usage(), (count, bytes - large + 1));
     }
 }

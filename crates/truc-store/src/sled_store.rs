@@ -405,7 +405,7 @@ impl std::fmt::Debug for SledStore {
 }
 
 /// Values are MessagePack with structs as arrays (positional): a record is about half the
-/// size it is with field names, and records are written three times per package. serde
+/// size it is with field names, and records are written twice per package. serde
 /// reads a struct from an array or a map, so values written with names by earlier versions
 /// still decode. The rule that keeps positions meaningful: a field is only ever appended to
 /// a stored struct, with `#[serde(default)]`, and never removed or reordered.

@@ -3172,3 +3172,50 @@ mod payload_tests {
         assert_eq!(bytes.as_ref(), &[0u8; 1000][..]);
     }
 }
+
+#[cfg(test)]
+mod write_count_tests {
+    use super::*;
+    use crate::crash_prefix::{document, inbox, records_in_memory};
+    use crate::Completion;
+
+    /// What a package costs the database, counted so that a change adding a write per
+    /// package shows: its submission writes the document index, its queue entry and its
+    /// record (and the first submission after a flush the applied position); a claim writes
+    /// nothing; the acknowledgement writes the completion index and the record and removes
+    /// the queue entry (the arrival in the document's timeline is derived, not written).
+    #[tokio::test]
+    async fn a_package_costs_six_writes_of_the_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path(), records_in_memory()).expect("open");
+        crash_point::arm(None);
+        store
+            .submit(document(1, b"first", None))
+            .await
+            .expect("submit");
+        // The document index, the due-date index, the queue entry, the applied position,
+        // the record.
+        assert_eq!(crash_point::writes(), 5, "the first submission");
+        let mut m = document(2, b"second", None);
+        m.summary.due_date = None;
+        crash_point::arm(None);
+        let id = store.submit(m).await.expect("submit").record().id;
+        assert_eq!(crash_point::writes(), 3, "a submission");
+        crash_point::arm(None);
+        let claims = store
+            .claim(&inbox(), 10, Duration::from_secs(30), Timestamp::now())
+            .await
+            .expect("claim");
+        assert_eq!(crash_point::writes(), 0, "claims");
+        let claim = claims
+            .into_iter()
+            .find(|c| c.message.id == id)
+            .expect("claimed");
+        crash_point::arm(None);
+        store
+            .ack(&claim.token, Completion::Acknowledged, Timestamp::now())
+            .await
+            .expect("ack");
+        assert_eq!(crash_point::writes(), 3, "an acknowledgement");
+    }
+}

@@ -276,7 +276,12 @@ fn launch(
             Ok(StartLine::Grpc(a)) => addr = Some(a.parse::<SocketAddr>()?),
             Ok(StartLine::Admin(a)) => admin = a.parse::<SocketAddr>().ok(),
             Ok(StartLine::Serving) => break,
-            Err(_) => {
+            // Its output ended: it stopped (its own message is above, on stderr).
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait()?;
+                anyhow::bail!("trucd stopped before serving ({status})");
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 anyhow::bail!("trucd did not start serving within 120 s");
             }

@@ -41,6 +41,24 @@ fn run_loadgen(args: &[&str]) -> (serde_json::Value, String) {
     (r, stdout)
 }
 
+/// A relay that refuses its configuration stops at once, and the load generator says so
+/// (rather than waiting for it to serve).
+#[test]
+fn a_relay_that_stops_at_start_is_reported_as_stopped() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_truc-loadgen"))
+        .args(["--duration", "1", "--store", "no_such_setting=1", "--trucd"])
+        .arg(trucd_binary())
+        .output()
+        .expect("loadgen runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `no_such_setting`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("trucd stopped before serving"), "{stderr}");
+}
+
 #[test]
 fn a_short_load_is_delivered_and_verified_end_to_end() {
     let (r, stdout) = run_loadgen(&[

@@ -102,10 +102,21 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::crash_prefix::{code, document};
+    use crate::crash_prefix::{code, document, inbox};
     use crate::sled_store::{encode, load_stored, SledStore};
     use crate::types::{Destination, Route, Timestamp};
     use crate::{Completion, Store, StoreConfig};
+
+    /// A document to an inbox and to the national axis: two deliveries that end apart.
+    fn to_inbox_and_axis() -> crate::NewMessage {
+        let mut m = document(1, b"to an inbox and to the axis", None);
+        m.routes.push(Route {
+            destination: Destination::NationalAxis,
+            recipient: code("000.00.00.G01"),
+            held: false,
+        });
+        m
+    }
 
     /// The copy kept of each message, if any, encodes exactly as its record in the database.
     fn assert_copies_agree(store: &SledStore, ids: &[MessageId], step: &str) {
@@ -131,13 +142,12 @@ mod tests {
     async fn the_copies_kept_are_the_records_in_the_database() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SledStore::open(dir.path(), StoreConfig::default()).expect("open");
-        let mut to_both = document(1, b"to an inbox and to the axis", None);
-        to_both.routes.push(Route {
-            destination: Destination::NationalAxis,
-            recipient: code("000.00.00.G01"),
-            held: false,
-        });
-        let both = store.submit(to_both).await.expect("submit").record().id;
+        let both = store
+            .submit(to_inbox_and_axis())
+            .await
+            .expect("submit")
+            .record()
+            .id;
         let one = store
             .submit(document(2, b"to an inbox", None))
             .await
@@ -150,7 +160,7 @@ mod tests {
 
         let now = Timestamp::now();
         let lease = Duration::from_secs(30);
-        let inbox = Destination::Inbox(code("000.00.07.G04"));
+        let inbox = inbox();
         let claims = store.claim(&inbox, 10, lease, now).await.expect("claim");
         assert_eq!(claims.len(), 2);
         let axis = store
@@ -215,15 +225,14 @@ mod tests {
 
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SledStore::open(dir.path(), StoreConfig::default()).expect("open");
-        let mut to_both = document(1, b"to an inbox and to the axis", None);
-        to_both.routes.push(Route {
-            destination: Destination::NationalAxis,
-            recipient: code("000.00.00.G01"),
-            held: false,
-        });
-        let id = store.submit(to_both).await.expect("submit").record().id;
+        let id = store
+            .submit(to_inbox_and_axis())
+            .await
+            .expect("submit")
+            .record()
+            .id;
         let now = Timestamp::now();
-        let inbox = Destination::Inbox(code("000.00.07.G04"));
+        let inbox = inbox();
         let claims = store
             .claim(&inbox, 10, Duration::from_secs(30), now)
             .await

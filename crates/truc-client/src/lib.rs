@@ -119,6 +119,23 @@ pub struct Client {
 /// Bytes per message when streaming a package.
 const CHUNK: usize = truc_proto::MAX_CHUNK_BYTES;
 
+/// The messages of a `SubmitDocument` stream: the header, then the package in chunks of at
+/// most [`CHUNK`] bytes, each a slice of `package` (no copy).
+fn submission_messages(header: pb::SubmitHeader, package: Bytes) -> Vec<pb::SubmitDocumentRequest> {
+    let mut messages = Vec::with_capacity(1 + package.len().div_ceil(CHUNK));
+    messages.push(pb::SubmitDocumentRequest {
+        part: Some(pb::submit_document_request::Part::Header(header)),
+    });
+    let mut rest = package;
+    while !rest.is_empty() {
+        let chunk = rest.split_to(rest.len().min(CHUNK));
+        messages.push(pb::SubmitDocumentRequest {
+            part: Some(pb::submit_document_request::Part::Chunk(chunk)),
+        });
+    }
+    messages
+}
+
 impl Client {
     /// Connects (`https://host:port` with TLS, `http://` only to a development relay).
     pub async fn connect(endpoint: &str, tls: Option<ClientTls>) -> Result<Self, ClientError> {
@@ -177,14 +194,19 @@ impl Client {
         header: pb::SubmitHeader,
         package: &[u8],
     ) -> Result<Receipt, ClientError> {
-        let mut messages = vec![pb::SubmitDocumentRequest {
-            part: Some(pb::submit_document_request::Part::Header(header)),
-        }];
-        messages.extend(package.chunks(CHUNK).map(|c| pb::SubmitDocumentRequest {
-            part: Some(pb::submit_document_request::Part::Chunk(
-                Bytes::copy_from_slice(c),
-            )),
-        }));
+        self.submit_bytes(header, Bytes::copy_from_slice(package))
+            .await
+    }
+
+    /// [`submit_with_header`](Self::submit_with_header) for a package the caller hands
+    /// over: its chunks are slices of it, not copies (a load generator's or a gateway's
+    /// package is built once and sent once).
+    pub async fn submit_bytes(
+        &mut self,
+        header: pb::SubmitHeader,
+        package: Bytes,
+    ) -> Result<Receipt, ClientError> {
+        let messages = submission_messages(header, package);
         let response = self
             .inner
             .submit_document(tokio_stream::iter(messages))
@@ -448,5 +470,51 @@ impl Inbox {
             })
             .await
             .map_err(|_| ClientError::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(messages: &[pb::SubmitDocumentRequest]) -> Vec<Bytes> {
+        messages[1..]
+            .iter()
+            .map(|m| match &m.part {
+                Some(pb::submit_document_request::Part::Chunk(c)) => c.clone(),
+                other => panic!("a chunk was expected, not {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_package_is_sent_as_its_header_then_whole_chunks_of_it_in_order() {
+        let header = pb::SubmitHeader {
+            idempotency_key: "k".into(),
+            size: 0,
+            sha256: String::new(),
+        };
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 7] {
+            let package: Bytes = (0..len)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>()
+                .into();
+            let messages = submission_messages(header.clone(), package.clone());
+            assert!(
+                matches!(
+                    &messages[0].part,
+                    Some(pb::submit_document_request::Part::Header(h)) if h.idempotency_key == "k"
+                ),
+                "the header comes first"
+            );
+            let chunks = chunks(&messages);
+            assert_eq!(chunks.len(), len.div_ceil(CHUNK), "{len} bytes");
+            assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
+            assert_eq!(chunks.concat(), package.to_vec(), "{len} bytes");
+            // Slices of the package, not copies.
+            if let Some(first) = chunks.first() {
+                assert_eq!(first.as_ptr(), package.as_ptr());
+            }
+        }
     }
 }

@@ -350,15 +350,16 @@ impl Submitter {
         match self {
             // The header carries the digest the ledger already took: hashing the package a
             // second time would spend the load generator's share of the two cores, which
-            // the relay shares (what `submit_document` would send is the same).
+            // the relay shares (what `submit_document` would send is the same). The chunks
+            // are slices of the package, not copies, as JetStream's payload is.
             Submitter::Truc(c) => c
-                .submit_with_header(
+                .submit_bytes(
                     truc_client::SubmitHeader {
                         idempotency_key: String::new(),
                         size: bytes.len() as u64,
                         sha256: truc_edxml::Sha256Digest(*sha256).to_hex(),
                     },
-                    &bytes,
+                    bytes.into(),
                 )
                 .await
                 .map(|_| ())

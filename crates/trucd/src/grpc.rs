@@ -995,8 +995,7 @@ impl InboxSession {
                     attempt: claim.delivery.attempts,
                 })),
             };
-            self.in_flight
-                .insert(id, (claim.token.clone(), claim.message.clone()));
+            self.in_flight.insert(id, (claim.token, claim.message));
             self.credits -= 1;
             if tx.send(Ok(event)).await.is_err() {
                 return Ok(());

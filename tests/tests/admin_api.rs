@@ -543,6 +543,11 @@ async fn metrics_move_as_documents_flow_and_cover_the_deploy_rules() {
         "B's stream is open"
     );
     assert!(sample(&after, "truc_store_flush_duration_seconds_count") >= 1.0);
+    // The accepted package was small: its payload segment was synced before its receipt.
+    assert!(
+        sample(&after, "truc_store_payload_syncs_total")
+            > sample(&before, "truc_store_payload_syncs_total")
+    );
     // Both submissions (accepted and refused) were timed.
     assert_eq!(
         sample(

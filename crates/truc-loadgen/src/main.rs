@@ -221,6 +221,9 @@ struct RelayUsage {
     flush_p50_ms_at_most: Option<f64>,
     flush_p99_ms_at_most: Option<f64>,
     flush_max_ms_at_most: Option<f64>,
+    /// `fdatasync`s of payload segments over the run (`truc_store_payload_syncs_total`):
+    /// each makes a group of small submissions durable. Without kills only.
+    payload_syncs: Option<u64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -566,6 +569,10 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
                 u.flush_p50_ms_at_most = relay::bucket_quantile_ms(&b.flush, &a.flush, 0.5);
                 u.flush_p99_ms_at_most = relay::bucket_quantile_ms(&b.flush, &a.flush, 0.99);
                 u.flush_max_ms_at_most = relay::bucket_quantile_ms(&b.flush, &a.flush, 1.0);
+                u.payload_syncs = a
+                    .payload_syncs
+                    .zip(b.payload_syncs)
+                    .map(|(a, b)| a.saturating_sub(b));
             }
         }
     }
@@ -925,6 +932,18 @@ fn print_table(r: &Report) {
                 "  relay {}'s store flushes: {n}, p50 ≤ {p50} ms · p99 ≤ {p99} ms · slowest ≤ {max} ms",
                 u.ministry
             );
+        }
+        if let Some(syncs) = u.payload_syncs.filter(|&s| s > 0) {
+            // With one relay every acknowledged package was one of its submissions.
+            let each = if r.relays.len() == 1 {
+                format!(
+                    " ({:.1} packages each)",
+                    r.acknowledged as f64 / syncs as f64
+                )
+            } else {
+                String::new()
+            };
+            println!("  relay {}'s payload syncs: {syncs}{each}", u.ministry);
         }
     }
     println!("  loadgen: {:.1} s CPU", r.loadgen_cpu_seconds);

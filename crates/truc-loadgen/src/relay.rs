@@ -301,6 +301,8 @@ pub struct RelayHistograms {
     /// `truc_store_flush_duration_seconds`: the store's flushes (the fsync a group of
     /// durable receipts waits for), where a slow disk shows first.
     pub flush: Vec<(f64, u64)>,
+    /// `truc_store_payload_syncs_total`: `fdatasync`s of payload segments so far.
+    pub payload_syncs: Option<u64>,
 }
 
 /// Reads the relay's histograms from its admin listener.
@@ -320,6 +322,15 @@ pub async fn histograms(admin: SocketAddr) -> anyhow::Result<RelayHistograms> {
             Some("kind=\"document\""),
         ),
         flush: parse_buckets(&response, "truc_store_flush_duration_seconds", None),
+        payload_syncs: parse_counter(&response, "truc_store_payload_syncs_total"),
+    })
+}
+
+/// The value of the unlabelled counter `metric` in a Prometheus text page.
+fn parse_counter(text: &str, metric: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(metric)?.strip_prefix(' ')?;
+        value.trim().parse::<f64>().ok().map(|v| v as u64)
     })
 }
 
@@ -431,6 +442,19 @@ mod tests {
         assert_eq!(bucket_quantile_ms(&none, &flush, 0.99), Some(250.0));
         // One flush took between 250 and 500 ms: the slowest is under 500 ms.
         assert_eq!(bucket_quantile_ms(&none, &flush, 1.0), Some(500.0));
+    }
+
+    #[test]
+    fn a_counter_is_read_by_its_whole_name() {
+        let page = "# TYPE truc_store_payload_syncs counter\n\
+            truc_store_payload_syncs_total_other 5\n\
+            truc_store_payload_syncs_total 1234\n\
+            truc_store_payload_syncs_created 1.7e9\n";
+        assert_eq!(
+            parse_counter(page, "truc_store_payload_syncs_total"),
+            Some(1234)
+        );
+        assert_eq!(parse_counter(page, "truc_store_flushes_total"), None);
     }
 }
 

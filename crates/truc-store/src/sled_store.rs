@@ -2547,6 +2547,7 @@ impl Store for SledStore {
             flushes: c.flushes.load(Ordering::Relaxed),
             flush_seconds_sum: c.flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
             flush_buckets,
+            payload_syncs: c.payload_segment_syncs.load(Ordering::Relaxed),
             disk_bytes: self.size_on_disk()?,
             dead_letters: self.db.scan_prefix([keys::DEAD]).keys().count() as u64,
         })

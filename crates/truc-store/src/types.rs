@@ -832,6 +832,9 @@ pub struct StoreStats {
     /// Flushes by duration, cumulative: (upper bound in seconds, flushes at most that
     /// long). Slower flushes are the difference from `flushes` (the `+Inf` bucket).
     pub flush_buckets: Vec<(f64, u64)>,
+    /// `fdatasync`s of payload segments since the store was opened: each makes a group of
+    /// small submissions durable, so submissions per sync tells how well they are grouped.
+    pub payload_syncs: u64,
     /// Bytes on disk: database and blob files.
     pub disk_bytes: u64,
     /// Deliveries in the dead-letter list.

@@ -472,7 +472,7 @@ pub fn destination_label(d: &Destination) -> String {
     }
 }
 
-/// The store's flush-latency histogram, as last observed.
+/// The store's flush-latency histogram and its count of payload syncs, as last observed.
 #[derive(Debug, Default)]
 struct FlushCollector {
     stats: Mutex<StoreStats>,
@@ -507,6 +507,16 @@ impl Collector for FlushCollector {
             stats.flush_seconds_sum,
             stats.flushes,
             &buckets,
+            None,
+        )?;
+        let mut syncs = encoder.encode_descriptor(
+            "store_payload_syncs",
+            "fdatasyncs of payload segments, each making a group of small submissions durable",
+            None,
+            MetricType::Counter,
+        )?;
+        syncs.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+            &stats.payload_syncs,
             None,
         )
     }

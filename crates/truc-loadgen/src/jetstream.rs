@@ -182,25 +182,48 @@ pub async fn prepare(
     Ok((js, consumers))
 }
 
-/// Consumes one unit's inbox: verifies each message against what was sent, acknowledges
-/// it, records the latency.
-pub async fn receive(ledger: Arc<Ledger>, consumer: consumer::PullConsumer) {
-    let Ok(mut messages) = consumer.messages().await else {
-        ledger.error("NATS_CONSUME");
-        return;
-    };
-    while let Some(Ok(message)) = messages.next().await {
-        let sha: [u8; 32] = Sha256::digest(&message.payload).into();
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Truc-Document"))
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default();
-        if message.ack().await.is_err() {
-            ledger.error("NATS_ACK");
-            continue;
+/// Consumes the inbox of `unit`: verifies each message against what was sent (bytes, and
+/// that it was published for this unit), acknowledges it, records the latency. Like the
+/// relay's receivers, it goes on through errors until the run is over: a consumer that
+/// reports one (a missed heartbeat when the cores are starved) is read again, not given
+/// up, which would count its unit's messages as lost.
+pub async fn receive(ledger: Arc<Ledger>, unit: String, consumer: consumer::PullConsumer) {
+    let subject = subject_of(&unit);
+    while !ledger.stopped() {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(_) => {
+                ledger.error("NATS_CONSUME");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while let Some(next) = messages.next().await {
+            let message = match next {
+                Ok(m) => m,
+                Err(_) => {
+                    ledger.error("NATS_CONSUME");
+                    continue;
+                }
+            };
+            let sha: [u8; 32] = Sha256::digest(&message.payload).into();
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Truc-Document"))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            // Published for this unit: the recipient the message was addressed to.
+            let recipient = if message.subject.as_str() == subject {
+                unit.as_str()
+            } else {
+                message.subject.as_str()
+            };
+            if message.ack().await.is_err() {
+                ledger.error("NATS_ACK");
+                continue;
+            }
+            ledger.delivered(&id, recipient, &unit, sha, Instant::now());
         }
-        ledger.delivered(&id, sha, Instant::now());
     }
 }

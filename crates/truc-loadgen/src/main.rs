@@ -138,6 +138,7 @@ struct Report {
     lost: u64,
     duplicates: u64,
     corrupted: u64,
+    misrouted: u64,
     unknown: u64,
     statuses: u64,
     kills: u64,
@@ -151,7 +152,8 @@ struct Report {
     /// From the submission to the relay's receipt (stored durably), without the delivery.
     receipt_latency_ms: Latency,
     /// Open loop: from each submission's scheduled time to the moment the load generator
-    /// began it (its own lateness, included in both latencies above).
+    /// had its package built and ready to send (its own lateness, included in both
+    /// latencies above).
     start_lateness_ms: Option<Latency>,
     relays: Vec<RelayUsage>,
     loadgen_cpu_seconds: f64,
@@ -243,7 +245,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(report) if report.lost == 0 && report.corrupted == 0 => std::process::ExitCode::SUCCESS,
+        Ok(report) if report.lost == 0 && report.corrupted == 0 && report.misrouted == 0 => {
+            std::process::ExitCode::SUCCESS
+        }
         Ok(_) => std::process::ExitCode::from(1),
         Err(e) => {
             eprintln!("truc-loadgen: {e:#}");
@@ -357,10 +361,11 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             let client = r.connect(&unit).await?;
             if cli.backlog {
                 // Connected later, after the backlog and the restart.
-                away.push(client.clone());
+                away.push((unit.clone(), client.clone()));
             } else {
                 receivers.push(tokio::spawn(traffic::receive(
                     ledger.clone(),
+                    unit.clone(),
                     client.clone(),
                 )));
             }
@@ -418,10 +423,14 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
                     ledger.stop_sending();
                     break;
                 }
-                // Random moments: 0.5 to 1.5 times the period.
-                let wait = every * (0.5 + fastrand::f64());
-                tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-                if Instant::now() >= until {
+                // Random moments: 0.5 to 1.5 times the period; none once sending has
+                // ended (a `--count` reached before `--duration`).
+                let wait =
+                    Instant::now() + Duration::from_secs_f64(every * (0.5 + fastrand::f64()));
+                while Instant::now() < wait && !ledger.sending_stopped() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if Instant::now() >= until || ledger.sending_stopped() {
                     break;
                 }
                 let relay = relay.clone();
@@ -467,6 +476,8 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
     };
     traffic::send(ledger.clone(), routes, pace, cli.size, until, cli.count).await;
     let sending = started.elapsed();
+    // Sending is over (time, `--count`, or the chaos task's last period): no more kills.
+    ledger.stop_sending();
     let kills = match chaos {
         Some(task) => task.await.unwrap_or(0),
         None => 0,
@@ -495,8 +506,8 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             "truc-loadgen: serving again after {:.2} s; the adapters connect",
             startup.as_secs_f64()
         );
-        for client in away.drain(..) {
-            receivers.push(tokio::spawn(traffic::receive(ledger.clone(), client)));
+        for (unit, client) in away.drain(..) {
+            receivers.push(tokio::spawn(traffic::receive(ledger.clone(), unit, client)));
         }
         Some((queued, fill_peak, store_bytes, startup, Instant::now()))
     } else {
@@ -592,7 +603,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         calls: a.sim.counters(),
     });
     emit(&cli, &report)?;
-    if report.lost > 0 || report.corrupted > 0 {
+    if report.lost > 0 || report.corrupted > 0 || report.misrouted > 0 {
         // What the relays were doing: the first thing to read when packages went missing.
         let tails = [
             relay_a
@@ -641,7 +652,8 @@ async fn run_jetstream(cli: Cli) -> anyhow::Result<Report> {
     let ledger = Arc::new(Ledger::default());
     let receivers: Vec<_> = consumers
         .into_iter()
-        .map(|c| tokio::spawn(jetstream::receive(ledger.clone(), c)))
+        .zip(units.iter().cloned())
+        .map(|(c, unit)| tokio::spawn(jetstream::receive(ledger.clone(), unit, c)))
         .collect();
     let routes = Routes {
         senders: units
@@ -746,6 +758,7 @@ fn build_report(
         lost: ledger.outstanding(),
         duplicates: ledger.duplicates.load(Ordering::Relaxed),
         corrupted: ledger.corrupted.load(Ordering::Relaxed),
+        misrouted: ledger.misrouted.load(Ordering::Relaxed),
         unknown: ledger.unknown.load(Ordering::Relaxed),
         statuses: ledger.statuses.load(Ordering::Relaxed),
         kills,
@@ -836,8 +849,8 @@ fn print_table(r: &Report) {
         r.target, r.setup, r.size, r.pace, r.adapters
     );
     println!(
-        "  acknowledged {} · received and verified {} · lost {} · duplicates {} · corrupted {} · errors {:?}",
-        r.acknowledged, r.received, r.lost, r.duplicates, r.corrupted, r.errors
+        "  acknowledged {} · received and verified {} · lost {} · duplicates {} · corrupted {} · misrouted {} · errors {:?}",
+        r.acknowledged, r.received, r.lost, r.duplicates, r.corrupted, r.misrouted, r.errors
     );
     if r.kills > 0 {
         println!(

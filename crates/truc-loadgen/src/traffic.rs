@@ -52,31 +52,76 @@ impl Size {
 /// One package waiting for its recipient.
 struct Pending {
     sha256: [u8; 32],
+    /// The unit it is addressed to.
+    to: Arc<str>,
     started: Instant,
     acknowledged: bool,
     failed: bool,
 }
 
+/// A package received: what a redelivery of it must match.
+struct Received {
+    sha256: [u8; 32],
+    to: Arc<str>,
+}
+
+/// Packages sent and not yet received, and packages received.
+#[derive(Default)]
+struct Book {
+    waiting: HashMap<String, Pending>,
+    received: HashMap<String, Received>,
+    /// Recipient codes, each held once.
+    units: HashMap<String, Arc<str>>,
+}
+
+impl Book {
+    fn unit(&mut self, code: &str) -> Arc<str> {
+        if let Some(u) = self.units.get(code) {
+            return u.clone();
+        }
+        let u: Arc<str> = Arc::from(code);
+        self.units.insert(code.to_owned(), u.clone());
+        u
+    }
+}
+
+/// Whether a delivery for `recipient`, handed to the adapter of `served_by`, is where a
+/// package addressed to `to` belongs: to that unit, through its own adapter or its
+/// parent's (a level-3 unit is served by its level-2 parent).
+fn rightly_routed(to: &str, recipient: &str, served_by: &str) -> bool {
+    if to != recipient {
+        return false;
+    }
+    match (OrgCode::parse(recipient), OrgCode::parse(served_by)) {
+        (Ok(r), Ok(s)) => r.is_within(&s),
+        _ => recipient == served_by,
+    }
+}
+
 /// What every task shares.
 pub struct Ledger {
-    pending: Mutex<HashMap<String, Pending>>,
+    book: Mutex<Book>,
     latency: Mutex<Histogram<u64>>,
     /// From the submission (or its scheduled time) to the relay's receipt: the durable
     /// part of the path, without the delivery.
     receipt_latency: Mutex<Histogram<u64>>,
-    /// From a submission's scheduled time to the moment the load generator began it: its
-    /// own lateness, part of every latency above in an open loop.
+    /// From a submission's scheduled time to the moment the load generator had its package
+    /// built and ready to send: its own lateness, part of every latency above in an open
+    /// loop.
     start_lateness: Mutex<Histogram<u64>>,
     /// Submissions the relay acknowledged.
     pub acknowledged: AtomicU64,
     /// Submissions refused or failed, by error code.
     pub errors: Mutex<HashMap<String, u64>>,
-    /// Deliveries verified (right bytes, first time).
+    /// Deliveries verified (right bytes, right recipient, first time).
     pub received: AtomicU64,
-    /// Deliveries received again.
+    /// Deliveries received again, with the right bytes, by the right recipient.
     pub duplicates: AtomicU64,
-    /// Deliveries whose bytes did not match what was sent.
+    /// Deliveries (first or again) whose bytes did not match what was sent.
     pub corrupted: AtomicU64,
+    /// Deliveries (first or again) to a unit the package was not addressed to, or through
+    /// an adapter that does not serve that unit.
+    pub misrouted: AtomicU64,
     /// Deliveries of packages this run never sent.
     pub unknown: AtomicU64,
     /// Bytes of packages acknowledged.
@@ -93,7 +138,7 @@ pub struct Ledger {
 impl Default for Ledger {
     fn default() -> Self {
         Ledger {
-            pending: Mutex::default(),
+            book: Mutex::default(),
             // Microseconds, up to an hour, 3 significant digits.
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
@@ -109,6 +154,7 @@ impl Default for Ledger {
             received: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             corrupted: AtomicU64::new(0),
+            misrouted: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             statuses: AtomicU64::new(0),
@@ -138,13 +184,13 @@ impl Ledger {
         }
     }
 
-    /// The same, from the scheduled time to the moment the load generator began the
-    /// submission.
+    /// The same, from the scheduled time to the moment the load generator had the package
+    /// ready to send.
     pub fn start_lateness(&self) -> (f64, f64, f64, f64, u64) {
         quantiles(&self.start_lateness)
     }
 
-    /// Records a submission begun `by` after its scheduled time.
+    /// Records a submission ready `by` after its scheduled time.
     fn started_late(&self, by: Duration) {
         if let Ok(mut h) = self.start_lateness.lock() {
             let _ = h.record((by.as_micros() as u64).max(1));
@@ -171,19 +217,21 @@ fn quantiles(histogram: &Mutex<Histogram<u64>>) -> (f64, f64, f64, f64, u64) {
 impl Ledger {
     /// Acknowledged submissions not yet received.
     pub fn outstanding(&self) -> u64 {
-        self.pending
+        self.book
             .lock()
-            .map(|p| p.values().filter(|e| e.acknowledged).count() as u64)
-            .unwrap_or(0)
+            .map(|b| b.waiting.values().filter(|e| e.acknowledged).count() as u64)
+            .unwrap_or(u64::MAX)
     }
 
-    /// A package is about to be submitted.
-    pub fn expect(&self, document_id: &str, sha256: [u8; 32], started: Instant) {
-        if let Ok(mut p) = self.pending.lock() {
-            p.insert(
+    /// A package addressed to `to` is about to be submitted.
+    pub fn expect(&self, document_id: &str, to: &str, sha256: [u8; 32], started: Instant) {
+        if let Ok(mut b) = self.book.lock() {
+            let to = b.unit(to);
+            b.waiting.insert(
                 document_id.to_owned(),
                 Pending {
                     sha256,
+                    to,
                     started,
                     acknowledged: false,
                     failed: false,
@@ -196,8 +244,8 @@ impl Ledger {
     pub fn submitted(&self, document_id: &str, bytes: u64) {
         self.acknowledged.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        if let Ok(mut p) = self.pending.lock() {
-            if let Some(e) = p.get_mut(document_id) {
+        if let Ok(mut b) = self.book.lock() {
+            if let Some(e) = b.waiting.get_mut(document_id) {
                 e.acknowledged = true;
             }
         }
@@ -207,50 +255,69 @@ impl Ledger {
     /// answer was lost; a delivery of it is then counted, not taken for a duplicate.
     pub fn submit_failed(&self, document_id: &str, code: &str) {
         self.error(code);
-        if let Ok(mut p) = self.pending.lock() {
-            if let Some(entry) = p.get_mut(document_id) {
+        if let Ok(mut b) = self.book.lock() {
+            if let Some(entry) = b.waiting.get_mut(document_id) {
                 entry.failed = true;
             }
         }
     }
 
-    /// A package was delivered (and acknowledged by its recipient at `acked`).
-    pub fn delivered(&self, document_id: &str, sha256: [u8; 32], acked: Instant) {
-        let entry = self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(document_id));
-        match entry {
-            Some(e) if e.sha256 == sha256 => {
+    /// A package was delivered for `recipient` to the adapter of `served_by`, and
+    /// acknowledged by it at `acked`. A delivery with the wrong bytes or to the wrong place
+    /// is counted as such and does not count as the package's arrival: it stays expected
+    /// (and is lost if no right delivery follows).
+    pub fn delivered(
+        &self,
+        document_id: &str,
+        recipient: &str,
+        served_by: &str,
+        sha256: [u8; 32],
+        acked: Instant,
+    ) {
+        let Ok(mut book) = self.book.lock() else {
+            self.unknown.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if let Some((id, e)) = book.waiting.remove_entry(document_id) {
+            if e.sha256 != sha256 {
+                self.corrupted.fetch_add(1, Ordering::Relaxed);
+                book.waiting.insert(id, e);
+            } else if !rightly_routed(&e.to, recipient, served_by) {
+                self.misrouted.fetch_add(1, Ordering::Relaxed);
+                book.waiting.insert(id, e);
+            } else {
                 self.received.fetch_add(1, Ordering::Relaxed);
                 if e.failed {
                     self.delivered_unacknowledged
                         .fetch_add(1, Ordering::Relaxed);
                 }
                 let us = acked.duration_since(e.started).as_micros() as u64;
+                book.received.insert(id, Received { sha256, to: e.to });
+                drop(book);
                 if let Ok(mut h) = self.latency.lock() {
                     let _ = h.record(us.max(1));
                 }
             }
-            Some(_) => {
+        } else if let Some(first) = book.received.get(document_id) {
+            if first.sha256 != sha256 {
                 self.corrupted.fetch_add(1, Ordering::Relaxed);
-            }
-            None if document_id.ends_with("/LOAD") => {
+            } else if !rightly_routed(&first.to, recipient, served_by) {
+                self.misrouted.fetch_add(1, Ordering::Relaxed);
+            } else {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
             }
-            None => {
-                self.unknown.fetch_add(1, Ordering::Relaxed);
-            }
+        } else {
+            self.unknown.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Some acknowledged submissions not yet received (for the report).
     pub fn missing(&self, n: usize) -> Vec<String> {
-        self.pending
+        self.book
             .lock()
-            .map(|p| {
-                p.iter()
+            .map(|b| {
+                b.waiting
+                    .iter()
                     .filter(|(_, e)| e.acknowledged)
                     .take(n)
                     .map(|(k, _)| k.clone())
@@ -321,7 +388,18 @@ struct Job<'a> {
     from: &'a str,
     to: &'a str,
     number: u64,
-    started: Instant,
+    due: Due,
+}
+
+/// Where a submission's latency is counted from.
+#[derive(Clone, Copy)]
+enum Due {
+    /// Open loop: its scheduled time, so that the generator's own lateness (building the
+    /// package included) shows, and is reported apart.
+    At(Instant),
+    /// Closed loop: the moment its package is built and hashed, ready to send, so that
+    /// the generator's work is not counted as the target's.
+    WhenBuilt,
 }
 
 /// Where submissions go: a relay's adapter, or (for comparison) a JetStream stream.
@@ -394,14 +472,20 @@ async fn send_one(
         from,
         to,
         number,
-        started,
+        due,
     } = job;
-    ledger.started_late(started.elapsed());
     let bytes = package(from, to, number, size.draw(), date);
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
     let document_id = format!("{from},{date},{number}/LOAD");
     let len = bytes.len() as u64;
-    ledger.expect(&document_id, sha, started);
+    let started = match due {
+        Due::At(at) => {
+            ledger.started_late(at.elapsed());
+            at
+        }
+        Due::WhenBuilt => Instant::now(),
+    };
+    ledger.expect(&document_id, to, sha, started);
     match submitter.submit(to, &document_id, bytes, &sha).await {
         Ok(()) => {
             ledger.receipt(started.elapsed());
@@ -464,7 +548,7 @@ pub async fn send(
                             from: &from,
                             to: &to,
                             number: n,
-                            started: Instant::now(),
+                            due: Due::WhenBuilt,
                         };
                         send_one(&ledger, &mut submitter, job, size, date).await;
                     }
@@ -512,7 +596,7 @@ pub async fn send(
                         from: &from,
                         to: &to,
                         number: n,
-                        started: at,
+                        due: Due::At(at),
                     };
                     send_one(&ledger, &mut submitter, job, size, date).await;
                     drop(permit);
@@ -524,12 +608,13 @@ pub async fn send(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Receives the inbox of one adapter: checks each package's bytes against what was sent,
-/// records the latency from submission to this acknowledgement, and acknowledges it.
-pub async fn receive(ledger: Arc<Ledger>, mut client: Client) {
+/// Receives the inbox of the adapter of `unit`: checks each package's bytes and recipient
+/// against what was sent, records the latency from submission to this acknowledgement,
+/// and acknowledges it.
+pub async fn receive(ledger: Arc<Ledger>, unit: String, mut client: Client) {
     // The stream ends when the relay stops or dies: open it again until the run is over.
     loop {
-        receive_stream(&ledger, &mut client).await;
+        receive_stream(&ledger, &unit, &mut client).await;
         if ledger.stopped() {
             return;
         }
@@ -537,7 +622,7 @@ pub async fn receive(ledger: Arc<Ledger>, mut client: Client) {
     }
 }
 
-async fn receive_stream(ledger: &Ledger, client: &mut Client) {
+async fn receive_stream(ledger: &Ledger, unit: &str, client: &mut Client) {
     let Ok(mut inbox) = client.inbox(1000).await else {
         return;
     };
@@ -565,6 +650,90 @@ async fn receive_stream(ledger: &Ledger, client: &mut Client) {
         if inbox.ack(&d.delivery_id).await.is_err() {
             break;
         }
-        ledger.delivered(&d.document_id, sha, Instant::now());
+        ledger.delivered(&d.document_id, &d.recipient, unit, sha, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L2: &str = "000.00.07.G04";
+    const L3: &str = "000.03.07.G04";
+    const OTHER: &str = "000.00.05.G04";
+
+    fn sha(b: u8) -> [u8; 32] {
+        [b; 32]
+    }
+
+    fn counts(l: &Ledger) -> [u64; 5] {
+        [
+            l.received.load(Ordering::Relaxed),
+            l.duplicates.load(Ordering::Relaxed),
+            l.corrupted.load(Ordering::Relaxed),
+            l.misrouted.load(Ordering::Relaxed),
+            l.unknown.load(Ordering::Relaxed),
+        ]
+    }
+
+    fn sent(l: &Ledger, id: &str, to: &str, digest: [u8; 32]) {
+        l.expect(id, to, digest, Instant::now());
+        l.submitted(id, 1);
+    }
+
+    #[test]
+    fn a_right_delivery_arrives_and_a_right_redelivery_is_a_duplicate() {
+        let l = Ledger::default();
+        sent(&l, "a/LOAD", L2, sha(1));
+        assert_eq!(l.outstanding(), 1);
+        l.delivered("a/LOAD", L2, L2, sha(1), Instant::now());
+        assert_eq!(counts(&l), [1, 0, 0, 0, 0]);
+        assert_eq!(l.outstanding(), 0);
+        l.delivered("a/LOAD", L2, L2, sha(1), Instant::now());
+        assert_eq!(counts(&l), [1, 1, 0, 0, 0]);
+        assert_eq!(l.latency().4, 1, "one latency sample: the first arrival");
+    }
+
+    #[test]
+    fn a_level_three_unit_is_served_through_its_parent_and_nobody_else() {
+        let l = Ledger::default();
+        sent(&l, "a/LOAD", L3, sha(1));
+        l.delivered("a/LOAD", L3, OTHER, sha(1), Instant::now());
+        assert_eq!(counts(&l), [0, 0, 0, 1, 0], "another unit's adapter");
+        assert_eq!(l.outstanding(), 1, "a misrouted delivery is not an arrival");
+        l.delivered("a/LOAD", L2, L2, sha(1), Instant::now());
+        assert_eq!(
+            counts(&l),
+            [0, 0, 0, 2, 0],
+            "the parent, named as the recipient"
+        );
+        l.delivered("a/LOAD", L3, L2, sha(1), Instant::now());
+        assert_eq!(counts(&l), [1, 0, 0, 2, 0]);
+        assert_eq!(l.outstanding(), 0);
+        l.delivered("a/LOAD", L3, OTHER, sha(1), Instant::now());
+        assert_eq!(counts(&l), [1, 0, 0, 3, 0], "a redelivery is checked too");
+    }
+
+    #[test]
+    fn wrong_bytes_are_corrupted_first_time_or_again_and_never_an_arrival() {
+        let l = Ledger::default();
+        sent(&l, "a/LOAD", L2, sha(1));
+        l.delivered("a/LOAD", L2, L2, sha(2), Instant::now());
+        assert_eq!(counts(&l), [0, 0, 1, 0, 0]);
+        assert_eq!(l.missing(5), vec!["a/LOAD".to_owned()], "still expected");
+        l.delivered("a/LOAD", L2, L2, sha(1), Instant::now());
+        l.delivered("a/LOAD", L2, L2, sha(3), Instant::now());
+        assert_eq!(
+            counts(&l),
+            [1, 0, 2, 0, 0],
+            "a corrupt redelivery is not a duplicate"
+        );
+    }
+
+    #[test]
+    fn a_package_never_sent_is_unknown() {
+        let l = Ledger::default();
+        l.delivered("b/LOAD", L2, L2, sha(1), Instant::now());
+        assert_eq!(counts(&l), [0, 0, 0, 0, 1]);
     }
 }

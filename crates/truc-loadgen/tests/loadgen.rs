@@ -79,6 +79,7 @@ fn a_short_load_is_delivered_and_verified_end_to_end() {
     assert_eq!(r["received"], 150, "{r}");
     assert_eq!(r["lost"], 0);
     assert_eq!(r["corrupted"], 0);
+    assert_eq!(r["misrouted"], 0);
     assert_eq!(r["unknown"], 0);
     assert_eq!(
         r["relays"].as_array().map(Vec::len),
@@ -143,6 +144,7 @@ fn ten_kills_under_load_lose_nothing_acknowledged() {
     assert_eq!(r["kills"], 10, "{r}");
     assert_eq!(r["lost"], 0, "{r}");
     assert_eq!(r["corrupted"], 0, "{r}");
+    assert_eq!(r["misrouted"], 0, "{r}");
     let acknowledged = r["acknowledged"].as_u64().expect("count");
     assert!(acknowledged > 0, "{r}");
     assert!(
@@ -179,6 +181,7 @@ fn a_failing_national_axis_under_load_loses_nothing_acknowledged() {
     ]);
     assert_eq!(r["lost"], 0, "{r}");
     assert_eq!(r["corrupted"], 0, "{r}");
+    assert_eq!(r["misrouted"], 0, "{r}");
     assert_eq!(r["duplicates"], 0, "{r}");
     let acknowledged = r["acknowledged"].as_u64().expect("count");
     assert!(acknowledged > 0, "{r}");

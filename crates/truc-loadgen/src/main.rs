@@ -121,6 +121,19 @@ enum Target {
     Jetstream,
 }
 
+impl Report {
+    /// Whether the run proves what it should: something was acknowledged, and every
+    /// acknowledged package arrived, with its bytes, where it was addressed, and nothing
+    /// arrived that was never sent.
+    fn passed(&self) -> bool {
+        self.acknowledged > 0
+            && self.lost == 0
+            && self.corrupted == 0
+            && self.misrouted == 0
+            && self.unknown == 0
+    }
+}
+
 /// The report.
 #[derive(Debug, Serialize)]
 struct Report {
@@ -245,10 +258,13 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(report) if report.lost == 0 && report.corrupted == 0 && report.misrouted == 0 => {
-            std::process::ExitCode::SUCCESS
+        Ok(report) if report.passed() => std::process::ExitCode::SUCCESS,
+        Ok(report) => {
+            if report.acknowledged == 0 {
+                eprintln!("truc-loadgen: the target acknowledged nothing");
+            }
+            std::process::ExitCode::from(1)
         }
-        Ok(_) => std::process::ExitCode::from(1),
         Err(e) => {
             eprintln!("truc-loadgen: {e:#}");
             std::process::ExitCode::from(3)
@@ -603,7 +619,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         calls: a.sim.counters(),
     });
     emit(&cli, &report)?;
-    if report.lost > 0 || report.corrupted > 0 || report.misrouted > 0 {
+    if !report.passed() {
         // What the relays were doing: the first thing to read when packages went missing.
         let tails = [
             relay_a

@@ -117,8 +117,15 @@ impl Setup {
         } else {
             format!("max_package_bytes = {}\n", 300 * 1024 * 1024)
         };
+        // Short leases, so that what a test leaves claimed comes back soon, unless the
+        // caller sets its own.
+        let lease = if extra_limits.contains("lease_secs") {
+            ""
+        } else {
+            "lease_secs = 5\n"
+        };
         let config_text = format!(
-            "ministry = \"{ministry}\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n{extra_config}\n\n[[admin.tokens]]\nname = \"test\"\nsha256 = \"{}\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\nlease_secs = 5\n{size_limit}{}\n",
+            "ministry = \"{ministry}\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n{extra_config}\n\n[[admin.tokens]]\nname = \"test\"\nsha256 = \"{}\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\n{lease}{size_limit}{}\n",
             dir.path().join("store"),
             dir.path().join("registry.toml"),
             admin_token_sha256(),

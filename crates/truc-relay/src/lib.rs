@@ -327,19 +327,19 @@ impl Relay {
 
     async fn send_arrived(
         &self,
-        delivery: &Delivery,
+        delivery: &truc_store::DeliveryKey,
+        at: Timestamp,
         doc: &truc_edxml::DocumentId,
     ) -> Result<(), RelayError> {
-        let at = delivery.completed_at.unwrap_or_else(Timestamp::now);
         // Stamped like the recipients' own systems stamp theirs: Vietnam's wall clock.
         let timestamp = at.in_vietnam().to_string();
         let mut builder = truc_edxml::StatusBuilder::new(
-            delivery.key.recipient.clone(),
+            delivery.recipient.clone(),
             doc.clone(),
             StatusCode::new("01"),
             &timestamp,
         );
-        if let Some(unit) = self.registry.unit(&delivery.key.recipient) {
+        if let Some(unit) = self.registry.unit(&delivery.recipient) {
             builder.from.organ_name = unit.name;
         }
         builder.description =
@@ -349,7 +349,7 @@ impl Relay {
         let who = Submitter::Operator {
             actor: "system:arrival".into(),
         };
-        let key = Some(format!("arrived:{}", delivery.key));
+        let key = Some(format!("arrived:{delivery}"));
         self.submit(&who, &meta, PayloadInput::Bytes(package.into()), key)
             .await?;
         Ok(())
@@ -359,21 +359,23 @@ impl Relay {
     /// the document's timeline, which the store derives from the acknowledged delivery; a
     /// sender in another ministry hears of it through a status package the relay sends on
     /// the recipient's behalf.
+    ///
+    /// That package is stored before the acknowledgement: if storing it fails, or the relay
+    /// stops in between, the delivery is not acknowledged, is offered again, and its next
+    /// acknowledgement sends the status (once: its idempotency key names the delivery).
+    /// The other way round, a status could be lost for a delivery already acknowledged.
     pub async fn ack(
         &self,
         token: &truc_store::ClaimToken,
         message: &MessageRecord,
     ) -> Result<Delivery, RelayError> {
-        let d = self
-            .store
-            .ack(token, Completion::Acknowledged, Timestamp::now())
-            .await?;
+        let now = Timestamp::now();
         if let (PackageKind::Document, Some(doc), Source::NationalAxis { .. }) =
             (&message.kind, &message.document_id, &message.source)
         {
-            self.send_arrived(&d, doc).await?;
+            self.send_arrived(&token.key, now, doc).await?;
         }
-        Ok(d)
+        Ok(self.store.ack(token, Completion::Acknowledged, now).await?)
     }
 }
 

@@ -513,7 +513,8 @@ impl pb::relay_server::Relay for RelayService {
         let session = InboxSession {
             relay: self.relay.clone(),
             unit: caller.unit.code.clone(),
-            credits: open.credits.clamp(1, self.limits.max_credits),
+            credits: open.credits.clamp(1, self.limits.max_credits.max(1)),
+            max_credits: self.limits.max_credits.max(1),
             max_inline: if open.max_inline_bytes == 0 {
                 4 * 1024 * 1024
             } else {
@@ -818,7 +819,10 @@ fn serde_plain_kind(kind: truc_store::EventKind) -> String {
 struct InboxSession {
     relay: Arc<Relay>,
     unit: OrgCode,
+    /// Deliveries the adapter will take now; with those it holds unacknowledged
+    /// (`in_flight`), never more than `max_credits`.
     credits: u32,
+    max_credits: u32,
     max_inline: u64,
     lease: Duration,
     in_flight: HashMap<String, (ClaimToken, truc_store::MessageRecord)>,
@@ -834,6 +838,9 @@ struct InboxSession {
 /// Acknowledgements of one inbox stream being made durable at most, before the stream stops
 /// delivering until the store catches up (a few flushes' worth at full speed).
 const MAX_PENDING_ACKS: usize = 2048;
+
+/// Deliveries claimed at a time for an inbox stream (see [`InboxSession::push`]).
+const CLAIM_BATCH: usize = 32;
 
 fn delivery_id(token: &ClaimToken) -> String {
     format!("{}/{:016x}", token.key, token.lease)
@@ -917,6 +924,14 @@ impl InboxSession {
                             )),
                         }))
                         .await;
+                    // Acks the adapter sent before it heard are still applied, as below.
+                    while let Ok(Some(Ok(m))) =
+                        tokio::time::timeout(Duration::from_millis(200), inbound.next()).await
+                    {
+                        if self.handle(m).await.is_err() {
+                            break;
+                        }
+                    }
                     break;
                 }
             }
@@ -939,80 +954,116 @@ impl InboxSession {
         destination: &Destination,
         tx: &mpsc::Sender<Result<pb::InboxEvent, Status>>,
     ) -> Result<(), Status> {
-        // No new deliveries while the adapter has credit but the store lags behind its
-        // acknowledgements: the backlog of acks being made durable stays bounded.
-        if self.credits == 0 || self.acks.len() >= MAX_PENDING_ACKS {
-            return Ok(());
-        }
         let store = self.relay.store();
-        let claims = store
-            .claim(
-                destination,
-                self.credits as usize,
-                self.lease,
-                Timestamp::now(),
-            )
-            .await
-            .map_err(|e| relay_status(e.into()))?;
-        for claim in claims {
-            let m = &claim.message;
-            let package = if m.size <= self.max_inline {
-                match store
-                    .payload_of(m)
-                    .await
-                    .and_then(|p| p.read_all().map_err(truc_store::StoreError::Io))
-                {
-                    Ok(bytes) => bytes,
-                    Err(e) => return Err(relay_status(e.into())),
-                }
-            } else {
-                Bytes::new()
-            };
-            let id = delivery_id(&claim.token);
-            let event = pb::InboxEvent {
-                event: Some(pb::inbox_event::Event::Delivery(pb::Delivery {
-                    delivery_id: id.clone(),
-                    message_id: m.id.to_string(),
-                    recipient: claim.token.key.recipient.to_string(),
-                    kind: m.kind.as_str().into(),
-                    sender: m.sender.to_string(),
-                    document_id: m
-                        .document_id
-                        .as_ref()
-                        .map(|d| d.to_string())
-                        .unwrap_or_default(),
-                    business_doc_type: u32::from(m.business_doc_type.code()),
-                    status_code: m
-                        .summary
-                        .status_code
-                        .as_ref()
-                        .map(|s| s.to_string())
-                        .unwrap_or_default(),
-                    sha256: m.sha256.to_hex(),
-                    size: m.size,
-                    inline: !package.is_empty() || m.size == 0,
-                    package,
-                    attempt: claim.delivery.attempts,
-                })),
-            };
-            self.in_flight.insert(id, (claim.token, claim.message));
-            self.credits -= 1;
-            if tx.send(Ok(event)).await.is_err() {
+        // Claimed a few at a time, each batch sent before the next is claimed: a lease
+        // starts when its delivery is about to be sent, not behind a thousand others on a
+        // slow link, and a stream that ends holds few claims it never sent.
+        loop {
+            // No new deliveries while the adapter has credit but the store lags behind its
+            // acknowledgements: the backlog of acks being made durable stays bounded.
+            if self.credits == 0 || self.acks.len() >= MAX_PENDING_ACKS {
                 return Ok(());
             }
-            self.metrics.delivered(&INBOX);
+            let wanted = (self.credits as usize).min(CLAIM_BATCH);
+            let claims = store
+                .claim(destination, wanted, self.lease, Timestamp::now())
+                .await
+                .map_err(|e| relay_status(e.into()))?;
+            let claimed = claims.len();
+            let mut claims = claims.into_iter();
+            while let Some(claim) = claims.next() {
+                let Some(event) = self.delivery_event(&claim).await else {
+                    continue;
+                };
+                let id = delivery_id(&claim.token);
+                self.in_flight.insert(id, (claim.token, claim.message));
+                self.credits -= 1;
+                if tx.send(Ok(event)).await.is_err() {
+                    // The adapter is gone: what was claimed for it and not sent is offered
+                    // again at once (what was sent is released when the session ends).
+                    let now = Timestamp::now();
+                    for unsent in claims {
+                        let _ = store.release(&unsent.token, now).await;
+                    }
+                    return Ok(());
+                }
+                self.metrics.delivered(&INBOX);
+            }
+            if claimed < wanted {
+                return Ok(());
+            }
         }
-        Ok(())
+    }
+
+    /// The event that delivers `claim`, its package inline if small enough. `None` if the
+    /// package cannot be read: the delivery is refused for now (retried later, and
+    /// dead-lettered if it never can be), and the stream goes on with the others.
+    async fn delivery_event(&self, claim: &truc_store::Claim) -> Option<pb::InboxEvent> {
+        let store = self.relay.store();
+        let m = &claim.message;
+        let package = if m.size <= self.max_inline {
+            match store
+                .payload_of(m)
+                .await
+                .and_then(|p| p.read_all().map_err(truc_store::StoreError::Io))
+            {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(message = %m.id, recipient = %claim.token.key.recipient, error = %e, "a package could not be read for its delivery; it is retried later");
+                    let reason = format!("the relay could not read the package: {e}");
+                    match store.nack(&claim.token, &reason, Timestamp::now()).await {
+                        Ok(truc_store::NackOutcome::Dead(_)) => self.metrics.dead_lettered(&INBOX),
+                        Ok(_) => self.metrics.retried(&INBOX),
+                        Err(e) => {
+                            tracing::warn!(message = %m.id, error = %e, "the unreadable delivery could not be put back; its lease will run out")
+                        }
+                    }
+                    return None;
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        Some(pb::InboxEvent {
+            event: Some(pb::inbox_event::Event::Delivery(pb::Delivery {
+                delivery_id: delivery_id(&claim.token),
+                message_id: m.id.to_string(),
+                recipient: claim.token.key.recipient.to_string(),
+                kind: m.kind.as_str().into(),
+                sender: m.sender.to_string(),
+                document_id: m
+                    .document_id
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+                business_doc_type: u32::from(m.business_doc_type.code()),
+                status_code: m
+                    .summary
+                    .status_code
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                sha256: m.sha256.to_hex(),
+                size: m.size,
+                inline: !package.is_empty() || m.size == 0,
+                package,
+                attempt: claim.delivery.attempts,
+            })),
+        })
     }
 
     /// Handles requests that arrived together, in order. Acknowledgements are started at
     /// once and made durable together (one flush of the store for all of them) while the
-    /// session goes on.
+    /// session goes on. A request refused (an ack for an unknown delivery) does not stop
+    /// the others: they are all handled, then the first refusal ends the stream.
     async fn handle_batch(&mut self, batch: Vec<pb::InboxRequest>) -> Result<(), Status> {
+        let mut first_error = None;
         for request in batch {
-            self.handle(request).await?;
+            if let Err(e) = self.handle(request).await {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Takes the outcome of every acknowledgement that has finished, without waiting.
@@ -1050,7 +1101,11 @@ impl InboxSession {
         use pb::inbox_request::Action;
         match request.action {
             Some(Action::Credit(n)) => {
-                self.credits = self.credits.saturating_add(n).min(10_000);
+                // What it holds counts against the most a stream may hold.
+                let room = self
+                    .max_credits
+                    .saturating_sub(self.in_flight.len().try_into().unwrap_or(u32::MAX));
+                self.credits = self.credits.saturating_add(n).min(room);
             }
             Some(Action::Ack(id)) => {
                 let Some((token, message)) = self.in_flight.remove(&id) else {

@@ -13,7 +13,7 @@ mod registry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use truc_edxml::{OrgCode, PackageKind, PackageMeta, StatusCode};
 use truc_store::{
     Completion, Delivery, Destination, MessageRecord, NewMessage, PayloadInput, Route, Source,
@@ -68,26 +68,36 @@ pub struct Receipt {
 }
 
 /// Wakes the tasks serving an inbox when a delivery is queued for it.
+///
+/// Each destination has a doorbell: a counter every wake moves on. A task serving the
+/// destination keeps a receiver, and hears every ring since it last looked, even one that
+/// came while it was busy claiming and sending; so does every other task serving the same
+/// destination (several connections of one unit), none of them left to a periodic look.
 #[derive(Debug, Default)]
 pub struct InboxHub {
-    inboxes: Mutex<HashMap<Destination, Arc<Notify>>>,
+    inboxes: Mutex<HashMap<Destination, watch::Sender<u64>>>,
 }
 
 impl InboxHub {
-    /// The notifier of a destination (created on first use).
-    pub fn notifier(&self, destination: &Destination) -> Arc<Notify> {
+    /// A doorbell of `destination` (created on first use): `changed()` resolves once a
+    /// delivery was queued for it since the receiver last looked.
+    pub fn doorbell(&self, destination: &Destination) -> watch::Receiver<u64> {
         self.inboxes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(destination.clone())
-            .or_default()
-            .clone()
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// Wakes whoever serves `destination`.
     pub fn wake(&self, destination: &Destination) {
-        self.notifier(destination).notify_waiters();
-        self.notifier(destination).notify_one();
+        self.inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(destination.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .send_modify(|rings| *rings = rings.wrapping_add(1));
     }
 }
 
@@ -386,5 +396,38 @@ pub fn destination_of(decision: &RouteDecision) -> Destination {
         | RouteDecision::ViaParent { inbox }
         | RouteDecision::Held { inbox } => Destination::Inbox(inbox.clone()),
         RouteDecision::NationalAxis => Destination::NationalAxis,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_task_serving_a_destination_hears_a_ring_it_was_busy_for() {
+        let hub = InboxHub::default();
+        let b = Destination::Inbox(OrgCode::parse("000.00.07.G04").expect("code"));
+        let other = Destination::NationalAxis;
+        let mut first = hub.doorbell(&b);
+        let mut second = hub.doorbell(&b);
+        let mut elsewhere = hub.doorbell(&other);
+        // Rung while nobody waits (both busy claiming): each hears it when it next looks.
+        hub.wake(&b);
+        for bell in [&mut first, &mut second] {
+            tokio::time::timeout(std::time::Duration::from_secs(5), bell.changed())
+                .await
+                .expect("heard")
+                .expect("open");
+        }
+        // Heard once: nothing more until the next ring, and nothing for another destination.
+        assert!(!first.has_changed().expect("open"));
+        assert!(!elsewhere.has_changed().expect("open"));
+        hub.wake(&b);
+        hub.wake(&b);
+        assert!(first.has_changed().expect("open"));
+        first.mark_unchanged();
+        assert!(!first.has_changed().expect("open"), "two rings, one look");
+        hub.wake(&other);
+        assert!(elsewhere.has_changed().expect("open"));
     }
 }

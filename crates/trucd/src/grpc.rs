@@ -854,7 +854,7 @@ impl InboxSession {
         mut closing: tokio::sync::watch::Receiver<bool>,
     ) {
         let destination = Destination::Inbox(self.unit.clone());
-        let notifier = self.relay.hub().notifier(&destination);
+        let mut doorbell = self.relay.hub().doorbell(&destination);
         loop {
             // Finished acknowledgements are collected at every turn: under a steady stream
             // of acks the select below rarely picks that branch, and each finished task
@@ -901,7 +901,7 @@ impl InboxSession {
                         break;
                     }
                 }
-                _ = notifier.notified() => {}
+                Ok(()) = doorbell.changed() => {}
                 // Retries come due and leases of other sessions run out: look again.
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = tx.closed() => {

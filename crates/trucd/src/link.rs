@@ -26,7 +26,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// policy, refusals are dead-lettered with the reason.
 pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc<LinkState>) {
     let store = relay.store().clone();
-    let notifier = relay.hub().notifier(&Destination::NationalAxis);
+    let mut doorbell = relay.hub().doorbell(&Destination::NationalAxis);
     loop {
         let claims = match store
             .claim(&Destination::NationalAxis, 32, SEND_LEASE, Timestamp::now())
@@ -41,7 +41,7 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc
         };
         if claims.is_empty() {
             tokio::select! {
-                _ = notifier.notified() => {}
+                Ok(()) = doorbell.changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             continue;

@@ -410,7 +410,7 @@ mod tests {
         let other = Destination::NationalAxis;
         let mut first = hub.doorbell(&b);
         let mut second = hub.doorbell(&b);
-        let mut elsewhere = hub.doorbell(&other);
+        let elsewhere = hub.doorbell(&other);
         // Rung while nobody waits (both busy claiming): each hears it when it next looks.
         hub.wake(&b);
         for bell in [&mut first, &mut second] {

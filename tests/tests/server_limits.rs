@@ -66,6 +66,38 @@ async fn a_stalled_submission_is_cancelled() {
     relay.stop().await.expect("stop");
 }
 
+/// An inbox stream that never says `open` is closed after the idle limit, like a stalled
+/// submission, rather than held for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_that_never_opens_is_closed() {
+    let relay = TestRelay::start_full(&[A, B], |_| {}, "idle_timeout_secs = 1\n")
+        .await
+        .expect("relay");
+    let b = relay.adapter(B).await.expect("B");
+    let (tx, rx) = tokio::sync::mpsc::channel::<truc_client::proto::InboxRequest>(1);
+    let mut grpc = b.grpc();
+    let call = tokio::spawn(async move {
+        grpc.inbox(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map(|_| ())
+    });
+    let status = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("answered")
+        .expect("task")
+        .expect_err("closed");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get("truc-error-code")
+            .and_then(|v| v.to_str().ok()),
+        Some("INBOX_IDLE")
+    );
+    drop(tx);
+    relay.stop().await.expect("stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_are_reloaded_on_sighup_without_a_restart() {
     let relay = TestRelay::spawn_process(&[A]).await.expect("trucd process");

@@ -497,7 +497,25 @@ impl pb::relay_server::Relay for RelayService {
     ) -> Result<Response<Self::InboxStream>, Status> {
         let caller = self.caller(&request)?;
         let mut inbound = request.into_inner();
-        let open = match inbound.message().await? {
+        // A stream that never says `open` (a slowloris client) is not held open for ever.
+        let idle = Duration::from_secs(self.limits.idle_timeout_secs.max(1));
+        let first = match tokio::time::timeout(idle, inbound.message()).await {
+            Ok(Ok(first)) => first,
+            Ok(Err(e)) if is_decode_error(&e) => return Err(bad_message(e.message())),
+            Ok(Err(e)) if is_too_large_error(&e) => return Err(message_too_large(e.message())),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(status(
+                    tonic::Code::DeadlineExceeded,
+                    "INBOX_IDLE",
+                    format!(
+                        "no `open` within {} s: the stream was closed",
+                        idle.as_secs()
+                    ),
+                ))
+            }
+        };
+        let open = match first {
             Some(pb::InboxRequest {
                 action: Some(pb::inbox_request::Action::Open(open)),
             }) => open,
@@ -905,8 +923,9 @@ impl InboxSession {
                 // Retries come due and leases of other sessions run out: look again.
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = tx.closed() => {
-                    // The adapter stopped reading: acks and nacks it sent before going are
-                    // still applied, so they do not turn into redeliveries.
+                    // The adapter's side of the stream is gone (the response stream was
+                    // dropped): acks and nacks it sent before going are still applied, so
+                    // they do not turn into redeliveries.
                     while let Ok(Some(Ok(m))) =
                         tokio::time::timeout(Duration::from_millis(200), inbound.next()).await
                     {

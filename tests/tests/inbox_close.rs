@@ -158,3 +158,30 @@ async fn an_inbox_holds_no_more_unacknowledged_deliveries_than_max_credits() {
     drop(inbox);
     relay.stop().await.expect("stop");
 }
+
+/// A package stored as a file of its own (over 256 KiB) but small enough to go inline (up
+/// to 4 MiB) arrives whole in its delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_kept_in_a_file_is_delivered_inline_whole() {
+    let relay = TestRelay::start(&[A, B]).await.expect("relay");
+    let mut a = relay.adapter(A).await.expect("A");
+    let mut b = relay.adapter(B).await.expect("B");
+    let ids = queue_for_b(&mut a, 2, 1024 * 1024, "FILE").await;
+    let mut inbox = b.inbox(10).await.expect("inbox");
+    for _ in 0..2 {
+        let d = tokio::time::timeout(Duration::from_secs(20), inbox.next())
+            .await
+            .expect("in time")
+            .expect("inbox")
+            .expect("delivery");
+        assert!(d.inline, "under 4 MiB: inline");
+        assert!(d.size > 256 * 1024, "kept in a file: {} bytes", d.size);
+        assert_eq!(d.package.len() as u64, d.size);
+        let digest = truc_edxml::Sha256Digest::of(&d.package).to_hex();
+        assert_eq!(digest, d.sha256, "the bytes stored");
+        assert!(ids.contains(&d.message_id));
+        inbox.ack(&d.delivery_id).await.expect("ack");
+    }
+    inbox.close().await.expect("close");
+    relay.stop().await.expect("stop");
+}

@@ -1021,11 +1021,18 @@ impl InboxSession {
         let store = self.relay.store();
         let m = &claim.message;
         let package = if m.size <= self.max_inline {
-            match store
-                .payload_of(m)
-                .await
-                .and_then(|p| p.read_all().map_err(truc_store::StoreError::Io))
-            {
+            let read = match store.payload_of(m).await {
+                Ok(truc_store::Payload::Inline(bytes)) => Ok(bytes),
+                // A file of up to 4 MiB: read off the async threads, which serve every
+                // other stream meanwhile.
+                Ok(file) => tokio::task::spawn_blocking(move || file.read_all())
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r)
+                    .map_err(truc_store::StoreError::Io),
+                Err(e) => Err(e),
+            };
+            match read {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     tracing::error!(message = %m.id, recipient = %claim.token.key.recipient, error = %e, "a package could not be read for its delivery; it is retried later");

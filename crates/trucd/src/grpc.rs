@@ -533,6 +533,7 @@ impl pb::relay_server::Relay for RelayService {
             unit: caller.unit.code.clone(),
             credits: open.credits.clamp(1, self.limits.max_credits.max(1)),
             max_credits: self.limits.max_credits.max(1),
+            drained: false,
             max_inline: if open.max_inline_bytes == 0 {
                 4 * 1024 * 1024
             } else {
@@ -841,6 +842,11 @@ struct InboxSession {
     /// (`in_flight`), never more than `max_credits`.
     credits: u32,
     max_credits: u32,
+    /// The last claim found fewer deliveries ready than it asked for, and the doorbell has
+    /// not rung since: claiming again before it does (or before the periodic look, for
+    /// retries coming due and leases running out) would find nothing, so acknowledgements
+    /// coming back do not each cost a look at the queue.
+    drained: bool,
     max_inline: u64,
     lease: Duration,
     in_flight: HashMap<String, (ClaimToken, truc_store::MessageRecord)>,
@@ -873,6 +879,10 @@ impl InboxSession {
     ) {
         let destination = Destination::Inbox(self.unit.clone());
         let mut doorbell = self.relay.hub().doorbell(&destination);
+        // A look at the queue at least this often, however busy the stream is: retries come
+        // due and leases of other sessions run out without ringing the doorbell.
+        let mut look = tokio::time::interval(Duration::from_millis(500));
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Finished acknowledgements are collected at every turn: under a steady stream
             // of acks the select below rarely picks that branch, and each finished task
@@ -919,9 +929,9 @@ impl InboxSession {
                         break;
                     }
                 }
-                Ok(()) = doorbell.changed() => {}
+                Ok(()) = doorbell.changed() => self.drained = false,
                 // Retries come due and leases of other sessions run out: look again.
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = look.tick() => self.drained = false,
                 _ = tx.closed() => {
                     // The adapter's side of the stream is gone (the response stream was
                     // dropped): acks and nacks it sent before going are still applied, so
@@ -980,7 +990,7 @@ impl InboxSession {
         loop {
             // No new deliveries while the adapter has credit but the store lags behind its
             // acknowledgements: the backlog of acks being made durable stays bounded.
-            if self.credits == 0 || self.acks.len() >= MAX_PENDING_ACKS {
+            if self.credits == 0 || self.acks.len() >= MAX_PENDING_ACKS || self.drained {
                 return Ok(());
             }
             let wanted = (self.credits as usize).min(CLAIM_BATCH);
@@ -1009,6 +1019,7 @@ impl InboxSession {
                 self.metrics.delivered(&INBOX);
             }
             if claimed < wanted {
+                self.drained = true;
                 return Ok(());
             }
         }

@@ -555,7 +555,10 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
     if let Some(task) = outage {
         task.abort();
     }
-    let pid_a = relay_a.lock().map(|r| r.pid()).unwrap_or(0);
+    let (pid_a, lifetime_a) = relay_a
+        .lock()
+        .map(|r| (r.pid(), r.started.elapsed()))
+        .unwrap_or((0, total));
     let after: Vec<_> = std::iter::once(pid_a)
         .chain(pid_b)
         .map(|pid| usage(&pid.to_string()))
@@ -569,17 +572,22 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
     let mut relays_usage: Vec<RelayUsage> = ministries
         .iter()
         .zip(before.iter().zip(&after))
-        .map(|(m, (b, a))| RelayUsage {
-            ministry: m.clone(),
-            // After kills, the process is a new one: its own figures.
-            cpu_seconds: if kills > 0 {
-                a.cpu_seconds
+        .enumerate()
+        .map(|(i, (m, (b, a)))| {
+            // Only the first relay is killed: after kills it is a new process, whose
+            // figures are its own since it started; the other's are the run's.
+            let (cpu_seconds, over) = if kills > 0 && i == 0 {
+                (a.cpu_seconds, lifetime_a)
             } else {
-                a.cpu_seconds - b.cpu_seconds
-            },
-            cpu_percent: 100.0 * (a.cpu_seconds - b.cpu_seconds).max(0.0) / total.as_secs_f64(),
-            peak_rss_mib: a.peak_rss as f64 / (1024.0 * 1024.0),
-            ..RelayUsage::default()
+                ((a.cpu_seconds - b.cpu_seconds).max(0.0), total)
+            };
+            RelayUsage {
+                ministry: m.clone(),
+                cpu_seconds,
+                cpu_percent: 100.0 * cpu_seconds / over.as_secs_f64().max(1e-3),
+                peak_rss_mib: a.peak_rss as f64 / (1024.0 * 1024.0),
+                ..RelayUsage::default()
+            }
         })
         .collect();
     if kills == 0 {

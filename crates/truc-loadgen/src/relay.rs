@@ -30,6 +30,8 @@ pub struct SpawnedRelay {
     certs: BTreeMap<String, LocalCert>,
     /// Level-3 units of each adapter's unit (recipients served through it).
     pub children: BTreeMap<String, Vec<String>>,
+    /// When the current process started (its CPU time is its own since then).
+    pub started: std::time::Instant,
 }
 
 impl Drop for SpawnedRelay {
@@ -150,6 +152,7 @@ impl SpawnedRelay {
             ca_pem: ca.pem.clone(),
             certs,
             children,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -158,8 +161,10 @@ impl SpawnedRelay {
     pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         self.child.wait()?;
+        let started = std::time::Instant::now();
         let (child, addr, admin) = launch(&self.trucd, &self.config_file, &self.log_file)?;
         anyhow::ensure!(addr == self.addr, "restarted on {addr}, not {}", self.addr);
+        self.started = started;
         self.child = child;
         self.admin = admin;
         Ok(())

@@ -230,6 +230,23 @@ pub type StalledSubmission = (
     tokio::task::JoinHandle<Result<tonic::Response<truc_client::Receipt>, tonic::Status>>,
 );
 
+/// The next delivery of `inbox`, within 20 s (a test that waits longer has failed).
+pub async fn next_delivery(inbox: &mut truc_client::Inbox) -> truc_client::Delivery {
+    tokio::time::timeout(std::time::Duration::from_secs(20), inbox.next())
+        .await
+        .expect("a delivery within 20 s")
+        .expect("inbox")
+        .expect("a delivery, not the end of the stream")
+}
+
+/// The relay's stable error code of a refusal (its `truc-error-code` metadata).
+pub fn error_code(status: &tonic::Status) -> Option<&str> {
+    status
+        .metadata()
+        .get("truc-error-code")
+        .and_then(|v| v.to_str().ok())
+}
+
 /// Starts a [`StalledSubmission`] on an adapter's connection.
 pub async fn stalled_submission(client: &Client) -> StalledSubmission {
     stalled_submission_of_size(client, 0).await

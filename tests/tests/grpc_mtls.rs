@@ -6,7 +6,7 @@ use std::time::Duration;
 use truc_edxml::{
     AttachmentSource, CalendarDate, DocumentBuilder, DocumentId, StatusBuilder, StatusCode,
 };
-use truc_tests::{code, sample, TestRelay};
+use truc_tests::{code, next_delivery, sample, TestRelay};
 
 const A: &str = "000.00.05.G04"; // Tổng cục Đường bộ
 const B: &str = "000.00.07.G04"; // Cục Hàng hải
@@ -15,14 +15,6 @@ const C_CHILD: &str = "000.01.09.G04"; // a level-3 unit of C
 
 fn date() -> CalendarDate {
     CalendarDate::new(2026, 11, 21).expect("date")
-}
-
-async fn next_delivery(inbox: &mut truc_client::Inbox) -> truc_client::Delivery {
-    tokio::time::timeout(Duration::from_secs(20), inbox.next())
-        .await
-        .expect("a delivery within 20 s")
-        .expect("inbox")
-        .expect("a delivery, not the end of the stream")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use truc_edxml::{CalendarDate, DocumentBuilder};
 use truc_store::{DeliveryState, MessageId};
-use truc_tests::{code, TestRelay};
+use truc_tests::{code, next_delivery, TestRelay};
 
 const A: &str = "000.00.05.G04";
 const B: &str = "000.00.07.G04";
@@ -29,11 +29,7 @@ async fn acks_before_a_graceful_close_are_applied_when_it_returns() {
     }
     let mut inbox = b.inbox(100).await.expect("inbox");
     for _ in 0..20 {
-        let d = tokio::time::timeout(Duration::from_secs(20), inbox.next())
-            .await
-            .expect("in time")
-            .expect("inbox")
-            .expect("delivery");
+        let d = next_delivery(&mut inbox).await;
         inbox.ack(&d.delivery_id).await.expect("ack");
     }
     inbox.close().await.expect("graceful close");
@@ -88,11 +84,7 @@ async fn deliveries_claimed_for_an_adapter_that_went_away_are_offered_again_at_o
     // (about 27 MiB in base64): the relay is still sending when the adapter goes.
     let mut ids = queue_for_b(&mut a, 100, 200 * 1024, "AWAY").await;
     let mut inbox = b.inbox(100).await.expect("inbox");
-    tokio::time::timeout(Duration::from_secs(20), inbox.next())
-        .await
-        .expect("in time")
-        .expect("inbox")
-        .expect("delivery");
+    next_delivery(&mut inbox).await;
     // Gone without a word, holding one delivery and with many more claimed for it.
     drop(inbox);
     let mut b2 = relay.adapter(B).await.expect("B again");
@@ -135,11 +127,7 @@ async fn an_inbox_holds_no_more_unacknowledged_deliveries_than_max_credits() {
     inbox.credit(1000).await.expect("credit");
     let mut held = Vec::new();
     for _ in 0..10 {
-        let d = tokio::time::timeout(Duration::from_secs(20), inbox.next())
-            .await
-            .expect("in time")
-            .expect("inbox")
-            .expect("delivery");
+        let d = next_delivery(&mut inbox).await;
         held.push(d.delivery_id);
     }
     inbox.credit(1000).await.expect("more credit");
@@ -148,11 +136,7 @@ async fn an_inbox_holds_no_more_unacknowledged_deliveries_than_max_credits() {
     assert!(more.is_err(), "an eleventh delivery came: {more:?}");
     // ...and one more for each acknowledged.
     inbox.ack(&held[0]).await.expect("ack");
-    tokio::time::timeout(Duration::from_secs(20), inbox.next())
-        .await
-        .expect("in time")
-        .expect("inbox")
-        .expect("delivery");
+    next_delivery(&mut inbox).await;
     let more = tokio::time::timeout(Duration::from_secs(2), inbox.next()).await;
     assert!(more.is_err(), "a twelfth delivery came: {more:?}");
     drop(inbox);
@@ -169,11 +153,7 @@ async fn a_package_kept_in_a_file_is_delivered_inline_whole() {
     let ids = queue_for_b(&mut a, 2, 1024 * 1024, "FILE").await;
     let mut inbox = b.inbox(10).await.expect("inbox");
     for _ in 0..2 {
-        let d = tokio::time::timeout(Duration::from_secs(20), inbox.next())
-            .await
-            .expect("in time")
-            .expect("inbox")
-            .expect("delivery");
+        let d = next_delivery(&mut inbox).await;
         assert!(d.inline, "under 4 MiB: inline");
         assert!(d.size > 256 * 1024, "kept in a file: {} bytes", d.size);
         assert_eq!(d.package.len() as u64, d.size);

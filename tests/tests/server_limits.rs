@@ -55,13 +55,7 @@ async fn a_stalled_submission_is_cancelled() {
         .expect("task");
     let status = result.expect_err("cancelled");
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-    assert_eq!(
-        status
-            .metadata()
-            .get("truc-error-code")
-            .and_then(|v| v.to_str().ok()),
-        Some("SUBMIT_IDLE")
-    );
+    assert_eq!(truc_tests::error_code(&status), Some("SUBMIT_IDLE"));
     drop(tx);
     relay.stop().await.expect("stop");
 }
@@ -87,13 +81,7 @@ async fn an_inbox_that_never_opens_is_closed() {
         .expect("task")
         .expect_err("closed");
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
-    assert_eq!(
-        status
-            .metadata()
-            .get("truc-error-code")
-            .and_then(|v| v.to_str().ok()),
-        Some("INBOX_IDLE")
-    );
+    assert_eq!(truc_tests::error_code(&status), Some("INBOX_IDLE"));
     drop(tx);
     relay.stop().await.expect("stop");
 }
@@ -421,13 +409,7 @@ async fn a_connection_at_its_stream_limit_makes_further_calls_wait_and_others_do
     );
     for stall in [stall1, stall2] {
         let status = stall.await.expect("task").expect_err("cut off");
-        assert_eq!(
-            status
-                .metadata()
-                .get("truc-error-code")
-                .and_then(|v| v.to_str().ok()),
-            Some("SUBMIT_IDLE")
-        );
+        assert_eq!(truc_tests::error_code(&status), Some("SUBMIT_IDLE"));
     }
     drop((tx1, tx2));
     relay.stop().await.expect("stop");

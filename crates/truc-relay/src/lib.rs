@@ -82,22 +82,28 @@ impl InboxHub {
     /// A doorbell of `destination` (created on first use): `changed()` resolves once a
     /// delivery was queued for it since the receiver last looked.
     pub fn doorbell(&self, destination: &Destination) -> watch::Receiver<u64> {
-        self.inboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(destination.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        self.with_bell(destination, watch::Sender::subscribe)
     }
 
     /// Wakes whoever serves `destination`.
     pub fn wake(&self, destination: &Destination) {
-        self.inboxes
+        self.with_bell(destination, |bell| {
+            bell.send_modify(|rings| *rings = rings.wrapping_add(1))
+        });
+    }
+
+    /// Runs `f` on the doorbell of `destination`, made on first use.
+    fn with_bell<R>(
+        &self,
+        destination: &Destination,
+        f: impl FnOnce(&watch::Sender<u64>) -> R,
+    ) -> R {
+        f(self
+            .inboxes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(destination.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .send_modify(|rings| *rings = rings.wrapping_add(1));
+            .or_insert_with(|| watch::channel(0).0))
     }
 }
 

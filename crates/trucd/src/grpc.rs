@@ -1001,10 +1001,10 @@ impl InboxSession {
             let claimed = claims.len();
             let mut claims = claims.into_iter();
             while let Some(claim) = claims.next() {
-                let Some(event) = self.delivery_event(&claim).await else {
+                let id = delivery_id(&claim.token);
+                let Some(event) = self.delivery_event(&claim, &id).await else {
                     continue;
                 };
-                let id = delivery_id(&claim.token);
                 self.in_flight.insert(id, (claim.token, claim.message));
                 self.credits -= 1;
                 if tx.send(Ok(event)).await.is_err() {
@@ -1025,10 +1025,10 @@ impl InboxSession {
         }
     }
 
-    /// The event that delivers `claim`, its package inline if small enough. `None` if the
+    /// The event that delivers `claim` as `id`, its package inline if small enough. `None` if the
     /// package cannot be read: the delivery is refused for now (retried later, and
     /// dead-lettered if it never can be), and the stream goes on with the others.
-    async fn delivery_event(&self, claim: &truc_store::Claim) -> Option<pb::InboxEvent> {
+    async fn delivery_event(&self, claim: &truc_store::Claim, id: &str) -> Option<pb::InboxEvent> {
         let store = self.relay.store();
         let m = &claim.message;
         let package = if m.size <= self.max_inline {
@@ -1063,7 +1063,7 @@ impl InboxSession {
         };
         Some(pb::InboxEvent {
             event: Some(pb::inbox_event::Event::Delivery(pb::Delivery {
-                delivery_id: delivery_id(&claim.token),
+                delivery_id: id.to_owned(),
                 message_id: m.id.to_string(),
                 recipient: claim.token.key.recipient.to_string(),
                 kind: m.kind.as_str().into(),

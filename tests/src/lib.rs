@@ -406,14 +406,21 @@ impl TestRelay {
         Self::spawn_setup(setup, None).await
     }
 
-    /// Same, with extra top-level TOML (sections), started through `sh -c "PREFIX; exec
+    /// Same, with extra top-level TOML (sections) and `[limits]` lines, started through `sh -c "PREFIX; exec
     /// trucd ..."` (resource limits such as `ulimit -f` for a disk that fills up).
     pub async fn spawn_process_under(
         adapters: &[&str],
         extra_config: &str,
+        extra_limits: &str,
         shell_prefix: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let setup = Setup::for_ministry("000.00.00.G04", adapters, |_| {}, "", extra_config)?;
+        let setup = Setup::for_ministry(
+            "000.00.00.G04",
+            adapters,
+            |_| {},
+            extra_limits,
+            extra_config,
+        )?;
         Self::spawn_setup(setup, shell_prefix).await
     }
 

@@ -9,40 +9,53 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use truc_edxml::{AttachmentSource, CalendarDate, DocumentBuilder};
+use truc_axis_sim::SystemConfig;
+use truc_edxml::{
+    AttachmentSource, CalendarDate, DocumentBuilder, DocumentId, StatusBuilder, StatusCode,
+};
 use truc_tests::{code, TestRelay};
 
 const A: &str = "000.00.05.G04";
 const B: &str = "000.00.07.G04";
 
-/// A document of about `size` bytes, different for every `n`.
+/// A document of about `size` bytes from A to B, different for every `n`.
 fn doc(n: u32, size: usize) -> Vec<u8> {
+    doc_to(n, size, B)
+}
+
+/// The same, to `to`.
+fn doc_to(n: u32, size: usize, to: &str) -> Vec<u8> {
     let date = CalendarDate::new(2026, 11, 21).expect("date");
     let mut data = vec![0u8; size];
     for (i, b) in data.iter_mut().enumerate() {
         *b = (i as u32).wrapping_mul(2654435761).wrapping_add(n) as u8;
     }
-    DocumentBuilder::new(code(A), vec![code(B)], date, &n.to_string(), "FULL")
+    DocumentBuilder::new(code(A), vec![code(to)], date, &n.to_string(), "FULL")
         .attachment(AttachmentSource::new("scan.pdf", data))
         .build()
 }
 
-/// Starts `trucd` under a 24 MiB file-size limit (a soft one, which the test can lift)
-/// and submits documents of `size` bytes until one is refused; returns the relay and
-/// what was acknowledged, by DocumentId.
+/// A 24 MiB file-size limit (a soft one, which the test can lift).
+const LIMIT: &str = "trap '' XFSZ; ulimit -S -f 24576";
+
+/// Starts `trucd` under [`LIMIT`] and submits documents of `size` bytes until one is
+/// refused; returns the relay and what was acknowledged, by DocumentId.
 async fn fill_up(extra_config: &str, size: usize) -> (TestRelay, BTreeMap<String, Vec<u8>>) {
-    let mut relay = TestRelay::spawn_process_under(
-        &[A, B],
-        extra_config,
-        Some("trap '' XFSZ; ulimit -S -f 24576"),
-    )
-    .await
-    .expect("trucd");
+    let mut relay = TestRelay::spawn_process_under(&[A, B], extra_config, "", Some(LIMIT))
+        .await
+        .expect("trucd");
+    let acknowledged = fill(&mut relay, B, size).await;
+    (relay, acknowledged)
+}
+
+/// Submits documents of `size` bytes from A to `to` until one is refused with STORE_FULL;
+/// returns what was acknowledged, by DocumentId.
+async fn fill(relay: &mut TestRelay, to: &str, size: usize) -> BTreeMap<String, Vec<u8>> {
     let mut a = relay.adapter(A).await.expect("adapter");
     let mut acknowledged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut refusal = None;
     for n in 0..50_000u32 {
-        let bytes = doc(n, size);
+        let bytes = doc_to(n, size, to);
         match a.submit_document(&bytes, None).await {
             Ok(r) => {
                 acknowledged.insert(r.document_id, bytes);
@@ -66,7 +79,7 @@ async fn fill_up(extra_config: &str, size: usize) -> (TestRelay, BTreeMap<String
         relay.wait_exit(Duration::from_millis(100)).await.is_none(),
         "still running"
     );
-    (relay, acknowledged)
+    acknowledged
 }
 
 fn lift_the_limit(relay: &TestRelay) {
@@ -161,4 +174,137 @@ async fn a_database_write_that_failed_makes_the_relay_restart_and_lose_nothing()
     acknowledged.insert(r.document_id, bytes);
     all_delivered(&relay, &acknowledged).await;
     relay.stop().await.expect("stop");
+}
+
+/// The `[upstream]` section of a relay that talks to the simulator at `base` as `system`.
+fn upstream(base: &str, system: &str, secret: &str) -> String {
+    format!("[upstream]\nbase_url = \"{base}\"\nsystem_id = \"{system}\"\nsecret = \"{secret}\"\npoll_secs = 1\ntimeout_secs = 5\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_the_full_disk_refuses_gives_its_delivery_back_at_once() {
+    // Acknowledging a document that came across the national axis stores its arrival
+    // status (01) for the sender: with the disk full, that fails.
+    const C: &str = "000.00.06.G04";
+    const SENDER: &str = "000.00.07.G12";
+    let local = truc_axis_sim::LocalSimulator::start(vec![
+        SystemConfig::new("bogtvt", "sa", "000.00.00.G04"),
+        SystemConfig::new("botc", "sb", "000.00.00.G12"),
+    ])
+    .await
+    .expect("simulator");
+    // Leases of ten minutes: a delivery offered again during the test was given back, not
+    // left to its lease.
+    let mut relay = TestRelay::spawn_process_under(
+        &[A, B],
+        &upstream(&local.base_url, "bogtvt", "sa"),
+        "lease_secs = 600\n",
+        Some(LIMIT),
+    )
+    .await
+    .expect("trucd");
+    let other = TestRelay::start_ministry(
+        "000.00.00.G12",
+        &[SENDER],
+        &upstream(&local.base_url, "botc", "sb"),
+    )
+    .await
+    .expect("the other ministry's relay");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let sent = DocumentBuilder::new(code(SENDER), vec![code(B)], date, "1", "AXIS").build();
+    let mut sender = other.adapter(SENDER).await.expect("sender");
+    let receipt = sender.submit_document(&sent, None).await.expect("sent");
+
+    // B receives it and holds it while A's documents (to C) fill the disk.
+    let mut b = relay.adapter(B).await.expect("B");
+    let mut inbox = b.inbox(1).await.expect("inbox");
+    let first = tokio::time::timeout(Duration::from_secs(60), inbox.next())
+        .await
+        .expect("across the axis in time")
+        .expect("inbox")
+        .expect("a delivery");
+    assert_eq!(first.document_id, receipt.document_id);
+    let filled = fill(&mut relay, C, 48 * 1024).await;
+    // Then with status packages smaller than the arrival status B's acknowledgement makes
+    // (no organization name, a short description), until not even those fit.
+    let answered = filled.keys().next().expect("a document of A");
+    let mut b_reports = relay.adapter(B).await.expect("B");
+    let mut refusal = None;
+    for n in 0..50_000u32 {
+        let mut status = StatusBuilder::new(
+            code(B),
+            DocumentId::new(answered),
+            StatusCode::new("03"),
+            &truc_tests::vietnam_now().to_string(),
+        );
+        status.description = n.to_string();
+        match b_reports.submit_status(&status.build(), None).await {
+            Ok(_) => {}
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("the disk filled up");
+    assert_eq!(refusal.code(), Some("STORE_FULL"), "{refusal}");
+    inbox.ack(&first.delivery_id).await.expect("ack sent");
+    let refusal = tokio::time::timeout(Duration::from_secs(20), inbox.next())
+        .await
+        .expect("the relay answers the acknowledgement")
+        .expect_err("the acknowledgement is refused");
+    assert_eq!(refusal.code(), Some("STORE_FULL"), "{refusal}");
+
+    // B comes back and is offered it again at once, not when its lease runs out.
+    let mut inbox = b.inbox(1).await.expect("inbox again");
+    let mut offered = truc_tests::next_delivery(&mut inbox).await;
+    assert_eq!(offered.document_id, first.document_id);
+    assert_ne!(offered.delivery_id, first.delivery_id);
+
+    // Once there is space, its acknowledgement is taken (the relay checks free space at
+    // most every 100 ms: an ack refused meanwhile gives it back again).
+    lift_the_limit(&relay);
+    let mut refused = 0;
+    loop {
+        inbox.ack(&offered.delivery_id).await.expect("ack sent");
+        match tokio::time::timeout(Duration::from_secs(2), inbox.next()).await {
+            // Nothing more to say: the acknowledgement was taken.
+            Err(_) => break,
+            Ok(Err(e)) => {
+                assert_eq!(e.code(), Some("STORE_FULL"), "{e}");
+                refused += 1;
+                assert!(
+                    refused < 50,
+                    "the acknowledgement is taken once there is space"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                inbox = b.inbox(1).await.expect("inbox again");
+                offered = truc_tests::next_delivery(&mut inbox).await;
+                assert_eq!(offered.document_id, first.document_id);
+            }
+            Ok(Ok(other)) => panic!("nothing else is queued for B: {other:?}"),
+        }
+    }
+    // The sender hears that it arrived, once.
+    let mut sender_inbox = sender.inbox(4).await.expect("sender's inbox");
+    let status = tokio::time::timeout(Duration::from_secs(60), sender_inbox.next())
+        .await
+        .expect("the arrival status crosses the axis")
+        .expect("inbox")
+        .expect("a delivery");
+    assert_eq!(status.kind, "status");
+    assert_eq!(status.document_id, receipt.document_id);
+    sender_inbox.ack(&status.delivery_id).await.expect("ack");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), sender_inbox.next())
+            .await
+            .is_err(),
+        "one arrival status"
+    );
+    assert!(
+        relay.wait_exit(Duration::from_millis(100)).await.is_none(),
+        "still running"
+    );
+    relay.stop().await.expect("stop");
+    other.stop().await.expect("stop");
 }

@@ -361,6 +361,107 @@ async fn without_memory_left_packages_are_received_on_disk_and_one_unit_cannot_t
     relay.stop().await.expect("stop");
 }
 
+/// The size of the largest staging file (a package being received on disk) of `relay`.
+fn largest_staging_file(relay: &TestRelay) -> u64 {
+    let dir = relay.dir.path().join("store").join("blobs").join("tmp");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_larger_than_its_memory_share_gives_it_back_once_it_goes_to_disk() {
+    // 400 KiB in all: a unit may hold 100 KiB.
+    let relay = TestRelay::start_full(
+        &[A, B],
+        |_| {},
+        "memory_budget_bytes = 409600
+",
+    )
+    .await
+    .expect("relay");
+    let a = relay.adapter(A).await.expect("A");
+    // A package of undeclared size takes the most a unit may hold, then turns out larger:
+    // its first 150 KiB go to a staging file, and the rest is slow to come.
+    let package = doc_of_size(1, 200 * 1024);
+    use truc_client::proto::{submit_document_request::Part, SubmitDocumentRequest, SubmitHeader};
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut grpc = a.grpc();
+    let slow = tokio::spawn(async move {
+        grpc.submit_document(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let chunk = |range: std::ops::Range<usize>| SubmitDocumentRequest {
+        part: Some(Part::Chunk(bytes::Bytes::copy_from_slice(&package[range]))),
+    };
+    let header = SubmitDocumentRequest {
+        part: Some(Part::Header(SubmitHeader::default())),
+    };
+    tx.send(header).await.expect("send");
+    tx.send(chunk(0..150 * 1024)).await.expect("send");
+    let mut polls = 0;
+    while largest_staging_file(&relay) < 150 * 1024 {
+        polls += 1;
+        assert!(polls < 400, "the package never went to a staging file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // On disk: it holds no memory while the rest comes.
+    let text = metrics_text(&relay).await;
+    assert_eq!(
+        metric(&text, "truc_submission_memory_bytes"),
+        0,
+        "a package received on disk gave its share back: {text}"
+    );
+    // So A's next package is received in memory, not spilled for want of A's share.
+    let mut a2 = relay.adapter(A).await.expect("A again");
+    a2.submit_document(&doc_of_size(2, 20_000), None)
+        .await
+        .expect("A submits meanwhile");
+    assert_eq!(
+        metric(
+            &metrics_text(&relay).await,
+            "truc_submissions_spilled_total"
+        ),
+        0
+    );
+    // The slow one ends whole, and is stored.
+    tx.send(chunk(150 * 1024..package.len()))
+        .await
+        .expect("send");
+    drop(tx);
+    let receipt = tokio::time::timeout(Duration::from_secs(20), slow)
+        .await
+        .expect("the slow submission ends")
+        .expect("task")
+        .expect("stored");
+    assert!(!receipt.into_inner().duplicate);
+    let mut b = relay.adapter(B).await.expect("B");
+    let mut inbox = b.inbox(4).await.expect("inbox");
+    let mut sizes = Vec::new();
+    for _ in 0..2 {
+        let d = truc_tests::next_delivery(&mut inbox).await;
+        let bytes = if d.inline {
+            d.package.to_vec()
+        } else {
+            b.fetch_payload(&d.message_id).await.expect("payload")
+        };
+        sizes.push(bytes.len());
+        if bytes.len() > 100 * 1024 {
+            assert_eq!(bytes, package, "the package received on disk is whole");
+        }
+        inbox.ack(&d.delivery_id).await.expect("ack");
+    }
+    sizes.sort_unstable();
+    assert!(sizes[1] == package.len(), "{sizes:?}");
+    relay.stop().await.expect("stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_at_its_stream_limit_makes_further_calls_wait_and_others_do_not() {
     // Two calls per connection; stalled submissions are cut off after 5 s.

@@ -380,7 +380,30 @@ impl Relay {
     /// stops in between, the delivery is not acknowledged, is offered again, and its next
     /// acknowledgement sends the status (once: its idempotency key names the delivery).
     /// The other way round, a status could be lost for a delivery already acknowledged.
+    ///
+    /// An acknowledgement that cannot be stored gives the delivery back to its queue at
+    /// once, so that it is offered again when the adapter comes back rather than when its
+    /// lease runs out (minutes, for the adapter's unit, of a document it already has).
     pub async fn ack(
+        &self,
+        token: &truc_store::ClaimToken,
+        message: &MessageRecord,
+    ) -> Result<Delivery, RelayError> {
+        let acknowledged = self.store_ack(token, message).await;
+        match &acknowledged {
+            Ok(_) | Err(RelayError::Store(truc_store::StoreError::LeaseLost(_))) => {}
+            Err(e) => {
+                let reason = format!("its acknowledgement could not be stored: {e}");
+                if let Err(re) = self.store.release(token, &reason, Timestamp::now()).await {
+                    tracing::warn!(delivery = %token.key, error = %re, "a delivery whose acknowledgement failed could not be given back; its lease will run out");
+                }
+            }
+        }
+        acknowledged
+    }
+
+    /// The arrival status of a document from the national axis, then the acknowledgement.
+    async fn store_ack(
         &self,
         token: &truc_store::ClaimToken,
         message: &MessageRecord,

@@ -115,8 +115,8 @@ pub trait Store: Send + Sync + 'static {
     async fn fail(&self, token: &ClaimToken, reason: &str, now: Timestamp) -> Result<Delivery>;
 
     /// Gives a claimed delivery back to its queue at once, without counting a failed attempt
-    /// (the adapter holding it disconnected).
-    async fn release(&self, token: &ClaimToken, now: Timestamp) -> Result<()>;
+    /// (the adapter holding it disconnected, say): `reason` goes in its timeline.
+    async fn release(&self, token: &ClaimToken, reason: &str, now: Timestamp) -> Result<()>;
 
     /// Extends a held claim's lease to `until` (never shortens it), so that a transfer
     /// longer than the lease taken at claim time (a large package on a slow link) keeps its

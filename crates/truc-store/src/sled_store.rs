@@ -1959,7 +1959,7 @@ impl Store for SledStore {
         Ok(d)
     }
 
-    async fn release(&self, token: &ClaimToken, now: Timestamp) -> Result<()> {
+    async fn release(&self, token: &ClaimToken, reason: &str, now: Timestamp) -> Result<()> {
         let mut g = self.guard();
         if g.held
             .get(&token.key)
@@ -1974,7 +1974,7 @@ impl Store for SledStore {
             token.key.message_id,
             Some(&token.key.recipient),
             EventKind::LeaseExpired,
-            "released: the adapter disconnected",
+            format!("released: {reason}"),
         )?;
         txn.apply(&mut g)
     }
@@ -3142,7 +3142,10 @@ mod payload_tests {
         let lease = Duration::from_secs(30);
         for c in store.claim(&inbox(), 100, lease, now).await.expect("claim") {
             if c.message.id == keep {
-                store.release(&c.token, now).await.expect("release");
+                store
+                    .release(&c.token, "kept for the test", now)
+                    .await
+                    .expect("release");
             } else {
                 store
                     .ack(&c.token, Completion::Acknowledged, now)

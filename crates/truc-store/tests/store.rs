@@ -1281,9 +1281,14 @@ async fn a_released_claim_is_offered_again_without_counting_a_failure() {
         .await
         .expect("claim")
         .remove(0);
-    store.release(&first.token, T0).await.expect("release");
+    store
+        .release(&first.token, "the adapter disconnected", T0)
+        .await
+        .expect("release");
     assert!(matches!(
-        store.release(&first.token, T0).await,
+        store
+            .release(&first.token, "the adapter disconnected", T0)
+            .await,
         Err(StoreError::LeaseLost(_))
     ));
     let again = store.claim(&dest, 1, LEASE, T0).await.expect("claim");
@@ -2023,7 +2028,10 @@ async fn entries_queued_behind_held_claims_are_still_claimed() {
     let depth = store.queue_depth(&dest, now).await.expect("depth");
     assert_eq!((depth.ready, depth.claimed), (0, 3));
     // ...and the first again once its holder lets it go.
-    store.release(&first[0].token, now).await.expect("release");
+    store
+        .release(&first[0].token, "the adapter disconnected", now)
+        .await
+        .expect("release");
     let again = store.claim(&dest, 10, LEASE, now).await.expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].message.id, first[0].message.id);

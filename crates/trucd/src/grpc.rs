@@ -367,7 +367,7 @@ impl RelayService {
         } else {
             declared.min(self.limits.memory_package_bytes)
         };
-        let memory = self.memory.try_take(&caller.unit.code, wanted);
+        let mut memory = self.memory.try_take(&caller.unit.code, wanted);
         if memory.is_none() {
             self.metrics.submission_spilled();
         }
@@ -380,10 +380,18 @@ impl RelayService {
         );
         while let Some(message) = next_message(&mut stream, idle).await? {
             match message.part {
-                Some(pb::submit_document_request::Part::Chunk(data)) => incoming
-                    .chunk(&self.relay, data)
-                    .await
-                    .map_err(relay_status)?,
+                Some(pb::submit_document_request::Part::Chunk(data)) => {
+                    incoming
+                        .chunk(&self.relay, data)
+                        .await
+                        .map_err(relay_status)?;
+                    // Larger than its share: received on disk from here on, and its
+                    // share goes back to the others at once, not when it ends (a slow
+                    // upload of a large scan would hold it for minutes).
+                    if incoming.on_disk() {
+                        drop(memory.take());
+                    }
+                }
                 _ => {
                     return Err(status(
                         tonic::Code::InvalidArgument,
@@ -973,7 +981,11 @@ impl InboxSession {
         // Whatever this adapter did not acknowledge is offered again at once.
         let now = Timestamp::now();
         for (_, (token, _)) in self.in_flight.drain() {
-            let _ = self.relay.store().release(&token, now).await;
+            let _ = self
+                .relay
+                .store()
+                .release(&token, "the adapter disconnected", now)
+                .await;
         }
         self.relay.hub().wake(&destination);
     }
@@ -1012,7 +1024,13 @@ impl InboxSession {
                     // again at once (what was sent is released when the session ends).
                     let now = Timestamp::now();
                     for unsent in claims {
-                        let _ = store.release(&unsent.token, now).await;
+                        let _ = store
+                            .release(
+                                &unsent.token,
+                                "claimed, not sent: the adapter went away",
+                                now,
+                            )
+                            .await;
                     }
                     return Ok(());
                 }

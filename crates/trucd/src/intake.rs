@@ -45,6 +45,11 @@ impl Incoming {
         self.size
     }
 
+    /// Whether its bytes go to a staging file (from now on): it no longer needs memory.
+    pub fn on_disk(&self) -> bool {
+        self.file.is_some()
+    }
+
     fn in_memory(&self) -> usize {
         self.first.as_ref().map_or(0, Bytes::len) + self.joined.len()
     }

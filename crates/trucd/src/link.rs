@@ -188,7 +188,13 @@ async fn send_message(
             Err(e @ (UpstreamError::Credentials { .. } | UpstreamError::CircuitOpen(_))) => {
                 // Not this package's fault: give it back without counting an attempt.
                 tracing::debug!(error = %e, "national axis not usable now");
-                store.release(&claim.token, now).await
+                store
+                    .release(
+                        &claim.token,
+                        &format!("the national axis is not usable now: {e}"),
+                        now,
+                    )
+                    .await
             }
             Err(e) if e.is_transient() => store
                 .nack(&claim.token, &format!("{}: {e}", e.code()), now)

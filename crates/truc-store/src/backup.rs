@@ -49,9 +49,20 @@ struct SegmentFile {
     sha256: Sha256Digest,
 }
 
-/// Links `from` to `to`, or copies it across file systems.
+/// Links `from` to `to`, or copies it where links cannot be made (across file systems).
+/// Never writes over an existing `to`: it may be a link to the live file itself, which a
+/// copy would truncate.
 fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
-    fs::hard_link(from, to).or_else(|_| fs::copy(from, to).and_then(|_| File::open(to)?.sync_all()))
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => {
+            let mut source = File::open(from)?;
+            let mut copy = File::create_new(to)?;
+            std::io::copy(&mut source, &mut copy)?;
+            copy.sync_all()
+        }
+    }
 }
 
 /// SHA-256 and length of a file, read in 1 MiB pieces.
@@ -106,18 +117,20 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<BackupReport> {
-    empty_or_absent(dir)?;
     let records_path = dir.join("records.bin");
     let segments_dir = dir.join("payloads");
     let (records, records_sha256, mut bytes, blobs, segment_names) = {
         let _paused = store.lock_for_backup();
+        // Checked under the lock: two backups into one new directory must not both find it
+        // empty (the second would link over the first's files).
+        empty_or_absent(dir)?;
         // Every segment up to `sealed` is immutable from here on: later payloads start a
         // new one. The records copied point only into those (a payload is appended, and
         // made durable, before its record is written); submissions appended and not yet
         // applied are in them too, after the applied position the records copied hold, so
         // the restored store's first open writes them.
         let sealed = store.payload_log().seal();
-        let file = File::create(&records_path).map_err(StoreError::from_io)?;
+        let file = File::create_new(&records_path).map_err(StoreError::from_io)?;
         let mut w = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
             hasher: Sha256::new(),
@@ -225,7 +238,7 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
         reason: e.to_string(),
     })?;
     bytes += manifest_bytes.len() as u64;
-    let mut f = File::create(dir.join("manifest.json")).map_err(StoreError::from_io)?;
+    let mut f = File::create_new(dir.join("manifest.json")).map_err(StoreError::from_io)?;
     f.write_all(&manifest_bytes)
         .and_then(|()| f.sync_all())
         .map_err(StoreError::from_io)?;
@@ -408,4 +421,59 @@ fn read_part(r: &mut impl Read) -> Result<Option<Vec<u8>>> {
     r.read_exact(&mut part)
         .map_err(|e| StoreError::Backup(format!("records.bin is truncated: {e}")))?;
     Ok(Some(part))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crash_prefix::document;
+    use crate::{Store, StoreConfig};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_backups_into_one_new_directory_leave_the_live_store_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = StoreConfig {
+            inline_threshold: 1024,
+            ..StoreConfig::default()
+        };
+        let store =
+            std::sync::Arc::new(SledStore::open(&dir.path().join("store"), config).expect("open"));
+        // Payloads in a segment and in a blob file: both are linked into a backup.
+        let mut sent = Vec::new();
+        for (n, bytes) in [(1, vec![1u8; 100]), (2, vec![2u8; 300_000])] {
+            let r = store
+                .submit(document(n, &bytes, None))
+                .await
+                .expect("submit");
+            sent.push((r.record().id, bytes));
+        }
+        // Both requests arrive while something else holds the store's lock (another
+        // backup), so both looked at the directory before either linked anything.
+        let target = dir.path().join("nightly");
+        let lock = store.lock_for_backup();
+        let attempts: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, target) = (store.clone(), target.clone());
+                std::thread::spawn(move || backup(&store, &target, Timestamp::now()))
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(lock);
+        let outcomes: Vec<_> = attempts
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_ok()).count(),
+            1,
+            "one backup, the other refused: {outcomes:?}"
+        );
+        for (id, bytes) in &sent {
+            let payload = store.payload(*id).await.expect("payload");
+            let read = payload.read_all().expect("read");
+            assert_eq!(&read[..], &bytes[..], "the live payload of {id} is whole");
+        }
+        let restored = dir.path().join("restored");
+        SledStore::restore(&target, &restored).expect("the backup restores");
+    }
 }

@@ -2664,7 +2664,13 @@ impl Store for SledStore {
     }
 
     async fn backup(&self, dir: &Path) -> Result<BackupReport> {
-        crate::backup::backup(self, dir, Timestamp::now())
+        // Seconds of file work for a large store: the async thread running it hands its
+        // other tasks to the runtime meanwhile (where the runtime has more than one).
+        let run = || crate::backup::backup(self, dir, Timestamp::now());
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+            _ => run(),
+        }
     }
 
     async fn put_setting(&self, namespace: &str, key_: &str, value: &[u8]) -> Result<()> {

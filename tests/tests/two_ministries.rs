@@ -314,10 +314,38 @@ async fn bad_packages_from_the_axis_are_refused_and_recorded_and_the_poller_carr
         .await
         .expect("send fine");
 
+    // One of its recipients is not a unit here: the others still get it.
+    let mixed = DocumentBuilder::new(
+        code("000.00.00.G99"),
+        vec![code("000.00.98.G04"), code(A_UNIT)],
+        date,
+        "3",
+        "X",
+    )
+    .build();
+    rogue
+        .send(
+            &mixed,
+            "000.00.00.G99",
+            &["000.00.98.G04".into(), A_UNIT.into()],
+            false,
+        )
+        .await
+        .expect("send mixed");
+
     let mut a = relay.adapter(A_UNIT).await.expect("adapter");
     let mut inbox = a.inbox(4).await.expect("inbox");
-    let got = next(&mut inbox, "the good package").await;
-    assert_eq!(got.package, fine);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = next(&mut inbox, "the good packages").await;
+        inbox.ack(&d.delivery_id).await.expect("ack");
+        got.push(d.package);
+    }
+    assert!(got.iter().any(|p| *p == fine), "the good package arrives");
+    assert!(
+        got.iter().any(|p| *p == mixed),
+        "the package with an unknown recipient too"
+    );
     for doc_id in [&garbage, &nobody] {
         wait_for_fail(&rogue, doc_id).await;
     }
@@ -325,7 +353,15 @@ async fn bad_packages_from_the_axis_are_refused_and_recorded_and_the_poller_carr
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(refused.iter().any(|d| d.contains("EDXML_MALFORMED")));
     assert!(refused.iter().any(|d| d.contains("ROUTE_UNKNOWN_UNIT")));
-    assert!(sim.counters().get("updateStatus.ok").copied().unwrap_or(0) >= 3);
+    let unknown: Vec<_> = audit_actions(&relay)
+        .await
+        .into_iter()
+        .filter(|(a, _)| a == "inbound_recipients_unknown")
+        .collect();
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert!(unknown[0].1.contains("000.00.98.G04"), "{unknown:?}");
+    assert!(!unknown[0].1.contains(A_UNIT), "{unknown:?}");
+    assert!(sim.counters().get("updateStatus.ok").copied().unwrap_or(0) >= 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

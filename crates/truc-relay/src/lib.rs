@@ -65,6 +65,9 @@ pub struct Receipt {
     pub routes: Vec<RoutedRecipient>,
     /// The package was already stored.
     pub duplicate: bool,
+    /// Recipients of a package from the national axis that are not units here: it went to
+    /// the others, and these are recorded in the audit log (`inbound_recipients_unknown`).
+    pub unknown_recipients: Vec<OrgCode>,
 }
 
 /// Wakes the tasks serving an inbox when a delivery is queued for it.
@@ -190,11 +193,14 @@ impl Relay {
                 return Err(err);
             }
         }
-        let (mut routes, summary) = match meta.kind() {
+        let (mut routes, summary, unknown_recipients) = match meta.kind() {
             PackageKind::Document => {
                 self.route_document(meta, matches!(who, Submitter::NationalAxis { .. }))?
             }
-            PackageKind::Status => self.route_status(meta).await?,
+            PackageKind::Status => {
+                let (routes, summary) = self.route_status(meta).await?;
+                (routes, summary, Vec::new())
+            }
         };
         if matches!(who, Submitter::NationalAxis { .. }) {
             // From the axis, only this ministry's recipients concern us: the axis delivers
@@ -249,21 +255,53 @@ impl Relay {
                 self.hub.wake(&destination_of(&r.decision));
             }
         }
+        if let (Submitter::NationalAxis { doc_id }, false) = (who, outcome.is_duplicate()) {
+            if !unknown_recipients.is_empty() {
+                let codes = unknown_recipients
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                tracing::warn!(doc_id, recipients = %codes, message = %outcome.record().id, "a package from the national axis names units this ministry does not have; it went to the others");
+                let detail = format!(
+                    "{}: not units of {} (delivered to the other recipients)",
+                    codes,
+                    self.registry.ministry()
+                );
+                if let Err(e) = self
+                    .store
+                    .audit(
+                        "system:national-axis",
+                        "inbound_recipients_unknown",
+                        doc_id,
+                        &detail,
+                        now,
+                    )
+                    .await
+                {
+                    tracing::warn!(doc_id, error = %e, "the unknown recipients could not be recorded in the audit log");
+                }
+            }
+        }
         Ok(Receipt {
             duplicate: outcome.is_duplicate(),
             message: outcome.record().clone(),
             routes,
+            unknown_recipients,
         })
     }
 
     /// Routes every recipient of a document; for one from the national axis (`inbound`),
-    /// only the ministry's own recipients (the axis delivers the other copies).
+    /// only the ministry's own recipients (the axis delivers the other copies), and those
+    /// that are not units here are returned apart: the axis handed the package over
+    /// already, so refusing it would take it from every other recipient too.
     fn route_document(
         &self,
         meta: &PackageMeta,
         inbound: bool,
-    ) -> Result<(Vec<RoutedRecipient>, Summary), RelayError> {
+    ) -> Result<(Vec<RoutedRecipient>, Summary, Vec<OrgCode>), RelayError> {
         let mut routes = Vec::new();
+        let mut unknown = Vec::new();
         for recipient in meta.recipients() {
             if inbound && !self.registry.is_ministry_code(recipient) {
                 continue;
@@ -274,9 +312,19 @@ impl Relay {
             {
                 continue;
             }
+            let decision = match self.registry.route(recipient) {
+                Ok(d) => d,
+                Err(RelayError::UnknownUnit(_)) if inbound => {
+                    if !unknown.contains(recipient) {
+                        unknown.push(recipient.clone());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             routes.push(RoutedRecipient {
                 recipient: recipient.clone(),
-                decision: self.registry.route(recipient)?,
+                decision,
             });
         }
         let doc = meta.document();
@@ -290,7 +338,7 @@ impl Relay {
                 .and_then(|d| d.affected_document_id().cloned()),
             reported_at: None,
         };
-        Ok((routes, summary))
+        Ok((routes, summary, unknown))
     }
 
     /// A status goes back to the sender of the document it answers.

@@ -716,49 +716,75 @@ impl SledStore {
 
     /// Gives back the space of payload segments. `candidates` join a queue (with, at the
     /// first call after opening, every segment, for what a crash or a duplicate left
-    /// without a record), of which one call looks at [`RECLAIM_PER_PASS`] (so a pass stays
-    /// short however many segments there are): a sealed segment no record points into is
-    /// deleted, and one less than half used has its live payloads copied to the current
-    /// segment and the records moved to the copies first. Files are deleted only once the
-    /// records no longer pointing at them are durable. Returns the segment files deleted.
+    /// without a record), which is gone through [`RECLAIM_PER_PASS`] segments at a time
+    /// (each pass is short, and the store's lock is free between them): a sealed segment
+    /// no record points into is deleted, and one less than half used has its live payloads
+    /// copied to the current segment and the records moved to the copies first. Files are
+    /// deleted only once the records no longer pointing at them are durable. A segment
+    /// that cannot be read, or whose copies would eat into the free-space reserve, is kept
+    /// and the others go on. Returns the segment files deleted.
     async fn reclaim_segments(&self, candidates: BTreeSet<u64>) -> Result<u64> {
-        let batch: BTreeSet<u64> = {
+        {
             let mut queue = self.reclaim_queue.lock().unwrap_or_else(|p| p.into_inner());
             if !queue.swept {
                 queue.segments.extend(self.payload_log.segments()?);
                 queue.swept = true;
             }
             queue.segments.extend(candidates);
-            std::iter::from_fn(|| queue.segments.pop_first())
-                .take(RECLAIM_PER_PASS)
-                .collect()
-        };
-        if batch.is_empty() {
-            return Ok(0);
+            if queue.segments.is_empty() {
+                return Ok(0);
+            }
         }
         // A segment holding submission entries a restart may still have to read is kept:
-        // only those before the applied position, once it is on disk, may go.
+        // only those before the applied position, once it is on disk, may go (the others
+        // stay queued for a later purge).
         let below = self.applied_segment().await?;
-        let (batch, later): (BTreeSet<u64>, BTreeSet<u64>) =
-            batch.into_iter().partition(|s| *s < below);
-        if !later.is_empty() {
-            self.reclaim_queue
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .segments
-                .extend(later);
+        let mut deleted = 0;
+        loop {
+            let batch: BTreeSet<u64> = {
+                let mut queue = self.reclaim_queue.lock().unwrap_or_else(|p| p.into_inner());
+                std::iter::from_fn(|| {
+                    let first = *queue.segments.first()?;
+                    (first < below)
+                        .then(|| queue.segments.pop_first())
+                        .flatten()
+                })
+                .take(RECLAIM_PER_PASS)
+                .collect()
+            };
+            if batch.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += self.reclaim_pass(batch).await?;
         }
-        if batch.is_empty() {
-            return Ok(0);
-        }
+    }
+
+    /// One pass of [`Self::reclaim_segments`] over `batch`, segments before the applied
+    /// position. Returns the segment files deleted.
+    async fn reclaim_pass(&self, batch: BTreeSet<u64>) -> Result<u64> {
         let (log, db) = (self.payload_log.clone(), self.db.clone());
+        let (dir, reserve) = (self.dir.clone(), self.config.min_free_bytes);
         let retry = batch.clone();
         // Plan, read and copy off the async threads: each segment is read.
         let planned = tokio::task::spawn_blocking(move || -> Result<_> {
             let mut delete = Vec::new();
             let mut moved = Vec::new();
             let mut pins = Vec::new();
-            'segments: for (segment, live) in plan_reclaim(&log, &db, batch)? {
+            let mut copying = true;
+            'segments: for (segment, live) in plan_reclaim(&log, &db, batch) {
+                if !live.is_empty() {
+                    if !copying {
+                        continue;
+                    }
+                    // Copies must leave the reserve kept for the database alone.
+                    let wanted: u64 = live.iter().map(|(at, _)| at.entry_bytes()).sum();
+                    let free = fs2::available_space(&dir).map_err(StoreError::from_io)?;
+                    if free < reserve.saturating_add(wanted) {
+                        tracing::warn!(free, reserve, wanted, "too little free space to compact payload segments; only the unused ones are deleted");
+                        copying = false;
+                        continue;
+                    }
+                }
                 let mut copies = Vec::with_capacity(live.len());
                 for (at, id) in live {
                     let bytes = match log.read(&at, id) {
@@ -771,9 +797,19 @@ impl SledStore {
                             continue 'segments;
                         }
                     };
-                    let (copy, pin) = log.append(id, &bytes)?;
-                    copies.push((id, at, copy));
-                    pins.push(pin);
+                    match log.append(id, &bytes) {
+                        Ok((copy, pin)) => {
+                            copies.push((id, at, copy));
+                            pins.push(pin);
+                        }
+                        // The disk is full, say: this segment is kept (the copies made
+                        // are unused, given back by a later pass), and no more copying.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a live payload could not be copied; its segment is kept");
+                            copying = false;
+                            continue 'segments;
+                        }
+                    }
                 }
                 moved.extend(copies);
                 delete.push(segment);
@@ -824,8 +860,16 @@ impl SledStore {
         }
         let mut deleted = 0;
         for segment in delete {
-            if self.payload_log.remove(segment)? {
-                deleted += 1;
+            match self.payload_log.remove(segment) {
+                Ok(true) => deleted += 1,
+                Ok(false) => {}
+                // Nothing points into it any more: it is only space, tried again by the
+                // sweep of the next start.
+                Err(e) => tracing::warn!(
+                    path = %self.payload_log.path_of(segment).display(),
+                    error = %e,
+                    "an unused payload segment could not be deleted"
+                ),
             }
         }
         Ok(deleted)
@@ -1353,39 +1397,58 @@ type ReclaimPlan = Vec<(u64, Vec<(SegmentRef, MessageId)>)>;
 
 /// Looks at each candidate segment (file reads and a lookup per entry: run it off the
 /// async threads): one that is reclaimable, clean, and less than half used is planned for
-/// deletion, with the payloads records still point at.
-fn plan_reclaim(log: &PayloadLog, db: &sled::Db, candidates: BTreeSet<u64>) -> Result<ReclaimPlan> {
+/// deletion, with the payloads records still point at, those with none first. A segment
+/// that cannot be read, or one of whose entries' records cannot, is kept (with a warning)
+/// and the others are planned.
+fn plan_reclaim(log: &PayloadLog, db: &sled::Db, candidates: BTreeSet<u64>) -> ReclaimPlan {
     let mut plan = Vec::new();
     for segment in candidates {
-        // Sealed and unpinned: every record pointing into it is written already.
-        if !log.reclaimable(segment) {
-            continue;
-        }
-        let scan = match log.entries(segment) {
-            Ok(e) => e,
-            // Deleted by another purge meanwhile.
-            Err(StoreError::NotFound(_)) => continue,
-            Err(e) => return Err(e),
-        };
-        if !scan.clean {
-            tracing::warn!(
+        match plan_segment(log, db, segment) {
+            Ok(Some(live)) => plan.push((segment, live)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
                 path = %log.path_of(segment).display(),
-                "a payload segment is damaged in the middle; it is kept, not reclaimed"
-            );
-            continue;
-        }
-        let mut live = Vec::new();
-        for (at, id) in scan.entries {
-            if load_stored(db, id)?.and_then(|m| m.payload_at) == Some(at) {
-                live.push((at, id));
-            }
-        }
-        let live_bytes: u64 = live.iter().map(|(at, _)| at.entry_bytes()).sum();
-        if live_bytes * 2 <= scan.size {
-            plan.push((segment, live));
+                error = %e,
+                "a payload segment could not be looked at; it is kept, not reclaimed"
+            ),
         }
     }
-    Ok(plan)
+    // Deletions need no space: they go first.
+    plan.sort_by_key(|(_, live)| !live.is_empty());
+    plan
+}
+
+/// The live payloads of `segment` if it may be reclaimed, `None` if it is kept.
+fn plan_segment(
+    log: &PayloadLog,
+    db: &sled::Db,
+    segment: u64,
+) -> Result<Option<Vec<(SegmentRef, MessageId)>>> {
+    // Sealed and unpinned: every record pointing into it is written already.
+    if !log.reclaimable(segment) {
+        return Ok(None);
+    }
+    let scan = match log.entries(segment) {
+        Ok(e) => e,
+        // Deleted by another purge meanwhile.
+        Err(StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !scan.clean {
+        tracing::warn!(
+            path = %log.path_of(segment).display(),
+            "a payload segment is damaged in the middle; it is kept, not reclaimed"
+        );
+        return Ok(None);
+    }
+    let mut live = Vec::new();
+    for (at, id) in scan.entries {
+        if load_stored(db, id)?.and_then(|m| m.payload_at) == Some(at) {
+            live.push((at, id));
+        }
+    }
+    let live_bytes: u64 = live.iter().map(|(at, _)| at.entry_bytes()).sum();
+    Ok((live_bytes * 2 <= scan.size).then_some(live))
 }
 
 /// A due date as an ordered key part (days since 1970, sign bit flipped, big-endian).
@@ -2092,6 +2155,10 @@ impl Store for SledStore {
                     action: "requeue",
                 });
             }
+            // Nothing left to deliver: queued again, it would only fail again.
+            if txn.message(key_.message_id)?.record.payload_purged {
+                return Err(StoreError::Purged(key_.message_id.to_string()));
+            }
             d.state = DeliveryState::Queued;
             d.queued_at = now;
             d.ready_at = now;
@@ -2587,7 +2654,12 @@ impl Store for SledStore {
                         Ok(m) => m,
                         // Left by an operation a crash interrupted: nothing to purge.
                         Err(StoreError::NotFound(_)) => continue,
-                        Err(e) => return Err(e),
+                        // One record that cannot be read must not stop retention for
+                        // every later one: it is left as it is, and said.
+                        Err(e) => {
+                            tracing::warn!(message = %id, error = %e, "a completed message's record cannot be read; its payload is not purged");
+                            continue;
+                        }
                     };
                     // The record decides: the index entry may be left from a completion a crash
                     // interrupted, or from before a requeue.

@@ -182,7 +182,7 @@ fn upstream(base: &str, system: &str, secret: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acknowledgement_the_full_disk_refuses_gives_its_delivery_back_at_once() {
+async fn an_acknowledgement_the_full_disk_refuses_puts_its_delivery_back_for_a_retry() {
     // Acknowledging a document that came across the national axis stores its arrival
     // status (01) for the sender: with the disk full, that fails.
     const C: &str = "000.00.06.G04";
@@ -255,7 +255,8 @@ async fn an_acknowledgement_the_full_disk_refuses_gives_its_delivery_back_at_onc
         .expect_err("the acknowledgement is refused");
     assert_eq!(refusal.code(), Some("STORE_FULL"), "{refusal}");
 
-    // B comes back and is offered it again at once, not when its lease runs out.
+    // B comes back and is offered it again within seconds (a retry), not when its lease
+    // runs out.
     let mut inbox = b.inbox(1).await.expect("inbox again");
     let mut offered = truc_tests::next_delivery(&mut inbox).await;
     assert_eq!(offered.document_id, first.document_id);

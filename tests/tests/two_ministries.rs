@@ -365,6 +365,80 @@ async fn bad_packages_from_the_axis_are_refused_and_recorded_and_the_poller_carr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_from_a_body_the_directory_does_not_list_yet_is_answered_all_the_same() {
+    use truc_upstream::Upstream;
+    let (sim, base, _stop) = start_sim(vec![
+        system("bogtvt", "secret-a", "000.00.00.G04"),
+        system("botc", "secret-b", "000.00.00.G12"),
+        system("newcomer", "secret-n", "000.00.00.G77"),
+    ])
+    .await;
+    // Connected, but the national directory has not caught up with it.
+    sim.set_faults(truc_axis_sim::Faults {
+        unlisted: vec!["000.00.00.G77".into()],
+        ..truc_axis_sim::Faults::default()
+    });
+    let relay = ministry_a(&base).await;
+    let mut a = relay.adapter(A_UNIT).await.expect("adapter");
+    let mut listed = false;
+    for _ in 0..50 {
+        if a.lookup_unit("000.00.00.G12").await.is_ok() {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listed, "the directory is synchronised");
+    assert!(
+        a.lookup_unit("000.00.00.G77").await.is_err(),
+        "premise: the newcomer is not in it"
+    );
+
+    let newcomer = axis_client(&base, "newcomer", "secret-n");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let doc =
+        DocumentBuilder::new(code("000.00.00.G77"), vec![code(A_UNIT)], date, "1", "NEW").build();
+    newcomer
+        .send(&doc, "000.00.00.G77", &[A_UNIT.into()], false)
+        .await
+        .expect("send");
+    let mut inbox = a.inbox(4).await.expect("inbox");
+    let got = next(&mut inbox, "the newcomer's document").await;
+    assert_eq!(got.package, doc);
+    inbox.ack(&got.delivery_id).await.expect("ack");
+    // The acknowledgement is taken (the stream does not end with an error)...
+    match tokio::time::timeout(Duration::from_secs(2), inbox.next()).await {
+        Err(_) => {}
+        Ok(other) => panic!("nothing more on the stream: {other:?}"),
+    }
+    // ...and the arrival (01) goes up to the newcomer.
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        statuses = newcomer.list_received(true).await.expect("list");
+        if !statuses.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    let status = newcomer
+        .fetch(&statuses[0].doc_id)
+        .await
+        .expect("fetch the status");
+    let meta = truc_edxml::parse(&status).expect("a status package");
+    let status = meta.status().expect("a status");
+    assert_eq!(status.status_code.as_str(), "01");
+    assert_eq!(
+        status
+            .response_for
+            .document_id
+            .as_ref()
+            .map(|d| d.to_string()),
+        Some(got.document_id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_secret_is_reported_to_operators_not_hidden_in_retries() {
     let (_sim, base, _stop) = start_sim(vec![
         system("bogtvt", "secret-a", "000.00.00.G04"),

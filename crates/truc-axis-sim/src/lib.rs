@@ -88,6 +88,9 @@ pub struct Faults {
     pub lose_ack_rate: f64,
     /// Probability (0–1) that a call's connection is cut in the middle of the answer.
     pub reset_rate: f64,
+    /// Codes `getAgenciesList` leaves out although their systems are connected: a national
+    /// directory that has not caught up with a newly connected body yet.
+    pub unlisted: Vec<String>,
 }
 
 /// A package held by the axis for one receiving system.
@@ -666,10 +669,11 @@ fn sent_list(sim: &Simulator, system: &str, params: &BTreeMap<String, String>) -
 }
 
 fn agencies(sim: &Simulator) -> Response {
+    let unlisted = sim.faults().unlisted;
     let mut list = sim.config.agencies.clone();
     for s in &sim.config.systems {
         for organ in &s.organs {
-            if !list.iter().any(|a| &a.code == organ) {
+            if !list.iter().any(|a| &a.code == organ) && !unlisted.contains(organ) {
                 list.push(Agency {
                     id: organ.clone(),
                     pid: String::new(),

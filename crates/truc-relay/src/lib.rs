@@ -360,8 +360,8 @@ impl Relay {
             .await?
             .into_iter()
             .find(|m| m.kind == PackageKind::Document);
-        let back_to = match original {
-            Some(m) => m.sender,
+        let (back_to, from_the_axis) = match original {
+            Some(m) => (m.sender, matches!(m.source, Source::NationalAxis { .. })),
             None => {
                 // A document the relay never carried: if its issuer is outside the ministry,
                 // the status goes up to the national axis; inside, nobody is waiting for it.
@@ -372,11 +372,19 @@ impl Relay {
                 if self.registry.is_ministry_code(&issuer) {
                     return Err(RelayError::UnknownDocument(answered.to_string()));
                 }
-                issuer
+                (issuer, false)
             }
         };
+        // A document that came across the national axis answers back the same way, whether
+        // or not the national directory lists its sender yet (it is refreshed hourly, and a
+        // body that just sent a document is evidently connected).
+        let decision = if from_the_axis && !self.registry.is_ministry_code(&back_to) {
+            RouteDecision::NationalAxis
+        } else {
+            self.registry.route(&back_to)?
+        };
         let routes = vec![RoutedRecipient {
-            decision: self.registry.route(&back_to)?,
+            decision,
             recipient: back_to,
         }];
         let summary = Summary {
@@ -429,9 +437,11 @@ impl Relay {
     /// acknowledgement sends the status (once: its idempotency key names the delivery).
     /// The other way round, a status could be lost for a delivery already acknowledged.
     ///
-    /// An acknowledgement that cannot be stored gives the delivery back to its queue at
-    /// once, so that it is offered again when the adapter comes back rather than when its
-    /// lease runs out (minutes, for the adapter's unit, of a document it already has).
+    /// An acknowledgement that cannot be stored puts the delivery back for a retry soon (the
+    /// store's backoff: within seconds at first), so that it is offered again when the
+    /// adapter comes back rather than when its lease runs out, and a failure that lasts
+    /// (a full disk) is retried ever more slowly, not in a tight loop of offers and acks,
+    /// until the retry policy's age dead-letters it.
     pub async fn ack(
         &self,
         token: &truc_store::ClaimToken,
@@ -442,8 +452,8 @@ impl Relay {
             Ok(_) | Err(RelayError::Store(truc_store::StoreError::LeaseLost(_))) => {}
             Err(e) => {
                 let reason = format!("its acknowledgement could not be stored: {e}");
-                if let Err(re) = self.store.release(token, &reason, Timestamp::now()).await {
-                    tracing::warn!(delivery = %token.key, error = %re, "a delivery whose acknowledgement failed could not be given back; its lease will run out");
+                if let Err(re) = self.store.nack(token, &reason, Timestamp::now()).await {
+                    tracing::warn!(delivery = %token.key, error = %re, "a delivery whose acknowledgement failed could not be put back; its lease will run out");
                 }
             }
         }

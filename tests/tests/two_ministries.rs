@@ -438,6 +438,70 @@ async fn a_document_from_a_body_the_directory_does_not_list_yet_is_answered_all_
     );
 }
 
+/// Waits until `document_id`'s timeline at `client`'s relay has an event of `kind` for
+/// `recipient`; returns its detail.
+async fn wait_for_event(
+    client: &mut truc_client::Client,
+    document_id: &str,
+    kind: &str,
+    recipient: &str,
+) -> String {
+    for _ in 0..300 {
+        let trace = client.trace(document_id).await.expect("trace");
+        if let Some(e) = trace
+            .events
+            .iter()
+            .find(|e| e.kind == kind && e.recipient == recipient)
+        {
+            return e.detail.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no {kind} event for {recipient} in the timeline of {document_id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_recipients_systems_did_with_a_package_sent_up_reaches_its_timeline() {
+    let (_sim, base, _stop) = start_sim(vec![
+        system("bogtvt", "secret-a", "000.00.00.G04"),
+        system("botc", "secret-b", "000.00.00.G12"),
+    ])
+    .await;
+    let relay_a = ministry_a(&base).await;
+    let relay_b = ministry_b(&base).await;
+    let mut a = relay_a.adapter(A_UNIT).await.expect("adapter A");
+    let mut b = relay_b.adapter(B_PARENT).await.expect("adapter B");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    // One for a unit of B, one for a code B's registry does not have (B's relay refuses it).
+    let taken = DocumentBuilder::new(code(A_UNIT), vec![code(B_CHILD)], date, "1", "X").build();
+    let refused =
+        DocumentBuilder::new(code(A_UNIT), vec![code("000.00.98.G12")], date, "2", "X").build();
+    let taken_id = a
+        .submit_document(&taken, None)
+        .await
+        .expect("submitted")
+        .document_id;
+    let refused_id = a
+        .submit_document(&refused, None)
+        .await
+        .expect("submitted")
+        .document_id;
+    let mut inbox = b.inbox(4).await.expect("inbox B");
+    let got = next(&mut inbox, "A's document at B").await;
+    assert_eq!(got.document_id, taken_id);
+    inbox.ack(&got.delivery_id).await.expect("ack");
+
+    let detail = wait_for_event(&mut a, &refused_id, "axis_refused", "000.00.98.G12").await;
+    assert!(detail.contains("refused"), "{detail}");
+    wait_for_event(&mut a, &taken_id, "axis_received", B_CHILD).await;
+    let trace = a.trace(&taken_id).await.expect("trace");
+    assert!(
+        !trace.events.iter().any(|e| e.kind == "axis_refused"),
+        "{:?}",
+        trace.events
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_secret_is_reported_to_operators_not_hidden_in_retries() {
     let (_sim, base, _stop) = start_sim(vec![

@@ -147,6 +147,18 @@ pub trait Store: Send + Sync + 'static {
     /// Records a status of a document (such as `01` when a recipient acknowledged it).
     async fn record_status(&self, entry: StatusEntry) -> Result<()>;
 
+    /// Adds an event to a message's timeline (what happened to it outside the relay, such
+    /// as the national axis's report of a recipient's system taking or refusing it). Made
+    /// durable with the next flush, within the acknowledgement delay.
+    async fn record_event(
+        &self,
+        message_id: MessageId,
+        recipient: Option<&OrgCode>,
+        kind: EventKind,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()>;
+
     /// Everything known about a document.
     async fn trace(&self, document_id: &DocumentId) -> Result<DocumentTrace>;
 

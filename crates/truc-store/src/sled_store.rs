@@ -2231,6 +2231,24 @@ impl Store for SledStore {
         self.committer.commit(Vec::new(), None).await
     }
 
+    async fn record_event(
+        &self,
+        message_id: MessageId,
+        recipient: Option<&OrgCode>,
+        kind: EventKind,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        {
+            let mut g = self.guard();
+            self.load_required(message_id)?;
+            let mut txn = self.txn();
+            txn.event(now, message_id, recipient, kind, detail)?;
+            txn.apply(&mut g)?;
+        }
+        self.committer.commit_within(self.ack_flush_delay()).await
+    }
+
     async fn trace(&self, document_id: &DocumentId) -> Result<DocumentTrace> {
         let messages = self.find_by_document(document_id).await?;
         let mut trace = DocumentTrace::default();

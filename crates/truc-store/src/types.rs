@@ -637,6 +637,11 @@ pub enum EventKind {
     Released,
     /// The payload was removed by retention.
     PayloadPurged,
+    /// The recipient's system took it from the national axis (its transport report).
+    AxisReceived,
+    /// The recipient's system refused it on the national axis (its transport report): it
+    /// will not arrive there.
+    AxisRefused,
 }
 
 /// A processing status of a document (from a status package, or recorded by the relay).

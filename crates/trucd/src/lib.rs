@@ -17,6 +17,7 @@ pub mod pki;
 pub mod recut;
 pub mod server;
 pub mod tls;
+pub mod transport_report;
 
 pub use config::Config;
 pub use server::{prepare, run, serve, Listeners, Prepared, ServeOptions};

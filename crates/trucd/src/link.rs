@@ -83,6 +83,9 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc
                     let result =
                         send_message(store.as_ref(), upstream.as_ref(), &state, &message, &claims)
                             .await;
+                    if let Ok(doc_id) = &result {
+                        state.reports.follow(message.id, doc_id.clone());
+                    }
                     results.push((message.id, result));
                 }
                 results
@@ -575,6 +578,8 @@ pub struct LinkState {
     intake: Intake,
     /// The upstream client's timeout for a call without a package.
     call_timeout: Duration,
+    /// Where packages sent are handed to be followed in the axis's transport reports.
+    reports: crate::transport_report::TransportReports,
 }
 
 /// How packages from the axis are taken in: the same limits as an adapter's.
@@ -588,13 +593,20 @@ pub struct Intake {
 
 impl LinkState {
     /// The workers' shared state, counting into `metrics`, taking packages in with
-    /// `intake`, for an upstream client whose calls time out after `call_timeout`.
-    pub fn new(metrics: Arc<Metrics>, intake: Intake, call_timeout: Duration) -> Self {
+    /// `intake`, for an upstream client whose calls time out after `call_timeout`, handing
+    /// what it sends to `reports`.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        intake: Intake,
+        call_timeout: Duration,
+        reports: crate::transport_report::TransportReports,
+    ) -> Self {
         LinkState {
             last_credentials_alert: std::sync::Mutex::new(None),
             metrics,
             intake,
             call_timeout,
+            reports,
         }
     }
 }

@@ -74,6 +74,11 @@ struct KindLabel {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
 /// Buckets of the adapters' submission latency: a durable receipt takes a flush of the
 /// store (a fraction of a millisecond to a few on a healthy disk).
 fn submission_histogram() -> Histogram {
@@ -119,6 +124,7 @@ pub struct Metrics {
     submissions_spilled: Counter,
     payloads_purged: Counter,
     payload_bytes_purged: Counter,
+    transport_reports: Family<OutcomeLabel, Counter>,
     inbox_total: AtomicU64,
     queue_depth: Family<QueueLabels, Gauge>,
     queue_oldest_age: Family<DestinationLabel, Gauge<f64, AtomicU64>>,
@@ -156,6 +162,7 @@ impl Metrics {
             submissions_spilled: Counter::default(),
             payloads_purged: Counter::default(),
             payload_bytes_purged: Counter::default(),
+            transport_reports: Family::default(),
             inbox_total: AtomicU64::new(0),
             queue_depth: Family::default(),
             queue_oldest_age: Family::default(),
@@ -232,6 +239,11 @@ impl Metrics {
             "submissions_spilled",
             "Packages received into a staging file although small, because the memory budget (or their unit's quarter of it) was spent",
             m.submissions_spilled.clone(),
+        );
+        registry.register(
+            "axis_transport_reports",
+            "Recipients' outcomes of packages sent to the national axis, from its transport reports: received, refused (by the recipient's system: the package will not arrive), or unfollowed (too many to follow at once)",
+            m.transport_reports.clone(),
         );
         registry.register(
             "payloads_purged",
@@ -341,6 +353,14 @@ impl Metrics {
     /// A delivery failed and will be retried.
     pub fn retried(&self, to: &DestinationKind) {
         self.retries.get_or_create(to).inc();
+    }
+
+    /// The national axis reported what a recipient's system did with a package sent up
+    /// (`received`, `refused`), or a sent package was not followed (`unfollowed`).
+    pub fn transport_report(&self, outcome: &'static str) {
+        self.transport_reports
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// A delivery went to the dead-letter list.

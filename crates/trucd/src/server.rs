@@ -329,6 +329,12 @@ pub async fn serve(
             health: link_health,
             base_url: up.base_url.clone(),
         });
+        let (reports, follower) = crate::transport_report::TransportReports::new(
+            relay.store().clone(),
+            upstream.clone(),
+            metrics.clone(),
+        );
+        link_tasks.push(tokio::spawn(follower.run()));
         let state = Arc::new(crate::link::LinkState::new(
             metrics.clone(),
             crate::link::Intake {
@@ -336,6 +342,7 @@ pub async fn serve(
                 memory_package_bytes: config.limits.memory_package_bytes,
             },
             Duration::from_secs(up.timeout_secs.max(1)),
+            reports,
         ));
         link_tasks.push(tokio::spawn(crate::link::outbound(
             relay.clone(),

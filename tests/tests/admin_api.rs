@@ -275,6 +275,74 @@ async fn the_api_checks_tokens_and_refuses_bad_input_with_stable_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_inbox_ends_when_its_unit_is_suspended_or_its_certificate_removed() {
+    let relay = TestRelay::start(&[A, B]).await.expect("relay");
+    let admin = Admin::of(&relay);
+    use reqwest::Method as M;
+    let mut a = relay.adapter(A).await.expect("adapter A");
+    let mut b = relay.adapter(B).await.expect("adapter B");
+
+    // B's stream is open and working when B is suspended: it ends at once.
+    let mut b_inbox = b.inbox(4).await.expect("B's inbox");
+    let first = DocumentBuilder::new(code(A), vec![code(B)], date(), "1", "TEST").build();
+    a.submit_document(&first, None).await.expect("submit");
+    let got = truc_tests::next_delivery(&mut b_inbox).await;
+    b_inbox.ack(&got.delivery_id).await.expect("ack");
+    let (s, v) = admin
+        .send(M::POST, &format!("/api/v1/units/{B}/suspend"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), b_inbox.next())
+        .await
+        .expect("the stream ends without waiting for B's next call")
+        .expect_err("with an error");
+    assert_eq!(ended.code(), Some("AUTH_UNIT_SUSPENDED"), "{ended}");
+
+    // A's stream is open when its certificate is removed: what comes for A afterwards is
+    // not handed to that stream.
+    let (s, v) = admin
+        .send(M::POST, &format!("/api/v1/units/{B}/activate"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut a_inbox = a.inbox(4).await.expect("A's inbox");
+    let old = relay.cert_of(A).expect("A's certificate");
+    let (s, v) = admin
+        .send(
+            M::POST,
+            &format!("/api/v1/units/{A}/certificates"),
+            Some(&format!(r#"{{"remove":["{}"]}}"#, old.fingerprint)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut b = relay.adapter(B).await.expect("adapter B again");
+    let after = DocumentBuilder::new(code(B), vec![code(A)], date(), "2", "TEST").build();
+    b.submit_document(&after, None).await.expect("submit to A");
+    let ended = tokio::time::timeout(Duration::from_secs(10), a_inbox.next())
+        .await
+        .expect("the stream ends")
+        .expect_err("with an error, not the document");
+    assert_eq!(ended.code(), Some("AUTH_UNKNOWN_CERTIFICATE"), "{ended}");
+
+    // B's certificate cannot be given to A as well: one certificate, one unit.
+    let b_cert = relay.cert_of(B).expect("B's certificate");
+    let (s, v) = admin
+        .send(
+            M::POST,
+            &format!("/api/v1/units/{A}/certificates"),
+            Some(&format!(r#"{{"add":["{}"]}}"#, b_cert.fingerprint)),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "AUTH_CREDENTIAL_IN_USE", "{v}");
+    let mut b = relay.adapter(B).await.expect("adapter B");
+    let to_a = DocumentBuilder::new(code(B), vec![code(A)], date(), "3", "TEST").build();
+    b.submit_document(&to_a, None)
+        .await
+        .expect("B's certificate still names B");
+    relay.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unit_changes_take_effect_at_once_and_are_audited_with_the_token_name() {
     let relay = TestRelay::start(&[A, B]).await.expect("relay");
     let admin = Admin::of(&relay);

@@ -45,6 +45,15 @@ pub enum RelayError {
     #[error("unit {0} is suspended; ask the ministry's IT staff")]
     Suspended(String),
 
+    /// A certificate fingerprint or DNS name given to a unit is already another unit's: an
+    /// adapter's identity must name one unit.
+    #[error("{credential} is already registered for unit {unit}; remove it there first")]
+    CredentialInUse {
+        /// The fingerprint or name.
+        credential: String,
+        /// The unit that has it.
+        unit: String,
+    },
     /// A status package answers a document the relay does not know.
     #[error("the status answers document {0}, which this relay never carried")]
     UnknownDocument(String),
@@ -65,6 +74,7 @@ impl RelayError {
             RelayError::ForgedSender { .. } => "AUTH_FORGED_SENDER",
             RelayError::UnknownCertificate(_) => "AUTH_UNKNOWN_CERTIFICATE",
             RelayError::Suspended(_) => "AUTH_UNIT_SUSPENDED",
+            RelayError::CredentialInUse { .. } => "AUTH_CREDENTIAL_IN_USE",
             RelayError::UnknownDocument(_) => "ROUTE_UNKNOWN_DOCUMENT",
             RelayError::Config(_) => "RELAY_CONFIG",
         }

@@ -199,6 +199,9 @@ pub struct Registry {
     units: RwLock<BTreeMap<OrgCode, Unit>>,
     /// The national directory, synchronised from the axis (empty until the first sync).
     remote: RwLock<BTreeMap<OrgCode, RemoteBody>>,
+    /// Moves on at every change of the units, so that what was decided from them (a
+    /// connected adapter's identity) can tell it must be decided again.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -208,7 +211,14 @@ impl Registry {
             ministry,
             units: RwLock::new(BTreeMap::new()),
             remote: RwLock::new(BTreeMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A number that changes whenever a unit is added, changed or removed (cheap to read:
+    /// compare it to decide whether a check against the units must be made again).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The ministry's code.
@@ -221,7 +231,12 @@ impl Registry {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<OrgCode, Unit>> {
-        self.units.write().unwrap_or_else(|p| p.into_inner())
+        let guard = self.units.write().unwrap_or_else(|p| p.into_inner());
+        // Moved on while the lock is held: whoever reads the new number and then the units
+        // waits for this change to be whole.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        guard
     }
 
     /// Replaces the national directory (from the axis's `getAgenciesList`), durably.
@@ -357,6 +372,29 @@ impl Registry {
                 "{} is not a unit of {} (give its parent explicitly for a free-form code)",
                 unit.code, self.ministry
             )));
+        }
+        // A certificate (or name) of two units would let one unit's adapter act as the
+        // other, whichever the lookup found first.
+        let same = |a: &String, b: &String| a.eq_ignore_ascii_case(b);
+        let taken = self.read().values().find_map(|other| {
+            if other.code == unit.code {
+                return None;
+            }
+            let certificate = unit
+                .certificates
+                .iter()
+                .find(|c| other.certificates.iter().any(|o| same(o, c)));
+            let name = unit
+                .names
+                .iter()
+                .find(|n| other.names.iter().any(|o| same(o, n)));
+            certificate
+                .map(|c| format!("certificate {c}"))
+                .or_else(|| name.map(|n| format!("certificate name {n}")))
+                .map(|credential| (credential, other.code.to_string()))
+        });
+        if let Some((credential, unit)) = taken {
+            return Err(RelayError::CredentialInUse { credential, unit });
         }
         Ok(())
     }

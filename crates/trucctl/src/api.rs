@@ -115,6 +115,19 @@ impl Api {
         self.send(request).await
     }
 
+    /// POST a JSON body for an operation that may take long (a backup of a large store
+    /// copied across file systems): the answer is awaited up to `limit` instead of the
+    /// usual two minutes.
+    pub async fn post_long<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        limit: std::time::Duration,
+    ) -> Result<T, ApiError> {
+        self.send(self.http.post(self.url(path)).json(body).timeout(limit))
+            .await
+    }
+
     /// PUT a JSON body.
     pub async fn put<B: Serialize, T: DeserializeOwned>(
         &self,
@@ -129,6 +142,12 @@ impl Api {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            return ApiError::Transport(format!(
+                "no answer from the admin API at {} in time: the operation may still be running there (see the relay's log)",
+                self.base
+            ));
+        }
         ApiError::Transport(format!(
             "cannot reach the admin API at {}: {e}. Is trucd running? Set --admin or TRUC_ADMIN_URL.",
             self.base

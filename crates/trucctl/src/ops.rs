@@ -356,12 +356,15 @@ async fn execute(api: &Api, json: bool, cmd: OpsCommand) -> Result<bool, ApiErro
             } else {
                 std::env::current_dir().map(|d| d.join(&dir)).unwrap_or(dir)
             };
+            // Links are made in seconds, but copies across file systems take as long as
+            // the store's size needs.
             let r: truc_store::BackupReport = api
-                .post(
+                .post_long(
                     paths::BACKUP,
-                    Some(&truc_admin::BackupRequest {
+                    &truc_admin::BackupRequest {
                         dir: dir.display().to_string(),
-                    }),
+                    },
+                    std::time::Duration::from_secs(6 * 3600),
                 )
                 .await?;
             if json {

@@ -366,6 +366,9 @@ impl From<RelayError> for ApiError {
             RelayError::UnknownUnit(_) | RelayError::UnknownRemote(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, e.code(), e.to_string())
             }
+            RelayError::CredentialInUse { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
+            }
             other => ApiError::new(StatusCode::BAD_REQUEST, other.code(), other.to_string()),
         }
     }

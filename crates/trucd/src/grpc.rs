@@ -157,6 +157,8 @@ impl std::fmt::Debug for RelayService {
 struct Caller {
     unit: Unit,
     certificate: String,
+    /// The certificate's DNS names (empty in development mode).
+    names: Vec<String>,
 }
 
 impl RelayService {
@@ -215,6 +217,7 @@ impl RelayService {
                 return Ok(Caller {
                     unit,
                     certificate: "insecure-development-mode".into(),
+                    names: Vec::new(),
                 });
             }
             Identity::Certificates => request
@@ -238,6 +241,7 @@ impl RelayService {
         Ok(Caller {
             unit,
             certificate: fingerprint,
+            names,
         })
     }
 
@@ -503,6 +507,9 @@ impl pb::relay_server::Relay for RelayService {
         &self,
         request: Request<Streaming<pb::InboxRequest>>,
     ) -> Result<Response<Self::InboxStream>, Status> {
+        // Read before the caller is checked: a change of the units from here on is seen
+        // by the session, which checks again.
+        let registry_seen = self.relay.registry().generation();
         let caller = self.caller(&request)?;
         let mut inbound = request.into_inner();
         // A stream that never says `open` (a slowloris client) is not held open for ever.
@@ -539,6 +546,11 @@ impl pb::relay_server::Relay for RelayService {
         let session = InboxSession {
             relay: self.relay.clone(),
             unit: caller.unit.code.clone(),
+            identity: match self.identity {
+                Identity::Certificates => Some((caller.certificate.clone(), caller.names.clone())),
+                Identity::Insecure(_) => None,
+            },
+            registry_seen,
             credits: open.credits.clamp(1, self.limits.max_credits.max(1)),
             max_credits: self.limits.max_credits.max(1),
             drained: false,
@@ -846,6 +858,12 @@ fn serde_plain_kind(kind: truc_store::EventKind) -> String {
 struct InboxSession {
     relay: Arc<Relay>,
     unit: OrgCode,
+    /// The adapter's certificate (fingerprint, DNS names), checked again whenever the
+    /// units change: a unit suspended or a certificate removed ends the stream at once,
+    /// not at the adapter's next call. `None` in development mode.
+    identity: Option<(String, Vec<String>)>,
+    /// [`truc_relay::Registry::generation`] when the identity was last checked.
+    registry_seen: u64,
     /// Deliveries the adapter will take now; with those it holds unacknowledged
     /// (`in_flight`), never more than `max_credits`.
     credits: u32,
@@ -892,6 +910,10 @@ impl InboxSession {
         let mut look = tokio::time::interval(Duration::from_millis(500));
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if let Err(e) = self.still_allowed() {
+                let _ = tx.send(Err(e)).await;
+                break;
+            }
             // Finished acknowledgements are collected at every turn: under a steady stream
             // of acks the select below rarely picks that branch, and each finished task
             // holds memory until it is collected.
@@ -1119,6 +1141,34 @@ impl InboxSession {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether the adapter's certificate still names this unit, active: checked again only
+    /// when the units changed since the last check (a number compared otherwise).
+    fn still_allowed(&mut self) -> Result<(), Status> {
+        let Some((fingerprint, names)) = &self.identity else {
+            return Ok(());
+        };
+        let generation = self.relay.registry().generation();
+        if generation == self.registry_seen {
+            return Ok(());
+        }
+        self.registry_seen = generation;
+        let unit = self
+            .relay
+            .authenticate(fingerprint, names)
+            .map_err(relay_status)?;
+        if unit.code != self.unit {
+            return Err(status(
+                tonic::Code::PermissionDenied,
+                "AUTH_UNKNOWN_CERTIFICATE",
+                format!(
+                    "this certificate now belongs to {}, not {}: reconnect",
+                    unit.code, self.unit
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Takes the outcome of every acknowledgement that has finished, without waiting.

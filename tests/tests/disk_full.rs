@@ -196,7 +196,7 @@ async fn an_acknowledgement_the_full_disk_refuses_puts_its_delivery_back_for_a_r
     // Leases of ten minutes: a delivery offered again during the test was given back, not
     // left to its lease.
     let mut relay = TestRelay::spawn_process_under(
-        &[A, B],
+        &[A, B, C],
         &upstream(&local.base_url, "bogtvt", "sa"),
         "lease_secs = 600\n",
         Some(LIMIT),
@@ -225,20 +225,21 @@ async fn an_acknowledgement_the_full_disk_refuses_puts_its_delivery_back_for_a_r
         .expect("a delivery");
     assert_eq!(first.document_id, receipt.document_id);
     let filled = fill(&mut relay, C, 48 * 1024).await;
-    // Then with status packages smaller than the arrival status B's acknowledgement makes
-    // (no organization name, a short description), until not even those fit.
+    // Then with status packages (from C, a recipient of A's documents) smaller than the
+    // arrival status B's acknowledgement makes (no organization name, a short
+    // description), until not even those fit.
     let answered = filled.keys().next().expect("a document of A");
-    let mut b_reports = relay.adapter(B).await.expect("B");
+    let mut c_reports = relay.adapter(C).await.expect("C");
     let mut refusal = None;
     for n in 0..50_000u32 {
         let mut status = StatusBuilder::new(
-            code(B),
+            code(C),
             DocumentId::new(answered),
             StatusCode::new("03"),
             &truc_tests::vietnam_now().to_string(),
         );
         status.description = n.to_string();
-        match b_reports.submit_status(&status.build(), None).await {
+        match c_reports.submit_status(&status.build(), None).await {
             Ok(_) => {}
             Err(e) => {
                 refusal = Some(e);

@@ -317,3 +317,116 @@ async fn the_sdk_inbox_loop_acknowledges_handled_deliveries_and_retries_refused_
         .any(|d| d.state == "acknowledged" && d.last_error.contains("QLVB unavailable")));
     relay.stop().await.expect("stop");
 }
+
+/// A unit that is not party to a document can neither report on it nor see its timeline,
+/// even by guessing its DocumentId or reusing it for a document of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_s_statuses_and_timeline_are_its_parties_alone() {
+    let relay = TestRelay::start(&[A, B, C]).await.expect("relay");
+    let mut a = relay.adapter(A).await.expect("A");
+    let mut b = relay.adapter(B).await.expect("B");
+    let mut c = relay.adapter(C).await.expect("C");
+    // A sends X to C; B is not a party.
+    let x = DocumentBuilder::new(code(A), vec![code(C)], date(), "77", "TCĐBVN-VP").build();
+    let x_id = a
+        .submit_document(&x, None)
+        .await
+        .expect("submit")
+        .document_id;
+    let mut c_inbox = c.inbox(4).await.expect("C's inbox");
+    let got = next_delivery(&mut c_inbox).await;
+    c_inbox.ack(&got.delivery_id).await.expect("ack");
+
+    // B's status about X is answered as for a document that does not exist.
+    let forged = StatusBuilder::new(
+        code(B),
+        DocumentId::new(&x_id),
+        StatusCode::new("06"),
+        &truc_tests::vietnam_now().to_string(),
+    )
+    .build();
+    let err = b
+        .submit_status(&forged, None)
+        .await
+        .expect_err("B is not a party to X");
+    assert_eq!(err.code(), Some("ROUTE_UNKNOWN_DOCUMENT"), "{err}");
+    let unknown = StatusBuilder::new(
+        code(B),
+        DocumentId::new("000.00.05.G04,2026/11/21,78/TCĐBVN-VP"),
+        StatusCode::new("06"),
+        &truc_tests::vietnam_now().to_string(),
+    )
+    .build();
+    let err_unknown = b
+        .submit_status(&unknown, None)
+        .await
+        .expect_err("no such document");
+    assert_eq!(err_unknown.code(), err.code());
+    // Nor can B read X's timeline.
+    let err = b.trace(&x_id).await.expect_err("not B's");
+    assert_eq!(err.code(), Some("STORE_NOT_FOUND"), "{err}");
+
+    // C, a recipient, reports; A hears it.
+    let accepted = StatusBuilder::new(
+        code(C),
+        DocumentId::new(&x_id),
+        StatusCode::new("03"),
+        &truc_tests::vietnam_now().to_string(),
+    )
+    .build();
+    c.submit_status(&accepted, None).await.expect("C reports");
+    let mut a_inbox = a.inbox(4).await.expect("A's inbox");
+    let back = next_delivery(&mut a_inbox).await;
+    assert_eq!(
+        (back.kind.as_str(), back.status_code.as_str()),
+        ("status", "03")
+    );
+    a_inbox.ack(&back.delivery_id).await.expect("ack");
+
+    // B reuses X's DocumentId for a document of its own: it sees that one, and nothing of
+    // A's document, its deliveries or statuses.
+    let mut copycat = DocumentBuilder::new(code(B), vec![code(C)], date(), "1", "CHHVN");
+    copycat.document_id = Some(DocumentId::new(&x_id));
+    let mine = b
+        .submit_document(&copycat.build(), None)
+        .await
+        .expect("B's own document");
+    let trace = b.trace(&x_id).await.expect("B's own document's timeline");
+    assert!(
+        trace
+            .deliveries
+            .iter()
+            .all(|d| d.message_id == mine.message_id),
+        "{:?}",
+        trace.deliveries
+    );
+    assert!(
+        trace.events.iter().all(|e| e.message_id == mine.message_id),
+        "{:?}",
+        trace.events
+    );
+    assert!(
+        !trace.statuses.iter().any(|s| s.code == "03" || s.from == C),
+        "{:?}",
+        trace.statuses
+    );
+    // A's view is whole: its delivery to C, C's arrival and acceptance.
+    let trace = a.trace(&x_id).await.expect("A's timeline");
+    assert!(trace.statuses.iter().any(|s| s.code == "03" && s.from == C));
+    assert!(trace.statuses.iter().any(|s| s.code == "01" && s.from == C));
+    // C's status still reaches A after B's copycat (the document its issuer sent wins).
+    let done = StatusBuilder::new(
+        code(C),
+        DocumentId::new(&x_id),
+        StatusCode::new("06"),
+        &truc_tests::vietnam_now().to_string(),
+    )
+    .build();
+    c.submit_status(&done, None).await.expect("C reports again");
+    let back = next_delivery(&mut a_inbox).await;
+    assert_eq!(
+        (back.kind.as_str(), back.status_code.as_str()),
+        ("status", "06")
+    );
+    relay.stop().await.expect("stop");
+}

@@ -198,7 +198,7 @@ impl Relay {
                 self.route_document(meta, matches!(who, Submitter::NationalAxis { .. }))?
             }
             PackageKind::Status => {
-                let (routes, summary) = self.route_status(meta).await?;
+                let (routes, summary) = self.route_status(who, meta).await?;
                 (routes, summary, Vec::new())
             }
         };
@@ -341,9 +341,16 @@ impl Relay {
         Ok((routes, summary, unknown))
     }
 
-    /// A status goes back to the sender of the document it answers.
+    /// A status goes back to the sender of the document it answers. Only a party to that
+    /// document may report on it: the reporter must be one of its recipients (for an
+    /// adapter: a unit it serves; from the national axis: the recipient body or one within
+    /// or above it). A document with that DocumentId the reporter is not party to is
+    /// answered as unknown, so statuses can neither be forged into another unit's timeline
+    /// nor tell whether a document exists. Of several documents sharing a DocumentId, the
+    /// one its issuer sent is preferred.
     async fn route_status(
         &self,
+        who: &Submitter,
         meta: &PackageMeta,
     ) -> Result<(Vec<RoutedRecipient>, Summary), RelayError> {
         let status = meta
@@ -354,12 +361,21 @@ impl Relay {
             .document_id
             .clone()
             .ok_or_else(|| RelayError::UnknownDocument(String::new()))?;
-        let original = self
-            .store
-            .find_by_document(&answered)
-            .await?
-            .into_iter()
-            .find(|m| m.kind == PackageKind::Document);
+        let issuer = answered.issuer();
+        let mut original: Option<MessageRecord> = None;
+        for m in self.store.find_by_document(&answered).await? {
+            if m.kind != PackageKind::Document || !self.reports_on(who, meta.from(), &m) {
+                continue;
+            }
+            let from_issuer = issuer.as_ref().is_some_and(|i| m.sender.is_within(i));
+            let have_issuers = original
+                .as_ref()
+                .zip(issuer.as_ref())
+                .is_some_and(|(o, i)| o.sender.is_within(i));
+            if original.is_none() || (from_issuer && !have_issuers) {
+                original = Some(m);
+            }
+        }
         let (back_to, from_the_axis) = match original {
             Some(m) => (m.sender, matches!(m.source, Source::NationalAxis { .. })),
             None => {
@@ -395,6 +411,21 @@ impl Relay {
             ..Summary::default()
         };
         Ok((routes, summary))
+    }
+
+    /// Whether `who`, reporting as `from`, is a party to `document`: one of its recipients.
+    fn reports_on(&self, who: &Submitter, from: &OrgCode, document: &MessageRecord) -> bool {
+        let mut recipients = document.recipients.iter();
+        match who {
+            // The relay's own reports (the arrival it records for a recipient).
+            Submitter::Operator { .. } => true,
+            Submitter::Adapter { unit, .. } => {
+                recipients.any(|r| self.registry.may_send_as(unit, r))
+            }
+            Submitter::NationalAxis { .. } => {
+                recipients.any(|r| from.is_within(r) || r.is_within(from))
+            }
+        }
     }
 
     async fn send_arrived(

@@ -672,24 +672,30 @@ impl pb::relay_server::Relay for RelayService {
     ) -> Result<Response<pb::Trace>, Status> {
         let caller = self.caller(&request)?;
         let store = self.relay.store();
+        // One answer for a document that does not exist and one the caller is not party
+        // to: neither tells the other apart.
+        let not_found = |what: &str| {
+            status(
+                tonic::Code::NotFound,
+                "STORE_NOT_FOUND",
+                format!("no {what} for {}", caller.unit.code),
+            )
+        };
         let document_id = match request.into_inner().target {
             Some(pb::get_trace_request::Target::DocumentId(d)) => truc_edxml::DocumentId::new(&d),
             Some(pb::get_trace_request::Target::MessageId(m)) => {
                 let id: MessageId = m
                     .parse()
                     .map_err(|e: String| status(tonic::Code::InvalidArgument, "TRACE_BAD_ID", e))?;
+                if !self.may_see(&caller, id).await? {
+                    return Err(not_found(&format!("message {id}")));
+                }
                 store
                     .message(id)
                     .await
                     .map_err(|e| relay_status(e.into()))?
                     .and_then(|m| m.document_id)
-                    .ok_or_else(|| {
-                        status(
-                            tonic::Code::NotFound,
-                            "STORE_NOT_FOUND",
-                            format!("message {id} not found"),
-                        )
-                    })?
+                    .ok_or_else(|| not_found(&format!("message {id}")))?
             }
             None => {
                 return Err(status(
@@ -703,25 +709,33 @@ impl pb::relay_server::Relay for RelayService {
             .trace(&document_id)
             .await
             .map_err(|e| relay_status(e.into()))?;
-        let mut visible = false;
+        // Only what the caller is party to: the messages it sent or receives (others may
+        // carry the same DocumentId), and the statuses reported by it or to it.
+        let mut visible = std::collections::HashSet::new();
         for m in &trace.messages {
             if self.may_see(&caller, m.id).await? {
-                visible = true;
-                break;
+                visible.insert(m.id);
             }
         }
-        if !visible {
-            return Err(status(
-                tonic::Code::NotFound,
-                "STORE_NOT_FOUND",
-                format!("no document {document_id} for {}", caller.unit.code),
-            ));
+        if visible.is_empty() {
+            return Err(not_found(&format!("document {document_id}")));
         }
+        // An arrival (01) derived from an acknowledged delivery names no status package:
+        // it is the caller's if that delivery is.
+        let arrivals: std::collections::HashSet<(&truc_edxml::OrgCode, truc_store::Timestamp)> =
+            trace
+                .deliveries
+                .iter()
+                .filter(|d| visible.contains(&d.key.message_id))
+                .filter(|d| d.state == truc_store::DeliveryState::Acknowledged)
+                .filter_map(|d| Some((&d.key.recipient, d.completed_at?)))
+                .collect();
         Ok(Response::new(pb::Trace {
             document_id: document_id.to_string(),
             events: trace
                 .events
                 .iter()
+                .filter(|e| visible.contains(&e.message_id))
                 .map(|e| pb::TraceEvent {
                     at: e.at.to_string(),
                     message_id: e.message_id.to_string(),
@@ -737,6 +751,10 @@ impl pb::relay_server::Relay for RelayService {
             statuses: trace
                 .statuses
                 .iter()
+                .filter(|s| match s.message_id {
+                    Some(id) => visible.contains(&id),
+                    None => arrivals.contains(&(&s.from, s.at)),
+                })
                 .map(|s| pb::TraceStatus {
                     at: s.at.to_string(),
                     code: s.code.to_string(),
@@ -747,6 +765,7 @@ impl pb::relay_server::Relay for RelayService {
             deliveries: trace
                 .deliveries
                 .iter()
+                .filter(|d| visible.contains(&d.key.message_id))
                 .map(|d| pb::TraceDelivery {
                     message_id: d.key.message_id.to_string(),
                     recipient: d.key.recipient.to_string(),

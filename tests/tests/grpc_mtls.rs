@@ -430,3 +430,31 @@ async fn a_document_s_statuses_and_timeline_are_its_parties_alone() {
     );
     relay.stop().await.expect("stop");
 }
+
+/// A suspended level-3 unit cannot send through its parent's adapter, which still can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_level3_unit_cannot_send_through_its_parent() {
+    let relay = TestRelay::start_with(&[A, C], |registry| {
+        if let Some(u) = registry
+            .units
+            .iter_mut()
+            .find(|u| u.code.as_str() == C_CHILD)
+        {
+            u.state = truc_relay::UnitState::Suspended;
+        }
+    })
+    .await
+    .expect("relay");
+    let mut c = relay.adapter(C).await.expect("C");
+    let as_child = DocumentBuilder::new(code(C_CHILD), vec![code(A)], date(), "5", "CĐK").build();
+    let err = c
+        .submit_document(&as_child, None)
+        .await
+        .expect_err("the level-3 unit is suspended");
+    assert_eq!(err.code(), Some("AUTH_UNIT_SUSPENDED"), "{err}");
+    let as_parent = DocumentBuilder::new(code(C), vec![code(A)], date(), "6", "CĐK").build();
+    c.submit_document(&as_parent, None)
+        .await
+        .expect("C itself is active");
+    relay.stop().await.expect("stop");
+}

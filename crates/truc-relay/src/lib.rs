@@ -192,6 +192,13 @@ impl Relay {
                     .await?;
                 return Err(err);
             }
+            // The adapter's own unit was checked when it connected; a level-3 unit it
+            // sends for may be suspended on its own.
+            if let Some(sender) = self.registry.unit(meta.from()) {
+                if sender.state == UnitState::Suspended {
+                    return Err(RelayError::Suspended(sender.code.to_string()));
+                }
+            }
         }
         let (mut routes, summary, unknown_recipients) = match meta.kind() {
             PackageKind::Document => {

@@ -82,15 +82,17 @@ impl Api {
             base.starts_with("http://") || base.starts_with("https://"),
             "{base:?} is not an http:// or https:// URL (--admin, TRUC_ADMIN_URL)"
         );
+        let token = args.token.clone().or(file.token);
+        if token.is_some() && !is_private_http(&base) {
+            eprintln!(
+                "trucctl: warning: the admin token goes in clear over {base}: use https:// (or a tunnel) to reach a relay on another machine"
+            );
+        }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(120))
             .build()
             .context("building the HTTP client")?;
-        Ok(Api {
-            base,
-            token: args.token.clone().or(file.token),
-            http,
-        })
+        Ok(Api { base, token, http })
     }
 
     /// GET a JSON answer.
@@ -212,4 +214,46 @@ fn read_file(path: &std::path::Path) -> anyhow::Result<CtlFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the settings file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("in the settings file {}", path.display()))
+}
+
+/// Whether a token sent to `base` stays private: HTTPS, or plain HTTP to this machine.
+fn is_private_http(base: &str) -> bool {
+    let Some(rest) = base.strip_prefix("http://") else {
+        return true;
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = match host.strip_prefix('[') {
+        // [::1]:7480
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_private_http;
+
+    #[test]
+    fn a_token_in_clear_is_private_only_on_this_machine() {
+        for base in [
+            "http://127.0.0.1:7480",
+            "http://localhost:7480",
+            "http://[::1]:7480",
+            "https://relay.example:7480",
+            "http://127.0.0.1",
+        ] {
+            assert!(is_private_http(base), "{base}");
+        }
+        for base in [
+            "http://10.0.0.5:7480",
+            "http://relay.example:7480",
+            "http://[2001:db8::1]:7480",
+        ] {
+            assert!(!is_private_http(base), "{base}");
+        }
+    }
 }

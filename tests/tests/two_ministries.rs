@@ -552,6 +552,45 @@ async fn a_rejected_secret_is_reported_to_operators_not_hidden_in_retries() {
     assert!(d.last_error.is_empty(), "{d:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_the_axis_never_takes_is_given_up_at_the_end_of_its_retry_age() {
+    let (_sim, base, _stop) = start_sim(vec![
+        system("bogtvt", "secret-a", "000.00.00.G04"),
+        system("botc", "secret-b", "000.00.00.G12"),
+    ])
+    .await;
+    // A secret the axis never accepts, and deliveries given up after 2 s.
+    let relay = TestRelay::start_ministry_with(
+        "000.00.00.G04",
+        &[A_UNIT],
+        &upstream(&base, "bogtvt", "a-wrong-secret"),
+        "retry_max_age_secs = 2\n",
+    )
+    .await
+    .expect("relay");
+    let mut a = relay.adapter(A_UNIT).await.expect("adapter");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let doc = DocumentBuilder::new(code(A_UNIT), vec![code(B_CHILD)], date, "8", "X").build();
+    let receipt = a
+        .submit_document(&doc, None)
+        .await
+        .expect("accepted locally");
+    // The link pauses 30 s after the axis refuses its credentials, then claims again.
+    let mut state = String::new();
+    for _ in 0..400 {
+        let trace = a.trace(&receipt.document_id).await.expect("trace");
+        if let Some(d) = trace.deliveries.iter().find(|d| d.recipient == B_CHILD) {
+            state = d.state.clone();
+            if state == "dead" {
+                assert!(d.last_error.contains("UPSTREAM_CREDENTIALS"), "{d:?}");
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("still {state} after its retry age: it would wait for ever");
+}
+
 /// A client of the axis speaking for another ministry's system, as its relay would.
 fn axis_client(base: &str, system: &str, secret: &str) -> truc_upstream::VdxpUpstream {
     truc_upstream::VdxpUpstream::new(truc_upstream::UpstreamConfig {

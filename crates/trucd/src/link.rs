@@ -188,7 +188,9 @@ async fn send_message(
                     metrics.delivered(&NATIONAL_AXIS);
                     metrics.acknowledged(&NATIONAL_AXIS);
                 }),
-            Err(e @ (UpstreamError::Credentials { .. } | UpstreamError::CircuitOpen(_))) => {
+            Err(e @ (UpstreamError::Credentials { .. } | UpstreamError::CircuitOpen(_)))
+                if now < claim.delivery.queued_at.plus(state.max_age) =>
+            {
                 // Not this package's fault: give it back without counting an attempt.
                 tracing::debug!(error = %e, "national axis not usable now");
                 store
@@ -199,6 +201,16 @@ async fn send_message(
                     )
                     .await
             }
+            // Past its age: given up like any other delivery that waited that long (the
+            // store's policy dead-letters it), not kept for ever while the axis stays
+            // unusable (a secret never fixed, an outage of days).
+            Err(e @ (UpstreamError::Credentials { .. } | UpstreamError::CircuitOpen(_))) => store
+                .nack(&claim.token, &format!("{}: {e}", e.code()), now)
+                .await
+                .map(|outcome| match outcome {
+                    truc_store::NackOutcome::Dead(_) => metrics.dead_lettered(&NATIONAL_AXIS),
+                    truc_store::NackOutcome::RetryAt(_) => metrics.retried(&NATIONAL_AXIS),
+                }),
             Err(e) if e.is_transient() => store
                 .nack(&claim.token, &format!("{}: {e}", e.code()), now)
                 .await
@@ -580,6 +592,8 @@ pub struct LinkState {
     call_timeout: Duration,
     /// Where packages sent are handed to be followed in the axis's transport reports.
     reports: crate::transport_report::TransportReports,
+    /// How long a delivery may wait before it is given up (the store's retry policy).
+    max_age: Duration,
 }
 
 /// How packages from the axis are taken in: the same limits as an adapter's.
@@ -594,12 +608,14 @@ pub struct Intake {
 impl LinkState {
     /// The workers' shared state, counting into `metrics`, taking packages in with
     /// `intake`, for an upstream client whose calls time out after `call_timeout`, handing
-    /// what it sends to `reports`.
+    /// what it sends to `reports`; a delivery queued longer than `max_age` is given up
+    /// even while the axis cannot be used.
     pub fn new(
         metrics: Arc<Metrics>,
         intake: Intake,
         call_timeout: Duration,
         reports: crate::transport_report::TransportReports,
+        max_age: Duration,
     ) -> Self {
         LinkState {
             last_credentials_alert: std::sync::Mutex::new(None),
@@ -607,6 +623,7 @@ impl LinkState {
             intake,
             call_timeout,
             reports,
+            max_age,
         }
     }
 }

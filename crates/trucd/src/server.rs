@@ -343,6 +343,7 @@ pub async fn serve(
             },
             Duration::from_secs(up.timeout_secs.max(1)),
             reports,
+            config.limits.retry().max_age,
         ));
         link_tasks.push(tokio::spawn(crate::link::outbound(
             relay.clone(),

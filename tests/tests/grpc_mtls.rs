@@ -414,20 +414,6 @@ async fn a_document_s_statuses_and_timeline_are_its_parties_alone() {
     let trace = a.trace(&x_id).await.expect("A's timeline");
     assert!(trace.statuses.iter().any(|s| s.code == "03" && s.from == C));
     assert!(trace.statuses.iter().any(|s| s.code == "01" && s.from == C));
-    // C's status still reaches A after B's copycat (the document its issuer sent wins).
-    let done = StatusBuilder::new(
-        code(C),
-        DocumentId::new(&x_id),
-        StatusCode::new("06"),
-        &truc_tests::vietnam_now().to_string(),
-    )
-    .build();
-    c.submit_status(&done, None).await.expect("C reports again");
-    let back = next_delivery(&mut a_inbox).await;
-    assert_eq!(
-        (back.kind.as_str(), back.status_code.as_str()),
-        ("status", "06")
-    );
     relay.stop().await.expect("stop");
 }
 
@@ -456,5 +442,48 @@ async fn a_suspended_level3_unit_cannot_send_through_its_parent() {
     c.submit_document(&as_parent, None)
         .await
         .expect("C itself is active");
+    relay.stop().await.expect("stop");
+}
+
+/// Of two documents sharing a DocumentId that a recipient reports on, the one its issuer
+/// sent hears it, even when a copycat was stored first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_goes_to_the_document_its_issuer_sent_not_a_copycat_stored_before() {
+    let relay = TestRelay::start(&[A, B, C]).await.expect("relay");
+    let mut a = relay.adapter(A).await.expect("A");
+    let mut b = relay.adapter(B).await.expect("B");
+    let mut c = relay.adapter(C).await.expect("C");
+    let x = DocumentBuilder::new(code(A), vec![code(C)], date(), "79", "TCĐBVN-VP").build();
+    let x_id = truc_edxml::parse(&x)
+        .expect("X reads")
+        .document_id()
+        .expect("X has a DocumentId")
+        .to_string();
+    // B takes A's next DocumentId first, for a document to C as well.
+    let mut copycat = DocumentBuilder::new(code(B), vec![code(C)], date(), "2", "CHHVN");
+    copycat.document_id = Some(DocumentId::new(&x_id));
+    b.submit_document(&copycat.build(), None)
+        .await
+        .expect("B's document");
+    let receipt = a.submit_document(&x, None).await.expect("A's document");
+    assert_eq!(receipt.document_id, x_id);
+    let accepted = StatusBuilder::new(
+        code(C),
+        DocumentId::new(&x_id),
+        StatusCode::new("03"),
+        &truc_tests::vietnam_now().to_string(),
+    )
+    .build();
+    let r = c.submit_status(&accepted, None).await.expect("C reports");
+    assert_eq!(
+        r.routes[0].recipient, A,
+        "to the issuer's document's sender"
+    );
+    let mut a_inbox = a.inbox(4).await.expect("A's inbox");
+    let back = next_delivery(&mut a_inbox).await;
+    assert_eq!(
+        (back.kind.as_str(), back.status_code.as_str()),
+        ("status", "03")
+    );
     relay.stop().await.expect("stop");
 }

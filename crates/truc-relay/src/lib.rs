@@ -490,7 +490,11 @@ impl Relay {
             Ok(_) | Err(RelayError::Store(truc_store::StoreError::LeaseLost(_))) => {}
             Err(e) => {
                 let reason = format!("its acknowledgement could not be stored: {e}");
-                if let Err(re) = self.store.nack(token, &reason, Timestamp::now()).await {
+                if let Err(re) = self
+                    .store
+                    .retry_later(token, &reason, Timestamp::now())
+                    .await
+                {
                     tracing::warn!(delivery = %token.key, error = %re, "a delivery whose acknowledgement failed could not be put back; its lease will run out");
                 }
             }

@@ -298,6 +298,19 @@ impl Registry {
         actor: &str,
     ) -> Result<(), RelayError> {
         self.validate(&unit)?;
+        if let Some((credential, unit)) = self.credential_taken(&unit) {
+            return Err(RelayError::CredentialInUse { credential, unit });
+        }
+        self.store_unit(store, unit, actor).await
+    }
+
+    /// Writes a unit as it is, durably, with an audit entry.
+    async fn store_unit(
+        &self,
+        store: &dyn Store,
+        unit: Unit,
+        actor: &str,
+    ) -> Result<(), RelayError> {
         let value = serde_json::to_vec(&unit).map_err(|e| RelayError::Config(e.to_string()))?;
         store
             .put_setting(NAMESPACE, unit.code.as_str(), &value)
@@ -360,10 +373,70 @@ impl Registry {
                 file.ministry, self.ministry
             )));
         }
+        // The file is the truth: its units may not share a certificate among themselves,
+        // and one it gives a unit is taken from any unit outside it that had it (a unit
+        // re-coded, a certificate moved), so a consistent file always imports.
+        for (i, unit) in file.units.iter().enumerate() {
+            self.validate(unit)?;
+            for other in &file.units[..i] {
+                if other.code != unit.code {
+                    if let Some(credential) = shared_credential(unit, other) {
+                        return Err(RelayError::CredentialInUse {
+                            credential,
+                            unit: other.code.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        let stale: Vec<Unit> = self
+            .units()
+            .into_iter()
+            .filter(|u| !file.units.iter().any(|f| f.code == u.code))
+            .filter_map(|mut u| {
+                let before = (u.certificates.len(), u.names.len());
+                for f in &file.units {
+                    u.certificates
+                        .retain(|c| !f.certificates.iter().any(|o| o.eq_ignore_ascii_case(c)));
+                    u.names
+                        .retain(|n| !f.names.iter().any(|o| o.eq_ignore_ascii_case(n)));
+                }
+                (before != (u.certificates.len(), u.names.len())).then_some(u)
+            })
+            .collect();
+        for unit in stale {
+            tracing::warn!(unit = %unit.code, "the registry file gives this unit's certificate to another unit: taken from it");
+            self.store_unit(store, unit, actor).await?;
+        }
         for unit in &file.units {
-            self.upsert(store, unit.clone(), actor).await?;
+            self.store_unit(store, unit.clone(), actor).await?;
         }
         Ok(file.units.len())
+    }
+
+    /// A certificate fingerprint or name `unit` would newly have (not in its current
+    /// version) that another unit has, and that unit: a certificate of two units would let
+    /// one unit's adapter act as the other, whichever the lookup found first. Credentials
+    /// a unit already has are not looked at again, so a change of state is never refused
+    /// for what was registered before.
+    fn credential_taken(&self, unit: &Unit) -> Option<(String, String)> {
+        let units = self.read();
+        let mut added = unit.clone();
+        if let Some(current) = units.get(&unit.code) {
+            added.certificates.retain(|c| {
+                !current
+                    .certificates
+                    .iter()
+                    .any(|o| o.eq_ignore_ascii_case(c))
+            });
+            added
+                .names
+                .retain(|n| !current.names.iter().any(|o| o.eq_ignore_ascii_case(n)));
+        }
+        units
+            .values()
+            .filter(|other| other.code != unit.code)
+            .find_map(|other| shared_credential(&added, other).map(|c| (c, other.code.to_string())))
     }
 
     fn validate(&self, unit: &Unit) -> Result<(), RelayError> {
@@ -372,29 +445,6 @@ impl Registry {
                 "{} is not a unit of {} (give its parent explicitly for a free-form code)",
                 unit.code, self.ministry
             )));
-        }
-        // A certificate (or name) of two units would let one unit's adapter act as the
-        // other, whichever the lookup found first.
-        let same = |a: &String, b: &String| a.eq_ignore_ascii_case(b);
-        let taken = self.read().values().find_map(|other| {
-            if other.code == unit.code {
-                return None;
-            }
-            let certificate = unit
-                .certificates
-                .iter()
-                .find(|c| other.certificates.iter().any(|o| same(o, c)));
-            let name = unit
-                .names
-                .iter()
-                .find(|n| other.names.iter().any(|o| same(o, n)));
-            certificate
-                .map(|c| format!("certificate {c}"))
-                .or_else(|| name.map(|n| format!("certificate name {n}")))
-                .map(|credential| (credential, other.code.to_string()))
-        });
-        if let Some((credential, unit)) = taken {
-            return Err(RelayError::CredentialInUse { credential, unit });
         }
         Ok(())
     }
@@ -533,6 +583,21 @@ impl Registry {
             .map(|u| u.code == *adapter)
             .unwrap_or(false)
     }
+}
+
+/// A certificate fingerprint or name both units have, described.
+fn shared_credential(a: &Unit, b: &Unit) -> Option<String> {
+    let same = |x: &String, y: &String| x.eq_ignore_ascii_case(y);
+    a.certificates
+        .iter()
+        .find(|c| b.certificates.iter().any(|o| same(o, c)))
+        .map(|c| format!("certificate {c}"))
+        .or_else(|| {
+            a.names
+                .iter()
+                .find(|n| b.names.iter().any(|o| same(o, n)))
+                .map(|n| format!("certificate name {n}"))
+        })
 }
 
 /// Names of the Ministry of Transport's level-2 units, with the two-digit codes the sample
@@ -767,5 +832,87 @@ pub fn sample_transport_ministry(ministry: &OrgCode) -> RegistryFile {
     RegistryFile {
         ministry: ministry.clone(),
         units,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(code: &str, certificate: &str) -> Unit {
+        Unit {
+            code: OrgCode::parse(code).expect("code"),
+            name: code.into(),
+            parent: None,
+            state: UnitState::Active,
+            certificates: vec![certificate.into()],
+            names: Vec::new(),
+            served_by: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_certificate_names_one_unit_and_a_consistent_file_always_imports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = truc_store::SledStore::open(dir.path(), truc_store::StoreConfig::default())
+            .expect("store");
+        let ministry = OrgCode::parse("000.00.00.G04").expect("code");
+        let registry = Registry::new(ministry.clone());
+        let (x, y) = ("000.00.05.G04", "000.00.07.G04");
+        registry
+            .upsert(&store, unit(x, "aa11"), "test")
+            .await
+            .expect("x");
+        // Another unit may not take X's certificate...
+        let err = registry
+            .upsert(&store, unit(y, "AA11"), "test")
+            .await
+            .expect_err("taken");
+        assert_eq!(err.code(), "AUTH_CREDENTIAL_IN_USE");
+        // ...nor may two units of one file share one.
+        let twice = RegistryFile {
+            ministry: ministry.clone(),
+            units: vec![unit(y, "bb22"), unit("000.00.09.G04", "bb22")],
+        };
+        let err = registry
+            .import(&store, &twice, "test")
+            .await
+            .expect_err("shared in the file");
+        assert_eq!(err.code(), "AUTH_CREDENTIAL_IN_USE");
+        // A file that moves X's certificate to Y (X re-coded) imports: X loses it.
+        let moved = RegistryFile {
+            ministry,
+            units: vec![unit(y, "aa11")],
+        };
+        registry
+            .import(&store, &moved, "test")
+            .await
+            .expect("a consistent file imports");
+        assert_eq!(
+            registry
+                .unit_for_certificate("aa11")
+                .map(|u| u.code.to_string()),
+            Some(y.to_owned())
+        );
+        assert!(registry
+            .unit(&OrgCode::parse(x).expect("code"))
+            .expect("x")
+            .certificates
+            .is_empty());
+        // A change of state is never refused for what a unit already has.
+        let before = registry.generation();
+        registry
+            .set_state(
+                &store,
+                &OrgCode::parse(y).expect("code"),
+                UnitState::Suspended,
+                "test",
+            )
+            .await
+            .expect("suspended");
+        assert!(
+            registry.generation() > before,
+            "a change moves the generation on"
+        );
     }
 }

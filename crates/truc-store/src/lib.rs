@@ -110,6 +110,17 @@ pub trait Store: Send + Sync + 'static {
     /// Like an adapter's acknowledgement, it may share a flush that starts a moment later.
     async fn nack(&self, token: &ClaimToken, error: &str, now: Timestamp) -> Result<NackOutcome>;
 
+    /// Puts a claimed delivery back for another attempt after the retry backoff, like a
+    /// refusal, but whatever its age: for a failure that is not the delivery's (the
+    /// recipient has it; its acknowledgement could not be recorded), which must not give
+    /// it up. Returns when it is offered again.
+    async fn retry_later(
+        &self,
+        token: &ClaimToken,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Timestamp>;
+
     /// Dead-letters a claimed delivery at once: it can never succeed (the receiving side
     /// refused it for good). Durable.
     async fn fail(&self, token: &ClaimToken, reason: &str, now: Timestamp) -> Result<Delivery>;

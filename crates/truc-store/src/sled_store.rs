@@ -1721,6 +1721,57 @@ fn dir_size(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
+impl SledStore {
+    /// A claimed delivery back to its queue after the retry backoff; past its age it is
+    /// dead-lettered if `may_give_up`, else retried all the same.
+    async fn retry_claim(
+        &self,
+        token: &ClaimToken,
+        error: &str,
+        now: Timestamp,
+        may_give_up: bool,
+    ) -> Result<NackOutcome> {
+        // Like an adapter's acknowledgement, a refusal may wait for a later flush: flushes do
+        // not wait for it while it is being prepared.
+        let outcome = {
+            let mut g = self.guard();
+            let mut txn = self.txn();
+            let mut d = Self::check_lease(&mut txn, &g, token)?;
+            d.lease = None;
+            d.last_error = Some(error.to_owned());
+            let policy = self.config.retry;
+            let deadline = d.queued_at.plus(policy.max_age);
+            let (id, recipient) = (d.key.message_id, d.key.recipient.clone());
+            let outcome = if may_give_up && now >= deadline {
+                let reason = format!(
+                    "gave up after {} attempts over {} s: {error}",
+                    d.attempts,
+                    now.since(d.queued_at).as_secs()
+                );
+                txn.dead_letter(d, &reason, now)?;
+                NackOutcome::Dead(reason)
+            } else {
+                let mut at = now.plus(policy.delay(d.attempts));
+                if may_give_up {
+                    at = at.min(deadline);
+                }
+                let detail = format!("attempt {} failed: {error}; next at {at}", d.attempts);
+                d.state = DeliveryState::Queued;
+                d.ready_at = at;
+                txn.update(d)?;
+                txn.event(now, id, Some(&recipient), EventKind::RetryScheduled, detail)?;
+                NackOutcome::RetryAt(at)
+            };
+            txn.apply(&mut g)?;
+            g.settle(&token.key);
+            outcome
+        };
+        // Nobody waits to hear a refusal is durable.
+        self.committer.commit_within(self.ack_flush_delay()).await?;
+        Ok(outcome)
+    }
+}
+
 #[async_trait]
 impl Store for SledStore {
     fn stage_payload(&self) -> Result<BlobWriter> {
@@ -1967,41 +2018,21 @@ impl Store for SledStore {
     }
 
     async fn nack(&self, token: &ClaimToken, error: &str, now: Timestamp) -> Result<NackOutcome> {
-        // Like an adapter's acknowledgement, a refusal may wait for a later flush: flushes do
-        // not wait for it while it is being prepared.
-        let outcome = {
-            let mut g = self.guard();
-            let mut txn = self.txn();
-            let mut d = Self::check_lease(&mut txn, &g, token)?;
-            d.lease = None;
-            d.last_error = Some(error.to_owned());
-            let policy = self.config.retry;
-            let deadline = d.queued_at.plus(policy.max_age);
-            let (id, recipient) = (d.key.message_id, d.key.recipient.clone());
-            let outcome = if now >= deadline {
-                let reason = format!(
-                    "gave up after {} attempts over {} s: {error}",
-                    d.attempts,
-                    now.since(d.queued_at).as_secs()
-                );
-                txn.dead_letter(d, &reason, now)?;
-                NackOutcome::Dead(reason)
-            } else {
-                let at = now.plus(policy.delay(d.attempts)).min(deadline);
-                let detail = format!("attempt {} failed: {error}; next at {at}", d.attempts);
-                d.state = DeliveryState::Queued;
-                d.ready_at = at;
-                txn.update(d)?;
-                txn.event(now, id, Some(&recipient), EventKind::RetryScheduled, detail)?;
-                NackOutcome::RetryAt(at)
-            };
-            txn.apply(&mut g)?;
-            g.settle(&token.key);
-            outcome
-        };
-        // Nobody waits to hear a refusal is durable.
-        self.committer.commit_within(self.ack_flush_delay()).await?;
-        Ok(outcome)
+        self.retry_claim(token, error, now, true).await
+    }
+
+    async fn retry_later(
+        &self,
+        token: &ClaimToken,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Timestamp> {
+        match self.retry_claim(token, reason, now, false).await? {
+            NackOutcome::RetryAt(at) => Ok(at),
+            NackOutcome::Dead(reason) => Err(StoreError::Io(std::io::Error::other(format!(
+                "a retry that may not give up gave up: {reason}"
+            )))),
+        }
     }
 
     async fn fail(&self, token: &ClaimToken, reason: &str, now: Timestamp) -> Result<Delivery> {

@@ -280,6 +280,56 @@ async fn failures_back_off_then_dead_letter_and_operators_requeue_or_drop() {
     assert_eq!(log[1].actor, "operator:lan");
 }
 
+/// A retry for a failure that is not the delivery's never gives it up, however old it is;
+/// a refusal at that age does.
+#[tokio::test]
+async fn a_retry_later_never_dead_letters_an_old_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let route = [("000.00.07.G04", inbox("000.00.07.G04"))];
+    for n in 1..=2 {
+        store
+            .submit(document(
+                "000.00.05.G04",
+                &route,
+                n,
+                format!("{n}").as_bytes(),
+            ))
+            .await
+            .expect("submit");
+    }
+    let dest = inbox("000.00.07.G04");
+    // Long past the retry policy's age (72 h by default).
+    let late = T0.plus(Duration::from_secs(100 * 3600));
+    let claims = store.claim(&dest, 2, LEASE, late).await.expect("claim");
+    assert_eq!(claims.len(), 2);
+    let at = store
+        .retry_later(
+            &claims[0].token,
+            "its acknowledgement could not be stored",
+            late,
+        )
+        .await
+        .expect("retried");
+    assert!(at > late);
+    assert!(matches!(
+        store
+            .nack(&claims[1].token, "refused", late)
+            .await
+            .expect("nack"),
+        NackOutcome::Dead(_)
+    ));
+    let dead = store.dead_letters(10).await.expect("dead");
+    assert_eq!(dead.len(), 1, "only the refused one: {dead:?}");
+    assert_eq!(dead[0].key, claims[1].token.key);
+    let again = store
+        .claim(&dest, 2, LEASE, at.plus(Duration::from_millis(1)))
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].token.key, claims[0].token.key);
+}
+
 /// A dead letter whose payload retention has purged cannot be queued again: it could only
 /// fail again, and the operator is told why.
 #[tokio::test]

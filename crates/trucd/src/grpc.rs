@@ -1179,7 +1179,7 @@ impl InboxSession {
             .map_err(relay_status)?;
         if unit.code != self.unit {
             return Err(status(
-                tonic::Code::PermissionDenied,
+                tonic::Code::Unauthenticated,
                 "AUTH_UNKNOWN_CERTIFICATE",
                 format!(
                     "this certificate now belongs to {}, not {}: reconnect",

@@ -83,7 +83,8 @@ pub async fn outbound(relay: Arc<Relay>, upstream: Arc<dyn Upstream>, state: Arc
                     let result =
                         send_message(store.as_ref(), upstream.as_ref(), &state, &message, &claims)
                             .await;
-                    if let Ok(doc_id) = &result {
+                    // Documents only: a status sent up has no recipient to hear from.
+                    if let (Ok(doc_id), PackageKind::Document) = (&result, message.kind) {
                         state.reports.follow(message.id, doc_id.clone());
                     }
                     results.push((message.id, result));

@@ -6,10 +6,12 @@
 //! the sender of a refusal, so each outcome goes into the message's timeline
 //! (`axis_received`, `axis_refused`), a refusal is logged, and both are counted.
 //!
-//! One task follows every package, calling the axis one report at a time, first a few
-//! seconds after the send, then ever less often, for a day at most. What it follows is held
-//! in memory, up to a bound: a restart, or more packages in flight than the bound, leaves
-//! some unfollowed (counted), never delays a send.
+//! One task follows every document sent (statuses have no recipient to hear from), calling
+//! the axis one report at a time, first a few seconds after the send, then ever less often,
+//! for a day at most, and not while the link's breaker is open. A package the axis has no
+//! report of after a few looks is left. What it follows is held in memory, up to a bound:
+//! a restart, or more documents in flight than the bound, leaves some unfollowed (counted),
+//! never delays a send.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -32,6 +34,8 @@ const LONGEST_WAIT: Duration = Duration::from_secs(600);
 const FOLLOWED_FOR: Duration = Duration::from_secs(24 * 3600);
 /// Packages followed at once, at most.
 const MOST_FOLLOWED: usize = 10_000;
+/// Looks that find no report (the axis lists nothing for the package) before it is left.
+const MOST_EMPTY_LOOKS: u32 = 3;
 
 /// A package sent to the national axis, to follow.
 #[derive(Debug)]
@@ -87,6 +91,8 @@ struct Followed {
     sent: Sent,
     /// Recipients whose outcome is recorded already.
     reported: HashSet<String>,
+    /// Looks that found no report at all.
+    empty_looks: u32,
     wait: Duration,
     until: Instant,
 }
@@ -143,6 +149,7 @@ impl Follower {
             Followed {
                 sent,
                 reported: HashSet::new(),
+                empty_looks: 0,
                 wait: FIRST_LOOK,
                 until: now + FOLLOWED_FOR,
             },
@@ -156,9 +163,28 @@ impl Follower {
         let Some(mut f) = self.followed.remove(&seq) else {
             return;
         };
+        // While the link is down, its breaker refuses calls anyway: no call is spent (nor
+        // counted against the link) until it is up.
+        if self.upstream.link() != truc_upstream::BreakerState::Closed {
+            let now = Instant::now();
+            if now < f.until {
+                self.due.push(Reverse((now + f.wait, seq)));
+                self.followed.insert(seq, f);
+            }
+            return;
+        }
         let pending = match self.upstream.sent_report(&f.sent.doc_id).await {
+            // The axis has no report of it (none yet, or none kept): looked at a few times.
+            Ok(lines) if lines.is_empty() => {
+                f.empty_looks += 1;
+                f.empty_looks < MOST_EMPTY_LOOKS
+            }
+            Err(truc_upstream::UpstreamError::Refused { .. }) => {
+                f.empty_looks += 1;
+                f.empty_looks < MOST_EMPTY_LOOKS
+            }
             Ok(lines) => {
-                let mut pending = lines.is_empty();
+                let mut pending = false;
                 for line in lines {
                     let (kind, outcome) = match line.receive_status.as_str() {
                         "done" => (EventKind::AxisReceived, "received"),

@@ -97,6 +97,8 @@ impl Setup {
         let ca = TestCa::new("truc test CA")?;
         let server = ca.issue("relay", &["localhost", "127.0.0.1"])?;
         write(dir.path(), "ca.pem", &ca.pem)?;
+        // A revocation list that names nothing yet (see TestRelay::revoke).
+        write(dir.path(), "crl.pem", &ca.revocation_list(1, &[])?)?;
         write(dir.path(), "server.pem", &server.cert)?;
         write(dir.path(), "server.key", &server.key)?;
         let ministry = code(ministry);
@@ -125,13 +127,14 @@ impl Setup {
             "lease_secs = 5\n"
         };
         let config_text = format!(
-            "ministry = \"{ministry}\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n{extra_config}\n\n[[admin.tokens]]\nname = \"test\"\nsha256 = \"{}\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n[limits]\n{lease}{size_limit}{}\n",
+            "ministry = \"{ministry}\"\nstore_dir = {:?}\nregistry_file = {:?}\n\n{extra_config}\n\n[[admin.tokens]]\nname = \"test\"\nsha256 = \"{}\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\nclient_crl = {:?}\n\n[limits]\n{lease}{size_limit}{}\n",
             dir.path().join("store"),
             dir.path().join("registry.toml"),
             admin_token_sha256(),
             dir.path().join("server.pem"),
             dir.path().join("server.key"),
             dir.path().join("ca.pem"),
+            dir.path().join("crl.pem"),
             extra_limits,
         );
         Ok(Setup {
@@ -548,6 +551,14 @@ impl TestRelay {
             Some(tls),
         )
         .await?)
+    }
+
+    /// Writes a revocation list of the test CA naming `revoked` over the relay's (read at
+    /// start and at each reload: SIGHUP for a process).
+    pub fn revoke(&self, revoked: &[&TestCert]) -> anyhow::Result<()> {
+        let crl = self.ca.revocation_list(2, revoked)?;
+        std::fs::write(self.dir.path().join("crl.pem"), crl)?;
+        Ok(())
     }
 
     /// The certificate registered for a unit at start.

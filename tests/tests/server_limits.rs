@@ -133,6 +133,41 @@ async fn certificates_are_reloaded_on_sighup_without_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_the_ca_revokes_is_refused_after_a_reload() {
+    let relay = TestRelay::spawn_process(&[A, B])
+        .await
+        .expect("trucd process");
+    let pid = relay.pid().expect("pid");
+    let mut a = relay.adapter(A).await.expect("A");
+    a.lookup_unit(A).await.expect("A's certificate works");
+    // A's key is compromised: the CA revokes its certificate, the relay reloads.
+    let revoked = relay.cert_of(A).expect("A's certificate");
+    relay.revoke(&[&revoked]).expect("revocation list");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut refused = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let attempt = match relay.client_with(&revoked).await {
+            Err(_) => true,
+            Ok(mut c) => c.lookup_unit(A).await.is_err(),
+        };
+        if attempt {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a revoked certificate is refused in the handshake");
+    // B's certificate, from the same CA, is not affected.
+    let mut b = relay.adapter(B).await.expect("B");
+    b.lookup_unit(B).await.expect("B's certificate still works");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_refused_and_health_is_served() {
     let relay = TestRelay::start(&[A]).await.expect("relay");
     let other_ca = TestCa::new("someone else's CA").expect("ca");

@@ -193,6 +193,11 @@ pub struct TlsConfig {
     /// The CA(s) that sign adapters' client certificates (PEM). Clients must present a
     /// certificate from it; its SHA-256 fingerprint maps it to a unit in the registry.
     pub client_ca: PathBuf,
+    /// Certificate revocation lists of that CA (PEM, optional): a client certificate they
+    /// list is refused in the handshake, whatever the registry says (the way to revoke a
+    /// certificate of a unit registered by DNS name). Reloaded with the certificates.
+    #[serde(default)]
+    pub client_crl: Option<PathBuf>,
 }
 
 /// How the store lays out its files (`store_dir` says where).

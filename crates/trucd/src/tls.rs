@@ -7,7 +7,7 @@ use anyhow::Context;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
 use crate::config::TlsConfig;
@@ -64,7 +64,21 @@ fn build(paths: &TlsConfig) -> anyhow::Result<ServerConfig> {
             .add(ca)
             .with_context(|| format!("client CA in {}", paths.client_ca.display()))?;
     }
-    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+    let mut verifier = WebPkiClientVerifier::builder(Arc::new(roots));
+    if let Some(path) = &paths.client_crl {
+        let crls = CertificateRevocationListDer::pem_file_iter(path)
+            .with_context(|| format!("reading revocation lists from {}", path.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("parsing revocation lists in {}", path.display()))?;
+        anyhow::ensure!(!crls.is_empty(), "no revocation list in {}", path.display());
+        // The adapters' certificates are checked; a certificate of a CA the lists do not
+        // cover (another CA of the bundle) is not refused for that.
+        verifier = verifier
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    let verifier = verifier
         .build()
         .context("building the client certificate verifier")?;
     let mut config = ServerConfig::builder()

@@ -369,17 +369,18 @@ impl Relay {
             .clone()
             .ok_or_else(|| RelayError::UnknownDocument(String::new()))?;
         let issuer = answered.issuer();
+        let from_issuer =
+            |m: &MessageRecord| issuer.as_ref().is_some_and(|i| m.sender.is_within(i));
+        // The first the reporter is party to, unless a later one is the issuer's.
         let mut original: Option<MessageRecord> = None;
         for m in self.store.find_by_document(&answered).await? {
             if m.kind != PackageKind::Document || !self.reports_on(who, meta.from(), &m) {
                 continue;
             }
-            let from_issuer = issuer.as_ref().is_some_and(|i| m.sender.is_within(i));
-            let have_issuers = original
+            if original
                 .as_ref()
-                .zip(issuer.as_ref())
-                .is_some_and(|(o, i)| o.sender.is_within(i));
-            if original.is_none() || (from_issuer && !have_issuers) {
+                .is_none_or(|o| from_issuer(&m) && !from_issuer(o))
+            {
                 original = Some(m);
             }
         }

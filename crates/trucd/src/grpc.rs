@@ -256,20 +256,31 @@ impl RelayService {
         else {
             return Ok(false);
         };
-        if self
-            .relay
-            .registry()
-            .may_send_as(&caller.unit.code, &m.sender)
-        {
+        if self.sent_by(caller, &m) {
             return Ok(true);
         }
-        let inbox = Destination::Inbox(caller.unit.code.clone());
         let deliveries = store
             .deliveries(id)
             .await
             .map_err(|e| relay_status(e.into()))?;
-        Ok(deliveries.iter().any(|d| d.destination == inbox))
+        Ok(goes_to(caller, &deliveries))
     }
+
+    /// Whether `caller`'s unit (or a unit it serves) sent `m`.
+    fn sent_by(&self, caller: &Caller, m: &truc_store::MessageRecord) -> bool {
+        self.relay
+            .registry()
+            .may_send_as(&caller.unit.code, &m.sender)
+    }
+}
+
+/// Whether one of `deliveries` goes to `caller`'s inbox.
+fn goes_to<'a>(
+    caller: &Caller,
+    deliveries: impl IntoIterator<Item = &'a truc_store::Delivery>,
+) -> bool {
+    let inbox = Destination::Inbox(caller.unit.code.clone());
+    deliveries.into_iter().any(|d| d.destination == inbox)
 }
 
 fn receipt(r: truc_relay::Receipt) -> pb::Receipt {
@@ -711,12 +722,18 @@ impl pb::relay_server::Relay for RelayService {
             .map_err(|e| relay_status(e.into()))?;
         // Only what the caller is party to: the messages it sent or receives (others may
         // carry the same DocumentId), and the statuses reported by it or to it.
-        let mut visible = std::collections::HashSet::new();
-        for m in &trace.messages {
-            if self.may_see(&caller, m.id).await? {
-                visible.insert(m.id);
-            }
-        }
+        let visible: std::collections::HashSet<MessageId> = trace
+            .messages
+            .iter()
+            .filter(|m| {
+                self.sent_by(&caller, m)
+                    || goes_to(
+                        &caller,
+                        trace.deliveries.iter().filter(|d| d.key.message_id == m.id),
+                    )
+            })
+            .map(|m| m.id)
+            .collect();
         if visible.is_empty() {
             return Err(not_found(&format!("document {document_id}")));
         }

@@ -165,87 +165,87 @@ impl Follower {
         };
         // While the link is down, its breaker refuses calls anyway: no call is spent (nor
         // counted against the link) until it is up.
-        if self.upstream.link() != truc_upstream::BreakerState::Closed {
-            let now = Instant::now();
-            if now < f.until {
-                self.due.push(Reverse((now + f.wait, seq)));
-                self.followed.insert(seq, f);
-            }
-            return;
-        }
-        let pending = match self.upstream.sent_report(&f.sent.doc_id).await {
-            // The axis has no report of it (none yet, or none kept): looked at a few times.
-            Ok(lines) if lines.is_empty() => {
-                f.empty_looks += 1;
-                f.empty_looks < MOST_EMPTY_LOOKS
-            }
-            Err(truc_upstream::UpstreamError::Refused { .. }) => {
-                f.empty_looks += 1;
-                f.empty_looks < MOST_EMPTY_LOOKS
-            }
-            Ok(lines) => {
-                let mut pending = false;
-                for line in lines {
-                    let (kind, outcome) = match line.receive_status.as_str() {
-                        "done" => (EventKind::AxisReceived, "received"),
-                        "fail" => (EventKind::AxisRefused, "refused"),
-                        _ => {
-                            pending = true;
-                            continue;
-                        }
-                    };
-                    if f.reported.contains(&line.to_code) {
-                        continue;
-                    }
-                    let recipient = OrgCode::parse(&line.to_code).ok();
-                    let detail = match (kind, line.receive_status_desc.is_empty()) {
-                        (EventKind::AxisRefused, false) => format!(
-                            "{}'s system refused it on the national axis: {}",
-                            line.to_code, line.receive_status_desc
-                        ),
-                        (EventKind::AxisRefused, true) => {
-                            format!("{}'s system refused it on the national axis", line.to_code)
-                        }
-                        _ => format!("{}'s system took it from the national axis", line.to_code),
-                    };
-                    if kind == EventKind::AxisRefused {
-                        tracing::warn!(message = %f.sent.message, doc_id = %f.sent.doc_id, recipient = %line.to_code, reason = %line.receive_status_desc, "a package sent to the national axis was refused by its recipient's system");
-                    }
-                    match self
-                        .store
-                        .record_event(
-                            f.sent.message,
-                            recipient.as_ref(),
-                            kind,
-                            &detail,
-                            Timestamp::now(),
-                        )
-                        .await
-                    {
-                        Ok(()) => {
-                            self.metrics.transport_report(outcome);
-                            f.reported.insert(line.to_code);
-                        }
-                        // Looked at again later.
-                        Err(e) => {
-                            tracing::warn!(message = %f.sent.message, error = %e, "a transport report could not be recorded");
-                            pending = true;
-                        }
-                    }
+        let link_up = self.upstream.link() == truc_upstream::BreakerState::Closed;
+        let pending = if !link_up {
+            true
+        } else {
+            match self.upstream.sent_report(&f.sent.doc_id).await {
+                Ok(lines) if !lines.is_empty() => self.record(&mut f, lines).await,
+                // The axis has no report of it (none yet, or none kept): looked at a few
+                // times.
+                Ok(_) | Err(truc_upstream::UpstreamError::Refused { .. }) => {
+                    f.empty_looks += 1;
+                    f.empty_looks < MOST_EMPTY_LOOKS
                 }
-                pending
-            }
-            Err(e) => {
-                tracing::debug!(doc_id = %f.sent.doc_id, error = %e, "the national axis's transport report could not be read; looked at again later");
-                true
+                Err(e) => {
+                    tracing::debug!(doc_id = %f.sent.doc_id, error = %e, "the national axis's transport report could not be read; looked at again later");
+                    true
+                }
             }
         };
         let now = Instant::now();
         if pending && now < f.until {
-            f.wait = (f.wait * 2).min(LONGEST_WAIT);
+            if link_up {
+                f.wait = (f.wait * 2).min(LONGEST_WAIT);
+            }
             self.due.push(Reverse((now + f.wait, seq)));
             self.followed.insert(seq, f);
         }
+    }
+
+    /// Records the final outcomes of `lines` not recorded yet; whether a recipient is still
+    /// pending (or its outcome could not be recorded).
+    async fn record(&self, f: &mut Followed, lines: Vec<truc_upstream::SentItem>) -> bool {
+        let mut pending = false;
+        for line in lines {
+            let (kind, outcome) = match line.receive_status.as_str() {
+                "done" => (EventKind::AxisReceived, "received"),
+                "fail" => (EventKind::AxisRefused, "refused"),
+                _ => {
+                    pending = true;
+                    continue;
+                }
+            };
+            if f.reported.contains(&line.to_code) {
+                continue;
+            }
+            let detail = match (kind, line.receive_status_desc.is_empty()) {
+                (EventKind::AxisRefused, false) => format!(
+                    "{}'s system refused it on the national axis: {}",
+                    line.to_code, line.receive_status_desc
+                ),
+                (EventKind::AxisRefused, true) => {
+                    format!("{}'s system refused it on the national axis", line.to_code)
+                }
+                _ => format!("{}'s system took it from the national axis", line.to_code),
+            };
+            if kind == EventKind::AxisRefused {
+                tracing::warn!(message = %f.sent.message, doc_id = %f.sent.doc_id, recipient = %line.to_code, reason = %line.receive_status_desc, "a package sent to the national axis was refused by its recipient's system");
+            }
+            let recipient = OrgCode::parse(&line.to_code).ok();
+            match self
+                .store
+                .record_event(
+                    f.sent.message,
+                    recipient.as_ref(),
+                    kind,
+                    &detail,
+                    Timestamp::now(),
+                )
+                .await
+            {
+                Ok(()) => {
+                    self.metrics.transport_report(outcome);
+                    f.reported.insert(line.to_code);
+                }
+                // Looked at again later.
+                Err(e) => {
+                    tracing::warn!(message = %f.sent.message, error = %e, "a transport report could not be recorded");
+                    pending = true;
+                }
+            }
+        }
+        pending
     }
 }
 

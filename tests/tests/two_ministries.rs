@@ -206,11 +206,57 @@ async fn a_document_crosses_the_national_axis_and_its_status_comes_back() {
         .expect_err("unknown remote");
     assert_eq!(err.code(), Some("ROUTE_UNKNOWN_REMOTE"), "{err}");
 
-    // The axis carried one document and three statuses, each acknowledged by its receiver.
+    // A asks for the document back (13): the request crosses the axis to B's unit, whose
+    // agreement (15) comes back to A.
+    let recall = StatusBuilder::new(
+        code(A_UNIT),
+        DocumentId::new(&receipt.document_id),
+        StatusCode::new("13"),
+        &vietnam_now().to_string(),
+    )
+    .build();
+    let r = a
+        .submit_status(&recall, None)
+        .await
+        .expect("recall request");
+    assert_eq!(
+        r.routes
+            .iter()
+            .map(|r| (r.recipient.as_str(), r.kind))
+            .collect::<Vec<_>>(),
+        [(B_CHILD, 3)]
+    );
+    let asked = next(&mut b_inbox, "the recall request at B").await;
+    assert_eq!(
+        (
+            asked.kind.as_str(),
+            asked.status_code.as_str(),
+            asked.recipient.as_str()
+        ),
+        ("status", "13", B_CHILD)
+    );
+    assert_eq!(asked.package, recall);
+    b_inbox.ack(&asked.delivery_id).await.expect("ack");
+    let agreed = StatusBuilder::new(
+        code(B_CHILD),
+        DocumentId::new(&receipt.document_id),
+        StatusCode::new("15"),
+        &vietnam_now().to_string(),
+    )
+    .build();
+    b.submit_status(&agreed, None).await.expect("recall agreed");
+    let back = next(&mut a_inbox, "the recall's answer at A").await;
+    assert_eq!(
+        (back.kind.as_str(), back.status_code.as_str()),
+        ("status", "15")
+    );
+    a_inbox.ack(&back.delivery_id).await.expect("ack");
+
+    // The axis carried one document and five statuses, each acknowledged by its receiver.
     let counters = sim.counters();
-    assert_eq!(counters.get("sendEdoc.ok"), Some(&4), "{counters:?}");
+    assert_eq!(counters.get("sendEdoc.ok"), Some(&6), "{counters:?}");
     assert!(
-        counters.get("updateStatus.ok").copied().unwrap_or(0) >= 4,
+        counters.get("updateStatus.ok").copied().unwrap_or(0) >= 6,
         "{counters:?}"
     );
     drop(local);

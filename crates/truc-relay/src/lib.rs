@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
-use truc_edxml::{OrgCode, PackageKind, PackageMeta, StatusCode};
+use truc_edxml::{KnownStatus, OrgCode, PackageKind, PackageMeta, StatusCode};
 use truc_store::{
     Completion, Delivery, Destination, MessageRecord, NewMessage, PayloadInput, Route, Source,
     Store, Summary, Timestamp,
@@ -354,7 +354,8 @@ impl Relay {
     /// or above it). A document with that DocumentId the reporter is not party to is
     /// answered as unknown, so statuses can neither be forged into another unit's timeline
     /// nor tell whether a document exists. Of several documents sharing a DocumentId, the
-    /// one its issuer sent is preferred.
+    /// one its issuer sent is preferred. A recall request (13) is the exception: it comes
+    /// from the document's sender and goes to its recipients.
     async fn route_status(
         &self,
         who: &Submitter,
@@ -371,10 +372,24 @@ impl Relay {
         let issuer = answered.issuer();
         let from_issuer =
             |m: &MessageRecord| issuer.as_ref().is_some_and(|i| m.sender.is_within(i));
+        let summary = Summary {
+            status_code: Some(status.status_code.clone()),
+            answers: Some(answered.clone()),
+            reported_at: truc_edxml::VietnamTime::parse(&status.timestamp)
+                .and_then(Timestamp::from_vietnam_time),
+            ..Summary::default()
+        };
+        // A recall request goes the other way: from the document's sender to its recipients.
+        let recall = status.status_code.known() == Some(KnownStatus::RecallRequested);
         // The first the reporter is party to, unless a later one is the issuer's.
         let mut original: Option<MessageRecord> = None;
         for m in self.store.find_by_document(&answered).await? {
-            if m.kind != PackageKind::Document || !self.reports_on(who, meta.from(), &m) {
+            let party = if recall {
+                self.sent(who, meta.from(), &m)
+            } else {
+                self.reports_on(who, meta.from(), &m)
+            };
+            if m.kind != PackageKind::Document || !party {
                 continue;
             }
             if original
@@ -383,6 +398,11 @@ impl Relay {
             {
                 original = Some(m);
             }
+        }
+        if recall {
+            let document =
+                original.ok_or_else(|| RelayError::UnknownDocument(answered.to_string()))?;
+            return Ok((self.route_recall(&document)?, summary));
         }
         let (back_to, from_the_axis) = match original {
             Some(m) => (m.sender, matches!(m.source, Source::NationalAxis { .. })),
@@ -411,14 +431,56 @@ impl Relay {
             decision,
             recipient: back_to,
         }];
-        let summary = Summary {
-            status_code: Some(status.status_code.clone()),
-            answers: Some(answered),
-            reported_at: truc_edxml::VietnamTime::parse(&status.timestamp)
-                .and_then(Timestamp::from_vietnam_time),
-            ..Summary::default()
-        };
         Ok((routes, summary))
+    }
+
+    /// Where a recall request (13) for `document` goes: to each of its recipients the
+    /// relay can reach, only the ministry's own for a document that came across the
+    /// national axis (the axis carries the request to the others itself). Recipients the
+    /// registry no longer has are left out; none left is an error.
+    fn route_recall(&self, document: &MessageRecord) -> Result<Vec<RoutedRecipient>, RelayError> {
+        let inbound = matches!(document.source, Source::NationalAxis { .. });
+        let mut routes: Vec<RoutedRecipient> = Vec::new();
+        for recipient in &document.recipients {
+            if (inbound && !self.registry.is_ministry_code(recipient))
+                || routes.iter().any(|r| &r.recipient == recipient)
+            {
+                continue;
+            }
+            match self.registry.route(recipient) {
+                Ok(decision) => routes.push(RoutedRecipient {
+                    recipient: recipient.clone(),
+                    decision,
+                }),
+                Err(RelayError::UnknownUnit(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if routes.is_empty() {
+            return Err(RelayError::UnknownUnit(format!(
+                "none of the recipients of the recalled document ({}) is reachable",
+                document
+                    .recipients
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(routes)
+    }
+
+    /// Whether `who`, reporting as `from`, sent `document` (a recall request must come from
+    /// its sender): for an adapter, a unit it serves; from the national axis, the sending
+    /// body or one within or above it.
+    fn sent(&self, who: &Submitter, from: &OrgCode, document: &MessageRecord) -> bool {
+        match who {
+            Submitter::Operator { .. } => true,
+            Submitter::Adapter { unit, .. } => self.registry.may_send_as(unit, &document.sender),
+            Submitter::NationalAxis { .. } => {
+                from.is_within(&document.sender) || document.sender.is_within(from)
+            }
+        }
     }
 
     /// Whether `who`, reporting as `from`, is a party to `document`: one of its recipients.

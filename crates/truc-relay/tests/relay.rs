@@ -275,6 +275,130 @@ async fn a_document_reaches_local_units_and_the_axis_and_its_status_returns() {
     assert_eq!(again.message.id, receipt.message.id);
 }
 
+/// A status package `code` about doc-basic, reported as `from`.
+fn status_about_doc_basic(from: &str, code_: &str) -> Vec<u8> {
+    let doc = truc_edxml::DocumentId::new("000.00.05.G04,2026/11/20,1234/TCĐBVN-VP");
+    truc_edxml::StatusBuilder::new(
+        code(from),
+        doc,
+        truc_edxml::StatusCode::new(code_),
+        "2026/11/21 10:00:00",
+    )
+    .build()
+}
+
+#[tokio::test]
+async fn a_recall_request_goes_from_the_sender_to_every_recipient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = relay(dir.path()).await;
+    let bytes = sample("doc-basic.edxml");
+    let meta = parse(&bytes).expect("valid");
+    relay
+        .submit(
+            &adapter("000.00.05.G04"),
+            &meta,
+            PayloadInput::Bytes(bytes.into()),
+            None,
+        )
+        .await
+        .expect("submit");
+
+    // Nobody but the sender may ask for the document back: not a recipient, not a third
+    // unit speaking for itself, and the answer does not tell them the document exists.
+    for (unit, from) in [
+        ("000.00.07.G04", "000.00.07.G04"),
+        ("000.00.09.G04", "000.00.09.G04"),
+    ] {
+        let package = status_about_doc_basic(from, "13");
+        let err = relay
+            .submit(
+                &adapter(unit),
+                &parse(&package).expect("valid"),
+                PayloadInput::Bytes(package.into()),
+                None,
+            )
+            .await
+            .expect_err("not the sender");
+        assert_eq!(err.code(), "ROUTE_UNKNOWN_DOCUMENT", "{unit}: {err}");
+    }
+
+    // The sender's request reaches both recipients: the local unit and, across the
+    // national axis, the other ministry.
+    let package = status_about_doc_basic("000.00.05.G04", "13");
+    let receipt = relay
+        .submit(
+            &adapter("000.00.05.G04"),
+            &parse(&package).expect("valid"),
+            PayloadInput::Bytes(package.into()),
+            None,
+        )
+        .await
+        .expect("recall request");
+    let routes: Vec<_> = receipt
+        .routes
+        .iter()
+        .map(|r| (r.recipient.to_string(), r.decision.clone()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            (
+                "000.00.07.G04".to_owned(),
+                RouteDecision::Local {
+                    inbox: code("000.00.07.G04")
+                }
+            ),
+            ("000.00.00.G12".to_owned(), RouteDecision::NationalAxis),
+        ]
+    );
+    let store = relay.store();
+    let now = Timestamp::now();
+    let inbox = store
+        .claim(
+            &Destination::Inbox(code("000.00.07.G04")),
+            10,
+            Duration::from_secs(30),
+            now,
+        )
+        .await
+        .expect("claim");
+    let codes: Vec<_> = inbox
+        .iter()
+        .filter_map(|c| c.message.summary.status_code.as_ref().map(|s| s.as_str()))
+        .collect();
+    assert_eq!(codes, ["13"], "the recipient gets the request");
+    let axis = store
+        .claim(&Destination::NationalAxis, 10, Duration::from_secs(30), now)
+        .await
+        .expect("claim");
+    assert!(
+        axis.iter()
+            .any(|c| c.message.kind == truc_edxml::PackageKind::Status
+                && c.token.key.recipient == code("000.00.00.G12")),
+        "the request goes up for the other ministry"
+    );
+
+    // The recipient agrees (15): that answer goes back to the sender, as any status.
+    let package = status_about_doc_basic("000.00.07.G04", "15");
+    let back = relay
+        .submit(
+            &adapter("000.00.07.G04"),
+            &parse(&package).expect("valid"),
+            PayloadInput::Bytes(package.into()),
+            None,
+        )
+        .await
+        .expect("recall agreed");
+    assert_eq!(back.routes.len(), 1);
+    assert_eq!(back.routes[0].recipient, code("000.00.05.G04"));
+    let trace = store
+        .trace(meta.document_id().expect("id"))
+        .await
+        .expect("trace");
+    let codes: Vec<&str> = trace.statuses.iter().map(|s| s.code.as_str()).collect();
+    assert_eq!(codes, ["13", "15"]);
+}
+
 #[tokio::test]
 async fn forged_senders_unknown_units_and_unknown_documents_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -94,6 +94,33 @@ impl BlobDir {
         w.finish()
     }
 
+    /// The digests of the blob files present (files named otherwise are not listed).
+    pub(crate) fn stored(&self) -> Result<Vec<Sha256Digest>, StoreError> {
+        let mut found = Vec::new();
+        for shard in fs::read_dir(&self.root).map_err(StoreError::from_io)? {
+            let shard = shard.map_err(StoreError::from_io)?;
+            let name = shard.file_name();
+            let Some(prefix) = name.to_str().filter(|n| n.len() == 2) else {
+                continue;
+            };
+            if !shard.file_type().map_err(StoreError::from_io)?.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(shard.path()).map_err(StoreError::from_io)? {
+                let file = file.map_err(StoreError::from_io)?;
+                if let Some(sha) = file
+                    .file_name()
+                    .to_str()
+                    .filter(|n| n.starts_with(prefix))
+                    .and_then(Sha256Digest::from_hex)
+                {
+                    found.push(sha);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Deletes a blob file; returns the bytes freed.
     pub(crate) fn remove(&self, sha: &Sha256Digest) -> Result<u64, StoreError> {
         let path = self.path_of(sha);

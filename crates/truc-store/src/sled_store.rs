@@ -583,6 +583,14 @@ impl SledStore {
         }
         let released = store.release_leases(u64::MAX, Timestamp::now())?;
         store.drop_stale_dead_letters()?;
+        let (files, bytes) = store.remove_unused_blobs()?;
+        if files > 0 {
+            tracing::info!(
+                files,
+                bytes,
+                "removed blob files no message uses (left by a crash between a purge and its deletions, or by a submission the crash cut short)"
+            );
+        }
         if released > 0 {
             tracing::info!(released, "released the claims of the previous process");
         }
@@ -932,6 +940,22 @@ impl SledStore {
     /// Removes dead-letter index entries whose delivery is no longer dead: left when a
     /// crash interrupted a requeue or drop after its record was written (see [`Writes`]).
     /// Dead letters are few, so this costs little at start-up.
+    /// Deletes the blob files no message references: a crash can leave one after a purge
+    /// made its release durable and before it deleted the file, or after a large
+    /// submission installed its file and before its records were flushed (it was never
+    /// acknowledged). Run at open, before any submission can install a file whose
+    /// reference is not written yet. Returns the files and bytes freed.
+    fn remove_unused_blobs(&self) -> Result<(usize, u64)> {
+        let (mut files, mut bytes) = (0, 0);
+        for sha in self.blobs.stored()? {
+            if !self.db.contains_key(key(keys::BLOB_REF, &[&sha.0]))? {
+                bytes += self.blobs.remove(&sha)?;
+                files += 1;
+            }
+        }
+        Ok((files, bytes))
+    }
+
     fn drop_stale_dead_letters(&self) -> Result<()> {
         let mut g = self.guard();
         let mut txn = self.txn();

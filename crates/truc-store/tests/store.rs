@@ -730,6 +730,56 @@ async fn the_audit_chain_verifies_and_detects_tampering() {
 }
 
 #[tokio::test]
+async fn blob_files_no_message_uses_are_removed_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let dest = inbox("000.00.07.G04");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let kept = store
+        .submit(document(
+            "000.00.05.G04",
+            &[("000.00.07.G04", dest.clone())],
+            1,
+            &big,
+        ))
+        .await
+        .expect("submit");
+    store.close().expect("close");
+    // What a crash leaves: a file whose release a purge made durable before deleting it
+    // (or one installed by a submission whose records were never flushed), named by its
+    // digest like any blob; and a file that is not a blob at all, which is left alone.
+    let orphan_bytes = vec![7u8; 400_000];
+    let orphan = truc_edxml::Sha256Digest::of(&orphan_bytes).to_hex();
+    let orphan_path = dir.path().join("blobs").join(&orphan[..2]).join(&orphan);
+    std::fs::create_dir_all(orphan_path.parent().expect("shard")).expect("shard");
+    std::fs::write(&orphan_path, &orphan_bytes).expect("orphan");
+    let foreign = dir
+        .path()
+        .join("blobs")
+        .join(&orphan[..2])
+        .join("notes.txt");
+    std::fs::write(&foreign, b"an operator's file").expect("foreign");
+
+    let store = open(dir.path());
+    assert!(!orphan_path.exists(), "the unused blob file is removed");
+    assert!(
+        foreign.exists(),
+        "a file not named as a blob is not touched"
+    );
+    match store.payload(kept.record().id).await.expect("payload") {
+        Payload::File { size, .. } => assert_eq!(size, big.len() as u64),
+        Payload::Inline(_) => panic!("3 MB must not be inline"),
+    }
+    let read = store
+        .payload(kept.record().id)
+        .await
+        .expect("payload")
+        .read_all()
+        .expect("read");
+    assert_eq!(read.as_ref(), big.as_slice(), "the used blob file is kept");
+}
+
+#[tokio::test]
 async fn large_payloads_are_blob_files_shared_by_content_and_purged_after_retention() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());

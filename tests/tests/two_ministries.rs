@@ -548,6 +548,92 @@ async fn what_the_recipients_systems_did_with_a_package_sent_up_reaches_its_time
     );
 }
 
+/// The relay's count of packages whose transport reports it follows, from its `/metrics`.
+async fn followed(relay: &TestRelay) -> f64 {
+    let url = format!("http://{}/metrics", relay.admin_addr.expect("admin API"));
+    let text = reqwest::get(url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("truc_axis_transport_reports_followed "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the gauge is served")
+}
+
+/// Waits until the relay follows `n` packages' transport reports.
+async fn wait_followed(relay: &TestRelay, n: f64) {
+    let mut now = -1.0;
+    for _ in 0..150 {
+        now = followed(relay).await;
+        if now == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("following {now} packages, not {n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_reports_are_followed_again_after_a_crash() {
+    let (_sim, base, _stop) = start_sim(vec![
+        system("bogtvt", "secret-a", "000.00.00.G04"),
+        system("botc", "secret-b", "000.00.00.G12"),
+    ])
+    .await;
+    let mut relay_a = TestRelay::spawn_ministry_process(
+        "000.00.00.G04",
+        &[A_UNIT],
+        &upstream(&base, "bogtvt", "secret-a"),
+    )
+    .await
+    .expect("relay process of ministry A");
+    let mut a = relay_a.adapter(A_UNIT).await.expect("adapter A");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let doc = DocumentBuilder::new(code(A_UNIT), vec![code(B_CHILD)], date, "9", "X").build();
+    let id = a
+        .submit_document(&doc, None)
+        .await
+        .expect("submitted")
+        .document_id;
+    // Sent up and followed; ministry B's system has not taken it (its relay is not
+    // running yet) when relay A is killed.
+    wait_followed(&relay_a, 1.0).await;
+    relay_a
+        .restart_process()
+        .await
+        .expect("restart after SIGKILL");
+
+    let relay_b = ministry_b(&base).await;
+    let mut b = relay_b.adapter(B_PARENT).await.expect("adapter B");
+    let mut inbox = b.inbox(4).await.expect("inbox B");
+    let got = next(&mut inbox, "A's document at B").await;
+    assert_eq!(got.document_id, id);
+    inbox.ack(&got.delivery_id).await.expect("ack");
+
+    // The restarted relay still follows the package, and hears that B's system took it.
+    let mut a = relay_a.adapter(A_UNIT).await.expect("adapter A again");
+    wait_for_event(&mut a, &id, "axis_received", B_CHILD).await;
+    let trace = a.trace(&id).await.expect("trace");
+    assert_eq!(
+        trace
+            .events
+            .iter()
+            .filter(|e| e.kind == "axis_received")
+            .count(),
+        1,
+        "{:?}",
+        trace.events
+    );
+    // Done with: no longer followed, nor kept for the next start.
+    wait_followed(&relay_a, 0.0).await;
+    relay_a.restart_process().await.expect("restart");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(followed(&relay_a).await, 0.0, "forgotten by the store too");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_secret_is_reported_to_operators_not_hidden_in_retries() {
     let (_sim, base, _stop) = start_sim(vec![

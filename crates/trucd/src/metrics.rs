@@ -125,6 +125,7 @@ pub struct Metrics {
     payloads_purged: Counter,
     payload_bytes_purged: Counter,
     transport_reports: Family<OutcomeLabel, Counter>,
+    transport_reports_followed: Gauge,
     inbox_total: AtomicU64,
     queue_depth: Family<QueueLabels, Gauge>,
     queue_oldest_age: Family<DestinationLabel, Gauge<f64, AtomicU64>>,
@@ -163,6 +164,7 @@ impl Metrics {
             payloads_purged: Counter::default(),
             payload_bytes_purged: Counter::default(),
             transport_reports: Family::default(),
+            transport_reports_followed: Gauge::default(),
             inbox_total: AtomicU64::new(0),
             queue_depth: Family::default(),
             queue_oldest_age: Family::default(),
@@ -244,6 +246,11 @@ impl Metrics {
             "axis_transport_reports",
             "Recipients' outcomes of packages sent to the national axis, from its transport reports: received, refused (by the recipient's system: the package will not arrive), or unfollowed (too many to follow at once)",
             m.transport_reports.clone(),
+        );
+        registry.register(
+            "axis_transport_reports_followed",
+            "Packages sent to the national axis whose transport reports are being followed (kept in the store, followed again after a restart)",
+            m.transport_reports_followed.clone(),
         );
         registry.register(
             "payloads_purged",
@@ -361,6 +368,12 @@ impl Metrics {
         self.transport_reports
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
+    }
+
+    /// How many packages sent to the national axis are being followed now.
+    pub fn transport_reports_followed(&self, n: usize) {
+        self.transport_reports_followed
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// A delivery went to the dead-letter list.

@@ -9,9 +9,10 @@
 //! One task follows every document sent (statuses have no recipient to hear from), calling
 //! the axis one report at a time, first a few seconds after the send, then ever less often,
 //! for a day at most, and not while the link's breaker is open. A package the axis has no
-//! report of after a few looks is left. What it follows is held in memory, up to a bound:
-//! a restart, or more documents in flight than the bound, leaves some unfollowed (counted),
-//! never delays a send.
+//! report of after a few looks is left. What it follows is kept in the store's settings
+//! (namespace `axis-transport-reports`) while it is followed, so a restart resumes it: the
+//! outcomes already in a message's timeline are not recorded twice. More documents in
+//! flight than a bound leaves some unfollowed (counted); following never delays a send.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -36,12 +37,36 @@ const FOLLOWED_FOR: Duration = Duration::from_secs(24 * 3600);
 const MOST_FOLLOWED: usize = 10_000;
 /// Looks that find no report (the axis lists nothing for the package) before it is left.
 const MOST_EMPTY_LOOKS: u32 = 3;
+/// Packages handed over at once that are written to the store together (one flush).
+const MOST_WRITTEN_AT_ONCE: usize = 256;
+/// The settings namespace holding the packages followed: `<message id>/<docId>` → the
+/// time of the send (milliseconds since the epoch, in decimal).
+const NAMESPACE: &str = "axis-transport-reports";
 
 /// A package sent to the national axis, to follow.
 #[derive(Debug)]
 struct Sent {
     message: MessageId,
     doc_id: String,
+    at: Timestamp,
+}
+
+impl Sent {
+    /// Its key in [`NAMESPACE`].
+    fn key(&self) -> String {
+        format!("{}/{}", self.message, self.doc_id)
+    }
+
+    /// Reads back what [`key`](Self::key) and the send time wrote.
+    fn from_setting(key: &str, value: &[u8]) -> Option<Sent> {
+        let (message, doc_id) = key.split_once('/')?;
+        let at = std::str::from_utf8(value).ok()?.parse().ok()?;
+        Some(Sent {
+            message: message.parse().ok()?,
+            doc_id: doc_id.to_owned(),
+            at: Timestamp(at),
+        })
+    }
 }
 
 /// The outbound worker's handle: hands each package it sent to the follower.
@@ -79,7 +104,12 @@ impl TransportReports {
     /// Follows message `message`, sent as the axis's `doc_id`. Never waits: if the follower
     /// is behind, the package is counted as unfollowed.
     pub fn follow(&self, message: MessageId, doc_id: String) {
-        if self.sent.try_send(Sent { message, doc_id }).is_err() {
+        let sent = Sent {
+            message,
+            doc_id,
+            at: Timestamp::now(),
+        };
+        if self.sent.try_send(sent).is_err() {
             self.metrics.transport_report("unfollowed");
         }
     }
@@ -118,13 +148,24 @@ impl std::fmt::Debug for Follower {
 }
 
 impl Follower {
-    /// Follows every package handed to it, until the outbound worker's handles are gone.
+    /// Follows the packages a previous run left unfinished, then every package handed to
+    /// it, until the outbound worker's handles are gone.
     pub async fn run(mut self) {
+        self.resume().await;
         loop {
             let next = self.due.peek().map(|Reverse((at, _))| *at);
             tokio::select! {
                 sent = self.received.recv() => match sent {
-                    Some(sent) => self.add(sent),
+                    Some(sent) => {
+                        let mut batch = vec![sent];
+                        while batch.len() < MOST_WRITTEN_AT_ONCE {
+                            match self.received.try_recv() {
+                                Ok(sent) => batch.push(sent),
+                                Err(_) => break,
+                            }
+                        }
+                        self.add_all(batch).await;
+                    }
                     None => return,
                 },
                 _ = sleep_until(next) => {
@@ -136,11 +177,88 @@ impl Follower {
         }
     }
 
-    fn add(&mut self, sent: Sent) {
-        if self.followed.len() >= MOST_FOLLOWED {
-            self.metrics.transport_report("unfollowed");
-            return;
+    /// Follows again what the store says was followed when the relay stopped, without the
+    /// outcomes the timelines have already; forgets what is past its day.
+    async fn resume(&mut self) {
+        let kept = match self.store.settings(NAMESPACE).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                tracing::warn!(error = %e, "the transport reports followed before the restart cannot be read; they are not followed");
+                return;
+            }
+        };
+        let now = Timestamp::now();
+        let mut resumed = 0;
+        for (key, value) in kept {
+            let sent = Sent::from_setting(&key, &value)
+                .filter(|s| now.since(s.at) < FOLLOWED_FOR && self.followed.len() < MOST_FOLLOWED);
+            let Some(sent) = sent else {
+                self.forget(&key).await;
+                continue;
+            };
+            let reported = match self.store.events(sent.message).await {
+                Ok(events) => events
+                    .into_iter()
+                    .filter(|e| matches!(e.kind, EventKind::AxisReceived | EventKind::AxisRefused))
+                    .filter_map(|e| e.recipient.map(|r| r.to_string()))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(message = %sent.message, error = %e, "a followed package's timeline cannot be read; it is not followed");
+                    self.forget(&key).await;
+                    continue;
+                }
+            };
+            let left = FOLLOWED_FOR.saturating_sub(now.since(sent.at));
+            self.follow_now(sent, reported, left);
+            resumed += 1;
         }
+        self.metrics.transport_reports_followed(self.followed.len());
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "following again the transport reports of packages sent before the restart"
+            );
+        }
+    }
+
+    /// Writes the packages handed over to the store (one flush for all), then follows
+    /// them; one that cannot be written is followed all the same, until a restart.
+    async fn add_all(&mut self, batch: Vec<Sent>) {
+        let room = MOST_FOLLOWED.saturating_sub(self.followed.len());
+        let (batch, over) = if batch.len() > room {
+            let mut batch = batch;
+            let over = batch.split_off(room);
+            (batch, over.len())
+        } else {
+            (batch, 0)
+        };
+        for _ in 0..over {
+            self.metrics.transport_report("unfollowed");
+        }
+        // Written side by side: the store's group commit makes them durable together.
+        let mut writes = tokio::task::JoinSet::new();
+        for sent in &batch {
+            let (store, key, value) = (self.store.clone(), sent.key(), sent.at.0.to_string());
+            writes.spawn(async move { store.put_setting(NAMESPACE, &key, value.as_bytes()).await });
+        }
+        while let Some(written) = writes.join_next().await {
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "a followed package could not be written down; a restart will not follow it");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing down a followed package failed; a restart will not follow it");
+                }
+            }
+        }
+        for sent in batch {
+            self.follow_now(sent, HashSet::new(), FOLLOWED_FOR);
+        }
+        self.metrics.transport_reports_followed(self.followed.len());
+    }
+
+    fn follow_now(&mut self, sent: Sent, reported: HashSet<String>, left: Duration) {
         let now = Instant::now();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -148,13 +266,20 @@ impl Follower {
             seq,
             Followed {
                 sent,
-                reported: HashSet::new(),
+                reported,
                 empty_looks: 0,
                 wait: FIRST_LOOK,
-                until: now + FOLLOWED_FOR,
+                until: now + left,
             },
         );
         self.due.push(Reverse((now + FIRST_LOOK, seq)));
+    }
+
+    /// Stops keeping a package in the store: it is no longer followed.
+    async fn forget(&self, key: &str) {
+        if let Err(e) = self.store.delete_setting(NAMESPACE, key).await {
+            tracing::warn!(key, error = %e, "a package no longer followed could not be removed from the store; a restart may look at it again");
+        }
     }
 
     /// Looks at one package's report, records the outcomes new since the last look, and
@@ -190,6 +315,9 @@ impl Follower {
             }
             self.due.push(Reverse((now + f.wait, seq)));
             self.followed.insert(seq, f);
+        } else {
+            self.forget(&f.sent.key()).await;
+            self.metrics.transport_reports_followed(self.followed.len());
         }
     }
 

@@ -121,3 +121,105 @@ async fn folders_exchange_documents_and_statuses() {
     }
     relay.stop().await.expect("stop");
 }
+
+/// Refused document submissions from adapters so far, from the relay's `/metrics`.
+async fn refused_documents(relay: &TestRelay) -> u64 {
+    let url = format!("http://{}/metrics", relay.admin_addr.expect("admin API"));
+    let text = reqwest::get(url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("truc_submissions_total{")
+                && l.contains("kind=\"document\"")
+                && l.contains("outcome=\"refused\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_units_packages_wait_in_the_outbox_until_it_is_active() {
+    const CHILD: &str = "000.03.05.G04"; // a level-3 unit under A
+    let relay = TestRelay::start(&[A, B]).await.expect("relay");
+    let engine = relay.engine().expect("in-process relay").clone();
+    engine
+        .registry()
+        .set_state(
+            engine.store().as_ref(),
+            &code(CHILD),
+            truc_relay::UnitState::Suspended,
+            "operator:test",
+        )
+        .await
+        .expect("suspend");
+    let work = tempfile::tempdir().expect("tempdir");
+    let (a_dir, b_dir) = (work.path().join("a"), work.path().join("b"));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (unit, dir) in [(A, a_dir.clone()), (B, b_dir.clone())] {
+        let client = relay.adapter(unit).await.expect("client");
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(run(
+            client,
+            FolderOptions {
+                dir,
+                poll: Duration::from_millis(100),
+                credits: 8,
+            },
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+    }
+    wait_for("the folders", || {
+        a_dir.join("outbox").is_dir() && b_dir.join("outbox").is_dir()
+    })
+    .await;
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let doc = DocumentBuilder::new(code(CHILD), vec![code(B)], date, "5", "X").build();
+    let dropped = a_dir.join("outbox").join("cv5.edxml");
+    std::fs::write(&dropped, &doc).expect("drop");
+
+    // Refused while the unit is suspended (twice: tried again), and kept in the outbox.
+    for _ in 0..200 {
+        if refused_documents(&relay).await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused_documents(&relay).await >= 2, "tried and refused");
+    assert!(dropped.is_file(), "still in the outbox");
+    assert!(
+        files(&a_dir.join("failed"), "edxml").is_empty(),
+        "not failed for good"
+    );
+
+    engine
+        .registry()
+        .set_state(
+            engine.store().as_ref(),
+            &code(CHILD),
+            truc_relay::UnitState::Active,
+            "operator:test",
+        )
+        .await
+        .expect("reactivate");
+    wait_for("the delivery in B's inbox", || {
+        !files(&b_dir.join("inbox"), "edxml").is_empty()
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(&files(&b_dir.join("inbox"), "edxml")[0]).expect("read"),
+        doc
+    );
+    assert!(a_dir.join("sent").join("cv5.edxml").is_file());
+    stop_tx.send(true).expect("stop");
+    for t in tasks {
+        t.await.expect("task").expect("adapter");
+    }
+    relay.stop().await.expect("stop");
+}

@@ -24,6 +24,14 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One crypto provider for rustls, chosen explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Packages not sent for now are logged (RUST_LOG=warn quiets them).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let need = |name: &str| arg(&args, name).ok_or_else(|| format!("missing {name}"));
     let tls = ClientTls::from_pem_files(

@@ -3,14 +3,17 @@
 //! - `outbox/`: drop a package (`*.edxml`); it is submitted and moved to `sent/` with its
 //!   receipt beside it (`NAME.receipt.json`). Status packages are recognised and sent as
 //!   statuses. A package the relay refuses for good goes to `failed/` with the reason
-//!   (`NAME.error.txt`); on a transient failure it stays and is retried.
+//!   (`NAME.error.txt`); on a failure for now (the relay restarting or out of space, the
+//!   sending unit suspended) it stays and is retried, ever less often (up to every 5
+//!   minutes).
 //! - `inbox/`: each delivery is written to a temporary file, flushed to disk, renamed to
 //!   `MESSAGE_ID.edxml` (with `MESSAGE_ID.json` describing it), and only then acknowledged:
 //!   a crash never leaves a half-written package or loses one.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{Client, ClientError};
 
@@ -36,7 +39,12 @@ pub struct FolderStats {
     pub received: u64,
 }
 
+/// Whether the relay refused a package for good (it goes to `failed/`). A suspended unit
+/// is not refused for good: its packages wait until the unit is active again.
 fn is_permanent(e: &ClientError) -> bool {
+    if matches!(e, ClientError::Refused { code, .. } if code == "AUTH_UNIT_SUSPENDED") {
+        return false;
+    }
     matches!(
         e,
         ClientError::Refused {
@@ -71,10 +79,11 @@ pub async fn run(
     let mut inbox = inbox_client.inbox(options.credits.max(1)).await?;
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(options.poll);
+    let mut waiting = Waiting::new(options.poll);
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(stats),
-            _ = tick.tick() => send_outbox(&mut outbox_client, &options.dir, &mut stats).await?,
+            _ = tick.tick() => send_outbox(&mut outbox_client, &options.dir, &mut stats, &mut waiting).await?,
             delivery = inbox.next() => match delivery? {
                 Some(d) => {
                     receive(&mut inbox_client, &options.dir, &d).await?;
@@ -91,10 +100,53 @@ pub async fn run(
     }
 }
 
+/// Packages of `outbox/` that failed for now, and when each is tried again: the wait doubles
+/// from the scan interval up to [`LONGEST_WAIT`], so a long outage or suspension does not
+/// send the same bytes at every scan.
+struct Waiting {
+    first: Duration,
+    by_name: HashMap<String, (Instant, Duration)>,
+}
+
+/// The longest wait before a package that failed for now is tried again.
+const LONGEST_WAIT: Duration = Duration::from_secs(300);
+
+impl Waiting {
+    fn new(first: Duration) -> Self {
+        Waiting {
+            first: first.max(Duration::from_millis(10)),
+            by_name: HashMap::new(),
+        }
+    }
+
+    fn due(&self, name: &str, now: Instant) -> bool {
+        self.by_name.get(name).is_none_or(|(at, _)| *at <= now)
+    }
+
+    fn failed(&mut self, name: &str, now: Instant) {
+        let wait = self
+            .by_name
+            .get(name)
+            .map_or(self.first, |(_, w)| (*w * 2).min(LONGEST_WAIT));
+        self.by_name.insert(name.to_owned(), (now + wait, wait));
+    }
+
+    fn done(&mut self, name: &str) {
+        self.by_name.remove(name);
+    }
+
+    /// Forgets packages no longer in `outbox/`.
+    fn keep_only(&mut self, names: &[(String, PathBuf)]) {
+        self.by_name
+            .retain(|name, _| names.iter().any(|(n, _)| n == name));
+    }
+}
+
 async fn send_outbox(
     client: &mut Client,
     dir: &Path,
     stats: &mut FolderStats,
+    waiting: &mut Waiting,
 ) -> Result<(), ClientError> {
     let mut entries = tokio::fs::read_dir(dir.join("outbox")).await?;
     let mut files = Vec::new();
@@ -106,7 +158,11 @@ async fn send_outbox(
         }
     }
     files.sort();
+    waiting.keep_only(&files);
     for (name, path) in files {
+        if !waiting.due(&name, Instant::now()) {
+            continue;
+        }
         let bytes = tokio::fs::read(&path).await?;
         let result = if looks_like_status(&bytes) {
             client.submit_status(&bytes, Some(&name)).await
@@ -123,6 +179,7 @@ async fn send_outbox(
                     .await?;
                 tokio::fs::rename(&path, dir.join("sent").join(&name)).await?;
                 stats.sent += 1;
+                waiting.done(&name);
             }
             Err(e) if is_permanent(&e) => {
                 tokio::fs::write(
@@ -132,9 +189,13 @@ async fn send_outbox(
                 .await?;
                 tokio::fs::rename(&path, dir.join("failed").join(&name)).await?;
                 stats.failed += 1;
+                waiting.done(&name);
             }
-            // Transient (relay restarting, out of space): try again at the next scan.
-            Err(_) => {}
+            // For now (relay restarting, out of space, unit suspended): tried again later.
+            Err(e) => {
+                tracing::info!(file = %name, error = %e, "not sent for now; tried again later");
+                waiting.failed(&name, Instant::now());
+            }
         }
     }
     Ok(())
@@ -163,4 +224,37 @@ async fn receive(client: &mut Client, dir: &Path, d: &crate::Delivery) -> Result
     tokio::fs::rename(&tmp, inbox.join(format!("{}.edxml", d.message_id))).await?;
     std::fs::File::open(&inbox)?.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_that_failed_for_now_waits_ever_longer_up_to_five_minutes() {
+        let scan = Duration::from_secs(1);
+        let mut waiting = Waiting::new(scan);
+        let t0 = Instant::now();
+        assert!(waiting.due("a", t0), "a new package is tried at once");
+        let mut at = t0;
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            waiting.failed("a", at);
+            let (next, wait) = waiting.by_name["a"];
+            assert!(!waiting.due("a", next - Duration::from_millis(1)));
+            assert!(waiting.due("a", next));
+            waits.push(wait.as_secs());
+            at = next;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert!(waiting.due("b", t0), "each package waits on its own");
+        waiting.keep_only(&[("b".to_owned(), PathBuf::from("outbox/b"))]);
+        assert!(
+            waiting.due("a", t0),
+            "a package gone from the outbox is forgotten"
+        );
+        waiting.failed("b", t0);
+        waiting.done("b");
+        assert!(waiting.due("b", t0), "sent: no wait left");
+    }
 }

@@ -91,6 +91,9 @@ pub struct Faults {
     /// Codes `getAgenciesList` leaves out although their systems are connected: a national
     /// directory that has not caught up with a newly connected body yet.
     pub unlisted: Vec<String>,
+    /// Answers' bodies come at most this many bytes a second, in tenths of a second's worth
+    /// after their headers (0: as fast as they can): a slow link, or a large download.
+    pub throttle_bytes_per_sec: u64,
 }
 
 /// A package held by the axis for one receiving system.
@@ -395,7 +398,38 @@ async fn operation(
             "fail"
         }
     ));
+    if faults.throttle_bytes_per_sec > 0 {
+        return throttled(response, faults.throttle_bytes_per_sec).await;
+    }
     response
+}
+
+/// `response` with its body sent at `rate` bytes a second: its headers at once, then a
+/// tenth of a second's worth at a time.
+async fn throttled(response: Response, rate: u64) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let step = usize::try_from(rate / 10).unwrap_or(usize::MAX).max(1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+    tokio::spawn(async move {
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + step).min(bytes.len());
+            if tx.send(Ok(bytes.slice(at..end))).await.is_err() {
+                return;
+            }
+            at = end;
+            if at < bytes.len() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    Response::from_parts(
+        parts,
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
 }
 
 async fn send_edoc(

@@ -75,9 +75,22 @@ pub struct Permit {
     trial: bool,
     round: u64,
     settled: bool,
+    /// A trial whose call was answered and whose body is still coming: its slot in the
+    /// round was given back (see [`Permit::answered`]).
+    slot_freed: bool,
 }
 
 impl Permit {
+    /// The call was answered and only its body is still coming (a download that may take
+    /// minutes): a trial gives its slot back, so that the round's other calls are not
+    /// refused for as long, while its verdict still counts when it comes.
+    pub fn answered(&mut self) {
+        if self.trial && !self.settled && !self.slot_freed {
+            self.slot_freed = true;
+            self.breaker.free_trial_slot(self.round);
+        }
+    }
+
     /// The call succeeded: the link is up.
     pub fn success(mut self) {
         self.settled = true;
@@ -98,11 +111,8 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if !self.settled && self.trial {
-            let mut i = self.breaker.lock();
-            if i.state == BreakerState::HalfOpen && i.round == self.round {
-                i.trials_started = i.trials_started.saturating_sub(1);
-            }
+        if !self.settled && self.trial && !self.slot_freed {
+            self.breaker.free_trial_slot(self.round);
         }
     }
 }
@@ -173,7 +183,16 @@ impl CircuitBreaker {
             trial,
             round: i.round,
             settled: false,
+            slot_freed: false,
         })
+    }
+
+    /// A trial call of `round` no longer holds a slot.
+    fn free_trial_slot(&self, round: u64) {
+        let mut i = self.lock();
+        if i.state == BreakerState::HalfOpen && i.round == round {
+            i.trials_started = i.trials_started.saturating_sub(1);
+        }
     }
 
     fn record_success(&self) {
@@ -289,6 +308,34 @@ mod tests {
         trials.next().expect("trial").success();
         assert_eq!(b.state_at(t), BreakerState::Closed);
         assert!(b.admit_at(t).is_ok());
+    }
+
+    #[test]
+    fn an_answered_trial_whose_body_is_still_coming_gives_its_slot_back() {
+        let (b, t0) = (breaker(), Instant::now());
+        open(&b, t0);
+        let t = t0 + 100 * MS;
+        let mut download = b.admit_at(t).expect("trial");
+        let others: Vec<Permit> = (1..TRIALS).map(|_| b.admit_at(t).expect("trial")).collect();
+        assert_eq!(refused_for(b.admit_at(t)), Some(Duration::ZERO));
+        // Its headers came: the round may start another trial while the body comes.
+        download.answered();
+        download.answered();
+        let another = b.admit_at(t).expect("a slot was given back, once");
+        assert_eq!(refused_for(b.admit_at(t)), Some(Duration::ZERO));
+        for p in others {
+            p.failure_at(t);
+        }
+        assert_eq!(b.state_at(t), BreakerState::HalfOpen);
+        // Its verdict still counts: the third failed trial of the round reopens it.
+        download.failure_at(t);
+        assert_eq!(b.state_at(t), BreakerState::Open);
+        drop(another);
+        assert_eq!(
+            refused_for(b.admit_at(t)),
+            Some(200 * MS),
+            "a late permit of a decided round changes nothing"
+        );
     }
 
     #[test]

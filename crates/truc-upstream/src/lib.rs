@@ -586,7 +586,7 @@ impl Upstream for VdxpUpstream {
     }
 
     async fn fetch_stream(&self, doc_id: &str) -> Result<PackageDownload, UpstreamError> {
-        let permit = self.breaker.admit()?;
+        let mut permit = self.breaker.admit()?;
         // The answer's headers within the call timeout; its body as long as it keeps coming
         // (see PackageDownload::advance), not cut off by the client's timeout for small calls.
         let headers = tokio::time::timeout(
@@ -625,6 +625,8 @@ impl Upstream for VdxpUpstream {
                 return Err(e);
             }
         };
+        // Answered: a long body must not hold a trial slot of a half-open breaker.
+        permit.answered();
         // Without a length, as long as a 512 MiB package (in base64) would take.
         let length = response
             .content_length()

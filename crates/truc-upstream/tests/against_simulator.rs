@@ -261,3 +261,61 @@ async fn a_package_may_take_longer_than_a_small_call() {
         Duration::from_millis(2500)
     );
 }
+
+#[tokio::test]
+async fn a_long_download_does_not_hold_back_the_calls_that_test_a_recovering_axis() {
+    let r = simulator().await;
+    let gtvt = client(&r.base_url, "bogtvt", "s-gtvt");
+    let tc = client(&r.base_url, "botc", "s-tc");
+    gtvt.send(
+        &package(),
+        "000.00.05.G04",
+        &["000.00.00.G12".into()],
+        false,
+    )
+    .await
+    .expect("send");
+    let waiting = tc.list_received(false).await.expect("list");
+    assert_eq!(waiting.len(), 1);
+    // The axis goes down: ten failed calls open the circuit.
+    r.sim.set_faults(Faults {
+        outage_until_ms: Some(i64::MAX),
+        ..Faults::default()
+    });
+    for _ in 0..10 {
+        tc.list_received(false).await.expect_err("down");
+    }
+    assert_eq!(tc.link(), BreakerState::Open);
+    // Back, on a slow link: after the open delay, the first trial is the download, whose
+    // answer takes seconds to come.
+    r.sim.set_faults(Faults {
+        throttle_bytes_per_sec: 1_000,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    let mut download = tc.fetch_stream(&waiting[0].doc_id).await.expect("answered");
+    // Two more trials fail (the axis stumbles again)...
+    r.sim.set_faults(Faults {
+        outage_until_ms: Some(i64::MAX),
+        throttle_bytes_per_sec: 1_000,
+        ..Faults::default()
+    });
+    for _ in 0..2 {
+        let err = tc.list_received(false).await.expect_err("down");
+        assert_ne!(err.code(), "UPSTREAM_CIRCUIT_OPEN", "{err}");
+    }
+    // ...and the next trial is let through while the download still comes, and closes it.
+    r.sim.set_faults(Faults {
+        throttle_bytes_per_sec: 1_000,
+        ..Faults::default()
+    });
+    tc.list_received(false)
+        .await
+        .expect("a trial while the download still comes");
+    assert_eq!(tc.link(), BreakerState::Closed);
+    let mut got = Vec::new();
+    while let Some(piece) = download.next_piece().await.expect("the download ends well") {
+        got.extend(piece);
+    }
+    assert_eq!(got, package());
+}

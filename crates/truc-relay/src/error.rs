@@ -26,6 +26,16 @@ pub enum RelayError {
     )]
     UnknownRemote(String),
 
+    /// A package from the national axis claims a sender of this ministry: the ministry's
+    /// units send through this relay, never from the axis.
+    #[error("a package from the national axis (docId {doc_id}) claims to come from {from}, a unit of this ministry: its units send through this relay, not from the axis")]
+    ForgedFromAxis {
+        /// The `From` of the package.
+        from: String,
+        /// The axis's transport id.
+        doc_id: String,
+    },
+
     /// The adapter sent as a unit it does not serve.
     #[error("the adapter of {adapter} (certificate {certificate}) may not send as {from}: only as {adapter} or its level-3 units")]
     ForgedSender {
@@ -71,7 +81,9 @@ impl RelayError {
             RelayError::Store(e) => e.code(),
             RelayError::UnknownUnit(_) => "ROUTE_UNKNOWN_UNIT",
             RelayError::UnknownRemote(_) => "ROUTE_UNKNOWN_REMOTE",
-            RelayError::ForgedSender { .. } => "AUTH_FORGED_SENDER",
+            RelayError::ForgedSender { .. } | RelayError::ForgedFromAxis { .. } => {
+                "AUTH_FORGED_SENDER"
+            }
             RelayError::UnknownCertificate(_) => "AUTH_UNKNOWN_CERTIFICATE",
             RelayError::Suspended(_) => "AUTH_UNIT_SUSPENDED",
             RelayError::CredentialInUse { .. } => "AUTH_CREDENTIAL_IN_USE",

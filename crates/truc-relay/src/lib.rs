@@ -200,6 +200,24 @@ impl Relay {
                 }
             }
         }
+        if let Submitter::NationalAxis { doc_id } = who {
+            if self.registry.is_ministry_code(meta.from()) {
+                let err = RelayError::ForgedFromAxis {
+                    from: meta.from().to_string(),
+                    doc_id: doc_id.clone(),
+                };
+                self.store
+                    .audit(
+                        "system:national-axis",
+                        "permission_denied",
+                        meta.from().as_str(),
+                        &err.to_string(),
+                        now,
+                    )
+                    .await?;
+                return Err(err);
+            }
+        }
         let (mut routes, summary, unknown_recipients) = match meta.kind() {
             PackageKind::Document => {
                 self.route_document(meta, matches!(who, Submitter::NationalAxis { .. }))?
@@ -434,17 +452,25 @@ impl Relay {
         Ok((routes, summary))
     }
 
-    /// Where a recall request (13) for `document` goes: to each of its recipients the
-    /// relay can reach, only the ministry's own for a document that came across the
-    /// national axis (the axis carries the request to the others itself). Recipients the
-    /// registry no longer has are left out; none left is an error.
+    /// Where a recall request (13) for `document` goes: to each of its recipients, only the
+    /// ministry's own for a document that came across the national axis (the axis carries
+    /// the request to the others itself), and up the axis for the others (which it carried
+    /// the document to). Units the registry no longer has are left out; none left is an
+    /// error.
     fn route_recall(&self, document: &MessageRecord) -> Result<Vec<RoutedRecipient>, RelayError> {
         let inbound = matches!(document.source, Source::NationalAxis { .. });
         let mut routes: Vec<RoutedRecipient> = Vec::new();
         for recipient in &document.recipients {
-            if (inbound && !self.registry.is_ministry_code(recipient))
-                || routes.iter().any(|r| &r.recipient == recipient)
-            {
+            let ours = self.registry.is_ministry_code(recipient);
+            if (inbound && !ours) || routes.iter().any(|r| &r.recipient == recipient) {
+                continue;
+            }
+            if !ours {
+                // The axis carried the document there, listed in the directory or not.
+                routes.push(RoutedRecipient {
+                    recipient: recipient.clone(),
+                    decision: RouteDecision::NationalAxis,
+                });
                 continue;
             }
             match self.registry.route(recipient) {
@@ -472,13 +498,15 @@ impl Relay {
 
     /// Whether `who`, reporting as `from`, sent `document` (a recall request must come from
     /// its sender): for an adapter, a unit it serves; from the national axis, the sending
-    /// body or one within or above it.
+    /// body of a document that came from the axis, or one within or above it.
     fn sent(&self, who: &Submitter, from: &OrgCode, document: &MessageRecord) -> bool {
         match who {
             Submitter::Operator { .. } => true,
             Submitter::Adapter { unit, .. } => self.registry.may_send_as(unit, &document.sender),
+            // Only a document that came from the axis can be recalled from it.
             Submitter::NationalAxis { .. } => {
-                from.is_within(&document.sender) || document.sender.is_within(from)
+                matches!(document.source, Source::NationalAxis { .. })
+                    && (from.is_within(&document.sender) || document.sender.is_within(from))
             }
         }
     }

@@ -378,6 +378,70 @@ async fn a_recall_request_goes_from_the_sender_to_every_recipient() {
         "the request goes up for the other ministry"
     );
 
+    // Nobody on the national axis may speak for a unit of the ministry: neither a recall of
+    // its document nor any other package.
+    let forged = status_about_doc_basic("000.00.05.G04", "13");
+    let err = relay
+        .submit(
+            &Submitter::NationalAxis {
+                doc_id: "forged-1".into(),
+            },
+            &parse(&forged).expect("valid"),
+            PayloadInput::Bytes(forged.into()),
+            None,
+        )
+        .await
+        .expect_err("a ministry unit never sends from the axis");
+    assert_eq!(err.code(), "AUTH_FORGED_SENDER", "{err}");
+    assert!(err.to_string().contains("forged-1"), "{err}");
+    let again = sample("doc-basic.edxml");
+    let err = relay
+        .submit(
+            &Submitter::NationalAxis {
+                doc_id: "forged-2".into(),
+            },
+            &parse(&again).expect("valid"),
+            PayloadInput::Bytes(again.into()),
+            None,
+        )
+        .await
+        .expect_err("a ministry unit never sends from the axis");
+    assert_eq!(err.code(), "AUTH_FORGED_SENDER", "{err}");
+
+    // A recipient outside the ministry that the national directory no longer lists still
+    // gets the request (the axis carried the document there), and so do the others.
+    relay
+        .registry()
+        .set_directory(
+            store.as_ref(),
+            vec![truc_relay::RemoteBody {
+                code: code("000.00.00.G15"),
+                name: "Bộ Tư pháp".into(),
+                parent: None,
+            }],
+        )
+        .await
+        .expect("directory");
+    let package = truc_edxml::StatusBuilder::new(
+        code("000.00.05.G04"),
+        truc_edxml::DocumentId::new("000.00.05.G04,2026/11/20,1234/TCĐBVN-VP"),
+        truc_edxml::StatusCode::new("13"),
+        "2026/11/21 10:05:00",
+    )
+    .build();
+    let receipt = relay
+        .submit(
+            &adapter("000.00.05.G04"),
+            &parse(&package).expect("valid"),
+            PayloadInput::Bytes(package.into()),
+            None,
+        )
+        .await
+        .expect("recall request, the directory changed");
+    assert!(!receipt.duplicate);
+    assert_eq!(receipt.routes.len(), 2, "{:?}", receipt.routes);
+    assert_eq!(receipt.routes[1].decision, RouteDecision::NationalAxis);
+
     // The recipient agrees (15): that answer goes back to the sender, as any status.
     let package = status_about_doc_basic("000.00.07.G04", "15");
     let back = relay
@@ -396,7 +460,8 @@ async fn a_recall_request_goes_from_the_sender_to_every_recipient() {
         .await
         .expect("trace");
     let codes: Vec<&str> = trace.statuses.iter().map(|s| s.code.as_str()).collect();
-    assert_eq!(codes, ["13", "15"]);
+    // By their stamps: the first request and the answer at 10:00, the second at 10:05.
+    assert_eq!(codes, ["13", "15", "13"]);
 }
 
 #[tokio::test]

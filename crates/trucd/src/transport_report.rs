@@ -119,8 +119,9 @@ impl TransportReports {
 #[derive(Debug)]
 struct Followed {
     sent: Sent,
-    /// Recipients whose outcome is recorded already.
-    reported: HashSet<String>,
+    /// Recipients whose outcome is recorded already (see [`recipient_key`]); for a package
+    /// followed again after a restart, read from its timeline at its first look.
+    reported: Option<HashSet<String>>,
     /// Looks that found no report at all.
     empty_looks: u32,
     wait: Duration,
@@ -177,8 +178,9 @@ impl Follower {
         }
     }
 
-    /// Follows again what the store says was followed when the relay stopped, without the
-    /// outcomes the timelines have already; forgets what is past its day.
+    /// Follows again what the store says was followed when the relay stopped (the outcomes
+    /// their timelines have already are read at each one's first look); forgets what is
+    /// past its day.
     async fn resume(&mut self) {
         let kept = match self.store.settings(NAMESPACE).await {
             Ok(kept) => kept,
@@ -193,23 +195,11 @@ impl Follower {
             let sent = Sent::from_setting(&key, &value)
                 .filter(|s| now.since(s.at) < FOLLOWED_FOR && self.followed.len() < MOST_FOLLOWED);
             let Some(sent) = sent else {
-                self.forget(&key).await;
+                self.forget(&key);
                 continue;
             };
-            let reported = match self.store.events(sent.message).await {
-                Ok(events) => events
-                    .into_iter()
-                    .filter(|e| matches!(e.kind, EventKind::AxisReceived | EventKind::AxisRefused))
-                    .filter_map(|e| e.recipient.map(|r| r.to_string()))
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(message = %sent.message, error = %e, "a followed package's timeline cannot be read; it is not followed");
-                    self.forget(&key).await;
-                    continue;
-                }
-            };
             let left = FOLLOWED_FOR.saturating_sub(now.since(sent.at));
-            self.follow_now(sent, reported, left);
+            self.follow_now(sent, None, left);
             resumed += 1;
         }
         self.metrics.transport_reports_followed(self.followed.len());
@@ -253,12 +243,12 @@ impl Follower {
             }
         }
         for sent in batch {
-            self.follow_now(sent, HashSet::new(), FOLLOWED_FOR);
+            self.follow_now(sent, Some(HashSet::new()), FOLLOWED_FOR);
         }
         self.metrics.transport_reports_followed(self.followed.len());
     }
 
-    fn follow_now(&mut self, sent: Sent, reported: HashSet<String>, left: Duration) {
+    fn follow_now(&mut self, sent: Sent, reported: Option<HashSet<String>>, left: Duration) {
         let now = Instant::now();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -275,10 +265,31 @@ impl Follower {
         self.due.push(Reverse((now + FIRST_LOOK, seq)));
     }
 
-    /// Stops keeping a package in the store: it is no longer followed.
-    async fn forget(&self, key: &str) {
-        if let Err(e) = self.store.delete_setting(NAMESPACE, key).await {
-            tracing::warn!(key, error = %e, "a package no longer followed could not be removed from the store; a restart may look at it again");
+    /// Stops keeping a package in the store: it is no longer followed. Not waited for (a
+    /// restart that finds it anyway looks at it once more, and records nothing twice).
+    fn forget(&self, key: &str) {
+        let (store, key) = (self.store.clone(), key.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = store.delete_setting(NAMESPACE, &key).await {
+                tracing::warn!(key, error = %e, "a package no longer followed could not be removed from the store; a restart may look at it again");
+            }
+        });
+    }
+
+    /// The recipients whose outcome `message`'s timeline has already.
+    async fn recorded(&self, message: MessageId) -> Option<HashSet<String>> {
+        match self.store.events(message).await {
+            Ok(events) => Some(
+                events
+                    .into_iter()
+                    .filter(|e| matches!(e.kind, EventKind::AxisReceived | EventKind::AxisRefused))
+                    .filter_map(|e| e.recipient.map(|r| r.to_string()))
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(%message, error = %e, "a followed package's timeline cannot be read; looked at again later");
+                None
+            }
         }
     }
 
@@ -291,7 +302,10 @@ impl Follower {
         // While the link is down, its breaker refuses calls anyway: no call is spent (nor
         // counted against the link) until it is up.
         let link_up = self.upstream.link() == truc_upstream::BreakerState::Closed;
-        let pending = if !link_up {
+        if f.reported.is_none() {
+            f.reported = self.recorded(f.sent.message).await;
+        }
+        let pending = if !link_up || f.reported.is_none() {
             true
         } else {
             match self.upstream.sent_report(&f.sent.doc_id).await {
@@ -316,7 +330,7 @@ impl Follower {
             self.due.push(Reverse((now + f.wait, seq)));
             self.followed.insert(seq, f);
         } else {
-            self.forget(&f.sent.key()).await;
+            self.forget(&f.sent.key());
             self.metrics.transport_reports_followed(self.followed.len());
         }
     }
@@ -334,7 +348,9 @@ impl Follower {
                     continue;
                 }
             };
-            if f.reported.contains(&line.to_code) {
+            let recipient = OrgCode::parse(&line.to_code).ok();
+            let key = recipient_key(recipient.as_ref(), &line.to_code);
+            if f.reported.as_ref().is_some_and(|r| r.contains(&key)) {
                 continue;
             }
             let detail = match (kind, line.receive_status_desc.is_empty()) {
@@ -350,7 +366,6 @@ impl Follower {
             if kind == EventKind::AxisRefused {
                 tracing::warn!(message = %f.sent.message, doc_id = %f.sent.doc_id, recipient = %line.to_code, reason = %line.receive_status_desc, "a package sent to the national axis was refused by its recipient's system");
             }
-            let recipient = OrgCode::parse(&line.to_code).ok();
             match self
                 .store
                 .record_event(
@@ -364,7 +379,7 @@ impl Follower {
             {
                 Ok(()) => {
                     self.metrics.transport_report(outcome);
-                    f.reported.insert(line.to_code);
+                    f.reported.get_or_insert_with(HashSet::new).insert(key);
                 }
                 // Looked at again later.
                 Err(e) => {
@@ -377,10 +392,53 @@ impl Follower {
     }
 }
 
+/// How a recipient is known in [`Followed::reported`]: its code as the timeline writes it
+/// (so that what a restart reads back matches), or the axis's text if it is not a code.
+fn recipient_key(recipient: Option<&OrgCode>, to_code: &str) -> String {
+    recipient.map_or_else(|| to_code.trim().to_owned(), |r| r.to_string())
+}
+
 /// Sleeps until `at`, or for ever without one.
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recipient_is_known_by_its_code_as_the_timeline_writes_it() {
+        // The axis's text may carry spaces; the timeline's event holds the parsed code,
+        // which a restart reads back: both must give the same key.
+        let raw = " 000.01.07.G12 ";
+        let parsed = OrgCode::parse(raw).ok();
+        let from_event = parsed.as_ref().map(|c| c.to_string());
+        assert_eq!(
+            Some(recipient_key(parsed.as_ref(), raw)),
+            from_event,
+            "the key of an outcome and of its event read back"
+        );
+        assert_eq!(recipient_key(None, " not a code "), "not a code");
+    }
+
+    #[test]
+    fn a_followed_package_is_written_down_and_read_back() {
+        let sent = Sent {
+            message: "01KC0000000000000000000000".parse().expect("an id"),
+            doc_id: "65a1b2c3d4e5f60718293a4b".into(),
+            at: Timestamp(1_800_000_000_123),
+        };
+        let back =
+            Sent::from_setting(&sent.key(), sent.at.0.to_string().as_bytes()).expect("read back");
+        assert_eq!(
+            (back.message, back.doc_id.as_str(), back.at),
+            (sent.message, sent.doc_id.as_str(), sent.at)
+        );
+        assert!(Sent::from_setting("no-slash", b"1").is_none());
+        assert!(Sent::from_setting(&sent.key(), b"not a time").is_none());
     }
 }

@@ -9,6 +9,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use truc_edxml::Sha256Digest;
@@ -119,6 +120,49 @@ impl BlobDir {
             }
         }
         Ok(found)
+    }
+
+    /// Where blob files no message uses are set aside (see [`set_aside`](Self::set_aside)).
+    pub(crate) fn unused_dir(&self) -> PathBuf {
+        self.root.join("unused")
+    }
+
+    /// Moves the blob with this digest to [`unused_dir`](Self::unused_dir).
+    pub(crate) fn set_aside(&self, sha: &Sha256Digest) -> Result<(), StoreError> {
+        let dir = self.unused_dir();
+        fs::create_dir_all(&dir).map_err(StoreError::from_io)?;
+        fs::rename(self.path_of(sha), dir.join(sha.to_hex())).map_err(StoreError::from_io)
+    }
+
+    /// Deletes the files set aside longer than `age` ago (by the time of their move);
+    /// returns how many and their bytes.
+    pub(crate) fn delete_unused_older_than(
+        &self,
+        age: Duration,
+    ) -> Result<(usize, u64), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let entries = match fs::read_dir(self.unused_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(StoreError::from_io(e)),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let (mut files, mut bytes) = (0, 0);
+        for entry in entries {
+            let entry = entry.map_err(StoreError::from_io)?;
+            let meta = entry.metadata().map_err(StoreError::from_io)?;
+            // A rename changes the inode's change time, not its modification time.
+            let moved = u64::try_from(meta.ctime()).unwrap_or(0);
+            if meta.is_file() && now.saturating_sub(moved) >= age.as_secs() {
+                fs::remove_file(entry.path()).map_err(StoreError::from_io)?;
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+        Ok((files, bytes))
     }
 
     /// Deletes a blob file; returns the bytes freed.
@@ -264,6 +308,34 @@ impl Drop for StagedPayload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unused_blobs_are_set_aside_then_deleted_after_their_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = BlobDir::open(dir.path().join("blobs")).expect("open");
+        let staged = blobs.write_bytes(b"an unused payload").expect("write");
+        let sha = staged.sha256();
+        blobs.install(staged).expect("install");
+        blobs.set_aside(&sha).expect("set aside");
+        assert!(!blobs.path_of(&sha).exists());
+        assert!(
+            blobs.stored().expect("list").is_empty(),
+            "not a stored blob any more"
+        );
+        let kept = Duration::from_secs(7 * 86_400);
+        assert_eq!(blobs.delete_unused_older_than(kept).expect("sweep"), (0, 0));
+        assert!(
+            blobs.unused_dir().join(sha.to_hex()).is_file(),
+            "kept for its days"
+        );
+        assert_eq!(
+            blobs
+                .delete_unused_older_than(Duration::ZERO)
+                .expect("sweep"),
+            (1, 17)
+        );
+        assert!(!blobs.unused_dir().join(sha.to_hex()).exists());
+    }
 
     #[test]
     fn a_writer_hashes_what_it_writes_unless_told_its_caller_does() {

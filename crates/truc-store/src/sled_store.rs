@@ -214,6 +214,9 @@ mod keys {
 
 use keys::key;
 
+/// How long a blob file no message uses stays in `blobs/unused/` before it is deleted.
+const UNUSED_BLOBS_KEPT: Duration = Duration::from_secs(7 * 86_400);
+
 /// Reference count of a blob file: identical large packages share one file.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct BlobRef {
@@ -583,14 +586,7 @@ impl SledStore {
         }
         let released = store.release_leases(u64::MAX, Timestamp::now())?;
         store.drop_stale_dead_letters()?;
-        let (files, bytes) = store.remove_unused_blobs()?;
-        if files > 0 {
-            tracing::info!(
-                files,
-                bytes,
-                "removed blob files no message uses (left by a crash between a purge and its deletions, or by a submission the crash cut short)"
-            );
-        }
+        store.set_aside_unused_blobs();
         if released > 0 {
             tracing::info!(released, "released the claims of the previous process");
         }
@@ -937,25 +933,64 @@ impl SledStore {
         }
     }
 
+    /// Moves the blob files no message references to `blobs/unused/`, and deletes those
+    /// that have been there for [`UNUSED_BLOBS_KEPT`]. A crash can leave such a file after a
+    /// purge made its release durable and before it deleted the file, or after a large
+    /// submission installed its file and before its records were flushed (it was never
+    /// acknowledged). Set aside rather than deleted at once, so that a database damaged in
+    /// some way nobody foresaw cannot take payloads with it unnoticed. Run at open, before
+    /// any submission can install a file whose reference is not written yet. Best effort:
+    /// a file that cannot be moved or listed is said and left.
+    fn set_aside_unused_blobs(&self) {
+        let mut set_aside = 0;
+        match self.blobs.stored() {
+            Ok(stored) => {
+                for sha in stored {
+                    match self.db.contains_key(key(keys::BLOB_REF, &[&sha.0])) {
+                        Ok(true) => {}
+                        Ok(false) => match self.blobs.set_aside(&sha) {
+                            Ok(()) => set_aside += 1,
+                            Err(e) => {
+                                tracing::warn!(blob = %sha.to_hex(), error = %e, "a blob file no message uses could not be set aside");
+                            }
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the blob references cannot be read; unused blob files are left");
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the blob directory cannot be listed; unused blob files are left");
+                return;
+            }
+        }
+        if set_aside > 0 {
+            tracing::warn!(
+                files = set_aside,
+                dir = %self.blobs.unused_dir().display(),
+                "blob files no message uses were set aside (left by a crash after a purge, or by a submission a crash cut short); they are deleted after 7 days"
+            );
+        }
+        match self.blobs.delete_unused_older_than(UNUSED_BLOBS_KEPT) {
+            Ok((0, _)) => {}
+            Ok((files, bytes)) => {
+                tracing::info!(
+                    files,
+                    bytes,
+                    "deleted blob files set aside more than 7 days ago"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the blob files set aside could not all be deleted");
+            }
+        }
+    }
+
     /// Removes dead-letter index entries whose delivery is no longer dead: left when a
     /// crash interrupted a requeue or drop after its record was written (see [`Writes`]).
     /// Dead letters are few, so this costs little at start-up.
-    /// Deletes the blob files no message references: a crash can leave one after a purge
-    /// made its release durable and before it deleted the file, or after a large
-    /// submission installed its file and before its records were flushed (it was never
-    /// acknowledged). Run at open, before any submission can install a file whose
-    /// reference is not written yet. Returns the files and bytes freed.
-    fn remove_unused_blobs(&self) -> Result<(usize, u64)> {
-        let (mut files, mut bytes) = (0, 0);
-        for sha in self.blobs.stored()? {
-            if !self.db.contains_key(key(keys::BLOB_REF, &[&sha.0]))? {
-                bytes += self.blobs.remove(&sha)?;
-                files += 1;
-            }
-        }
-        Ok((files, bytes))
-    }
-
     fn drop_stale_dead_letters(&self) -> Result<()> {
         let mut g = self.guard();
         let mut txn = self.txn();

@@ -730,7 +730,7 @@ async fn the_audit_chain_verifies_and_detects_tampering() {
 }
 
 #[tokio::test]
-async fn blob_files_no_message_uses_are_removed_at_open() {
+async fn blob_files_no_message_uses_are_set_aside_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let dest = inbox("000.00.07.G04");
@@ -761,7 +761,12 @@ async fn blob_files_no_message_uses_are_removed_at_open() {
     std::fs::write(&foreign, b"an operator's file").expect("foreign");
 
     let store = open(dir.path());
-    assert!(!orphan_path.exists(), "the unused blob file is removed");
+    assert!(!orphan_path.exists(), "the unused blob file is moved away");
+    let set_aside = dir.path().join("blobs").join("unused").join(&orphan);
+    assert_eq!(
+        std::fs::read(&set_aside).expect("set aside, not deleted yet"),
+        orphan_bytes
+    );
     assert!(
         foreign.exists(),
         "a file not named as a blob is not touched"

@@ -223,3 +223,59 @@ async fn a_suspended_units_packages_wait_in_the_outbox_until_it_is_active() {
     }
     relay.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adapter_outlasts_its_units_suspension_and_receives_what_was_held() {
+    let relay = TestRelay::start(&[A, B]).await.expect("relay");
+    let engine = relay.engine().expect("in-process relay").clone();
+    let work = tempfile::tempdir().expect("tempdir");
+    let a_dir = work.path().join("a");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let client = relay.adapter(A).await.expect("client");
+    let adapter = tokio::spawn(run(
+        client,
+        FolderOptions {
+            dir: a_dir.clone(),
+            poll: Duration::from_millis(100),
+            credits: 8,
+        },
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    wait_for("the folders", || a_dir.join("inbox").is_dir()).await;
+    let set_state = |state| {
+        let engine = engine.clone();
+        async move {
+            engine
+                .registry()
+                .set_state(engine.store().as_ref(), &code(A), state, "operator:test")
+                .await
+                .expect("state")
+        }
+    };
+    // A is suspended: the relay ends its open inbox; mail for it is held meanwhile.
+    set_state(truc_relay::UnitState::Suspended).await;
+    let mut b = relay.adapter(B).await.expect("B");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    let doc = DocumentBuilder::new(code(B), vec![code(A)], date, "31", "CHHVN").build();
+    b.submit_document(&doc, None).await.expect("held for A");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!adapter.is_finished(), "the adapter keeps running");
+    assert!(files(&a_dir.join("inbox"), "edxml").is_empty());
+
+    // Active again: the adapter opens its inbox again and gets what was held.
+    set_state(truc_relay::UnitState::Active).await;
+    wait_for("the held document in A's inbox", || {
+        !files(&a_dir.join("inbox"), "edxml").is_empty()
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(&files(&a_dir.join("inbox"), "edxml")[0]).expect("read"),
+        doc
+    );
+    stop_tx.send(true).expect("stop");
+    let stats = adapter.await.expect("task").expect("adapter");
+    assert_eq!(stats.received, 1);
+    relay.stop().await.expect("stop");
+}

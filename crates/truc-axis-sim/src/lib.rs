@@ -411,7 +411,13 @@ async fn throttled(response: Response, rate: u64) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    // A tenth of a second's worth at a time; below 10 bytes a second, a byte at a time.
     let step = usize::try_from(rate / 10).unwrap_or(usize::MAX).max(1);
+    let pause = if rate >= 10 {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_millis(1000 / rate)
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
     tokio::spawn(async move {
         let mut at = 0;
@@ -422,7 +428,7 @@ async fn throttled(response: Response, rate: u64) -> Response {
             }
             at = end;
             if at < bytes.len() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(pause).await;
             }
         }
     });

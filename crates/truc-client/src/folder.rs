@@ -64,7 +64,13 @@ fn looks_like_status(bytes: &[u8]) -> bool {
     text.contains("Status>") && !text.contains("MessageHeader>")
 }
 
-/// Runs the folder adapter until `shutdown` completes.
+/// The longest wait before the inbox is opened again after the relay refused or dropped it.
+const LONGEST_REOPEN_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs the folder adapter until `shutdown` completes. The relay refusing or dropping the
+/// inbox (a restart, the unit suspended, the network) never stops it: the inbox is opened
+/// again, ever less often (from 1 s up to every minute), while `outbox/` keeps being
+/// scanned. Only a local failure (the folders cannot be read or written) ends it.
 pub async fn run(
     client: Client,
     options: FolderOptions,
@@ -73,10 +79,12 @@ pub async fn run(
     for sub in ["outbox", "sent", "failed", "inbox"] {
         tokio::fs::create_dir_all(options.dir.join(sub)).await?;
     }
+    let credits = options.credits.max(1);
     let mut stats = FolderStats::default();
     let mut outbox_client = client.clone();
     let mut inbox_client = client;
-    let mut inbox = inbox_client.inbox(options.credits.max(1)).await?;
+    let mut inbox = None;
+    let mut reopen = Reopen::default();
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(options.poll);
     let mut waiting = Waiting::new(options.poll);
@@ -84,19 +92,83 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => return Ok(stats),
             _ = tick.tick() => send_outbox(&mut outbox_client, &options.dir, &mut stats, &mut waiting).await?,
-            delivery = inbox.next() => match delivery? {
-                Some(d) => {
-                    receive(&mut inbox_client, &options.dir, &d).await?;
-                    inbox.ack(&d.delivery_id).await?;
-                    stats.received += 1;
+            _ = tokio::time::sleep_until(reopen.at), if inbox.is_none() => {
+                match inbox_client.inbox(credits).await {
+                    Ok(opened) => {
+                        inbox = Some(opened);
+                        reopen.opened();
+                    }
+                    Err(e) => reopen.failed("the inbox could not be opened", &e),
                 }
-                None => {
-                    // The relay closed the stream (restart): reopen.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    inbox = inbox_client.inbox(options.credits.max(1)).await?;
+            }
+            delivery = next_delivery(&mut inbox), if inbox.is_some() => {
+                let taken = match delivery {
+                    Ok(Some(d)) => take(&mut inbox_client, &mut inbox, &options.dir, &d).await,
+                    // The relay closed the stream (a restart): opened again shortly.
+                    Ok(None) => Err(ClientError::Closed),
+                    Err(e) => Err(e),
+                };
+                match taken {
+                    Ok(()) => stats.received += 1,
+                    Err(ClientError::Io(e)) => return Err(ClientError::Io(e)),
+                    Err(e) => {
+                        inbox = None;
+                        reopen.failed("the inbox stream ended", &e);
+                    }
                 }
-            },
+            }
         }
+    }
+}
+
+/// The next delivery of an open inbox.
+async fn next_delivery(
+    inbox: &mut Option<crate::Inbox>,
+) -> Result<Option<crate::Delivery>, ClientError> {
+    match inbox {
+        Some(inbox) => inbox.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes a delivery to `inbox/`, then acknowledges it.
+async fn take(
+    client: &mut Client,
+    inbox: &mut Option<crate::Inbox>,
+    dir: &Path,
+    d: &crate::Delivery,
+) -> Result<(), ClientError> {
+    receive(client, dir, d).await?;
+    match inbox {
+        Some(inbox) => inbox.ack(&d.delivery_id).await,
+        None => Err(ClientError::Closed),
+    }
+}
+
+/// When to open the inbox again, and how long the wait after the next failure.
+struct Reopen {
+    at: tokio::time::Instant,
+    wait: Duration,
+}
+
+impl Default for Reopen {
+    fn default() -> Self {
+        Reopen {
+            at: tokio::time::Instant::now(),
+            wait: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Reopen {
+    fn opened(&mut self) {
+        self.wait = Duration::from_secs(1);
+    }
+
+    fn failed(&mut self, what: &str, e: &ClientError) {
+        tracing::warn!(error = %e, retry_in_secs = self.wait.as_secs(), "{what}; opened again later");
+        self.at = tokio::time::Instant::now() + self.wait;
+        self.wait = (self.wait * 2).min(LONGEST_REOPEN_WAIT);
     }
 }
 

@@ -61,9 +61,18 @@ pub struct Api {
     http: reqwest::Client,
 }
 
+/// Why the admin API's settings could not be resolved: the exit codes differ.
+#[derive(Debug)]
+pub enum SettingsError {
+    /// The settings file could not be read (exit 3).
+    Unreadable(anyhow::Error),
+    /// A setting is wrong: a file that does not parse, a URL that is not http(s) (exit 2).
+    Invalid(anyhow::Error),
+}
+
 impl Api {
     /// Resolves the settings in their order of precedence.
-    pub fn from_args(args: &ApiArgs) -> anyhow::Result<Self> {
+    pub fn from_args(args: &ApiArgs) -> Result<Self, SettingsError> {
         let file = match &args.ctl_config {
             Some(path) => Some(read_file(path)?),
             None => default_file()
@@ -72,6 +81,10 @@ impl Api {
                 .transpose()?,
         }
         .unwrap_or_default();
+        Self::with_file(args, file).map_err(SettingsError::Invalid)
+    }
+
+    fn with_file(args: &ApiArgs, file: CtlFile) -> anyhow::Result<Self> {
         let base = args
             .admin
             .clone()
@@ -210,10 +223,13 @@ fn default_file() -> Option<PathBuf> {
     Some(home.join("truc").join("trucctl.toml"))
 }
 
-fn read_file(path: &std::path::Path) -> anyhow::Result<CtlFile> {
+fn read_file(path: &std::path::Path) -> Result<CtlFile, SettingsError> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the settings file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("in the settings file {}", path.display()))
+        .with_context(|| format!("reading the settings file {}", path.display()))
+        .map_err(SettingsError::Unreadable)?;
+    toml::from_str(&text)
+        .with_context(|| format!("in the settings file {}", path.display()))
+        .map_err(SettingsError::Invalid)
 }
 
 /// Whether a token sent to `base` stays private: HTTPS, or plain HTTP to this machine.

@@ -197,7 +197,8 @@ pub fn run(args: &ApiArgs, cmd: OpsCommand) -> Outcome {
     };
     let api = match Api::from_args(args) {
         Ok(a) => a,
-        Err(e) => return Outcome::Usage(e),
+        Err(crate::api::SettingsError::Unreadable(e)) => return Outcome::Failed(e),
+        Err(crate::api::SettingsError::Invalid(e)) => return Outcome::Usage(e),
     };
     match runtime.block_on(execute(&api, args.json, cmd)) {
         Ok(true) => Outcome::Success,

@@ -235,3 +235,19 @@ fn registry_sample_writes_the_transport_ministry() {
     assert_eq!(text.matches("[[unit]]").count(), 1 + 57 + 226);
     assert!(text.contains("Tổng cục Đường bộ Việt Nam"));
 }
+
+#[test]
+fn a_settings_file_that_cannot_be_read_is_a_file_error_and_one_that_does_not_parse_is_bad_usage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.toml");
+    let out = trucctl(&["queues", "--ctl-config", &missing.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "admin = [not toml").expect("write");
+    let out = trucctl(&["queues", "--ctl-config", &broken.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("broken.toml"), "{stderr}");
+}

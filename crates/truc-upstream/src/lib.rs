@@ -265,19 +265,41 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The certificate authorities HTTPS to the axis trusts: the system's (its trust store, or
+/// the files `SSL_CERT_FILE` and `SSL_CERT_DIR` name), where the real axis's certificate
+/// chains to, and those of `ca_pem` (`[upstream] ca_file`: a private CA, a test axis).
+fn trusted_roots(ca_pem: Option<&[u8]>) -> Result<rustls::RootCertStore, UpstreamError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let system = rustls_native_certs::load_native_certs();
+    for e in &system.errors {
+        tracing::warn!(error = %e, "some of the system's trusted certificates could not be read");
+    }
+    let (_, unusable) = roots.add_parsable_certificates(system.certs);
+    if unusable > 0 {
+        tracing::debug!(
+            unusable,
+            "system certificates rustls cannot use were left out"
+        );
+    }
+    if roots.is_empty() && ca_pem.is_none() {
+        tracing::warn!("no trusted certificate authority: the system has none and [upstream] ca_file is not set, so HTTPS to the national axis will fail");
+    }
+    if let Some(pem) = ca_pem {
+        use rustls_pki_types::pem::PemObject;
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| UpstreamError::Config(format!("CA bundle: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| UpstreamError::Config(format!("CA bundle: {e}")))?;
+        }
+    }
+    Ok(roots)
+}
+
 impl VdxpUpstream {
     /// Builds the client (TLS with the ring provider, pooled connections).
     pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamError> {
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(pem) = &config.ca_pem {
-            use rustls_pki_types::pem::PemObject;
-            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| UpstreamError::Config(format!("CA bundle: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| UpstreamError::Config(format!("CA bundle: {e}")))?;
-            }
-        }
+        let roots = trusted_roots(config.ca_pem.as_deref())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -1,0 +1,72 @@
+//! The axis's certificate is trusted through the system's certificate authorities, without
+//! `[upstream] ca_file`: the real axis's chain ends at a CA the system trusts. Its own test
+//! binary, since it points `SSL_CERT_FILE` (read for the system's trust store) at a test CA
+//! for the whole process.
+
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use truc_axis_sim::{SimConfig, Simulator, SystemConfig};
+use truc_upstream::{Upstream, UpstreamConfig, VdxpUpstream};
+
+#[tokio::test]
+async fn the_axis_is_trusted_through_the_systems_authorities() {
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "a CA the system trusts");
+    let ca_pem = ca_params.self_signed(&ca_key).expect("ca").pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().expect("key");
+    let server = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&server_key, &issuer)
+        .expect("cert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let system_bundle = dir.path().join("system-ca.pem");
+    std::fs::write(&system_bundle, &ca_pem).expect("bundle");
+    // Before any client is made in this process.
+    std::env::set_var("SSL_CERT_FILE", &system_bundle);
+    std::env::remove_var("SSL_CERT_DIR");
+
+    let sim = Simulator::new(SimConfig {
+        systems: vec![SystemConfig::new("botc", "s-tc", "000.00.00.G12")],
+        agencies: Vec::new(),
+        skew_secs: 300,
+        max_package_bytes: 1024 * 1024,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (cert_pem, key_pem) = (server.pem(), server_key.serialize_pem());
+    tokio::spawn(async move {
+        let _ = sim
+            .serve_tls(listener, cert_pem.as_bytes(), key_pem.as_bytes(), async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let client = VdxpUpstream::new(UpstreamConfig {
+        base_url: format!("https://localhost:{port}"),
+        system_id: "botc".into(),
+        secret: "s-tc".into(),
+        ca_pem: None,
+        client_identity_pem: None,
+        timeout: Duration::from_secs(5),
+        breaker_max_open: Duration::from_secs(300),
+    })
+    .expect("client");
+    let mut last = None;
+    for _ in 0..50 {
+        match client.list_received(false).await {
+            Ok(_) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("HTTPS through the system's authorities failed: {last:?}");
+}

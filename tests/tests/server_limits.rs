@@ -140,6 +140,7 @@ async fn a_certificate_the_ca_revokes_is_refused_after_a_reload() {
     let pid = relay.pid().expect("pid");
     let mut a = relay.adapter(A).await.expect("A");
     a.lookup_unit(A).await.expect("A's certificate works");
+    let mut inbox = a.inbox(4).await.expect("A's inbox");
     // A's key is compromised: the CA revokes its certificate, the relay reloads.
     let revoked = relay.cert_of(A).expect("A's certificate");
     relay.revoke(&[&revoked]).expect("revocation list");
@@ -161,6 +162,20 @@ async fn a_certificate_the_ca_revokes_is_refused_after_a_reload() {
         }
     }
     assert!(refused, "a revoked certificate is refused in the handshake");
+    // The connection it opened before is refused too, at its next call, and its open
+    // inbox stream ends.
+    let err = a
+        .lookup_unit(A)
+        .await
+        .expect_err("the revoked certificate's old connection");
+    assert_eq!(err.code(), Some("AUTH_CERTIFICATE_REJECTED"), "{err}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), inbox.next())
+        .await
+        .expect("the stream ends within seconds");
+    match ended {
+        Err(e) => assert_eq!(e.code(), Some("AUTH_CERTIFICATE_REJECTED"), "{e}"),
+        Ok(other) => panic!("the open inbox ends with the refusal, not {other:?}"),
+    }
     // B's certificate, from the same CA, is not affected.
     let mut b = relay.adapter(B).await.expect("B");
     b.lookup_unit(B).await.expect("B's certificate still works");

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rustls_pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -29,6 +30,16 @@ pub fn status(code: tonic::Code, error_code: &str, message: impl Into<String>) -
         s.metadata_mut().insert(ERROR_CODE_KEY, v);
     }
     s
+}
+
+/// The answer to a client certificate that the adapters' CA or its revocation lists, as
+/// reloaded since the connection was opened, no longer accept.
+fn certificate_rejected(reason: String) -> Status {
+    status(
+        tonic::Code::Unauthenticated,
+        "AUTH_CERTIFICATE_REJECTED",
+        format!("the client certificate is no longer accepted ({reason}): it was revoked, has expired, or is not signed by the adapters' CA any more"),
+    )
 }
 
 fn relay_status(e: RelayError) -> Status {
@@ -58,8 +69,9 @@ fn relay_status(e: RelayError) -> Status {
 /// Who is calling: the unit of the adapter, or anyone in development mode.
 #[derive(Debug, Clone)]
 pub enum Identity {
-    /// Mutual TLS: the certificate maps to a registered unit.
-    Certificates,
+    /// Mutual TLS: the certificate maps to a registered unit; it is checked again against
+    /// the current CA and revocation lists after a reload.
+    Certificates(crate::tls::ReloadableTls),
     /// Development only: every caller is this unit.
     Insecure(OrgCode),
 }
@@ -159,6 +171,16 @@ struct Caller {
     certificate: String,
     /// The certificate's DNS names (empty in development mode).
     names: Vec<String>,
+    /// The client's certificate chain (none in development mode).
+    chain: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// Who an open inbox stream serves: checked again while it stays open.
+struct SessionIdentity {
+    fingerprint: String,
+    names: Vec<String>,
+    chain: Arc<Vec<CertificateDer<'static>>>,
+    tls: crate::tls::ReloadableTls,
 }
 
 impl RelayService {
@@ -218,22 +240,30 @@ impl RelayService {
                     unit,
                     certificate: "insecure-development-mode".into(),
                     names: Vec::new(),
+                    chain: None,
                 });
             }
-            Identity::Certificates => request
-                .peer_certs()
-                .and_then(|certs| certs.first().cloned())
-                .ok_or_else(|| {
-                    status(
-                        tonic::Code::Unauthenticated,
-                        "AUTH_NO_CERTIFICATE",
-                        "no client certificate: adapters must connect with mutual TLS",
-                    )
-                })?,
+            Identity::Certificates(tls) => {
+                let chain = request
+                    .peer_certs()
+                    .filter(|certs| !certs.is_empty())
+                    .ok_or_else(|| {
+                        status(
+                            tonic::Code::Unauthenticated,
+                            "AUTH_NO_CERTIFICATE",
+                            "no client certificate: adapters must connect with mutual TLS",
+                        )
+                    })?;
+                (chain, tls)
+            }
         };
-        // The certificate was verified against the adapters' CA during the handshake.
-        let names = crate::tls::dns_names(&certificate);
-        let fingerprint = crate::tls::fingerprint(&certificate);
+        let (chain, tls) = certificate;
+        // Verified against the adapters' CA during the handshake; again if the CA or the
+        // revocation lists were reloaded since.
+        let names = crate::tls::dns_names(&chain[0]);
+        let fingerprint = crate::tls::fingerprint(&chain[0]);
+        tls.recheck(&fingerprint, &chain)
+            .map_err(certificate_rejected)?;
         let unit = self
             .relay
             .authenticate(&fingerprint, &names)
@@ -242,6 +272,7 @@ impl RelayService {
             unit,
             certificate: fingerprint,
             names,
+            chain: Some(chain),
         })
     }
 
@@ -557,9 +588,14 @@ impl pb::relay_server::Relay for RelayService {
         let session = InboxSession {
             relay: self.relay.clone(),
             unit: caller.unit.code.clone(),
-            identity: match self.identity {
-                Identity::Certificates => Some((caller.certificate.clone(), caller.names.clone())),
-                Identity::Insecure(_) => None,
+            identity: match (&self.identity, &caller.chain) {
+                (Identity::Certificates(tls), Some(chain)) => Some(SessionIdentity {
+                    fingerprint: caller.certificate.clone(),
+                    names: caller.names.clone(),
+                    chain: chain.clone(),
+                    tls: tls.clone(),
+                }),
+                _ => None,
             },
             registry_seen,
             credits: open.credits.clamp(1, self.limits.max_credits.max(1)),
@@ -897,7 +933,7 @@ struct InboxSession {
     /// The adapter's certificate (fingerprint, DNS names), checked again whenever the
     /// units change: a unit suspended or a certificate removed ends the stream at once,
     /// not at the adapter's next call. `None` in development mode.
-    identity: Option<(String, Vec<String>)>,
+    identity: Option<SessionIdentity>,
     /// [`truc_relay::Registry::generation`] when the identity was last checked.
     registry_seen: u64,
     /// Deliveries the adapter will take now; with those it holds unacknowledged
@@ -1182,9 +1218,14 @@ impl InboxSession {
     /// Whether the adapter's certificate still names this unit, active: checked again only
     /// when the units changed since the last check (a number compared otherwise).
     fn still_allowed(&mut self) -> Result<(), Status> {
-        let Some((fingerprint, names)) = &self.identity else {
+        let Some(identity) = &self.identity else {
             return Ok(());
         };
+        let (fingerprint, names) = (&identity.fingerprint, &identity.names);
+        identity
+            .tls
+            .recheck(fingerprint, &identity.chain)
+            .map_err(certificate_rejected)?;
         let generation = self.relay.registry().generation();
         if generation == self.registry_seen {
             return Ok(());

@@ -263,7 +263,7 @@ pub async fn serve(
     let listener = listeners.grpc;
     let identity =
         match &tls {
-            Some(_) => Identity::Certificates,
+            Some(tls) => Identity::Certificates(tls.clone()),
             None => Identity::Insecure(config.insecure_unit.clone().context(
                 "insecure_plaintext needs insecure_unit: the unit every caller acts as",
             )?),

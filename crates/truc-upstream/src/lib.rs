@@ -265,11 +265,22 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The certificate authorities HTTPS to the axis trusts: the system's (its trust store, or
-/// the files `SSL_CERT_FILE` and `SSL_CERT_DIR` name), where the real axis's certificate
-/// chains to, and those of `ca_pem` (`[upstream] ca_file`: a private CA, a test axis).
+/// The certificate authorities HTTPS to the axis trusts: those of `ca_pem` (`[upstream]
+/// ca_file`) only, when given, so that no other authority can stand in for the axis;
+/// otherwise the system's (its trust store, or the files `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` name), where the real axis's certificate chains to.
 fn trusted_roots(ca_pem: Option<&[u8]>) -> Result<rustls::RootCertStore, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = ca_pem {
+        use rustls_pki_types::pem::PemObject;
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| UpstreamError::Config(format!("CA bundle: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| UpstreamError::Config(format!("CA bundle: {e}")))?;
+        }
+        return Ok(roots);
+    }
     let system = rustls_native_certs::load_native_certs();
     for e in &system.errors {
         tracing::warn!(error = %e, "some of the system's trusted certificates could not be read");
@@ -281,17 +292,8 @@ fn trusted_roots(ca_pem: Option<&[u8]>) -> Result<rustls::RootCertStore, Upstrea
             "system certificates rustls cannot use were left out"
         );
     }
-    if roots.is_empty() && ca_pem.is_none() {
+    if roots.is_empty() {
         tracing::warn!("no trusted certificate authority: the system has none and [upstream] ca_file is not set, so HTTPS to the national axis will fail");
-    }
-    if let Some(pem) = ca_pem {
-        use rustls_pki_types::pem::PemObject;
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| UpstreamError::Config(format!("CA bundle: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| UpstreamError::Config(format!("CA bundle: {e}")))?;
-        }
     }
     Ok(roots)
 }
@@ -324,8 +326,14 @@ impl VdxpUpstream {
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
+            // A redirect would carry the signed headers to another host, which could replay
+            // them: the axis answers at its own address or not at all.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| UpstreamError::Config(e.to_string()))?;
+        if config.base_url.starts_with("http://") {
+            tracing::warn!(base = %config.base_url, "the national axis is reached over plain HTTP: packages and credentials cross the network unprotected (use https:// outside a test)");
+        }
         let max_open = config.breaker_max_open;
         Ok(VdxpUpstream {
             http,
@@ -406,9 +414,37 @@ impl VdxpUpstream {
 }
 
 /// Reads a whole (small) answer: its envelope decides between the answer and an error.
-async fn read_answer(response: reqwest::Response) -> Result<Value, UpstreamError> {
+/// The largest answer read from the axis (lists, acknowledgements, errors; a package comes
+/// through `getEdoc`'s stream instead): a hostile or broken axis cannot fill the relay's
+/// memory.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+async fn read_answer(mut response: reqwest::Response) -> Result<Value, UpstreamError> {
     let status = response.status();
-    let body: Value = match response.json().await {
+    if status.is_redirection() {
+        let to = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nowhere said")
+            .to_owned();
+        return Err(UpstreamError::Protocol(format!(
+            "HTTP {status} to {to}: redirects are not followed (they would carry the signed headers elsewhere); set [upstream] base_url to the axis's own address"
+        )));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        UpstreamError::Unavailable(format!("HTTP {status}: reading the answer: {e}"))
+    })? {
+        if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(UpstreamError::Protocol(format!(
+                "HTTP {status}: the answer is larger than {} MiB",
+                MAX_ANSWER_BYTES >> 20
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let body: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(_) if status.is_server_error() => {
             return Err(UpstreamError::Unavailable(format!("HTTP {status}")))

@@ -319,3 +319,72 @@ async fn a_long_download_does_not_hold_back_the_calls_that_test_a_recovering_axi
     }
     assert_eq!(got, package());
 }
+
+/// A server that answers every request with `head` and then `body_bytes` bytes of `fill`.
+async fn hostile_axis(head: String, body_bytes: usize, fill: u8) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let head = head.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let block = vec![fill; 1 << 20];
+                let mut left = body_bytes;
+                while left > 0 {
+                    let n = left.min(block.len());
+                    if socket.write_all(&block[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn an_axis_answering_without_end_or_elsewhere_is_refused_not_followed() {
+    // 80 MiB of answer: refused past 64 MiB, not read whole into memory.
+    let huge = 80 << 20;
+    let base = hostile_axis(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {huge}\r\n\r\n"
+        ),
+        huge,
+        b' ',
+    )
+    .await;
+    let err = client(&base, "botc", "s-tc")
+        .list_received(false)
+        .await
+        .expect_err("too large");
+    assert_eq!(err.code(), "UPSTREAM_PROTOCOL", "{err}");
+    assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
+
+    // A redirect would take the signed headers to another host: not followed.
+    let base = hostile_axis(
+        "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:9/elsewhere\r\ncontent-length: 0\r\n\r\n"
+            .into(),
+        0,
+        b' ',
+    )
+    .await;
+    let err = client(&base, "botc", "s-tc")
+        .list_received(false)
+        .await
+        .expect_err("redirected");
+    assert_eq!(err.code(), "UPSTREAM_PROTOCOL", "{err}");
+    assert!(
+        err.to_string().contains("http://127.0.0.1:9/elsewhere"),
+        "{err}"
+    );
+}

@@ -63,10 +63,46 @@ async fn the_axis_is_trusted_through_the_systems_authorities() {
     let mut last = None;
     for _ in 0..50 {
         match client.list_received(false).await {
-            Ok(_) => return,
+            Ok(_) => {
+                last = None;
+                break;
+            }
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("HTTPS through the system's authorities failed: {last:?}");
+    assert!(
+        last.is_none(),
+        "HTTPS through the system's authorities failed: {last:?}"
+    );
+
+    // With `ca_file`, only its authorities are trusted: the system's no longer stand in
+    // for the axis.
+    let other_key = KeyPair::generate().expect("key");
+    let mut other = CertificateParams::new(Vec::<String>::new()).expect("params");
+    other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    other
+        .distinguished_name
+        .push(DnType::CommonName, "the axis's own CA");
+    let pinned = VdxpUpstream::new(UpstreamConfig {
+        base_url: format!("https://localhost:{port}"),
+        system_id: "botc".into(),
+        secret: "s-tc".into(),
+        ca_pem: Some(
+            other
+                .self_signed(&other_key)
+                .expect("ca")
+                .pem()
+                .into_bytes(),
+        ),
+        client_identity_pem: None,
+        timeout: Duration::from_secs(5),
+        breaker_max_open: Duration::from_secs(300),
+    })
+    .expect("client");
+    let err = pinned
+        .list_received(false)
+        .await
+        .expect_err("a certificate of a CA outside ca_file");
+    assert!(err.is_transient(), "{err}");
 }

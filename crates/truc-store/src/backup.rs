@@ -58,7 +58,7 @@ fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
         Err(_) => {
             let mut source = File::open(from)?;
-            let mut copy = File::create_new(to)?;
+            let mut copy = create_private(to)?;
             std::io::copy(&mut source, &mut copy)?;
             copy.sync_all()
         }
@@ -82,19 +82,65 @@ fn hash_file(path: &Path) -> Result<(Sha256Digest, u64)> {
     Ok((Sha256Digest(hasher.finalize().into()), total))
 }
 
-fn empty_or_absent(dir: &Path) -> Result<()> {
-    if dir.exists()
-        && fs::read_dir(dir)
-            .map_err(StoreError::from_io)?
-            .next()
-            .is_some()
+/// Creates a new file only the relay's user can read: a backup holds every document.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Creates a directory (and its parents) only the relay's user can enter.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(StoreError::from_io)
+}
+
+/// Checks that `dir` is a new directory, or an empty one, and makes it if it is absent.
+/// For a backup (`store_dir` given), an existing one must be one only the store's owner
+/// can write: another user could read the documents, or change the backup before a
+/// restore.
+fn empty_or_absent(dir: &Path, store_dir: Option<&Path>) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !dir.exists() {
+        return create_private_dir(dir);
+    }
+    let meta = fs::metadata(dir).map_err(StoreError::from_io)?;
+    if !meta.is_dir() {
+        return Err(StoreError::Backup(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if fs::read_dir(dir)
+        .map_err(StoreError::from_io)?
+        .next()
+        .is_some()
     {
         return Err(StoreError::Backup(format!(
             "{} is not empty; give a new directory",
             dir.display()
         )));
     }
-    fs::create_dir_all(dir).map_err(StoreError::from_io)
+    let Some(store_dir) = store_dir else {
+        return Ok(());
+    };
+    let owner = fs::metadata(store_dir).map_err(StoreError::from_io)?.uid();
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.uid() != owner || mode & 0o022 != 0 {
+        return Err(StoreError::Backup(format!(
+            "{} may be written by other users (owner uid {}, mode {mode:o}): give a directory owned by the relay's user (uid {owner}) that only it can write (chmod go-w), or a new one",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// Hashes what it writes.
@@ -123,14 +169,14 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
         let _paused = store.lock_for_backup();
         // Checked under the lock: two backups into one new directory must not both find it
         // empty (the second would link over the first's files).
-        empty_or_absent(dir)?;
+        empty_or_absent(dir, Some(store.dir()))?;
         // Every segment up to `sealed` is immutable from here on: later payloads start a
         // new one. The records copied point only into those (a payload is appended, and
         // made durable, before its record is written); submissions appended and not yet
         // applied are in them too, after the applied position the records copied hold, so
         // the restored store's first open writes them.
         let sealed = store.payload_log().seal();
-        let file = File::create_new(&records_path).map_err(StoreError::from_io)?;
+        let file = create_private(&records_path).map_err(StoreError::from_io)?;
         let mut w = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
             hasher: Sha256::new(),
@@ -172,7 +218,7 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
                 Err(e) => return Err(StoreError::from_io(e)),
             };
             let target = target_root.join(&sub);
-            fs::create_dir_all(&target).map_err(StoreError::from_io)?;
+            create_private_dir(&target)?;
             for entry in entries {
                 let entry = entry.map_err(StoreError::from_io)?;
                 let dest = target.join(entry.file_name());
@@ -187,7 +233,7 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
             sync_dir(&target)?;
         }
 
-        fs::create_dir_all(&segments_dir).map_err(StoreError::from_io)?;
+        create_private_dir(&segments_dir)?;
         let mut segment_names = Vec::new();
         for segment in store.payload_log().segments()? {
             if segment > sealed {
@@ -238,7 +284,7 @@ pub(crate) fn backup(store: &SledStore, dir: &Path, now: Timestamp) -> Result<Ba
         reason: e.to_string(),
     })?;
     bytes += manifest_bytes.len() as u64;
-    let mut f = File::create_new(dir.join("manifest.json")).map_err(StoreError::from_io)?;
+    let mut f = create_private(&dir.join("manifest.json")).map_err(StoreError::from_io)?;
     f.write_all(&manifest_bytes)
         .and_then(|()| f.sync_all())
         .map_err(StoreError::from_io)?;
@@ -289,7 +335,7 @@ impl SledStore {
             ));
         }
 
-        empty_or_absent(target)?;
+        empty_or_absent(target, None)?;
         let log_segment_bytes = crate::sled_store::LOG_SEGMENT_BYTES;
         let db = crate::sled_store::sled_config(
             &target.join("db"),

@@ -1236,6 +1236,32 @@ async fn backup_while_running_then_restore_gives_the_same_store() {
         report.segments >= 1,
         "small payloads are in segments: {report:?}"
     );
+    // A backup holds every document: only the relay's user can read it.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+        };
+        let backup = dir.path().join("backup");
+        assert_eq!(mode(&backup), 0o700);
+        assert_eq!(mode(&backup.join("records.bin")), 0o600);
+        assert_eq!(mode(&backup.join("manifest.json")), 0o600);
+        assert_eq!(mode(&backup.join("payloads")), 0o700);
+        // An existing directory others may write to is refused.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = store.backup(&shared).await.expect_err("writable by others");
+        assert!(
+            err.to_string().contains("may be written by other users"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&shared).expect("list").count(),
+            0,
+            "nothing written there"
+        );
+    }
     // Changes after the backup are not in it.
     store
         .submit(document(

@@ -565,3 +565,57 @@ async fn a_connection_at_its_stream_limit_makes_further_calls_wait_and_others_do
     drop((tx1, tx2));
     relay.stop().await.expect("stop");
 }
+
+/// Connections that never finish their TLS handshake hold at most `max_handshakes` slots:
+/// those over it are closed at once instead of piling up for their 10 s each, and the
+/// relay serves again as soon as the slots free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stalled_in_the_handshake_are_bounded() {
+    use tokio::io::AsyncReadExt;
+    let relay = TestRelay::start_full(&[A], |_| {}, "max_handshakes = 2\n")
+        .await
+        .expect("relay");
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        stalled.push(
+            tokio::net::TcpStream::connect(relay.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    // Let the relay take them (and start their handshakes) first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for _ in 0..20 {
+        let mut extra = tokio::net::TcpStream::connect(relay.addr)
+            .await
+            .expect("connect");
+        let mut byte = [0u8; 1];
+        // Closed by the relay well before a handshake's 10 s.
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, 20,
+        "every connection over the limit is closed at once"
+    );
+    drop(stalled);
+    let mut served = false;
+    for _ in 0..50 {
+        if let Ok(mut a) = relay.adapter(A).await {
+            if a.lookup_unit(A).await.is_ok() {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        served,
+        "the relay serves once the stalled handshakes are gone"
+    );
+    relay.stop().await.expect("stop");
+}

@@ -280,6 +280,10 @@ pub struct LimitsConfig {
     /// the relay hold. Calls over it wait in the client for a free slot (HTTP/2
     /// `MAX_CONCURRENT_STREAMS`); they are not refused.
     pub max_streams_per_connection: u32,
+    /// TLS handshakes under way at once, at most (default 256): a connection that arrives
+    /// while that many are is closed at once, so a flood of connections that never finish
+    /// their handshake (each may take 10 s) cannot pile up. Adapters reconnect.
+    pub max_handshakes: u32,
     /// Longest a submission may stay silent (no chunk) before it is cancelled, in seconds
     /// (default 60): a slow or stalled client cannot hold a submission open.
     pub idle_timeout_secs: u64,
@@ -304,6 +308,7 @@ impl Default for LimitsConfig {
             submits_per_second: 500,
             submit_burst: 1000,
             max_streams_per_connection: 64,
+            max_handshakes: 256,
             idle_timeout_secs: 60,
             retry_base_ms: 2000,
             retry_cap_secs: 1800,

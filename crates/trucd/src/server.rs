@@ -460,7 +460,12 @@ pub async fn serve(
     let result = match tls {
         Some(tls) => {
             let (tx, rx) = mpsc::channel(64);
-            let acceptor = tokio::spawn(accept_tls(listener, tls, tx));
+            let acceptor = tokio::spawn(accept_tls(
+                listener,
+                tls,
+                tx,
+                config.limits.max_handshakes.max(1) as usize,
+            ));
             let serving = router.serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown);
             let r = tokio::select! {
                 r = serving => r,
@@ -612,14 +617,18 @@ fn disk_takes_writes(store_dir: &std::path::Path) -> bool {
 }
 
 /// Accepts TCP connections and runs each TLS handshake on its own task, so one slow client
-/// cannot hold up the others.
+/// cannot hold up the others; at most `max_handshakes` at once (a connection over that is
+/// closed at once, said at most once a minute).
 async fn accept_tls(
     listener: TcpListener,
     tls: ReloadableTls,
     tx: mpsc::Sender<
         Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
     >,
+    max_handshakes: usize,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes));
+    let mut said_full: Option<tokio::time::Instant> = None;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -629,6 +638,14 @@ async fn accept_tls(
                 continue;
             }
         };
+        let Ok(slot) = handshakes.clone().try_acquire_owned() else {
+            if said_full.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                said_full = Some(tokio::time::Instant::now());
+                tracing::warn!(%peer, max_handshakes, "too many TLS handshakes under way: new connections are closed at once ([limits] max_handshakes)");
+            }
+            drop(tcp);
+            continue;
+        };
         // Small gRPC frames (receipts, deliveries, acks) go out at once: without this, Nagle's
         // algorithm holds them back while earlier bytes await the peer's delayed ACK.
         if let Err(e) = tcp.set_nodelay(true) {
@@ -637,7 +654,10 @@ async fn accept_tls(
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let tx = tx.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let accepted =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+            drop(slot);
+            match accepted {
                 Ok(Ok(stream)) => {
                     let _ = tx.send(Ok(stream)).await;
                 }

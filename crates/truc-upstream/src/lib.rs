@@ -231,8 +231,8 @@ struct FilePart {
     len: u64,
 }
 
-/// How to reach the axis.
-#[derive(Debug, Clone)]
+/// How to reach the axis. Its `Debug` leaves the secret and the client key out.
+#[derive(Clone)]
 pub struct UpstreamConfig {
     /// Base URL; each operation is `{base}/{operation}`.
     pub base_url: String,
@@ -240,7 +240,7 @@ pub struct UpstreamConfig {
     pub system_id: String,
     /// Its secret.
     pub secret: String,
-    /// Extra CA certificates (PEM) to trust for the axis.
+    /// The CA certificates (PEM) to trust for the axis, instead of the system's.
     pub ca_pem: Option<Vec<u8>>,
     /// A client certificate and key (PEM), if the axis asks for one.
     pub client_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
@@ -248,6 +248,26 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// Longest the circuit stays open between probes of a failing axis.
     pub breaker_max_open: Duration,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("base_url", &self.base_url)
+            .field("system_id", &self.system_id)
+            .field("secret", &"(hidden)")
+            .field(
+                "ca_pem",
+                &self.ca_pem.as_ref().map(|p| format!("{} bytes", p.len())),
+            )
+            .field(
+                "client_identity_pem",
+                &self.client_identity_pem.as_ref().map(|_| "(hidden)"),
+            )
+            .field("timeout", &self.timeout)
+            .field("breaker_max_open", &self.breaker_max_open)
+            .finish()
+    }
 }
 
 /// The VDXP-profile client.
@@ -729,5 +749,27 @@ impl Upstream for VdxpUpstream {
 
     fn link(&self) -> BreakerState {
         self.breaker.state()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_and_the_client_key_stay_out_of_debug_output() {
+        let config = UpstreamConfig {
+            base_url: "https://axis.example".into(),
+            system_id: "bogtvt".into(),
+            secret: "s3cr3t-value".into(),
+            ca_pem: None,
+            client_identity_pem: Some((b"CERT".to_vec(), b"PRIVATE-KEY-BYTES".to_vec())),
+            timeout: Duration::from_secs(30),
+            breaker_max_open: Duration::from_secs(300),
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("bogtvt"), "{shown}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(!shown.contains("PRIVATE-KEY"), "{shown}");
     }
 }

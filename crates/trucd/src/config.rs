@@ -126,8 +126,25 @@ fn default_true() -> bool {
     true
 }
 
-/// How the relay reaches the national axis.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl std::fmt::Debug for UpstreamSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSection")
+            .field("base_url", &self.base_url)
+            .field("system_id", &self.system_id)
+            .field("secret", &"(hidden)")
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("poll_secs", &self.poll_secs)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("directory_secs", &self.directory_secs)
+            .field("breaker_max_open_secs", &self.breaker_max_open_secs)
+            .finish()
+    }
+}
+
+/// How the relay reaches the national axis. Its `Debug` leaves the secret out.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
     /// Base URL of the axis (`https://...`); operations are `{base}/{operation}`.
@@ -136,7 +153,7 @@ pub struct UpstreamSection {
     pub system_id: String,
     /// Its secret (never logged; `check-config` masks it).
     pub secret: String,
-    /// Extra CA certificates to trust for the axis (PEM).
+    /// The CA certificates to trust for the axis (PEM), instead of the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// A client certificate and key for the axis, if it asks for one (PEM).
@@ -461,6 +478,14 @@ secret = "s3cret"
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_upstream_secret_stays_out_of_debug_output() {
+        let (c, _) = Config::layered(Some(FILE), Vec::new()).expect("config");
+        let shown = format!("{c:?}");
+        assert!(shown.contains("bo-gtvt"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

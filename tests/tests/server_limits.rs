@@ -575,16 +575,26 @@ async fn connections_stalled_in_the_handshake_are_bounded() {
     let relay = TestRelay::start_full(&[A], |_| {}, "max_handshakes = 2\n")
         .await
         .expect("relay");
+    // Two connections that never begin their handshake take both slots. One closed at once
+    // found the slots busy (the relay's own start-up checks may still be finishing their
+    // handshakes on a slow machine): tried again.
     let mut stalled = Vec::new();
-    for _ in 0..2 {
-        stalled.push(
-            tokio::net::TcpStream::connect(relay.addr)
-                .await
-                .expect("connect"),
-        );
+    for _ in 0..100 {
+        if stalled.len() == 2 {
+            break;
+        }
+        let mut conn = tokio::net::TcpStream::connect(relay.addr)
+            .await
+            .expect("connect");
+        let mut byte = [0u8; 1];
+        if tokio::time::timeout(Duration::from_millis(500), conn.read(&mut byte))
+            .await
+            .is_err()
+        {
+            stalled.push(conn);
+        }
     }
-    // Let the relay take them (and start their handshakes) first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stalled.len(), 2, "two stalled handshakes hold the slots");
     let mut closed = 0;
     for _ in 0..20 {
         let mut extra = tokio::net::TcpStream::connect(relay.addr)

@@ -640,7 +640,7 @@ async fn transport_reports_are_followed_again_after_a_crash() {
     wait_followed(&relay_a, 0.0).await;
     let store_dir = relay_a.dir.path().join("store");
     let mut kept = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..5 {
         relay_a.signal("TERM").expect("stop relay A");
         relay_a
             .wait_exit(Duration::from_secs(30))
@@ -655,9 +655,11 @@ async fn transport_reports_are_followed_again_after_a_crash() {
         if kept.is_empty() {
             break;
         }
-        // The removal is not waited for: it may land a moment after the gauge moved.
+        // The removal is not waited for: a stop right after the gauge moved may cut it
+        // off. Then the next start follows the package again, finds its outcome in the
+        // timeline at its first look (5 s after the start) and forgets it.
         relay_a.restart_process().await.expect("restart");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_secs(7)).await;
     }
     assert!(kept.is_empty(), "forgotten by the store too: {kept:?}");
 }

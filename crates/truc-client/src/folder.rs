@@ -94,10 +94,7 @@ pub async fn run(
             _ = tick.tick() => send_outbox(&mut outbox_client, &options.dir, &mut stats, &mut waiting).await?,
             _ = tokio::time::sleep_until(reopen.at), if inbox.is_none() => {
                 match inbox_client.inbox(credits).await {
-                    Ok(opened) => {
-                        inbox = Some(opened);
-                        reopen.opened();
-                    }
+                    Ok(opened) => inbox = Some(opened),
                     Err(e) => reopen.failed("the inbox could not be opened", &e),
                 }
             }
@@ -109,7 +106,11 @@ pub async fn run(
                     Err(e) => Err(e),
                 };
                 match taken {
-                    Ok(()) => stats.received += 1,
+                    Ok(received) => {
+                        stats.received += u64::from(received);
+                        // The stream works: a later failure starts the waits afresh.
+                        reopen.worked();
+                    }
                     Err(ClientError::Io(e)) => return Err(ClientError::Io(e)),
                     Err(e) => {
                         inbox = None;
@@ -131,17 +132,27 @@ async fn next_delivery(
     }
 }
 
-/// Writes a delivery to `inbox/`, then acknowledges it.
+/// Writes a delivery to `inbox/`, then acknowledges it; whether it was received. One whose
+/// bytes the relay refuses to give (its payload purged, say) is handed back (`nack`:
+/// retried later by the relay, then dead-lettered) rather than ending the stream for the
+/// others.
 async fn take(
     client: &mut Client,
     inbox: &mut Option<crate::Inbox>,
     dir: &Path,
     d: &crate::Delivery,
-) -> Result<(), ClientError> {
-    receive(client, dir, d).await?;
-    match inbox {
-        Some(inbox) => inbox.ack(&d.delivery_id).await,
-        None => Err(ClientError::Closed),
+) -> Result<bool, ClientError> {
+    let Some(stream) = inbox else {
+        return Err(ClientError::Closed);
+    };
+    match receive(client, dir, d).await {
+        Ok(()) => stream.ack(&d.delivery_id).await.map(|()| true),
+        Err(e @ ClientError::Refused { .. }) => {
+            tracing::warn!(message = %d.message_id, error = %e, "a delivery's bytes could not be fetched; handed back to the relay");
+            stream.nack(&d.delivery_id, &e.to_string()).await?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -161,7 +172,8 @@ impl Default for Reopen {
 }
 
 impl Reopen {
-    fn opened(&mut self) {
+    /// The stream delivered: the next failure waits the shortest time again.
+    fn worked(&mut self) {
         self.wait = Duration::from_secs(1);
     }
 

@@ -107,9 +107,15 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 /// can write: another user could read the documents, or change the backup before a
 /// restore.
 fn empty_or_absent(dir: &Path, store_dir: Option<&Path>) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if !dir.exists() {
-        return create_private_dir(dir);
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(StoreError::from_io)?;
+    }
+    // Made here, or found: one another user made in between is checked like any other.
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StoreError::from_io(e)),
     }
     let meta = fs::metadata(dir).map_err(StoreError::from_io)?;
     if !meta.is_dir() {

@@ -452,15 +452,24 @@ async fn read_answer(mut response: reqwest::Response) -> Result<Value, UpstreamE
             "HTTP {status} to {to}: redirects are not followed (they would carry the signed headers elsewhere); set [upstream] base_url to the axis's own address"
         )));
     }
+    let too_large = || {
+        UpstreamError::Protocol(format!(
+            "HTTP {status}: the answer is larger than {} MiB",
+            MAX_ANSWER_BYTES >> 20
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| {
         UpstreamError::Unavailable(format!("HTTP {status}: reading the answer: {e}"))
     })? {
         if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(UpstreamError::Protocol(format!(
-                "HTTP {status}: the answer is larger than {} MiB",
-                MAX_ANSWER_BYTES >> 20
-            )));
+            return Err(too_large());
         }
         bytes.extend_from_slice(&chunk);
     }

@@ -353,12 +353,10 @@ async fn hostile_axis(head: String, body_bytes: usize, fill: u8) -> String {
 
 #[tokio::test]
 async fn an_axis_answering_without_end_or_elsewhere_is_refused_not_followed() {
-    // 80 MiB of answer: refused past 64 MiB, not read whole into memory.
+    // 80 MiB of answer without a length: refused past 64 MiB, not read whole into memory.
     let huge = 80 << 20;
     let base = hostile_axis(
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {huge}\r\n\r\n"
-        ),
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n".into(),
         huge,
         b' ',
     )
@@ -368,6 +366,20 @@ async fn an_axis_answering_without_end_or_elsewhere_is_refused_not_followed() {
         .await
         .expect_err("too large");
     assert_eq!(err.code(), "UPSTREAM_PROTOCOL", "{err}");
+    assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
+    // One announcing 80 MiB is refused at once, before any of it is read.
+    let base = hostile_axis(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {huge}\r\n\r\n"
+        ),
+        0,
+        b' ',
+    )
+    .await;
+    let err = client(&base, "botc", "s-tc")
+        .list_received(false)
+        .await
+        .expect_err("announced too large");
     assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
 
     // A redirect would take the signed headers to another host: not followed.

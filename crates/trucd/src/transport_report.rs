@@ -281,9 +281,9 @@ impl Follower {
         match self.store.events(message).await {
             Ok(events) => Some(
                 events
-                    .into_iter()
+                    .iter()
                     .filter(|e| matches!(e.kind, EventKind::AxisReceived | EventKind::AxisRefused))
-                    .filter_map(|e| e.recipient.map(|r| r.to_string()))
+                    .filter_map(recorded_recipient)
                     .collect(),
             ),
             Err(e) => {
@@ -392,6 +392,22 @@ impl Follower {
     }
 }
 
+/// The recipient an outcome event was recorded for, as [`recipient_key`] gives it: its code,
+/// or, for a recipient the axis named with no valid code (the event has none), the axis's
+/// text the detail starts with.
+fn recorded_recipient(event: &truc_store::Event) -> Option<String> {
+    match &event.recipient {
+        Some(r) => Some(r.to_string()),
+        None => event
+            .detail
+            .split_once(SYSTEM_SUFFIX)
+            .map(|(to_code, _)| to_code.trim().to_owned()),
+    }
+}
+
+/// What follows the recipient's text in an outcome's detail.
+const SYSTEM_SUFFIX: &str = "'s system ";
+
 /// How a recipient is known in [`Followed::reported`]: its code as the timeline writes it
 /// (so that what a restart reads back matches), or the axis's text if it is not a code.
 fn recipient_key(recipient: Option<&OrgCode>, to_code: &str) -> String {
@@ -423,6 +439,30 @@ mod tests {
             "the key of an outcome and of its event read back"
         );
         assert_eq!(recipient_key(None, " not a code "), "not a code");
+    }
+
+    #[test]
+    fn an_outcome_for_a_recipient_without_a_valid_code_is_read_back_from_its_detail() {
+        let to_code = " not a code ";
+        let event = truc_store::Event {
+            at: Timestamp(1),
+            message_id: "01KC0000000000000000000000".parse().expect("an id"),
+            recipient: OrgCode::parse(to_code).ok(),
+            kind: EventKind::AxisReceived,
+            detail: format!("{to_code}'s system took it from the national axis"),
+        };
+        assert!(event.recipient.is_none(), "premise: not a code");
+        assert_eq!(
+            recorded_recipient(&event),
+            Some(recipient_key(None, to_code)),
+            "the restart knows it was recorded"
+        );
+        let with_code = truc_store::Event {
+            recipient: OrgCode::parse("000.01.07.G12").ok(),
+            detail: "000.01.07.G12's system took it from the national axis".into(),
+            ..event
+        };
+        assert_eq!(recorded_recipient(&with_code), Some("000.01.07.G12".into()));
     }
 
     #[test]

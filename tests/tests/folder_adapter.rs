@@ -279,3 +279,93 @@ async fn the_adapter_outlasts_its_units_suspension_and_receives_what_was_held() 
     assert_eq!(stats.received, 1);
     relay.stop().await.expect("stop");
 }
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_bytes_cannot_be_fetched_is_handed_back_and_the_others_flow() {
+    let relay = TestRelay::start(&[A, B]).await.expect("relay");
+    let mut b = relay.adapter(B).await.expect("B");
+    let date = CalendarDate::new(2026, 11, 21).expect("date");
+    // Over 4 MiB: announced without its bytes, fetched by the adapter.
+    let big = DocumentBuilder::new(code(B), vec![code(A)], date, "41", "CHHVN")
+        .attachment(truc_edxml::AttachmentSource::new(
+            "scan.pdf",
+            (0..5_000_000u32).map(|i| (i % 251) as u8).collect(),
+        ))
+        .build();
+    let big_id = b
+        .submit_document(&big, None)
+        .await
+        .expect("big")
+        .document_id;
+    // Its payload file is lost on the relay's side (a damaged disk, say).
+    let blobs: Vec<_> = walk(&relay.dir.path().join("store").join("blobs"))
+        .into_iter()
+        .filter(|p| !p.starts_with(relay.dir.path().join("store").join("blobs").join("tmp")))
+        .collect();
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    std::fs::remove_file(&blobs[0]).expect("remove the payload");
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let a_dir = work.path().join("a");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let adapter = tokio::spawn(run(
+        relay.adapter(A).await.expect("A"),
+        FolderOptions {
+            dir: a_dir.clone(),
+            poll: Duration::from_millis(100),
+            credits: 8,
+        },
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    // The adapter hands it back: the relay records the failed attempt and retries later.
+    let mut a = relay.adapter(A).await.expect("A's client");
+    let mut handed_back = None;
+    for _ in 0..100 {
+        let trace = a.trace(&big_id).await.expect("trace");
+        handed_back = trace
+            .events
+            .iter()
+            .find(|e| e.kind == "retry_scheduled")
+            .map(|e| e.detail.clone());
+        if handed_back.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let detail = handed_back.expect("a retry scheduled by the adapter's nack");
+    assert!(!detail.is_empty());
+    // The stream goes on: the next document arrives.
+    let small = DocumentBuilder::new(code(B), vec![code(A)], date, "42", "CHHVN").build();
+    b.submit_document(&small, None).await.expect("small");
+    wait_for("the small document in A's inbox", || {
+        !files(&a_dir.join("inbox"), "edxml").is_empty()
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(&files(&a_dir.join("inbox"), "edxml")[0]).expect("read"),
+        small
+    );
+    assert!(!adapter.is_finished(), "the adapter keeps running");
+    stop_tx.send(true).expect("stop");
+    let stats = adapter.await.expect("task").expect("adapter");
+    assert_eq!(stats.received, 1);
+    relay.stop().await.expect("stop");
+}

@@ -487,3 +487,35 @@ async fn a_status_goes_to_the_document_its_issuer_sent_not_a_copycat_stored_befo
     );
     relay.stop().await.expect("stop");
 }
+
+/// A caller whose certificate names no unit is answered before the relay reads its call's
+/// message: here a SubmitStatus whose message never comes is refused at once (the relay
+/// used to wait for, and hold, up to a megabyte of it first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_certificate_is_refused_before_its_message_is_read() {
+    use truc_client::proto::{Receipt, SubmitStatusRequest};
+    let relay = TestRelay::start(&[A]).await.expect("relay");
+    let unknown = relay.unregistered_cert().expect("cert");
+    let client = relay.client_with(&unknown).await.expect("handshake");
+    let mut grpc = tonic::client::Grpc::new(client.channel());
+    grpc.ready().await.expect("ready");
+    let never = tokio_stream::pending::<SubmitStatusRequest>();
+    let call = grpc.client_streaming(
+        tonic::Request::new(never),
+        tonic::codegen::http::uri::PathAndQuery::from_static("/truc.v1.Relay/SubmitStatus"),
+        tonic_prost::ProstCodec::<SubmitStatusRequest, Receipt>::default(),
+    );
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+        .await
+        .expect("answered without the message")
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        truc_tests::error_code(&refused),
+        Some("AUTH_UNKNOWN_CERTIFICATE")
+    );
+    // A registered unit's call still works, the caller found by the same check.
+    let mut a = relay.adapter(A).await.expect("A");
+    a.lookup_unit(A).await.expect("A's call");
+    relay.stop().await.expect("stop");
+}

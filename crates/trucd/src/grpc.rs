@@ -10,6 +10,8 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tonic::codegen::http;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 use truc_edxml::{Limits, OrgCode, PackageReader};
 use truc_proto::v1 as pb;
@@ -166,6 +168,7 @@ impl std::fmt::Debug for RelayService {
     }
 }
 
+#[derive(Clone)]
 struct Caller {
     unit: Unit,
     certificate: String,
@@ -174,6 +177,81 @@ struct Caller {
     /// The client's certificate chain (none in development mode).
     chain: Option<Arc<Vec<CertificateDer<'static>>>>,
 }
+
+/// Identifies the caller of every Relay call before tonic reads its messages: a
+/// certificate of no registered unit (or of a suspended one, or revoked since) is answered
+/// at once, without the relay reading up to a megabyte of a one-shot call's message first.
+/// The handler finds the caller in the request's extensions.
+#[derive(Clone)]
+pub struct AuthenticateFirst {
+    service: RelayService,
+}
+
+impl AuthenticateFirst {
+    /// The layer for `service`'s calls.
+    pub fn new(service: RelayService) -> Self {
+        AuthenticateFirst { service }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthenticateFirst {
+    type Service = AuthenticatedFirst<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthenticatedFirst {
+            inner,
+            service: self.service.clone(),
+        }
+    }
+}
+
+/// The service [`AuthenticateFirst`] makes.
+#[derive(Clone)]
+pub struct AuthenticatedFirst<S> {
+    inner: S,
+    service: RelayService,
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for AuthenticatedFirst<S>
+where
+    S: tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+    >,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path().starts_with(RELAY_PATH_PREFIX) {
+            let certs = request
+                .extensions()
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.peer_certs());
+            match self.service.identify(certs) {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                }
+                Err(refused) => return Box::pin(std::future::ready(Ok(refused.into_http()))),
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+/// The paths of the Relay service's calls.
+const RELAY_PATH_PREFIX: &str = "/truc.v1.Relay/";
 
 /// Who an open inbox stream serves: checked again while it stays open.
 struct SessionIdentity {
@@ -226,7 +304,17 @@ impl RelayService {
         })
     }
 
+    /// Who makes a call: identified by [`AuthenticateFirst`] before its messages were read.
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        match request.extensions().get::<Caller>() {
+            Some(caller) => Ok(caller.clone()),
+            None => self.identify(request.peer_certs()),
+        }
+    }
+
+    /// Who presents the certificate chain `certs`: a registered, active unit whose
+    /// certificate the adapters' CA and its revocation lists accept now.
+    fn identify(&self, certs: Option<Arc<Vec<CertificateDer<'static>>>>) -> Result<Caller, Status> {
         let certificate = match &self.identity {
             Identity::Insecure(unit) => {
                 let unit = self.relay.registry().unit(unit).ok_or_else(|| {
@@ -244,16 +332,13 @@ impl RelayService {
                 });
             }
             Identity::Certificates(tls) => {
-                let chain = request
-                    .peer_certs()
-                    .filter(|certs| !certs.is_empty())
-                    .ok_or_else(|| {
-                        status(
-                            tonic::Code::Unauthenticated,
-                            "AUTH_NO_CERTIFICATE",
-                            "no client certificate: adapters must connect with mutual TLS",
-                        )
-                    })?;
+                let chain = certs.filter(|certs| !certs.is_empty()).ok_or_else(|| {
+                    status(
+                        tonic::Code::Unauthenticated,
+                        "AUTH_NO_CERTIFICATE",
+                        "no client certificate: adapters must connect with mutual TLS",
+                    )
+                })?;
                 (chain, tls)
             }
         };

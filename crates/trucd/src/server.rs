@@ -435,6 +435,7 @@ pub async fn serve(
     }
 
     let router = tonic::transport::Server::builder()
+        .layer(crate::grpc::AuthenticateFirst::new(service.clone()))
         .layer(tower::util::MapResponseLayer::new(
             crate::grpc::clear_decode_errors::<tonic::body::Body>,
         ))

@@ -224,9 +224,12 @@ fn default_file() -> Option<PathBuf> {
 }
 
 fn read_file(path: &std::path::Path) -> Result<CtlFile, SettingsError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .with_context(|| format!("reading the settings file {}", path.display()))
         .map_err(SettingsError::Unreadable)?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("the settings file {} is not UTF-8 text", path.display()))
+        .map_err(SettingsError::Invalid)?;
     toml::from_str(&text)
         .with_context(|| format!("in the settings file {}", path.display()))
         .map_err(SettingsError::Invalid)

@@ -250,4 +250,13 @@ fn a_settings_file_that_cannot_be_read_is_a_file_error_and_one_that_does_not_par
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("broken.toml"), "{stderr}");
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, b"admin = \"\xff\xfe\"\n").expect("write");
+    let out = trucctl(&["queues", "--ctl-config", &binary.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "not text is bad settings: {stderr}"
+    );
 }

@@ -127,11 +127,18 @@ impl BlobDir {
         self.root.join("unused")
     }
 
-    /// Moves the blob with this digest to [`unused_dir`](Self::unused_dir).
+    /// Moves the blob with this digest to [`unused_dir`](Self::unused_dir), stamping it
+    /// with the time of the move (its modification time, which nothing else changes).
     pub(crate) fn set_aside(&self, sha: &Sha256Digest) -> Result<(), StoreError> {
         let dir = self.unused_dir();
         fs::create_dir_all(&dir).map_err(StoreError::from_io)?;
-        fs::rename(self.path_of(sha), dir.join(sha.to_hex())).map_err(StoreError::from_io)
+        let to = dir.join(sha.to_hex());
+        fs::rename(self.path_of(sha), &to).map_err(StoreError::from_io)?;
+        File::options()
+            .write(true)
+            .open(&to)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .map_err(StoreError::from_io)
     }
 
     /// Deletes the files set aside longer than `age` ago (by the time of their move);
@@ -140,23 +147,23 @@ impl BlobDir {
         &self,
         age: Duration,
     ) -> Result<(usize, u64), StoreError> {
-        use std::os::unix::fs::MetadataExt;
         let entries = match fs::read_dir(self.unused_dir()) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
             Err(e) => return Err(StoreError::from_io(e)),
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = std::time::SystemTime::now();
         let (mut files, mut bytes) = (0, 0);
         for entry in entries {
             let entry = entry.map_err(StoreError::from_io)?;
             let meta = entry.metadata().map_err(StoreError::from_io)?;
-            // A rename changes the inode's change time, not its modification time.
-            let moved = u64::try_from(meta.ctime()).unwrap_or(0);
-            if meta.is_file() && now.saturating_sub(moved) >= age.as_secs() {
+            // Stamped at the move (a hard link made or removed since, by a backup, changes
+            // the change time, not this); a file whose time cannot be read is kept.
+            let waited = meta
+                .modified()
+                .ok()
+                .and_then(|moved| now.duration_since(moved).ok());
+            if meta.is_file() && waited.is_some_and(|w| w >= age) {
                 fs::remove_file(entry.path()).map_err(StoreError::from_io)?;
                 files += 1;
                 bytes += meta.len();
@@ -316,6 +323,14 @@ mod tests {
         let staged = blobs.write_bytes(b"an unused payload").expect("write");
         let sha = staged.sha256();
         blobs.install(staged).expect("install");
+        // Written long ago: its days count from the move, not from its writing.
+        File::options()
+            .write(true)
+            .open(blobs.path_of(&sha))
+            .and_then(|f| {
+                f.set_modified(std::time::SystemTime::now() - Duration::from_secs(30 * 86_400))
+            })
+            .expect("age it");
         blobs.set_aside(&sha).expect("set aside");
         assert!(!blobs.path_of(&sha).exists());
         assert!(

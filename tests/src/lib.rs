@@ -507,6 +507,29 @@ impl TestRelay {
         Ok(())
     }
 
+    /// The sum of the relay's `/metrics` samples of `family` whose labels include every
+    /// `name="value"` of `labels` (0 if there are none).
+    pub async fn metric(&self, family: &str, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
+        let admin = self
+            .admin_addr
+            .ok_or_else(|| anyhow::anyhow!("this relay has no admin API"))?;
+        let text = reqwest::get(format!("http://{admin}/metrics"))
+            .await?
+            .text()
+            .await?;
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (name, rest) = series.split_once('{').unwrap_or((series, ""));
+                (name == family && wanted.iter().all(|w| rest.contains(w.as_str())))
+                    .then(|| value.parse::<f64>().ok())
+                    .flatten()
+            })
+            .sum())
+    }
+
     /// The process id of a relay started with [`spawn_process`](Self::spawn_process).
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(|p| p.id())

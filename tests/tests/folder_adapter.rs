@@ -30,6 +30,25 @@ fn files(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// A folder adapter over `client` in `dir`, scanning every 100 ms, until `stop` turns true.
+fn spawn_adapter(
+    client: truc_client::Client,
+    dir: std::path::PathBuf,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<truc_client::folder::FolderStats, truc_client::ClientError>> {
+    tokio::spawn(run(
+        client,
+        FolderOptions {
+            dir,
+            poll: Duration::from_millis(100),
+            credits: 8,
+        },
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn folders_exchange_documents_and_statuses() {
     let relay = TestRelay::start(&[A, B]).await.expect("relay");
@@ -39,18 +58,7 @@ async fn folders_exchange_documents_and_statuses() {
     let mut tasks = Vec::new();
     for (unit, dir) in [(A, a_dir.clone()), (B, b_dir.clone())] {
         let client = relay.adapter(unit).await.expect("client");
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(run(
-            client,
-            FolderOptions {
-                dir,
-                poll: Duration::from_millis(100),
-                credits: 8,
-            },
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
+        tasks.push(spawn_adapter(client, dir, stop_rx.clone()));
     }
     wait_for("the folders", || {
         a_dir.join("outbox").is_dir() && b_dir.join("outbox").is_dir()
@@ -123,22 +131,14 @@ async fn folders_exchange_documents_and_statuses() {
 }
 
 /// Refused document submissions from adapters so far, from the relay's `/metrics`.
-async fn refused_documents(relay: &TestRelay) -> u64 {
-    let url = format!("http://{}/metrics", relay.admin_addr.expect("admin API"));
-    let text = reqwest::get(url)
+async fn refused_documents(relay: &TestRelay) -> f64 {
+    relay
+        .metric(
+            "truc_submissions_total",
+            &[("kind", "document"), ("outcome", "refused")],
+        )
         .await
         .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .filter(|l| {
-            l.starts_with("truc_submissions_total{")
-                && l.contains("kind=\"document\"")
-                && l.contains("outcome=\"refused\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,18 +162,7 @@ async fn a_suspended_units_packages_wait_in_the_outbox_until_it_is_active() {
     let mut tasks = Vec::new();
     for (unit, dir) in [(A, a_dir.clone()), (B, b_dir.clone())] {
         let client = relay.adapter(unit).await.expect("client");
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(run(
-            client,
-            FolderOptions {
-                dir,
-                poll: Duration::from_millis(100),
-                credits: 8,
-            },
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
+        tasks.push(spawn_adapter(client, dir, stop_rx.clone()));
     }
     wait_for("the folders", || {
         a_dir.join("outbox").is_dir() && b_dir.join("outbox").is_dir()
@@ -186,12 +175,12 @@ async fn a_suspended_units_packages_wait_in_the_outbox_until_it_is_active() {
 
     // Refused while the unit is suspended (twice: tried again), and kept in the outbox.
     for _ in 0..200 {
-        if refused_documents(&relay).await >= 2 {
+        if refused_documents(&relay).await >= 2.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(refused_documents(&relay).await >= 2, "tried and refused");
+    assert!(refused_documents(&relay).await >= 2.0, "tried and refused");
     assert!(dropped.is_file(), "still in the outbox");
     assert!(
         files(&a_dir.join("failed"), "edxml").is_empty(),
@@ -230,19 +219,9 @@ async fn the_adapter_outlasts_its_units_suspension_and_receives_what_was_held() 
     let engine = relay.engine().expect("in-process relay").clone();
     let work = tempfile::tempdir().expect("tempdir");
     let a_dir = work.path().join("a");
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = relay.adapter(A).await.expect("client");
-    let adapter = tokio::spawn(run(
-        client,
-        FolderOptions {
-            dir: a_dir.clone(),
-            poll: Duration::from_millis(100),
-            credits: 8,
-        },
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
+    let adapter = spawn_adapter(client, a_dir.clone(), stop_rx);
     wait_for("the folders", || a_dir.join("inbox").is_dir()).await;
     let set_state = |state| {
         let engine = engine.clone();
@@ -323,18 +302,8 @@ async fn a_delivery_whose_bytes_cannot_be_fetched_is_handed_back_and_the_others_
 
     let work = tempfile::tempdir().expect("tempdir");
     let a_dir = work.path().join("a");
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let adapter = tokio::spawn(run(
-        relay.adapter(A).await.expect("A"),
-        FolderOptions {
-            dir: a_dir.clone(),
-            poll: Duration::from_millis(100),
-            credits: 8,
-        },
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let adapter = spawn_adapter(relay.adapter(A).await.expect("A"), a_dir.clone(), stop_rx);
     // The adapter hands it back: the relay records the failed attempt and retries later.
     let mut a = relay.adapter(A).await.expect("A's client");
     let mut handed_back = None;

@@ -559,17 +559,10 @@ async fn what_the_recipients_systems_did_with_a_package_sent_up_reaches_its_time
 
 /// The relay's count of packages whose transport reports it follows, from its `/metrics`.
 async fn followed(relay: &TestRelay) -> f64 {
-    let url = format!("http://{}/metrics", relay.admin_addr.expect("admin API"));
-    let text = reqwest::get(url)
+    relay
+        .metric("truc_axis_transport_reports_followed", &[])
         .await
         .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("truc_axis_transport_reports_followed "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("the gauge is served")
 }
 
 /// Waits until the relay follows `n` packages' transport reports.

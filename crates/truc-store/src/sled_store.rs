@@ -942,28 +942,26 @@ impl SledStore {
     /// any submission can install a file whose reference is not written yet. Best effort:
     /// a file that cannot be moved or listed is said and left.
     fn set_aside_unused_blobs(&self) {
-        let mut set_aside = 0;
-        match self.blobs.stored() {
-            Ok(stored) => {
-                for sha in stored {
-                    match self.db.contains_key(key(keys::BLOB_REF, &[&sha.0])) {
-                        Ok(true) => {}
-                        Ok(false) => match self.blobs.set_aside(&sha) {
-                            Ok(()) => set_aside += 1,
-                            Err(e) => {
-                                tracing::warn!(blob = %sha.to_hex(), error = %e, "a blob file no message uses could not be set aside");
-                            }
-                        },
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the blob references cannot be read; unused blob files are left");
-                            return;
-                        }
-                    }
+        let unused = self.blobs.stored().and_then(|stored| {
+            let mut unused = Vec::new();
+            for sha in stored {
+                if !self.db.contains_key(key(keys::BLOB_REF, &[&sha.0]))? {
+                    unused.push(sha);
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "the blob directory cannot be listed; unused blob files are left");
-                return;
+            Ok(unused)
+        });
+        let unused = unused.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the blob files or their references cannot be read; unused blob files are left");
+            Vec::new()
+        });
+        let mut set_aside = 0;
+        for sha in unused {
+            match self.blobs.set_aside(&sha) {
+                Ok(()) => set_aside += 1,
+                Err(e) => {
+                    tracing::warn!(blob = %sha.to_hex(), error = %e, "a blob file no message uses could not be set aside");
+                }
             }
         }
         if set_aside > 0 {

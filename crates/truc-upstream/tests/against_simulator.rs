@@ -1,5 +1,7 @@
 //! The client against the project's simulator over real HTTP.
 
+mod common;
+
 use std::time::Duration;
 
 use truc_axis_sim::{Faults, SimConfig, Simulator, SystemConfig};
@@ -123,21 +125,7 @@ async fn an_outage_opens_the_circuit_and_recovery_closes_it() {
 
 #[tokio::test]
 async fn https_with_a_custom_ca_works_and_resets_are_transient() {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "axis test CA");
-    let ca_pem = ca_params.self_signed(&ca_key).expect("ca").pem();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().expect("key");
-    let server = CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("params")
-        .signed_by(&server_key, &issuer)
-        .expect("cert");
-
+    let tls = common::axis_tls("axis test CA");
     let sim = Simulator::new(SimConfig {
         systems: vec![SystemConfig {
             id: "botc".into(),
@@ -149,26 +137,13 @@ async fn https_with_a_custom_ca_works_and_resets_are_transient() {
         skew_secs: 300,
         max_package_bytes: 512 * 1024 * 1024,
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let s = sim.clone();
-    let (cert_pem, key_pem) = (server.pem(), server_key.serialize_pem());
-    tokio::spawn(async move {
-        let _ = s
-            .serve_tls(listener, cert_pem.as_bytes(), key_pem.as_bytes(), async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let (port, _stop) = common::serve_https(sim.clone(), &tls).await;
     let base = format!("https://localhost:{port}");
     let trusted = VdxpUpstream::new(UpstreamConfig {
         base_url: base.clone(),
         system_id: "botc".into(),
         secret: "s-tc".into(),
-        ca_pem: Some(ca_pem.into_bytes()),
+        ca_pem: Some(tls.ca_pem.clone().into_bytes()),
         client_identity_pem: None,
         timeout: Duration::from_secs(5),
         breaker_max_open: Duration::from_secs(300),

@@ -5,28 +5,17 @@
 
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+mod common;
+
 use truc_axis_sim::{SimConfig, Simulator, SystemConfig};
 use truc_upstream::{Upstream, UpstreamConfig, VdxpUpstream};
 
 #[tokio::test]
 async fn the_axis_is_trusted_through_the_systems_authorities() {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "a CA the system trusts");
-    let ca_pem = ca_params.self_signed(&ca_key).expect("ca").pem();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().expect("key");
-    let server = CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("params")
-        .signed_by(&server_key, &issuer)
-        .expect("cert");
+    let tls = common::axis_tls("a CA the system trusts");
     let dir = tempfile::tempdir().expect("tempdir");
     let system_bundle = dir.path().join("system-ca.pem");
-    std::fs::write(&system_bundle, &ca_pem).expect("bundle");
+    std::fs::write(&system_bundle, &tls.ca_pem).expect("bundle");
     // Before any client is made in this process.
     std::env::set_var("SSL_CERT_FILE", &system_bundle);
     std::env::remove_var("SSL_CERT_DIR");
@@ -37,19 +26,7 @@ async fn the_axis_is_trusted_through_the_systems_authorities() {
         skew_secs: 300,
         max_package_bytes: 1024 * 1024,
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (cert_pem, key_pem) = (server.pem(), server_key.serialize_pem());
-    tokio::spawn(async move {
-        let _ = sim
-            .serve_tls(listener, cert_pem.as_bytes(), key_pem.as_bytes(), async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let (port, _stop) = common::serve_https(sim, &tls).await;
     let client = VdxpUpstream::new(UpstreamConfig {
         base_url: format!("https://localhost:{port}"),
         system_id: "botc".into(),
@@ -78,23 +55,11 @@ async fn the_axis_is_trusted_through_the_systems_authorities() {
 
     // With `ca_file`, only its authorities are trusted: the system's no longer stand in
     // for the axis.
-    let other_key = KeyPair::generate().expect("key");
-    let mut other = CertificateParams::new(Vec::<String>::new()).expect("params");
-    other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    other
-        .distinguished_name
-        .push(DnType::CommonName, "the axis's own CA");
     let pinned = VdxpUpstream::new(UpstreamConfig {
         base_url: format!("https://localhost:{port}"),
         system_id: "botc".into(),
         secret: "s-tc".into(),
-        ca_pem: Some(
-            other
-                .self_signed(&other_key)
-                .expect("ca")
-                .pem()
-                .into_bytes(),
-        ),
+        ca_pem: Some(common::unrelated_ca_pem("the axis's own CA").into_bytes()),
         client_identity_pem: None,
         timeout: Duration::from_secs(5),
         breaker_max_open: Duration::from_secs(300),
